@@ -1,0 +1,87 @@
+"""The one error hierarchy of pmsq. HTTP maps these to status codes in `api.errors`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class PmsqError(Exception):
+    """Root of every error pmsq raises on purpose."""
+
+    code = "internal_error"
+
+    def __init__(self, message: str, details: list[dict[str, Any]] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details or []
+
+
+class ValidationFailed(PmsqError):
+    """Raised when a request's payload breaks a rule; `details` names each bad field."""
+
+    code = "validation_error"
+
+
+class UnknownFields(ValidationFailed):
+    """Raised when a write carries fields its integration's PMS does not support."""
+
+    code = "unknown_fields"
+
+
+class UnsupportedOperation(ValidationFailed):
+    """Raised when the integration's PMS cannot perform the model/action at all."""
+
+    code = "unsupported_operation"
+
+
+class NotFound(PmsqError):
+    """Raised when a resource does not exist or belongs to another account."""
+
+    code = "not_found"
+
+
+class Unauthorized(PmsqError):
+    """Raised when a request carries no valid bearer token."""
+
+    code = "unauthorized"
+
+
+class Conflict(PmsqError):
+    """Raised when a request is valid but the resource's state forbids it."""
+
+    code = "conflict"
+
+
+class IllegalTransition(PmsqError):
+    """Raised when code asks a job to move between statuses the state machine forbids."""
+
+    code = "illegal_transition"
+
+
+class PmsError(PmsqError):
+    """Raised by connectors when the PMS answers with an error.
+
+    `retryable` errors (5xx, timeouts, connection failures) are retried with backoff;
+    others (4xx validation) fail the job at once with the PMS's message.
+    """
+
+    code = "pms_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool,
+        status_code: int | None = None,
+        retry_after_s: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status_code = status_code
+        self.retry_after_s = retry_after_s
+
+
+class PmsThrottled(PmsError):
+    """Raised when the PMS answers 429; it pauses the integration and burns no attempt."""
+
+    code = "pms_throttled"

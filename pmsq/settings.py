@@ -1,0 +1,67 @@
+"""Every setting of pmsq, read once from `PMSQ_*` environment variables.
+
+Processes build one `Settings` at start-up (`Settings()`), then pass it, or what they derive
+from it, to whatever needs it; nothing reads the environment later.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+#: Development-only Fernet key, used when PMSQ_SECRET_KEYS is unset so `make demo` works
+#: out of the box. Production deployments must set their own.
+DEV_SECRET_KEY = "cG1zcS1kZXZlbG9wbWVudC1rZXktZG8tbm90LXVzZSE="
+
+
+class Settings(BaseSettings):
+    """pmsq configuration; each field is the env var `PMSQ_<FIELD>` (case-insensitive)."""
+
+    model_config = SettingsConfigDict(env_prefix="PMSQ_", extra="ignore")
+
+    #: SQLAlchemy URL of the job store. SQLite serves one host; PostgreSQL (psycopg 3) many.
+    database_url: str = "sqlite:///./pmsq.db"
+    #: Redis holding flow-control state (backlogs, leases, tokens, pauses).
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: Celery broker; defaults to `redis_url` so a RabbitMQ shop can point it elsewhere.
+    broker_url: str | None = None
+    #: Comma-separated Fernet keys, newest first; credentials are encrypted with the first and
+    #: decrypted with any (MultiFernet), so keys rotate without downtime.
+    secret_keys: SecretStr = SecretStr(DEV_SECRET_KEY)
+
+    #: Attempts a job gets for retryable PMS errors (5xx, timeouts) before it fails.
+    max_attempts: int = Field(default=4, ge=1)
+    #: First retry delay; doubles each attempt, with full jitter, capped at `retry_max_s`.
+    retry_base_s: float = Field(default=1.0, gt=0)
+    retry_max_s: float = Field(default=60.0, gt=0)
+    #: Broker deliveries a job may take without finishing before it fails as a poison message.
+    max_deliveries: int = Field(default=5, ge=1)
+    #: Largest number of jobs one write tree may hold; spawning past it fails the spawning job.
+    max_jobs_per_tree: int = Field(default=10_000, ge=1)
+    #: Timeout of one PMS HTTP request.
+    pms_timeout_s: float = Field(default=10.0, gt=0)
+    #: How long a RUNNING job's claim lasts; a claim older than this is presumed dead (its worker
+    #: was killed) and the job is handed out again. Must exceed `pms_timeout_s`.
+    job_lease_s: float = Field(default=30.0, gt=0)
+    #: Period of the dispatcher loop that admits due jobs and reclaims expired leases.
+    dispatch_interval_s: float = Field(default=0.2, gt=0)
+    #: Largest accepted write body.
+    max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    #: Celery queue that job tasks are published to.
+    job_queue: str = "pmsq.jobs"
+
+    @property
+    def celery_broker_url(self) -> str:
+        return self.broker_url or self.redis_url
+
+    @property
+    def fernet_keys(self) -> list[str]:
+        return [k.strip() for k in self.secret_keys.get_secret_value().split(",") if k.strip()]
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read from the environment on first use."""
+    return Settings()
