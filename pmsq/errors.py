@@ -79,6 +79,8 @@ class PmsError(PmsqError):
         self.retryable = retryable
         self.status_code = status_code
         self.retry_after_s = retry_after_s
+        #: The request may have been applied before the error (a timeout on a write).
+        self.outcome_unknown = False
 
 
 class PmsThrottled(PmsError):

@@ -47,6 +47,9 @@ class Settings(BaseSettings):
     job_lease_s: float = Field(default=30.0, gt=0)
     #: Period of the dispatcher loop that admits due jobs and reclaims expired leases.
     dispatch_interval_s: float = Field(default=0.2, gt=0)
+    #: A QUEUED job not claimed for this long is published again (its first message may have
+    #: been lost between commit and publish); duplicates are dropped at claim.
+    queued_republish_s: float = Field(default=120.0, gt=0)
     #: Largest accepted write body.
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     #: Celery queue that job tasks are published to.

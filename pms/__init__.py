@@ -1,0 +1,1 @@
+"""PMS connectors: the connector interface, vendor capability profiles, the sandbox PMS."""

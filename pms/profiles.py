@@ -1,0 +1,181 @@
+"""What each vendor's PMS can do: models, actions, writable fields, and multi-call workflows.
+
+The write validator, the job runner and `GET /v1/admin/capabilities` all read these profiles,
+so what the API accepts and what the workers send can never disagree.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from models.enums import Vendor
+from pmsq.errors import NotFound, UnknownFields, UnsupportedOperation
+
+#: Client-facing write actions.
+CREATE = "CREATE"
+UPDATE = "UPDATE"
+#: Internal workflow step: validate a CREATE at the PMS, then create in a child job.
+VALIDATE_THEN_CREATE = "VALIDATE_THEN_CREATE"
+
+
+@dataclass(frozen=True)
+class NestedChildren:
+    """A list field whose items become child jobs once the parent record exists.
+
+    Example: an applicant's `contacts` are created one by one, each linked through
+    `applicant_id` to the applicant the parent job created.
+    """
+
+    model: str
+    link_field: str
+
+
+@dataclass(frozen=True)
+class ModelSupport:
+    actions: frozenset[str]
+    fields: frozenset[str]
+    nested: Mapping[str, NestedChildren] = field(default_factory=dict)
+    #: How a client CREATE starts; a workflow vendor may validate first.
+    create_step: str = CREATE
+
+    def writable_fields(self) -> frozenset[str]:
+        return self.fields | frozenset(self.nested)
+
+
+@dataclass(frozen=True)
+class VendorProfile:
+    vendor: Vendor
+    models: Mapping[str, ModelSupport]
+    #: The PMS honours an `Idempotency-Key` header; otherwise a re-attempt whose earlier
+    #: outcome is unknown reads back before it writes again.
+    supports_idempotency_key: bool = True
+
+    def support(self, model: str, action: str) -> ModelSupport:
+        """The model's support, or UnsupportedOperation naming what the vendor lacks."""
+        support = self.models.get(model)
+        if support is None:
+            raise UnsupportedOperation(
+                f"{self.vendor.value} does not support the model '{model}'",
+                [{"field": "model", "reason": f"not supported by {self.vendor.value}"}],
+            )
+        if action not in support.actions:
+            raise UnsupportedOperation(
+                f"{self.vendor.value} does not support {action} on {model}",
+                [{"field": "action", "reason": f"{action} not supported on {model}"}],
+            )
+        return support
+
+    def clean_payload(
+        self, model: str, action: str, payload: Mapping[str, Any], *, ignore_unknown: bool
+    ) -> dict[str, Any]:
+        """The payload limited to fields the vendor supports.
+
+        Raises UnknownFields naming every unsupported field unless `ignore_unknown`, in which
+        case they are stripped (seed 001, "Validation Utility").
+        """
+        allowed = self.support(model, action).writable_fields()
+        unknown = sorted(set(payload) - allowed)
+        if unknown and not ignore_unknown:
+            raise UnknownFields(
+                f"{self.vendor.value} does not support these fields on {model}: "
+                + ", ".join(unknown)
+                + " (add ?ignore_unknown_fields=true to strip them)",
+                [{"field": name, "reason": "unknown field for this PMS"} for name in unknown],
+            )
+        return {k: v for k, v in payload.items() if k in allowed}
+
+
+PERSON_FIELDS = frozenset({"first_name", "last_name", "email", "phone", "move_in_date", "unit_id"})
+LEASE_FIELDS = frozenset({"resident_id", "unit_id", "start_date", "end_date", "rent_amount"})
+UNIT_FIELDS = frozenset({"name", "property_id", "bedrooms", "bathrooms", "market_rent"})
+CONTACT_FIELDS = frozenset({"applicant_id", "email", "phone", "kind"})
+CONTACTS = {"contacts": NestedChildren(model="contacts", link_field="applicant_id")}
+BOTH = frozenset({CREATE, UPDATE})
+
+PROFILES: dict[Vendor, VendorProfile] = {
+    Vendor.SANDBOX: VendorProfile(
+        Vendor.SANDBOX,
+        {
+            "residents": ModelSupport(BOTH, PERSON_FIELDS | {"notes"}),
+            "applicants": ModelSupport(BOTH, PERSON_FIELDS | {"notes"}, CONTACTS),
+            "contacts": ModelSupport(BOTH, CONTACT_FIELDS),
+            "leases": ModelSupport(BOTH, LEASE_FIELDS),
+            "units": ModelSupport(BOTH, UNIT_FIELDS),
+        },
+    ),
+    #: Buildium takes `notes` on residents and units of its own.
+    Vendor.BUILDIUM: VendorProfile(
+        Vendor.BUILDIUM,
+        {
+            "residents": ModelSupport(BOTH, PERSON_FIELDS | {"notes"}),
+            "applicants": ModelSupport(BOTH, PERSON_FIELDS | {"notes"}, CONTACTS),
+            "contacts": ModelSupport(BOTH, CONTACT_FIELDS),
+            "leases": ModelSupport(BOTH, LEASE_FIELDS),
+            "units": ModelSupport(BOTH, UNIT_FIELDS),
+        },
+    ),
+    #: Rent Manager has no `notes` on residents, refuses unit creation, and creates applicants
+    #: as a workflow: validate at the PMS, then create, then attach contacts.
+    Vendor.RENT_MANAGER: VendorProfile(
+        Vendor.RENT_MANAGER,
+        {
+            "residents": ModelSupport(BOTH, PERSON_FIELDS),
+            "applicants": ModelSupport(
+                BOTH, PERSON_FIELDS, CONTACTS, create_step=VALIDATE_THEN_CREATE
+            ),
+            "contacts": ModelSupport(BOTH, CONTACT_FIELDS),
+            "leases": ModelSupport(BOTH, LEASE_FIELDS),
+            "units": ModelSupport(frozenset({UPDATE}), UNIT_FIELDS),
+        },
+    ),
+    #: AppFolio has no idempotency keys (re-attempts read back first) and updates leases only.
+    Vendor.APPFOLIO: VendorProfile(
+        Vendor.APPFOLIO,
+        {
+            "residents": ModelSupport(BOTH, PERSON_FIELDS | {"notes"}),
+            "applicants": ModelSupport(frozenset({CREATE}), PERSON_FIELDS, CONTACTS),
+            "contacts": ModelSupport(frozenset({CREATE}), CONTACT_FIELDS),
+            "leases": ModelSupport(frozenset({UPDATE}), LEASE_FIELDS),
+            "units": ModelSupport(frozenset({UPDATE}), UNIT_FIELDS),
+        },
+        supports_idempotency_key=False,
+    ),
+    Vendor.YARDI: VendorProfile(
+        Vendor.YARDI,
+        {
+            "residents": ModelSupport(frozenset({UPDATE}), PERSON_FIELDS),
+            "applicants": ModelSupport(
+                frozenset({CREATE}), PERSON_FIELDS, CONTACTS, create_step=VALIDATE_THEN_CREATE
+            ),
+            "contacts": ModelSupport(frozenset({CREATE}), CONTACT_FIELDS),
+            "leases": ModelSupport(BOTH, LEASE_FIELDS),
+        },
+    ),
+}
+
+
+def profile_for(vendor: str) -> VendorProfile:
+    """The vendor's profile; NotFound when pmsq has no connector for it."""
+    try:
+        return PROFILES[Vendor(vendor)]
+    except (ValueError, KeyError):
+        raise NotFound(f"no PMS profile for vendor '{vendor}'") from None
+
+
+def capabilities() -> dict[str, Any]:
+    """Every vendor's models, actions and fields, as `GET /v1/admin/capabilities` shows them."""
+    return {
+        profile.vendor.value: {
+            "supports_idempotency_key": profile.supports_idempotency_key,
+            "models": {
+                name: {
+                    "actions": sorted(support.actions),
+                    "fields": sorted(support.writable_fields()),
+                }
+                for name, support in sorted(profile.models.items())
+            },
+        }
+        for profile in PROFILES.values()
+    }

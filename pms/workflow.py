@@ -1,0 +1,42 @@
+"""How a client write unfolds into job steps: the first step, its request body, its children.
+
+Vendor-neutral: the shape comes from the vendor profile, so every connector shares it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pms.connector import ChildSpec, Step
+from pms.profiles import CREATE, VALIDATE_THEN_CREATE, VendorProfile
+
+
+def first_step_action(profile: VendorProfile, model: str, client_action: str) -> str:
+    """The action the root job runs for a client's CREATE or UPDATE."""
+    if client_action == CREATE:
+        return profile.support(model, CREATE).create_step
+    return client_action
+
+
+def request_body(profile: VendorProfile, step: Step) -> dict[str, Any]:
+    """The step's payload without nested lists, which become child jobs instead."""
+    support = profile.models.get(step.model)
+    nested = support.nested if support else {}
+    return {k: v for k, v in step.payload.items() if k not in nested}
+
+
+def children_after(
+    profile: VendorProfile, step: Step, created_record_id: str | None
+) -> list[ChildSpec]:
+    """Child jobs a successful step spawns."""
+    if step.action == VALIDATE_THEN_CREATE:
+        return [ChildSpec(step.model, CREATE, None, dict(step.payload))]
+    support = profile.models.get(step.model)
+    if step.action != CREATE or support is None or created_record_id is None:
+        return []
+    children: list[ChildSpec] = []
+    for field_name, nested in support.nested.items():
+        for item in step.payload.get(field_name) or []:
+            body = {**item, nested.link_field: created_record_id}
+            children.append(ChildSpec(nested.model, CREATE, None, body))
+    return children

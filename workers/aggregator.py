@@ -1,0 +1,116 @@
+"""The result aggregator: a write's status, errors and created record id (DESIGN section 4).
+
+Counters on the root row are updated under the root's row lock as each job of the tree
+finishes, in the same transaction that records the job's outcome and inserts its children:
+O(1) per finished job, never a re-read of the tree. Reading a status is O(1) too; the error
+list is O(failed jobs).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy.orm import Session
+
+from models.enums import JobStatus, WriteStatus
+from models.job import Job
+from pms.connector import ChildSpec
+from pmsq.errors import IllegalTransition
+from workers.repository import JobRepository
+from workers.transitions import transition
+
+
+@dataclass(frozen=True)
+class WriteOutcome:
+    write_status: WriteStatus
+    errors: list[str]
+    created_record_id: str | None
+
+
+def status_from_counts(total: int, finished: int, succeeded: int, failed: int) -> WriteStatus:
+    """PENDING while any job is unfinished; then SUCCESS, FAILURE or PARTIAL_SUCCESS."""
+    if finished < total:
+        return WriteStatus.PENDING
+    if failed == 0:
+        return WriteStatus.SUCCESS
+    if succeeded == 0:
+        return WriteStatus.FAILURE
+    return WriteStatus.PARTIAL_SUCCESS
+
+
+def write_outcome(session: Session, root: Job) -> WriteOutcome:
+    status = status_from_counts(
+        root.tree_total, root.tree_finished, root.tree_succeeded, root.tree_failed
+    )
+    errors = [
+        job.error or "unknown error" for job in JobRepository(session).failed_in_tree(root.id)
+    ]
+    return WriteOutcome(status, errors, root.tree_created_record_id)
+
+
+def finish_job(
+    session: Session,
+    job: Job,
+    status: JobStatus,
+    now: datetime,
+    *,
+    max_jobs_per_tree: int,
+    error: str | None = None,
+    created_record_id: str | None = None,
+    children: Sequence[ChildSpec] = (),
+) -> list[Job]:
+    """Record `job`'s final outcome, update its root's counters and insert its children.
+
+    Must run inside the caller's transaction, which it leaves open. Spawning past
+    `max_jobs_per_tree` fails the job with an error naming the limit instead of spawning.
+    Returns the child jobs inserted (PENDING, due now), for the caller to dispatch after commit.
+    """
+    if status not in (JobStatus.SUCCESS, JobStatus.FAILURE):
+        raise IllegalTransition(f"finish_job needs a final status, not {status.value}")
+    repo = JobRepository(session)
+    root = repo.lock(job.root_job_id)
+    if root is None:
+        raise IllegalTransition(f"job {job.id} has no root {job.root_job_id}")
+    if root.id == job.id:
+        job = root
+    if children and root.tree_total + len(children) > max_jobs_per_tree:
+        status = JobStatus.FAILURE
+        error = (
+            f"spawning {len(children)} child jobs would exceed the limit of "
+            f"{max_jobs_per_tree} jobs per write (PMSQ_MAX_JOBS_PER_TREE)"
+        )
+        children = ()
+    transition(job, status, now)
+    job.error = error if status == JobStatus.FAILURE else None
+    job.created_record_id = created_record_id
+    root.tree_finished += 1
+    job.finish_seq = root.tree_finished
+    if status == JobStatus.SUCCESS:
+        root.tree_succeeded += 1
+    else:
+        root.tree_failed += 1
+    if created_record_id is not None and root.tree_created_record_id is None:
+        root.tree_created_record_id = created_record_id
+    spawned = [
+        Job(
+            root_job_id=root.id,
+            parent_job_id=job.id,
+            account_id=job.account_id,
+            integration_id=job.integration_id,
+            model=spec.model,
+            action=spec.action,
+            target_id=spec.target_id,
+            payload=spec.payload,
+            status=JobStatus.PENDING.value,
+            due_at=now,
+            created_at=now,
+            updated_at=now,
+            tree_total=0,
+        )
+        for spec in children
+    ]
+    root.tree_total += len(spawned)
+    session.add_all(spawned)
+    return spawned

@@ -1,0 +1,34 @@
+"""The Celery app: `celery -A workers.app worker|beat|flower`.
+
+Delivery is at-least-once and safe: acks after the task ends (`acks_late`), a message whose
+worker died is handed back (`reject_on_worker_lost`), prefetch 1 so no job waits in a busy
+worker's buffer, JSON only, results ignored (the job store is the source of truth).
+"""
+
+from __future__ import annotations
+
+from celery import Celery
+
+from pmsq.settings import get_settings
+from workers.bootsteps import DispatcherLoop
+
+settings = get_settings()
+
+app = Celery("pmsq", include=["workers.tasks"])
+app.conf.update(
+    broker_url=settings.celery_broker_url,
+    broker_connection_retry_on_startup=True,
+    task_default_queue=settings.job_queue,
+    task_acks_late=True,
+    task_reject_on_worker_lost=True,
+    worker_prefetch_multiplier=1,
+    task_serializer="json",
+    accept_content=["json"],
+    result_serializer="json",
+    task_ignore_result=True,
+    worker_send_task_events=True,
+    task_send_sent_event=True,
+    worker_hijack_root_logger=False,
+    broker_transport_options={"visibility_timeout": 3600},
+)
+app.steps["worker"].add(DispatcherLoop)

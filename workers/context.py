@@ -1,0 +1,46 @@
+"""Everything a worker process needs, built once per process from the settings.
+
+Built lazily after fork (prefork pool children each build their own), so no database
+connection or HTTP pool is ever shared across processes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import httpx
+from celery import Celery
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.db import make_engine, make_session_factory
+from pmsq.crypto import CredentialCipher
+from pmsq.settings import Settings
+from workers.connectors import ConnectorFactory
+from workers.dispatch import Dispatcher
+from workers.publisher import CeleryPublisher
+from workers.runner import JobRunner
+
+
+@dataclass
+class WorkerContext:
+    settings: Settings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    http: httpx.Client
+    dispatcher: Dispatcher
+    runner: JobRunner
+
+    @classmethod
+    def build(cls, settings: Settings, app: Celery) -> WorkerContext:
+        engine = make_engine(settings.database_url)
+        session_factory = make_session_factory(engine)
+        http = httpx.Client(timeout=settings.pms_timeout_s)
+        dispatcher = Dispatcher(session_factory, CeleryPublisher(app, settings.job_queue), settings)
+        connectors = ConnectorFactory(CredentialCipher(settings.fernet_keys), http)
+        runner = JobRunner(session_factory, connectors, dispatcher, settings)
+        return cls(settings, engine, session_factory, http, dispatcher, runner)
+
+    def close(self) -> None:
+        self.http.close()
+        self.engine.dispose()

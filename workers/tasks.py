@@ -1,0 +1,31 @@
+"""Celery tasks. Thin: decode the message, hand the job to the runner."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Task
+
+from pmsq.settings import get_settings
+from workers.app import app
+from workers.context import WorkerContext
+from workers.publisher import RUN_JOB_TASK
+
+
+class JobTask(Task):  # type: ignore[misc]
+    """Holds this process's worker context, built on first use (after the pool forked)."""
+
+    _context: WorkerContext | None = None
+
+    @property
+    def context(self) -> WorkerContext:
+        if JobTask._context is None:
+            JobTask._context = WorkerContext.build(get_settings(), self.app)
+        return JobTask._context
+
+
+@app.task(name=RUN_JOB_TASK, base=JobTask, bind=True, acks_late=True)
+def run_job(self: JobTask, job_id: str, **labels: Any) -> str | None:
+    """Run job `job_id`. `labels` (integration_id, step) are there for Flower only."""
+    status = self.context.runner.run(job_id)
+    return status.value if status is not None else None
