@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from models.enums import Vendor
-from pmsq.errors import NotFound, UnknownFields, UnsupportedOperation
+from pmsq.errors import NotFound, UnknownFields, UnsupportedOperation, ValidationFailed
 
 #: Client-facing write actions.
 CREATE = "CREATE"
@@ -84,8 +84,58 @@ class VendorProfile:
                 + " (add ?ignore_unknown_fields=true to strip them)",
                 [{"field": name, "reason": "unknown field for this PMS"} for name in unknown],
             )
-        return {k: v for k, v in payload.items() if k in allowed}
+        cleaned = {k: v for k, v in payload.items() if k in allowed}
+        problems = self._type_problems(model, cleaned, prefix="")
+        if problems:
+            raise ValidationFailed(
+                "invalid field values: "
+                + "; ".join(f"{p['field']} {p['reason']}" for p in problems),
+                problems,
+            )
+        return cleaned
 
+    def _type_problems(
+        self, model: str, payload: Mapping[str, Any], prefix: str
+    ) -> list[dict[str, str]]:
+        problems: list[dict[str, str]] = []
+        nested = self.models[model].nested if model in self.models else {}
+        for name, value in payload.items():
+            where = f"{prefix}{name}"
+            if value is None:
+                continue
+            if name in nested:
+                problems.extend(self._nested_problems(nested[name], value, where))
+                continue
+            expected = FIELD_TYPES.get(name, (str,))
+            if isinstance(value, bool) or not isinstance(value, expected):
+                names = " or ".join(TYPE_NAMES[t] for t in expected)
+                problems.append({"field": where, "reason": f"must be {names}"})
+        return problems
+
+    def _nested_problems(
+        self, nested: NestedChildren, value: Any, where: str
+    ) -> list[dict[str, str]]:
+        if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+            return [{"field": where, "reason": "must be a list of objects"}]
+        child = self.models.get(nested.model)
+        allowed = child.fields - {nested.link_field} if child else frozenset()
+        problems: list[dict[str, str]] = []
+        for index, item in enumerate(value):
+            for name in sorted(set(item) - allowed):
+                problems.append({"field": f"{where}[{index}].{name}", "reason": "unknown field"})
+            known = {k: v for k, v in item.items() if k in allowed}
+            problems.extend(self._type_problems(nested.model, known, f"{where}[{index}]."))
+        return problems
+
+
+#: JSON types of writable fields; a field not listed is a string.
+FIELD_TYPES: dict[str, tuple[type, ...]] = {
+    "rent_amount": (int, float),
+    "market_rent": (int, float),
+    "bedrooms": (int,),
+    "bathrooms": (int, float),
+}
+TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", list: "a list"}
 
 PERSON_FIELDS = frozenset({"first_name", "last_name", "email", "phone", "move_in_date", "unit_id"})
 LEASE_FIELDS = frozenset({"resident_id", "unit_id", "start_date", "end_date", "rent_amount"})
@@ -154,6 +204,10 @@ PROFILES: dict[Vendor, VendorProfile] = {
         },
     ),
 }
+
+
+#: Every model some vendor writes; a model outside it is unknown to pmsq altogether.
+KNOWN_MODELS = frozenset(m for p in PROFILES.values() for m in p.models)
 
 
 def profile_for(vendor: str) -> VendorProfile:

@@ -40,6 +40,12 @@ class NotFound(PmsqError):
     code = "not_found"
 
 
+class PayloadTooLarge(PmsqError):
+    """Raised when a request body exceeds PMSQ_MAX_BODY_BYTES."""
+
+    code = "payload_too_large"
+
+
 class Unauthorized(PmsqError):
     """Raised when a request carries no valid bearer token."""
 

@@ -50,6 +50,9 @@ class Settings(BaseSettings):
     #: A QUEUED job not claimed for this long is published again (its first message may have
     #: been lost between commit and publish); duplicates are dropped at claim.
     queued_republish_s: float = Field(default=120.0, gt=0)
+    #: `pmsq api` migrates the database to the latest schema at start (one-host setups);
+    #: multi-host deployments run `pmsq migrate` once and turn this off.
+    auto_migrate: bool = True
     #: Largest accepted write body.
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     #: Celery queue that job tasks are published to.

@@ -1,0 +1,36 @@
+# Developer entry points. `make test` is what CI runs (see .ci/run).
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test lint demo services
+
+## venv: create .venv and install the project editable with dev extras (redone when pyproject.toml changes)
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -n "$(PYTHON)" || { echo "make: python3.11 or python3 is required" >&2; exit 1; }
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+## services: make sure redis-server and PostgreSQL are installed (apt-get as root, else explain)
+services:
+	deploy/ensure-services.sh redis postgres
+
+## test: lint, then the whole suite on real servers
+test: venv services
+	$(BIN)/ruff check .
+	$(BIN)/pytest -q
+
+## lint: ruff check and format check
+lint: venv
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## demo: run the demo against a local redis-server
+demo: venv
+	deploy/ensure-services.sh redis
+	$(BIN)/python -m pmsq.demo

@@ -1,0 +1,44 @@
+"""Builds the producer's FastAPI app from settings; `pmsq api` serves it with uvicorn."""
+
+from __future__ import annotations
+
+from fastapi import FastAPI
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.context import ApiContext
+from api.errors import install_error_handlers
+from api.routes import admin, writes
+from api.services.integrations import IntegrationService
+from api.services.writes import WriteService
+from pmsq import __version__
+from pmsq.crypto import CredentialCipher
+from pmsq.settings import Settings
+from workers.dispatch import Dispatcher
+from workers.publisher import Publisher
+
+
+def create_app(
+    settings: Settings, session_factory: sessionmaker[Session], publisher: Publisher
+) -> FastAPI:
+    """The API. `publisher` puts admitted jobs on the broker (Celery in production)."""
+    dispatcher = Dispatcher(session_factory, publisher, settings)
+    ctx = ApiContext(
+        settings=settings,
+        session_factory=session_factory,
+        writes=WriteService(session_factory, dispatcher),
+        integrations=IntegrationService(session_factory, CredentialCipher(settings.fernet_keys)),
+    )
+    app = FastAPI(
+        title="pmsq",
+        version=__version__,
+        description="Asynchronous writes to Property Management Systems, Propexo-compatible.",
+    )
+    install_error_handlers(app)
+    app.include_router(admin.build_router(ctx))
+    app.include_router(writes.build_router(ctx))
+
+    @app.get("/healthz", tags=["ops"])
+    def healthz() -> dict[str, bool]:
+        return {"ok": True}
+
+    return app

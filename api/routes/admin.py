@@ -1,0 +1,91 @@
+"""Admin endpoints: write status, integrations, capabilities."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from api.context import ApiContext
+from api.routes.deps import account_dependency
+from models.schemas import (
+    ErrorResponse,
+    IntegrationCreate,
+    IntegrationEnvelope,
+    IntegrationUpdate,
+    WriteStatusOut,
+)
+from pms.profiles import capabilities
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 404)
+}
+
+
+def build_router(ctx: ApiContext) -> APIRouter:
+    router = APIRouter(prefix="/v1/admin", tags=["admin"])
+    current_account = account_dependency(ctx)
+
+    @router.get(
+        "/write-status/{root_job_id}",
+        response_model=WriteStatusOut,
+        responses=ERRORS,
+        summary="Check the status of a write operation",
+    )
+    def write_status(
+        root_job_id: str, account_id: str = Depends(current_account)
+    ) -> WriteStatusOut:
+        outcome = ctx.writes.status(account_id, root_job_id)
+        return WriteStatusOut(
+            write_status=outcome.write_status,
+            errors=outcome.errors,
+            created_record_id=outcome.created_record_id,
+        )
+
+    @router.post(
+        "/integrations/",
+        status_code=201,
+        response_model=IntegrationEnvelope,
+        responses=ERRORS,
+        summary="Create an integration",
+    )
+    def create_integration(
+        spec: IntegrationCreate, account_id: str = Depends(current_account)
+    ) -> IntegrationEnvelope:
+        return IntegrationEnvelope(result=ctx.integrations.create(account_id, spec))
+
+    @router.get("/integrations/", responses=ERRORS, summary="Get all my integrations")
+    def list_integrations(account_id: str = Depends(current_account)) -> dict[str, Any]:
+        results = ctx.integrations.list(account_id)
+        return {
+            "meta": {"offset": 0, "limit": len(results), "hasMore": False, "total": len(results)},
+            "results": [r.model_dump(mode="json") for r in results],
+        }
+
+    @router.get(
+        "/integrations/{integration_id}/",
+        response_model=IntegrationEnvelope,
+        responses=ERRORS,
+        summary="Get integration by id",
+    )
+    def get_integration(
+        integration_id: str, account_id: str = Depends(current_account)
+    ) -> IntegrationEnvelope:
+        return IntegrationEnvelope(result=ctx.integrations.get(account_id, integration_id))
+
+    @router.put(
+        "/integrations/{integration_id}/",
+        response_model=IntegrationEnvelope,
+        responses=ERRORS,
+        summary="Update an integration (partial)",
+    )
+    def update_integration(
+        integration_id: str, spec: IntegrationUpdate, account_id: str = Depends(current_account)
+    ) -> IntegrationEnvelope:
+        return IntegrationEnvelope(result=ctx.integrations.update(account_id, integration_id, spec))
+
+    @router.get("/capabilities", summary="Which vendor supports which model, action and field")
+    def get_capabilities(_account_id: str = Depends(current_account)) -> dict[str, Any]:
+        return {"vendors": capabilities()}
+
+    return router

@@ -1,0 +1,53 @@
+"""Dependencies shared by the routers: the caller's account, a size-capped JSON body."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from fastapi import Header, Request
+
+from api.auth import account_for
+from api.context import ApiContext
+from pmsq.errors import PayloadTooLarge, ValidationFailed
+
+
+def account_dependency(ctx: ApiContext) -> Callable[..., str]:
+    def current_account(authorization: str | None = Header(default=None)) -> str:
+        with ctx.session_factory() as session:
+            return account_for(session, authorization)
+
+    return current_account
+
+
+def json_body_dependency(ctx: ApiContext) -> Callable[[Request], Awaitable[Any]]:
+    """Reads the body with a size cap, then parses it, naming the problem if it is not JSON."""
+    limit = ctx.settings.max_body_bytes
+
+    async def json_body(request: Request) -> Any:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise PayloadTooLarge(f"request body of {declared} bytes exceeds {limit} bytes")
+        chunks: list[bytes] = []
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise PayloadTooLarge(f"request body exceeds {limit} bytes")
+            chunks.append(chunk)
+        raw = b"".join(chunks)
+        if not raw.strip():
+            raise ValidationFailed(
+                "the request body is empty; send a JSON object",
+                [{"field": "body", "reason": "empty"}],
+            )
+        try:
+            return json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValidationFailed(
+                f"the request body is not valid JSON: {exc}",
+                [{"field": "body", "reason": "malformed JSON"}],
+            ) from None
+
+    return json_body

@@ -1,0 +1,100 @@
+"""Integrations: create, read, list, update; credentials encrypted on the way in."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.base import utcnow
+from models.enums import Cadence
+from models.integration import Integration
+from models.schemas import IntegrationCreate, IntegrationOut, IntegrationUpdate, check_rate
+from pmsq.crypto import CredentialCipher
+from pmsq.errors import NotFound, ValidationFailed
+
+
+class IntegrationService:
+    def __init__(self, session_factory: sessionmaker[Session], cipher: CredentialCipher) -> None:
+        self._session_factory = session_factory
+        self._cipher = cipher
+
+    def create(self, account_id: str, spec: IntegrationCreate) -> IntegrationOut:
+        values = spec.model_dump(exclude={"credentials"}, mode="json")
+        with self._session_factory.begin() as session:
+            integration = Integration(account_id=account_id, **values)
+            if spec.credentials is not None:
+                integration.credentials_encrypted = self._cipher.encrypt(spec.credentials)
+            session.add(integration)
+            session.flush()
+            return to_out(integration)
+
+    def update(
+        self, account_id: str, integration_id: str, spec: IntegrationUpdate
+    ) -> IntegrationOut:
+        changes = spec.model_dump(exclude_unset=True, exclude={"credentials"}, mode="json")
+        with self._session_factory.begin() as session:
+            integration = self._owned(session, account_id, integration_id)
+            for name, value in changes.items():
+                if value is None and name not in {"custom_sync_schedule", "base_url"}:
+                    raise ValidationFailed(
+                        f"{name} cannot be null", [{"field": name, "reason": "cannot be null"}]
+                    )
+                setattr(integration, name, value)
+            try:
+                check_rate(
+                    integration.max_request_frequency, Cadence(integration.max_request_cadence)
+                )
+            except ValueError as exc:
+                raise ValidationFailed(
+                    str(exc), [{"field": "max_request_frequency", "reason": str(exc)}]
+                ) from None
+            if "credentials" in spec.model_fields_set:
+                integration.credentials_encrypted = (
+                    self._cipher.encrypt(spec.credentials) if spec.credentials else None
+                )
+            integration.updated_at = utcnow()
+            return to_out(integration)
+
+    def get(self, account_id: str, integration_id: str) -> IntegrationOut:
+        with self._session_factory() as session:
+            return to_out(self._owned(session, account_id, integration_id))
+
+    def list(self, account_id: str) -> Sequence[IntegrationOut]:
+        with self._session_factory() as session:
+            rows = session.scalars(
+                select(Integration)
+                .where(Integration.account_id == account_id)
+                .order_by(Integration.created_at, Integration.id)
+            ).all()
+            return [to_out(row) for row in rows]
+
+    @staticmethod
+    def _owned(session: Session, account_id: str, integration_id: str) -> Integration:
+        integration = session.get(Integration, integration_id)
+        if integration is None or integration.account_id != account_id:
+            raise NotFound(f"no integration with id '{integration_id}'")
+        return integration
+
+
+def to_out(integration: Integration) -> IntegrationOut:
+    return IntegrationOut(
+        id=integration.id,
+        name=integration.name,
+        integration_vendor=integration.integration_vendor,
+        base_url=integration.base_url,
+        active=integration.active,
+        is_archived=integration.is_archived,
+        new_properties_are_enabled=integration.new_properties_are_enabled,
+        sync_frequency=integration.sync_frequency,
+        sync_cadence=integration.sync_cadence,
+        max_request_frequency=integration.max_request_frequency,
+        max_request_cadence=integration.max_request_cadence,
+        max_job_concurrency=integration.max_job_concurrency,
+        custom_sync_schedule=integration.custom_sync_schedule,
+        use_custom_sync_schedule=integration.use_custom_sync_schedule,
+        has_credentials=integration.credentials_encrypted is not None,
+        created_at=integration.created_at,
+        updated_at=integration.updated_at,
+    )

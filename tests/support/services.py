@@ -1,0 +1,345 @@
+"""Real Redis and PostgreSQL servers for tests, each in a temp dir on a free 127.0.0.1 port.
+
+Both classes are context managers: entering starts the server and waits (by polling, with a
+deadline) until it answers; leaving stops it, kills anything left in its process group and removes
+its directory. A server that fails to start raises `ServiceError` with the tail of its log.
+
+PostgreSQL refuses to run as root. When the tests run as root, `initdb` and `postgres` are started
+with their privileges dropped (`subprocess.Popen(user=..., group=...)`) to the `postgres` system
+user, or to the user named by `PMSQ_TEST_PG_OS_USER`, or, if neither exists, to a system user
+`pmsq-test` created with `useradd`. The temp dir is chowned to that user.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+import pwd
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import psycopg
+import redis
+from psycopg import sql
+
+from .processes import ManagedProcess, ProcessExitedError
+
+#: Seconds a server may take to answer after being started.
+START_DEADLINE_S = 30.0
+#: Seconds a server may take to shut down gracefully before its process group is SIGKILLed.
+STOP_TIMEOUT_S = 10.0
+#: Attempts to start a server when another process grabbed the free port first.
+PORT_ATTEMPTS = 3
+#: OS user created to run PostgreSQL when running as root and no `postgres` user exists.
+FALLBACK_PG_OS_USER = "pmsq-test"
+#: Superuser name inside the test cluster (independent of the OS user running it).
+PG_SUPERUSER = "postgres"
+
+
+class ServiceError(RuntimeError):
+    """Raised when a test server cannot be found, started or used."""
+
+
+class BinaryNotFoundError(ServiceError):
+    """Raised when the server's executables are not installed."""
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that was free a moment ago (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def find_redis_server() -> Path:
+    """`redis-server` on PATH; raises `BinaryNotFoundError`."""
+    found = shutil.which("redis-server")
+    if found is None:
+        raise BinaryNotFoundError("redis-server is not on PATH (apt-get install redis-server)")
+    return Path(found)
+
+
+def find_postgres_bindir() -> Path:
+    """The directory holding `initdb` and `postgres`: `$PMSQ_TEST_PG_BINDIR`, else the newest
+    `/usr/lib/postgresql/*/bin`, else the directory of `postgres` on PATH.
+
+    Raises `BinaryNotFoundError`.
+    """
+    override = os.environ.get("PMSQ_TEST_PG_BINDIR")
+    candidates = [Path(override)] if override else []
+
+    def version(path: str) -> tuple[int, ...]:
+        match = re.search(r"/postgresql/([\d.]+)/bin$", path)
+        return tuple(int(p) for p in match.group(1).split(".") if p) if match else ()
+
+    installed = sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version, reverse=True)
+    candidates += [Path(p) for p in installed]
+    on_path = shutil.which("postgres")
+    if on_path is not None:
+        candidates.append(Path(on_path).parent)
+    for bindir in candidates:
+        if (bindir / "postgres").is_file() and (bindir / "initdb").is_file():
+            return bindir
+    raise BinaryNotFoundError(
+        "PostgreSQL server binaries (initdb, postgres) not found under /usr/lib/postgresql/*/bin "
+        "or on PATH (apt-get install postgresql, or set PMSQ_TEST_PG_BINDIR)"
+    )
+
+
+class _Server:
+    """Shared lifecycle: temp dir, process, start with port retries, stop and cleanup."""
+
+    name = "server"
+    #: Signal asking the server to shut down gracefully.
+    _stop_signal: int = signal.SIGTERM
+
+    def __init__(self) -> None:
+        self.tmpdir: Path | None = None
+        self.port: int | None = None
+        self.process: ManagedProcess | None = None
+
+    def _spawn(self, port: int) -> ManagedProcess:
+        raise NotImplementedError
+
+    def _ready(self) -> bool:
+        raise NotImplementedError
+
+    def _prepare(self) -> None:
+        """One-time setup in `self.tmpdir` before the first start attempt."""
+
+    def start(self) -> Self:
+        """Start the server and return once it answers; raises `ServiceError`."""
+        if self.process is not None:
+            raise ServiceError(f"{self.name} already started")
+        self.tmpdir = Path(tempfile.mkdtemp(prefix=f"pmsq-{self.name}-"))
+        try:
+            self._prepare()
+            for attempt in range(1, PORT_ATTEMPTS + 1):
+                self.port = free_port()
+                self.process = self._spawn(self.port)
+                try:
+                    self.process.wait_until(
+                        self._ready, START_DEADLINE_S, message=f"{self.name} accepts connections"
+                    )
+                    return self
+                except ProcessExitedError as exc:
+                    log = self.process.log_text()
+                    self.process.kill()
+                    self.process = None
+                    if "already in use" in log and attempt < PORT_ATTEMPTS:
+                        continue  # someone took the port between free_port() and bind()
+                    raise ServiceError(f"{self.name} failed to start: {exc}") from None
+                except TimeoutError as exc:
+                    raise ServiceError(f"{self.name} failed to start: {exc}") from None
+            raise AssertionError("unreachable")
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        """Stop the server (gracefully, then SIGKILL) and delete its directory. Idempotent."""
+        if self.process is not None:
+            self.process.stop(self._stop_signal, STOP_TIMEOUT_S)
+            self.process = None
+        if self.tmpdir is not None:
+            shutil.rmtree(self.tmpdir, ignore_errors=True)
+            self.tmpdir = None
+
+    def log_text(self) -> str:
+        return self.process.log_text() if self.process is not None else ""
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class RedisServer(_Server):
+    """A throwaway `redis-server`: no persistence, bound to 127.0.0.1 on a free port."""
+
+    name = "redis"
+
+    def __init__(self, binary: str | os.PathLike[str] | None = None) -> None:
+        super().__init__()
+        self.binary = Path(binary) if binary is not None else find_redis_server()
+
+    @property
+    def url(self) -> str:
+        """`redis://127.0.0.1:PORT/0`."""
+        if self.port is None:
+            raise ServiceError("redis is not started")
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def _spawn(self, port: int) -> ManagedProcess:
+        assert self.tmpdir is not None
+        args: list[str | os.PathLike[str]] = [
+            self.binary,
+            "--port", str(port),
+            "--bind", "127.0.0.1",
+            "--save", "",
+            "--appendonly", "no",
+            "--dir", str(self.tmpdir),
+            "--daemonize", "no",
+            "--databases", "16",
+        ]  # fmt: skip
+        return ManagedProcess(args, name="redis-server", log_dir=self.tmpdir).start()
+
+    def _ready(self) -> bool:
+        assert self.port is not None
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1.0)
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+        finally:
+            client.close()
+
+
+def _pg_os_user() -> pwd.struct_passwd | None:
+    """The unprivileged OS user to run PostgreSQL as, or `None` when not running as root."""
+    if os.geteuid() != 0:
+        return None
+    wanted = os.environ.get("PMSQ_TEST_PG_OS_USER")
+    for name in [wanted] if wanted else ["postgres", FALLBACK_PG_OS_USER]:
+        try:
+            return pwd.getpwnam(name)
+        except KeyError:
+            continue
+    if wanted:
+        raise ServiceError(f"PMSQ_TEST_PG_OS_USER={wanted!r} does not exist")
+    useradd = shutil.which("useradd")
+    if useradd is None:
+        raise ServiceError("running as root, no 'postgres' user, and no useradd to create one")
+    subprocess.run(
+        [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
+         FALLBACK_PG_OS_USER],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    return pwd.getpwnam(FALLBACK_PG_OS_USER)
+
+
+class PostgresServer(_Server):
+    """A throwaway PostgreSQL cluster: trust auth, fsync off, TCP on 127.0.0.1 plus a unix
+    socket in its temp dir. Runs as an unprivileged OS user when the tests run as root."""
+
+    name = "postgres"
+    _stop_signal = signal.SIGINT  # "fast" shutdown: roll back open transactions and exit
+
+    def __init__(self, bindir: str | os.PathLike[str] | None = None) -> None:
+        super().__init__()
+        self.bindir = Path(bindir) if bindir is not None else find_postgres_bindir()
+        self.os_user = _pg_os_user()
+
+    @property
+    def user(self) -> str:
+        """The database superuser."""
+        return PG_SUPERUSER
+
+    @property
+    def url(self) -> str:
+        """`postgresql://postgres@127.0.0.1:PORT/postgres` (no password: trust auth)."""
+        return self.database_url("postgres")
+
+    @property
+    def socket_dir(self) -> Path:
+        if self.tmpdir is None:
+            raise ServiceError("postgres is not started")
+        return self.tmpdir / "socket"
+
+    def database_url(self, name: str) -> str:
+        if self.port is None:
+            raise ServiceError("postgres is not started")
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/{name}"
+
+    def create_database(self, name: str) -> str:
+        """Create database `name` (must not exist) and return its URL."""
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+        return self.database_url(name)
+
+    def drop_database(self, name: str) -> None:
+        """Drop database `name` if it exists, disconnecting anyone still using it."""
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(
+                sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name))
+            )
+
+    def _os_uid(self) -> int | None:
+        return self.os_user.pw_uid if self.os_user is not None else None
+
+    def _os_gid(self) -> int | None:
+        return self.os_user.pw_gid if self.os_user is not None else None
+
+    def _prepare(self) -> None:
+        assert self.tmpdir is not None
+        self.socket_dir.mkdir()
+        if self.os_user is not None:
+            for path in (self.tmpdir, self.socket_dir):
+                os.chown(path, self.os_user.pw_uid, self.os_user.pw_gid)
+        initdb_args: list[str | os.PathLike[str]] = [
+            self.bindir / "initdb",
+            "--pgdata", self.tmpdir / "data",
+            "--username", PG_SUPERUSER,
+            "--auth", "trust",
+            "--encoding", "UTF8",
+            "--no-locale",
+            "--no-sync",
+        ]  # fmt: skip
+        initdb = subprocess.run(
+            initdb_args,
+            cwd=self.tmpdir,
+            env={**os.environ, "LC_ALL": "C", "LANG": "C"},
+            capture_output=True,
+            text=True,
+            check=False,
+            user=self._os_uid(),
+            group=self._os_gid(),
+        )
+        if initdb.returncode != 0:
+            output = "\n".join((initdb.stdout + initdb.stderr).splitlines()[-40:])
+            raise ServiceError(f"initdb failed with status {initdb.returncode}:\n{output}")
+
+    def _spawn(self, port: int) -> ManagedProcess:
+        assert self.tmpdir is not None
+        args: list[str | os.PathLike[str]] = [
+            self.bindir / "postgres",
+            "-D", self.tmpdir / "data",
+            "-p", str(port),
+            "-k", self.socket_dir,
+            "-c", "listen_addresses=127.0.0.1",
+            "-c", "fsync=off",
+            "-c", "synchronous_commit=off",
+            "-c", "full_page_writes=off",
+            "-c", "max_connections=200",
+            "-c", "max_parallel_workers_per_gather=0",
+        ]  # fmt: skip
+        return ManagedProcess(
+            args,
+            name="postgres",
+            log_dir=self.tmpdir,
+            cwd=self.tmpdir,
+            env={"LC_ALL": "C", "LANG": "C"},
+            user=self._os_uid(),
+            group=self._os_gid(),
+        ).start()
+
+    def _ready(self) -> bool:
+        try:
+            with psycopg.connect(self.url, connect_timeout=2) as conn:
+                conn.execute("SELECT 1")
+            return True
+        except psycopg.OperationalError:
+            return False
