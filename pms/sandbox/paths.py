@@ -1,0 +1,37 @@
+"""Parsing of PMS dialect paths (`/t/{tenant}/{model}[/{id}]`), shared by routes and recorder."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+#: Prefix of every path that belongs to the simulated PMS (and is therefore recorded).
+PMS_PREFIX = "/t/"
+#: A tenant is the last segment of an integration's base_url.
+TENANT_PATTERN = r"^[A-Za-z0-9_.-]+$"
+#: Models are lowercase names: residents, applicants, leases, contacts, units, ...
+MODEL_PATTERN = r"^[a-z][a-z0-9_-]*$"
+
+_MODEL_RE = re.compile(MODEL_PATTERN)
+
+
+@dataclass(frozen=True)
+class PmsPath:
+    """What a `/t/` path names; `model` is None when the path is too short or malformed."""
+
+    tenant: str
+    model: str | None
+
+
+def parse_pms_path(path: str) -> PmsPath | None:
+    """Split a `/t/` path into tenant and model; None when it is not a PMS path at all.
+
+    The recorder calls this before routing, so it accepts anything (even paths no route matches,
+    with a malformed tenant kept verbatim) and never raises: every `/t/` request is recorded.
+    """
+    if not path.startswith(PMS_PREFIX):
+        return None
+    segments = path[len(PMS_PREFIX) :].split("/")
+    tenant = segments[0]
+    model = segments[1] if len(segments) > 1 and _MODEL_RE.match(segments[1]) else None
+    return PmsPath(tenant=tenant, model=model)

@@ -1,0 +1,74 @@
+"""HTTP routes of the simulated PMS (`/t/{tenant}/...`); thin: build a `Call`, ask the service."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request, Response
+from fastapi.responses import JSONResponse
+
+from pms.sandbox.headers import IDEMPOTENCY_KEY
+from pms.sandbox.middleware import current_entry
+from pms.sandbox.paths import MODEL_PATTERN, TENANT_PATTERN
+from pms.sandbox.service import Call, PmsService, Reply
+
+Tenant = Annotated[str, Path(pattern=TENANT_PATTERN)]
+Model = Annotated[str, Path(pattern=MODEL_PATTERN)]
+RecordId = Annotated[str, Path(min_length=1)]
+
+
+def _call(request: Request, tenant: str, model: str) -> Call:
+    return Call(
+        tenant=tenant,
+        method=request.method,
+        model=model,
+        path=request.url.path,
+        idempotency_key=request.headers.get(IDEMPOTENCY_KEY),
+        entry=current_entry(request),
+    )
+
+
+def _response(reply: Reply) -> Response:
+    if reply.body is None:
+        return Response(status_code=reply.status, headers=reply.headers)
+    return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)
+
+
+def build_pms_router(service: PmsService) -> APIRouter:
+    router = APIRouter(prefix="/t/{tenant}", tags=["pms"])
+
+    @router.post("/{model}")
+    async def create_record(tenant: Tenant, model: Model, request: Request) -> Response:
+        body = await request.body()
+        return _response(await service.create(_call(request, tenant, model), body))
+
+    @router.post("/{model}/validate")
+    async def validate_record(tenant: Tenant, model: Model, request: Request) -> Response:
+        body = await request.body()
+        return _response(await service.validate(_call(request, tenant, model), body))
+
+    @router.put("/{model}/{record_id}")
+    async def update_record(
+        tenant: Tenant, model: Model, record_id: RecordId, request: Request
+    ) -> Response:
+        body = await request.body()
+        return _response(await service.update(_call(request, tenant, model), record_id, body))
+
+    @router.get("/{model}/{record_id}")
+    async def read_record(
+        tenant: Tenant, model: Model, record_id: RecordId, request: Request
+    ) -> Response:
+        return _response(await service.read(_call(request, tenant, model), record_id))
+
+    @router.delete("/{model}/{record_id}")
+    async def delete_record(
+        tenant: Tenant, model: Model, record_id: RecordId, request: Request
+    ) -> Response:
+        return _response(await service.delete(_call(request, tenant, model), record_id))
+
+    @router.get("/{model}")
+    async def list_records(tenant: Tenant, model: Model, request: Request) -> Response:
+        query = dict(request.query_params)
+        return _response(await service.list(_call(request, tenant, model), query))
+
+    return router

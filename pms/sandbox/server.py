@@ -1,0 +1,65 @@
+"""Assembly of the sandbox PMS app, its error format, and the uvicorn entry point."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from pms.sandbox.control_routes import build_control_router
+from pms.sandbox.middleware import RecordingMiddleware
+from pms.sandbox.pms_routes import build_pms_router
+from pms.sandbox.service import PmsService
+from pms.sandbox.state import SandboxState
+
+_VALUE_ERROR_PREFIX = "Value error, "
+
+
+def _describe(error: dict[str, Any]) -> str:
+    """`{"loc": ("body", "kind"), "msg": ...}` -> "kind: ..." so the message names the field."""
+    loc = [str(part) for part in error.get("loc", ())]
+    where = ".".join(loc[1:]) or (loc[0] if loc else "request")
+    message = str(error.get("msg", "invalid"))
+    message = message.removeprefix(_VALUE_ERROR_PREFIX)
+    return f"{where}: {message}"
+
+
+async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, RequestValidationError)
+    errors = list(exc.errors())
+    return JSONResponse(
+        {
+            "error": "; ".join(_describe(e) for e in errors),
+            "detail": [{"loc": list(e.get("loc", ())), "msg": e.get("msg")} for e in errors],
+        },
+        status_code=422,
+    )
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)
+    return JSONResponse({"error": exc.detail}, status_code=exc.status_code, headers=exc.headers)
+
+
+def create_app(state: SandboxState | None = None) -> FastAPI:
+    """A sandbox PMS app with its own, empty memory (or `state`, to inspect it from tests).
+
+    Errors always answer `{"error": "<message>"}`, as the PMS dialect does.
+    """
+    state = state if state is not None else SandboxState()
+    app = FastAPI(title="pmsq sandbox PMS")
+    app.include_router(build_control_router(state))
+    app.include_router(build_pms_router(PmsService(state.store, state.memory, state.faults)))
+    app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_middleware(RecordingMiddleware, recorder=state.recorder, limits=state.limits)
+    return app
+
+
+def run(host: str, port: int) -> None:
+    """Serve a fresh sandbox until interrupted; one process, all state in memory."""
+    uvicorn.run(create_app(), host=host, port=port, log_level="warning")

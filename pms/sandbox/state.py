@@ -1,0 +1,27 @@
+"""Everything one sandbox remembers, bundled so `create_app` can hand it to routes explicitly."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pms.sandbox.faults import FaultBook
+from pms.sandbox.limits import TenantLimits
+from pms.sandbox.recorder import Recorder
+from pms.sandbox.store import IdempotencyMemory, Store
+
+
+@dataclass
+class SandboxState:
+    store: Store = field(default_factory=Store)
+    memory: IdempotencyMemory = field(default_factory=IdempotencyMemory)
+    faults: FaultBook = field(default_factory=FaultBook)
+    recorder: Recorder = field(default_factory=Recorder)
+    limits: TenantLimits = field(default_factory=TenantLimits)
+
+    def reset(self) -> None:
+        """Back to a fresh sandbox: no records, keys, faults, limits or requests; seq restarts."""
+        self.store.clear()
+        self.memory.clear()
+        self.faults.clear()
+        self.recorder.reset()
+        self.limits.clear()
