@@ -14,19 +14,25 @@ from pmsq import __version__
 from pmsq.crypto import CredentialCipher
 from pmsq.settings import Settings
 from workers.dispatch import Dispatcher
+from workers.flow.backend import FlowControl
 from workers.publisher import Publisher
 
 
 def create_app(
-    settings: Settings, session_factory: sessionmaker[Session], publisher: Publisher
+    settings: Settings,
+    session_factory: sessionmaker[Session],
+    publisher: Publisher,
+    flow: FlowControl,
 ) -> FastAPI:
-    """The API. `publisher` puts admitted jobs on the broker (Celery in production)."""
-    dispatcher = Dispatcher(session_factory, publisher, settings)
+    """The API. `publisher` puts admitted jobs on the broker (Celery in production); `flow`
+    is the flow control the API admits new writes through."""
+    dispatcher = Dispatcher(session_factory, publisher, flow, settings)
+    cipher = CredentialCipher(settings.fernet_keys)
     ctx = ApiContext(
         settings=settings,
         session_factory=session_factory,
         writes=WriteService(session_factory, dispatcher),
-        integrations=IntegrationService(session_factory, CredentialCipher(settings.fernet_keys)),
+        integrations=IntegrationService(session_factory, cipher, flow, settings.rate_margin_ms),
     )
     app = FastAPI(
         title="pmsq",

@@ -42,8 +42,11 @@ class Job(Base):
     status: Mapped[str] = mapped_column(String(10), default=JobStatus.PENDING.value)
     #: PMS attempts made (a 429 does not count).
     attempts: Mapped[int] = mapped_column(Integer, default=0)
-    #: Times a worker claimed the job; a job claimed too often without finishing is poison.
+    #: Times a worker claimed the job (monotonic: the fencing token of a claim).
     deliveries: Mapped[int] = mapped_column(Integer, default=0)
+    #: Claims in a row whose worker never recorded an outcome (it was lost); past
+    #: PMSQ_MAX_DELIVERIES the job is a poison message and fails.
+    unrecorded_claims: Mapped[int] = mapped_column(Integer, default=0)
     #: Earliest admission time of a PENDING job.
     due_at: Mapped[datetime | None] = mapped_column(default=None)
     #: A RUNNING job whose lease has passed is presumed orphaned and handed out again.

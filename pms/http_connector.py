@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -33,12 +34,15 @@ class HttpConnector:
         credentials: dict[str, Any],
         profile: VendorProfile,
         client: httpx.Client,
+        before_request: Callable[[], None] | None = None,
     ) -> None:
+        """`before_request` runs before every request: flow control's pacing hook."""
         self._base_url = base_url.rstrip("/")
         self._credentials = credentials
         self._profile = profile
         self._client = client
         self._redactor = Redactor.for_credentials(credentials)
+        self._before_request = before_request
 
     def execute(self, step: Step, log: ExchangeLog) -> StepResult:
         body = request_body(self._profile, step)
@@ -91,6 +95,8 @@ class HttpConnector:
             request_headers=self._redactor.headers(dict(request.headers)),
             request_body=self._redactor.text(content),
         )
+        if self._before_request is not None:
+            self._before_request()
         started = time.perf_counter()
         try:
             response = self._client.send(request)

@@ -54,22 +54,29 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _serve_api(host: str, port: int) -> int:
+    import redis
     import uvicorn
 
     from api.app import create_app
     from models.db import make_engine, make_session_factory
     from models.migrate import upgrade
     from workers.app import app as celery_app
+    from workers.flow.redis_backend import RedisFlowControl
     from workers.publisher import CeleryPublisher
 
     settings = get_settings()
     if settings.auto_migrate:
         upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
+    redis_client = redis.Redis.from_url(settings.redis_url)
     app = create_app(
-        settings, make_session_factory(engine), CeleryPublisher(celery_app, settings.job_queue)
+        settings,
+        make_session_factory(engine),
+        CeleryPublisher(celery_app, settings.job_queue),
+        RedisFlowControl(redis_client),
     )
     uvicorn.run(app, host=host, port=port, log_level="warning")
+    redis_client.close()
     engine.dispose()
     return 0
 

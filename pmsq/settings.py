@@ -42,11 +42,17 @@ class Settings(BaseSettings):
     max_jobs_per_tree: int = Field(default=10_000, ge=1)
     #: Timeout of one PMS HTTP request.
     pms_timeout_s: float = Field(default=10.0, gt=0)
-    #: How long a RUNNING job's claim lasts; a claim older than this is presumed dead (its worker
-    #: was killed) and the job is handed out again. Must exceed `pms_timeout_s`.
-    job_lease_s: float = Field(default=30.0, gt=0)
-    #: Period of the dispatcher loop that admits due jobs and reclaims expired leases.
+    #: Lease of an admitted job (its concurrency slot and its RUNNING claim). A live worker
+    #: extends it every third of it; a killed worker's lease lapses and the slot and the job
+    #: come back within this time.
+    job_lease_s: float = Field(default=10.0, gt=0)
+    #: Longest sleep of the dispatcher loop (it wakes sooner when an admission is due).
     dispatch_interval_s: float = Field(default=0.2, gt=0)
+    #: Period of the healing passes (expired leases, lost messages, jobs missing from Redis).
+    maintenance_interval_s: float = Field(default=2.0, gt=0)
+    #: Each rate window is stretched by this much, so jitter between taking a request slot and
+    #: the request reaching the PMS never puts one request too many in a window.
+    rate_margin_ms: float = Field(default=20.0, ge=0)
     #: A QUEUED job not claimed for this long is published again (its first message may have
     #: been lost between commit and publish); duplicates are dropped at claim.
     queued_republish_s: float = Field(default=120.0, gt=0)

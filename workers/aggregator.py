@@ -14,6 +14,7 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
+from models.base import new_id
 from models.enums import JobStatus, WriteStatus
 from models.job import Job
 from pms.connector import ChildSpec
@@ -95,6 +96,8 @@ def finish_job(
         root.tree_created_record_id = created_record_id
     spawned = [
         Job(
+            id=new_id(),
+            idempotency_key=new_id(),
             root_job_id=root.id,
             parent_job_id=job.id,
             account_id=job.account_id,

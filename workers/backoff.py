@@ -13,5 +13,6 @@ def retry_delay_s(
     Equal jitter: half the exponential step is kept, half is random, so delays grow
     (base, 2 base, 4 base ... capped) yet never collapse to zero.
     """
-    step = min(cap_s, base_s * 2 ** max(0, attempt - 1))
+    # The exponent is bounded before use, so a very late attempt cannot overflow a float.
+    step = min(cap_s, base_s * 2 ** min(max(0, attempt - 1), 64))
     return step / 2 + (rng or random).uniform(0, step / 2)

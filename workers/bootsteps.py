@@ -40,13 +40,14 @@ class DispatcherLoop(bootsteps.StartStopStep):
             self._thread.join(timeout=10)
 
     def _loop(self, context: Any) -> None:
-        interval = context.settings.dispatch_interval_s
         try:
             while not self._stop.is_set():
                 try:
-                    context.dispatcher.tick()
+                    sleep_s = context.dispatcher.tick()
                 except Exception:
                     logger.exception("dispatcher tick failed; retrying")
-                self._stop.wait(interval)
+                    sleep_s = context.settings.dispatch_interval_s
+                if sleep_s > 0:
+                    self._stop.wait(sleep_s)
         finally:
             context.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import httpx
@@ -38,7 +39,10 @@ class ConnectorFactory:
         self._cipher = cipher
         self._client = client
 
-    def build(self, integration: IntegrationSnapshot) -> tuple[Connector, VendorProfile]:
+    def build(
+        self, integration: IntegrationSnapshot, before_request: Callable[[], None]
+    ) -> tuple[Connector, VendorProfile]:
+        """The integration's connector; it calls `before_request` before every PMS request."""
         profile = profile_for(integration.vendor)
         if not integration.base_url:
             raise PmsError(f"integration {integration.id} has no base_url", retryable=False)
@@ -47,5 +51,6 @@ class ConnectorFactory:
             credentials=self._cipher.decrypt(integration.credentials_encrypted),
             profile=profile,
             client=self._client,
+            before_request=before_request,
         )
         return connector, profile

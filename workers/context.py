@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import httpx
+import redis
 from celery import Celery
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -18,6 +19,7 @@ from pmsq.crypto import CredentialCipher
 from pmsq.settings import Settings
 from workers.connectors import ConnectorFactory
 from workers.dispatch import Dispatcher
+from workers.flow.redis_backend import RedisFlowControl
 from workers.publisher import CeleryPublisher
 from workers.runner import JobRunner
 
@@ -28,6 +30,7 @@ class WorkerContext:
     engine: Engine
     session_factory: sessionmaker[Session]
     http: httpx.Client
+    redis: redis.Redis
     dispatcher: Dispatcher
     runner: JobRunner
 
@@ -36,11 +39,15 @@ class WorkerContext:
         engine = make_engine(settings.database_url)
         session_factory = make_session_factory(engine)
         http = httpx.Client(timeout=settings.pms_timeout_s)
-        dispatcher = Dispatcher(session_factory, CeleryPublisher(app, settings.job_queue), settings)
+        redis_client = redis.Redis.from_url(settings.redis_url)
+        flow = RedisFlowControl(redis_client)
+        publisher = CeleryPublisher(app, settings.job_queue)
+        dispatcher = Dispatcher(session_factory, publisher, flow, settings)
         connectors = ConnectorFactory(CredentialCipher(settings.fernet_keys), http)
         runner = JobRunner(session_factory, connectors, dispatcher, settings)
-        return cls(settings, engine, session_factory, http, dispatcher, runner)
+        return cls(settings, engine, session_factory, http, redis_client, dispatcher, runner)
 
     def close(self) -> None:
         self.http.close()
+        self.redis.close()
         self.engine.dispose()

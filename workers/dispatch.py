@@ -1,31 +1,49 @@
 """The admission step between the job store and the broker (DESIGN section 5).
 
-PENDING jobs whose due time has come are moved to QUEUED and published. The dispatcher also
-heals the store: RUNNING jobs whose lease expired (their worker died) go back to PENDING, and
-QUEUED jobs never claimed are published again. Every move is a row-locked transition, so any
-number of dispatchers (one per worker, plus the API) can run at once.
+A job waits PENDING in the job store and, by id, in its integration's backlog in Redis. The
+dispatcher asks flow control which jobs may start now (the atomic `admit.lua`), moves those to
+QUEUED and publishes them. It also heals: RUNNING jobs whose lease expired (their worker died)
+go back to the backlog, QUEUED jobs never claimed are re-admitted, and PENDING jobs missing from
+Redis (lost between commit and enqueue, or a flushed Redis) are enqueued again. Every job move
+is a row-locked transition and every admission a Lua script, so a dispatcher may run in every
+worker and in the API at once.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.base import utcnow
 from models.enums import JobStatus
+from models.job import Job
 from pmsq.settings import Settings
 from workers.aggregator import finish_job
+from workers.flow.backend import Admission, FlowControl
+from workers.flow.limits import Limits
 from workers.publisher import AdmittedJob, Publisher
 from workers.repository import JobRepository
 from workers.transitions import transition
 
 logger = logging.getLogger(__name__)
 
-#: Most jobs one tick moves per kind of work, so a tick stays short.
+#: Most jobs one store pass touches, so a pass stays short.
 BATCH = 500
+#: Most jobs one admission call admits for one integration.
+ADMIT_BATCH = 50
+#: Most integrations one tick claims.
+CLAIM_BATCH = 64
+#: How long a claimed integration is left to this dispatcher before others may take it.
+CLAIM_S = 5.0
+#: Shortest sleep of the loop, so a busy ready set does not spin.
+MIN_SLEEP_S = 0.0005
+#: A PENDING job due this long ago is checked for being missing from its backlog.
+ORPHAN_AGE_S = 10.0
 
 
 class Dispatcher:
@@ -33,95 +51,195 @@ class Dispatcher:
         self,
         session_factory: sessionmaker[Session],
         publisher: Publisher,
+        flow: FlowControl,
         settings: Settings,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._session_factory = session_factory
         self._publisher = publisher
+        self._flow = flow
         self._settings = settings
         self._clock = clock
+        self._next_maintenance = 0.0
+        self._sweep_cursor: tuple[datetime, str] | None = None
 
-    def admit(self, job_ids: Iterable[str]) -> int:
-        """Admit those of `job_ids` that are PENDING and due; returns how many were published."""
-        ids = list(job_ids)
-        if not ids:
+    @property
+    def flow(self) -> FlowControl:
+        return self._flow
+
+    # -- admission ---------------------------------------------------------------------------
+
+    def submit(self, integration_id: str, job_ids: Sequence[str], delay_s: float = 0.0) -> int:
+        """Put committed PENDING jobs in their backlog and admit what may start at once."""
+        if not job_ids:
+            return 0
+        self._flow.enqueue(integration_id, job_ids, delay_s)
+        return self.admit_integration(integration_id) if delay_s <= 0 else 0
+
+    def admit_integration(self, integration_id: str, claim_us: int | None = None) -> int:
+        """Admit what the integration's limits allow now; returns how many were published."""
+        admission = self._admit(integration_id)
+        published = self._publish(integration_id, admission.job_ids)
+        # claim_us -1 never equals a real claim: the earlier of the two times wins.
+        self._flow.reschedule(
+            integration_id, -1 if claim_us is None else claim_us, admission.next_us
+        )
+        return published
+
+    def _admit(self, integration_id: str) -> Admission:
+        lease_s = self._settings.job_lease_s
+        admission = self._flow.admit(integration_id, ADMIT_BATCH, lease_s)
+        if admission.status == "nolimits":
+            self.load_limits(integration_id)
+            admission = self._flow.admit(integration_id, ADMIT_BATCH, lease_s)
+        return admission
+
+    def load_limits(self, integration_id: str) -> None:
+        """Copy the integration's limits from the database to flow control."""
+        with self._session_factory() as session:
+            integration = JobRepository(session).integration(integration_id)
+            if integration is None:
+                # Limits of nothing: admit nothing, the jobs fail at claim for lack of it.
+                limits = Limits(interval_us=1, tolerance_us=1, concurrency=1)
+            else:
+                limits = Limits.of(integration, self._settings.rate_margin_ms)
+        self._flow.set_limits(integration_id, limits)
+
+    def _publish(self, integration_id: str, job_ids: Sequence[str]) -> int:
+        if not job_ids:
             return 0
         now = self._clock()
         admitted: list[AdmittedJob] = []
+        stale: list[str] = []
         with self._session_factory.begin() as session:
             repo = JobRepository(session)
-            for job_id in ids:
+            for job_id in job_ids:
                 job = repo.lock(job_id)
                 if job is None or job.status != JobStatus.PENDING.value:
-                    continue
-                if job.due_at is not None and job.due_at > now:
+                    stale.append(job_id)
                     continue
                 transition(job, JobStatus.QUEUED, now)
                 job.due_at = None
                 admitted.append(AdmittedJob(job.id, job.integration_id, job.model, job.action))
-        for job in admitted:
-            self._publisher.publish(job)
+        for job_id in stale:
+            # A duplicate backlog entry: give its slot back at once.
+            self._flow.release(integration_id, job_id)
+        for message in admitted:
+            self._publisher.publish(message)
         return len(admitted)
 
-    def tick(self) -> int:
-        """One pass of the loop: reclaim dead leases, re-publish lost messages, admit due jobs."""
+    # -- the loop ------------------------------------------------------------------------------
+
+    def tick(self) -> float:
+        """One pass of the loop; returns how long to sleep before the next."""
+        due = self._flow.claim_due(CLAIM_BATCH, CLAIM_S)
+        for integration_id in due.integration_ids:
+            try:
+                self.admit_integration(integration_id, due.claim_us)
+            except Exception:
+                logger.exception("admission of integration %s failed", integration_id)
+        if time.monotonic() >= self._next_maintenance:
+            self._next_maintenance = time.monotonic() + self._settings.maintenance_interval_s
+            self.maintain()
+        if due.integration_ids:
+            return 0.0
+        if due.next_us is None:
+            return self._settings.dispatch_interval_s
+        wait_s = (due.next_us - due.now_us) / 1_000_000
+        return max(MIN_SLEEP_S, min(self._settings.dispatch_interval_s, wait_s))
+
+    def maintain(self) -> None:
+        """The healing passes; cheap enough to run every few seconds in every dispatcher."""
         self.reclaim_expired_leases()
-        self.republish_stale_queued()
-        now = self._clock()
-        with self._session_factory() as session:
-            due = list(JobRepository(session).due_pending_ids(now, BATCH))
-        return self.admit(due)
+        self.requeue_stale_queued()
+        self.enqueue_orphans()
+
+    # -- healing -------------------------------------------------------------------------------
 
     def reclaim_expired_leases(self) -> int:
         now = self._clock()
         with self._session_factory() as session:
             expired = list(JobRepository(session).expired_running_ids(now, BATCH))
-        reclaimed = 0
+        requeue: dict[str, list[str]] = defaultdict(list)
         for job_id in expired:
             with self._session_factory.begin() as session:
-                repo = JobRepository(session)
-                job = repo.lock(job_id)
+                job = JobRepository(session).lock(job_id)
                 if job is None or job.status != JobStatus.RUNNING.value:
                     continue
                 if job.lease_expires_at is None or job.lease_expires_at >= now:
                     continue
-                logger.warning("job %s: lease expired, worker presumed lost", job.id)
-                if job.deliveries >= self._settings.max_deliveries:
-                    finish_job(
-                        session,
-                        job,
-                        JobStatus.FAILURE,
-                        now,
-                        max_jobs_per_tree=self._settings.max_jobs_per_tree,
-                        error=poison_message(job.deliveries),
-                    )
+                logger.warning("job %s: lease expired, its worker is presumed lost", job.id)
+                if job.unrecorded_claims >= self._settings.max_deliveries:
+                    self._fail_poison(session, job, now)
                     continue
-                transition(job, JobStatus.PENDING, now)
-                job.due_at = now
-                job.lease_expires_at = None
+                self._back_to_pending(job, now)
                 job.outcome_unknown = True
-                reclaimed += 1
-        return reclaimed
+                requeue[job.integration_id].append(job.id)
+        for integration_id, job_ids in requeue.items():
+            self.submit(integration_id, job_ids)
+        return sum(len(ids) for ids in requeue.values())
 
-    def republish_stale_queued(self) -> int:
+    def requeue_stale_queued(self) -> int:
+        """QUEUED jobs no worker claimed in time (a message lost) go through admission again."""
         now = self._clock()
         before = now - timedelta(seconds=self._settings.queued_republish_s)
-        republished: list[AdmittedJob] = []
+        requeue: dict[str, list[str]] = defaultdict(list)
         with self._session_factory.begin() as session:
             repo = JobRepository(session)
             for job_id in repo.stale_queued_ids(before, BATCH):
                 job = repo.lock(job_id)
                 if job is None or job.status != JobStatus.QUEUED.value:
                     continue
-                job.updated_at = now
-                republished.append(AdmittedJob(job.id, job.integration_id, job.model, job.action))
-        for job in republished:
-            self._publisher.publish(job)
-        return len(republished)
+                self._back_to_pending(job, now)
+                requeue[job.integration_id].append(job.id)
+        for integration_id, job_ids in requeue.items():
+            self.submit(integration_id, job_ids)
+        return sum(len(ids) for ids in requeue.values())
+
+    def enqueue_orphans(self) -> int:
+        """PENDING jobs long due but absent from their backlog are put back in it.
+
+        Walks the due PENDING jobs a page per pass with a cursor, so a long legitimate backlog
+        is not re-read every pass.
+        """
+        before = self._clock() - timedelta(seconds=ORPHAN_AGE_S)
+        with self._session_factory() as session:
+            page = JobRepository(session).due_pending_page(before, self._sweep_cursor, BATCH)
+            rows = [(job.id, job.integration_id, job.due_at) for job in page]
+        self._sweep_cursor = (rows[-1][2], rows[-1][0]) if len(rows) == BATCH else None  # type: ignore[assignment]
+        by_integration: dict[str, list[str]] = defaultdict(list)
+        for job_id, integration_id, _due in rows:
+            by_integration[integration_id].append(job_id)
+        found = 0
+        for integration_id, job_ids in by_integration.items():
+            present = self._flow.in_backlog(integration_id, job_ids)
+            missing = [j for j, ok in zip(job_ids, present, strict=True) if not ok]
+            if missing:
+                logger.warning(
+                    "%d jobs of %s were missing from Redis", len(missing), integration_id
+                )
+                self.submit(integration_id, missing)
+                found += len(missing)
+        return found
+
+    def _back_to_pending(self, job: Job, now: datetime) -> None:
+        transition(job, JobStatus.PENDING, now)
+        job.due_at = now
+        job.lease_expires_at = None
+
+    def _fail_poison(self, session: Session, job: Job, now: datetime) -> None:
+        finish_job(
+            session,
+            job,
+            JobStatus.FAILURE,
+            now,
+            max_jobs_per_tree=self._settings.max_jobs_per_tree,
+            error=poison_message(job.unrecorded_claims),
+        )
 
 
-def poison_message(deliveries: int) -> str:
+def poison_message(claims: int) -> str:
     return (
-        f"job was delivered {deliveries} times without finishing (its worker was lost each "
+        f"job was delivered {claims} times without finishing (its worker was lost each "
         "time); giving up (PMSQ_MAX_DELIVERIES)"
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 from sqlalchemy.orm import Session
 
 from models.enums import JobStatus
@@ -53,14 +53,15 @@ class JobRepository:
         )
         return self.session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
 
-    def due_pending_ids(self, now: datetime, limit: int) -> Sequence[str]:
-        stmt = (
-            select(Job.id)
-            .where(Job.status == JobStatus.PENDING.value, Job.due_at <= now)
-            .order_by(Job.due_at)
-            .limit(limit)
-        )
-        return self.session.scalars(stmt).all()
+    def due_pending_page(
+        self, due_before: datetime, after: tuple[datetime, str] | None, limit: int
+    ) -> Sequence[Job]:
+        """PENDING jobs due before `due_before`, in (due_at, id) order after `after`."""
+        stmt = select(Job).where(Job.status == JobStatus.PENDING.value, Job.due_at <= due_before)
+        if after is not None:
+            due_at, job_id = after
+            stmt = stmt.where(or_(Job.due_at > due_at, and_(Job.due_at == due_at, Job.id > job_id)))
+        return self.session.scalars(stmt.order_by(Job.due_at, Job.id).limit(limit)).all()
 
     def expired_running_ids(self, now: datetime, limit: int) -> Sequence[str]:
         stmt = (

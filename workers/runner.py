@@ -9,8 +9,9 @@ a worker that outlived its lease cannot overwrite the outcome of the job's next 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,6 +27,8 @@ from workers.aggregator import finish_job
 from workers.backoff import retry_delay_s
 from workers.connectors import ConnectorFactory, IntegrationSnapshot
 from workers.dispatch import Dispatcher, poison_message
+from workers.flow.backend import FlowControl
+from workers.heartbeat import LeaseHeartbeat
 from workers.repository import JobRepository
 from workers.transitions import transition
 
@@ -55,6 +58,42 @@ class Failed:
 Outcome = Succeeded | Failed
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """What `record` did: the job's status after it, and what flow control must follow up."""
+
+    status: JobStatus | None
+    #: False when this claim no longer held the job (fenced out, or already finished).
+    applied: bool
+    spawned: list[str] = field(default_factory=list)
+    retry_delay_s: float = 0.0
+    pms_headers: dict[str, str] = field(default_factory=dict)
+
+
+class RequestPacer:
+    """Waits for the integration's next PMS request slot before each request.
+
+    Admission already spaces jobs; this closes the gap between admission and the moment the
+    request leaves, so the PMS sees requests no closer than the limit allows (and none while
+    the integration is paused after a 429).
+    """
+
+    #: Longest wait accepted for one reservation; a pause or a far slot is re-checked after.
+    MAX_RESERVATION_WAIT_S = 1.0
+
+    def __init__(self, flow: FlowControl, integration_id: str) -> None:
+        self._flow = flow
+        self._integration_id = integration_id
+
+    def wait_for_slot(self) -> None:
+        while True:
+            reserved, wait_s = self._flow.pace(self._integration_id, self.MAX_RESERVATION_WAIT_S)
+            if wait_s > 0:
+                time.sleep(min(wait_s, self.MAX_RESERVATION_WAIT_S))
+            if reserved:
+                return
+
+
 class JobRunner:
     def __init__(
         self,
@@ -67,6 +106,7 @@ class JobRunner:
         self._session_factory = session_factory
         self._connectors = connectors
         self._dispatcher = dispatcher
+        self._flow = dispatcher.flow
         self._settings = settings
         self._clock = clock
 
@@ -76,13 +116,44 @@ class JobRunner:
         if claim is None:
             return None
         exchanges: list[Exchange] = []
-        outcome = self.execute(claim, exchanges.append)
-        status, spawned = self.record(claim, exchanges, outcome)
-        self._dispatcher.admit(spawned)
-        return status
+        with LeaseHeartbeat(
+            flow=self._flow,
+            session_factory=self._session_factory,
+            integration_id=claim.integration.id,
+            job_id=claim.job_id,
+            delivery=claim.delivery,
+            lease_s=self._settings.job_lease_s,
+            clock=self._clock,
+        ):
+            outcome = self.execute(claim, exchanges.append)
+        recorded = self.record(claim, exchanges, outcome)
+        self._after_record(claim, outcome, recorded)
+        return recorded.status
+
+    def _after_record(self, claim: Claim, outcome: Outcome, recorded: Recorded) -> None:
+        """Flow-control side of an outcome, once it is committed."""
+        integration_id = claim.integration.id
+        if not recorded.applied:
+            return  # fenced out: the slot belongs to the job's newer delivery
+        if isinstance(outcome, Failed) and isinstance(outcome.error, PmsThrottled):
+            self._flow.pause(integration_id, outcome.error.retry_after_s or 0.0)
+        if exchanges_headers := recorded.pms_headers:
+            self._flow.record_pms_limits(integration_id, exchanges_headers)
+        self._flow.release(integration_id, claim.job_id)
+        if recorded.status == JobStatus.PENDING:
+            self._dispatcher.submit(integration_id, [claim.job_id], recorded.retry_delay_s)
+        if recorded.spawned:
+            self._dispatcher.submit(integration_id, recorded.spawned)
+        self._dispatcher.admit_integration(integration_id)
+
+    def _after_final(self, integration_id: str, job_id: str) -> None:
+        self._flow.release(integration_id, job_id)
+        self._dispatcher.admit_integration(integration_id)
 
     def claim(self, job_id: str) -> Claim | None:
+        """Take the job if it is QUEUED: RUNNING, with a lease and a new delivery number."""
         now = self._clock()
+        poisoned: Job | None = None
         with self._session_factory.begin() as session:
             repo = JobRepository(session)
             job = repo.lock(job_id)
@@ -92,26 +163,32 @@ class JobRunner:
             if job.status != JobStatus.QUEUED.value:
                 logger.info("job %s: is %s, duplicate message dropped", job_id, job.status)
                 return None
-            if job.deliveries >= self._settings.max_deliveries:
-                self._finish(session, job, JobStatus.FAILURE, now, poison_message(job.deliveries))
-                return None
-            integration = repo.integration(job.integration_id)
-            assert integration is not None  # enforced by the foreign key
-            transition(job, JobStatus.RUNNING, now)
-            job.deliveries += 1
-            job.attempts += 1
-            job.lease_expires_at = now + timedelta(seconds=self._settings.job_lease_s)
-            return Claim(
-                job_id=job.id,
-                delivery=job.deliveries,
-                attempt=job.attempts,
-                step=_step_of(job),
-                integration=IntegrationSnapshot.of(integration),
-            )
+            if job.unrecorded_claims >= self._settings.max_deliveries:
+                message = poison_message(job.unrecorded_claims)
+                self._finish(session, job, JobStatus.FAILURE, now, message)
+                poisoned = job
+            else:
+                integration = repo.integration(job.integration_id)
+                assert integration is not None  # enforced by the foreign key
+                transition(job, JobStatus.RUNNING, now)
+                job.deliveries += 1
+                job.unrecorded_claims += 1
+                job.attempts += 1
+                job.lease_expires_at = now + timedelta(seconds=self._settings.job_lease_s)
+                return Claim(
+                    job_id=job.id,
+                    delivery=job.deliveries,
+                    attempt=job.attempts,
+                    step=_step_of(job),
+                    integration=IntegrationSnapshot.of(integration),
+                )
+        self._after_final(poisoned.integration_id, poisoned.id)
+        return None
 
     def execute(self, claim: Claim, log: Callable[[Exchange], None]) -> Outcome:
         try:
-            connector, profile = self._connectors.build(claim.integration)
+            pacer = RequestPacer(self._flow, claim.integration.id)
+            connector, profile = self._connectors.build(claim.integration, pacer.wait_for_slot)
             result = connector.execute(claim.step, log)
             children = children_after(profile, claim.step, result.created_record_id)
             return Succeeded(result, children)
@@ -121,19 +198,19 @@ class JobRunner:
             logger.exception("job %s: unexpected error", claim.job_id)
             return Failed(PmsError(f"internal error: {type(exc).__name__}", retryable=False))
 
-    def record(
-        self, claim: Claim, exchanges: list[Exchange], outcome: Outcome
-    ) -> tuple[JobStatus | None, list[str]]:
-        """Store the exchanges and apply the outcome; returns (status, spawned child ids)."""
+    def record(self, claim: Claim, exchanges: list[Exchange], outcome: Outcome) -> Recorded:
+        """Store the exchanges and apply the outcome, if this claim still holds the job."""
         now = self._clock()
+        headers = exchanges[-1].response_headers if exchanges else {}
         with self._session_factory.begin() as session:
             session.add_all(_log_rows(claim, exchanges, now))
             job = JobRepository(session).lock(claim.job_id)
             if job is None or job.status != JobStatus.RUNNING.value:
-                return None, []
+                return Recorded(None, applied=False)
             if job.deliveries != claim.delivery:
                 logger.warning("job %s: lease lost to a newer delivery, outcome dropped", job.id)
-                return None, []
+                return Recorded(None, applied=False)
+            job.unrecorded_claims = 0
             if isinstance(outcome, Succeeded):
                 spawned = finish_job(
                     session,
@@ -144,27 +221,32 @@ class JobRunner:
                     created_record_id=outcome.result.created_record_id,
                     children=outcome.children,
                 )
-                return JobStatus(job.status), [child.id for child in spawned]
-            self._apply_failure(session, job, outcome.error, now)
-            return JobStatus(job.status), []
+                return Recorded(
+                    JobStatus(job.status), True, [child.id for child in spawned], 0.0, headers
+                )
+            delay_s = self._apply_failure(session, job, outcome.error, now)
+            return Recorded(JobStatus(job.status), True, [], delay_s, headers)
 
-    def _apply_failure(self, session: Session, job: Job, error: PmsError, now: datetime) -> None:
+    def _apply_failure(self, session: Session, job: Job, error: PmsError, now: datetime) -> float:
+        """Defer or fail the job; returns the deferral in seconds (0 when it failed)."""
         if isinstance(error, PmsThrottled):
-            # The PMS's back-pressure is not the job's fault: no attempt is burned.
+            # The PMS's back-pressure is not the job's fault: no attempt is burned, and the
+            # integration's pause (not a job delay) holds it back until Retry-After.
             job.attempts -= 1
-            self._defer(job, now, error.retry_after_s or 0.0, error.message)
+            delay = 0.0
         elif error.retryable and job.attempts < self._settings.max_attempts:
             delay = retry_delay_s(
                 job.attempts, self._settings.retry_base_s, self._settings.retry_max_s
             )
-            self._defer(job, now, delay, error.message)
         else:
             message = error.message
             if error.retryable:
                 message = f"{message} (gave up after {job.attempts} attempts)"
             self._finish(session, job, JobStatus.FAILURE, now, message)
-            return
+            return 0.0
+        self._defer(job, now, delay, error.message)
         job.outcome_unknown = job.outcome_unknown or error.outcome_unknown
+        return delay
 
     def _defer(self, job: Job, now: datetime, delay_s: float, last_error: str) -> None:
         transition(job, JobStatus.PENDING, now)

@@ -13,12 +13,22 @@ from models.integration import Integration
 from models.schemas import IntegrationCreate, IntegrationOut, IntegrationUpdate, check_rate
 from pmsq.crypto import CredentialCipher
 from pmsq.errors import NotFound, ValidationFailed
+from workers.flow.backend import FlowControl
+from workers.flow.limits import Limits
 
 
 class IntegrationService:
-    def __init__(self, session_factory: sessionmaker[Session], cipher: CredentialCipher) -> None:
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        cipher: CredentialCipher,
+        flow: FlowControl,
+        rate_margin_ms: float,
+    ) -> None:
         self._session_factory = session_factory
         self._cipher = cipher
+        self._flow = flow
+        self._rate_margin_ms = rate_margin_ms
 
     def create(self, account_id: str, spec: IntegrationCreate) -> IntegrationOut:
         values = spec.model_dump(exclude={"credentials"}, mode="json")
@@ -28,7 +38,10 @@ class IntegrationService:
                 integration.credentials_encrypted = self._cipher.encrypt(spec.credentials)
             session.add(integration)
             session.flush()
-            return to_out(integration)
+            limits = Limits.of(integration, self._rate_margin_ms)
+            out = to_out(integration)
+        self._flow.set_limits(out.id, limits)
+        return out
 
     def update(
         self, account_id: str, integration_id: str, spec: IntegrationUpdate
@@ -55,7 +68,11 @@ class IntegrationService:
                     self._cipher.encrypt(spec.credentials) if spec.credentials else None
                 )
             integration.updated_at = utcnow()
-            return to_out(integration)
+            limits = Limits.of(integration, self._rate_margin_ms)
+            out = to_out(integration)
+        # Live limits: the next admission of this integration reads these.
+        self._flow.set_limits(out.id, limits)
+        return out
 
     def get(self, account_id: str, integration_id: str) -> IntegrationOut:
         with self._session_factory() as session:

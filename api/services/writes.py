@@ -84,7 +84,7 @@ class WriteService:
                 updated_at=now,
             )
             session.add(job)
-        self._dispatcher.admit([job.id])
+        self._dispatcher.submit(integration.id, [job.id])
         return AcceptedWrite(job.id, payload)
 
     def status(self, account_id: str, root_job_id: str) -> WriteOutcome:

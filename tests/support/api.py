@@ -6,12 +6,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
+import fakeredis
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from api.auth import create_token
 from pmsq.settings import Settings
+from workers.flow.redis_backend import RedisFlowControl
 from workers.publisher import AdmittedJob
 
 
@@ -30,6 +32,7 @@ class ApiHarness:
     client: TestClient
     publisher: RecordingPublisher
     session_factory: sessionmaker[Session]
+    flow: RedisFlowControl
 
     def token(self, account: str) -> dict[str, str]:
         with self.session_factory.begin() as session:
@@ -41,6 +44,8 @@ def api_harness(
     database_url: str, session_factory: sessionmaker[Session], **settings: object
 ) -> Iterator[ApiHarness]:
     publisher = RecordingPublisher()
-    app = create_app(Settings(database_url=database_url, **settings), session_factory, publisher)  # type: ignore[arg-type]
+    flow = RedisFlowControl(fakeredis.FakeRedis())
+    config = Settings(database_url=database_url, **settings)  # type: ignore[arg-type]
+    app = create_app(config, session_factory, publisher, flow)
     with TestClient(app) as client:
-        yield ApiHarness(client, publisher, session_factory)
+        yield ApiHarness(client, publisher, session_factory, flow)

@@ -110,6 +110,8 @@ class Stack:
             "integration_vendor": vendor,
             "base_url": f"{self.sandbox_url}/t/{tenant}",
             "credentials": {"api_key": f"key-of-{tenant}-0123456789"},
+            "max_request_frequency": 50,
+            "max_job_concurrency": 4,
             **extra,
         }
         response = self.http.post(

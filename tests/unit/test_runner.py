@@ -394,14 +394,6 @@ def test_throttles_do_not_count_towards_max_attempts(harness: Harness) -> None:
     assert harness.job(job_id).attempts == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="workers/runner.py claim(): every claim increments `deliveries`, including claims "
-    "that ended in a 429; after max_deliveries throttles the next claim fails the job as a "
-    "poison message ('its worker was lost each time'), though DESIGN 5.6 says a 429 does not "
-    "count as a failed attempt",
-)
 def test_many_throttles_do_not_make_a_job_poison(session_factory: sessionmaker[Session]) -> None:
     harness = make_harness(session_factory, max_deliveries=2)
     job_id = harness.submit()
@@ -525,12 +517,6 @@ def test_outcome_of_a_worker_that_lost_its_lease_is_dropped(harness: Harness) ->
 CONTACTS = [{"kind": "email", "email": "ada@example.com"}, {"kind": "phone", "phone": "555"}]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="workers/runner.py:147 returns [child.id for child in spawned] before any flush: "
-    "Job.id's default (new_id) is applied at INSERT, so the ids are None, "
-    "Dispatcher.admit([None]) admits nothing and children wait for the next dispatcher tick",
-)
 def test_spawned_children_are_admitted_and_published_at_once(
     session_factory: sessionmaker[Session],
 ) -> None:

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 08:01:10.454524
+Create Date: 2026-11-23 08:13:09.761068
 """
 
 from __future__ import annotations
@@ -91,6 +91,7 @@ def upgrade() -> None:
     sa.Column('status', sa.String(length=10), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('deliveries', sa.Integer(), nullable=False),
+    sa.Column('unrecorded_claims', sa.Integer(), nullable=False),
     sa.Column('due_at', models.base.UTCDateTime(timezone=True), nullable=True),
     sa.Column('lease_expires_at', models.base.UTCDateTime(timezone=True), nullable=True),
     sa.Column('outcome_unknown', sa.Boolean(), nullable=False),

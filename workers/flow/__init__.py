@@ -1,0 +1,1 @@
+"""Per-integration flow control in Redis: admission, concurrency leases, request pacing, pauses."""

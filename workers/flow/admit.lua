@@ -1,0 +1,74 @@
+-- admit.lua: admit jobs of one integration from its backlog, if limits allow.
+--
+-- KEYS[1] backlog       ZSET job_id -> due time (us)
+-- KEYS[2] leases        ZSET job_id -> lease expiry (us)
+-- KEYS[3] admit_tat     STRING GCRA theoretical arrival time of admissions (us)
+-- KEYS[4] paused_until  STRING (us)
+-- KEYS[5] limits        HASH interval_us, tolerance_us, concurrency
+-- ARGV[1] most jobs to admit in this call
+-- ARGV[2] lease length (us)
+--
+-- Returns {status, next_us, job_id...}:
+--   status "ok": the job ids admitted (each now holds a lease); next_us is when the next
+--     admission may happen (-1: the backlog is empty; a release or enqueue will wake us).
+--   status "paused": nothing admitted before next_us (the PMS asked for a pause).
+--   status "nolimits": the limits hash is missing; the caller writes it and calls again.
+-- A job is admitted only when: the integration is not paused, a concurrency slot is free
+-- (expired leases are pruned first, so a dead worker's slot comes back), and the admission
+-- GCRA allows it (at most `tolerance_us` ahead of the evenly spaced schedule).
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+
+local limits = redis.call('HMGET', KEYS[5], 'interval_us', 'tolerance_us', 'concurrency')
+if not limits[1] then
+  return {'nolimits', -1}
+end
+local interval = tonumber(limits[1])
+local tolerance = tonumber(limits[2])
+local concurrency = tonumber(limits[3])
+
+local paused = tonumber(redis.call('GET', KEYS[4]) or '0')
+if paused > now then
+  return {'paused', paused}
+end
+
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', now)
+local in_flight = redis.call('ZCARD', KEYS[2])
+local tat = tonumber(redis.call('GET', KEYS[3]) or '0')
+local lease_us = tonumber(ARGV[2])
+local result = {'ok', -1}
+
+for _ = 1, tonumber(ARGV[1]) do
+  local head = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES')
+  if #head == 0 then
+    result[2] = -1
+    break
+  end
+  local due = tonumber(head[2])
+  if due > now then
+    result[2] = due
+    break
+  end
+  if in_flight >= concurrency then
+    local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+    result[2] = tonumber(oldest[2])
+    break
+  end
+  local start = math.max(tat, now)
+  if start - now > tolerance then
+    result[2] = start - tolerance
+    break
+  end
+  tat = start + interval
+  redis.call('ZREM', KEYS[1], head[1])
+  redis.call('ZADD', KEYS[2], now + lease_us, head[1])
+  in_flight = in_flight + 1
+  result[#result + 1] = head[1]
+  result[2] = now
+end
+
+if #result > 2 then
+  redis.call('SET', KEYS[3], string.format('%d', tat), 'PX', math.floor((tat - now) / 1000) + 1000)
+end
+result[2] = string.format('%d', result[2])
+return result

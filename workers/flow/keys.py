@@ -1,0 +1,62 @@
+"""Every Redis key pmsq's flow control uses.
+
+Keys of one integration share the hash tag `{integration_id}` so a Redis Cluster keeps them in
+one slot and a Lua script may touch them together. Times stored in Redis are microseconds on
+Redis's own clock (`TIME`), never a worker's, so hosts with skewed clocks agree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+PREFIX = "pmsq"
+
+#: ZSET integration_id -> time (us) its next admission may happen. Global (its own slot).
+#: Entries leave when their integration's backlog is empty; no expiry.
+READY = f"{PREFIX}:ready"
+#: SET of integration ids that ever had a backlog; the sweep walks it. No expiry.
+KNOWN_INTEGRATIONS = f"{PREFIX}:integrations"
+
+
+@dataclass(frozen=True)
+class IntegrationKeys:
+    integration_id: str
+
+    def _key(self, name: str) -> str:
+        return f"{PREFIX}:{{{self.integration_id}}}:{name}"
+
+    @property
+    def backlog(self) -> str:
+        """ZSET job_id -> due time (us). Jobs waiting for admission; popped by admit.lua."""
+        return self._key("backlog")
+
+    @property
+    def leases(self) -> str:
+        """ZSET job_id -> lease expiry (us). Admitted jobs; expired members stop counting."""
+        return self._key("leases")
+
+    @property
+    def admit_tat(self) -> str:
+        """STRING: GCRA theoretical arrival time (us) of admissions. Expires soon after it."""
+        return self._key("admit_tat")
+
+    @property
+    def request_tat(self) -> str:
+        """STRING: the next free PMS request slot (us). Expires soon after it."""
+        return self._key("request_tat")
+
+    @property
+    def paused_until(self) -> str:
+        """STRING: time (us) until which the PMS asked us to stop (429). Expires then."""
+        return self._key("paused_until")
+
+    @property
+    def limits(self) -> str:
+        """HASH interval_us, tolerance_us, concurrency. Written on every limits change; no
+        expiry; rebuilt from the database if missing."""
+        return self._key("limits")
+
+    @property
+    def pms_limits(self) -> str:
+        """HASH of the rate-limit headers the PMS last sent (limit, remaining, seen_at)."""
+        return self._key("pms_limits")

@@ -1,0 +1,149 @@
+"""Flow control on Redis: the Lua scripts beside this module, registered once per client."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+
+import redis
+
+from workers.flow.backend import Admission, DueIntegrations, Usage
+from workers.flow.keys import KNOWN_INTEGRATIONS, READY, IntegrationKeys
+from workers.flow.limits import Limits
+
+#: Response headers a PMS uses to tell its own limits; kept for the rate-limits endpoint.
+PMS_LIMIT_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
+
+
+def _load(name: str) -> str:
+    return resources.files("workers.flow").joinpath(name).read_text()
+
+
+def _us(seconds: float) -> int:
+    return int(seconds * 1_000_000)
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+class RedisFlowControl:
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+        self._admit = client.register_script(_load("admit.lua"))
+        self._pace = client.register_script(_load("pace.lua"))
+        self._enqueue = client.register_script(_load("enqueue.lua"))
+        self._release = client.register_script(_load("release.lua"))
+        self._extend = client.register_script(_load("extend.lua"))
+        self._pause = client.register_script(_load("pause.lua"))
+        self._claim_due = client.register_script(_load("claim_due.lua"))
+        self._reschedule = client.register_script(_load("reschedule.lua"))
+
+    def set_limits(self, integration_id: str, limits: Limits) -> None:
+        self._redis.hset(
+            IntegrationKeys(integration_id).limits,
+            mapping={
+                "interval_us": limits.interval_us,
+                "tolerance_us": limits.tolerance_us,
+                "concurrency": limits.concurrency,
+            },
+        )
+
+    def enqueue(self, integration_id: str, job_ids: Sequence[str], delay_s: float = 0.0) -> None:
+        if not job_ids:
+            return
+        keys = IntegrationKeys(integration_id)
+        pipe = self._redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            self._enqueue(keys=[keys.backlog], args=[job_id, _us(delay_s)], client=pipe)
+        pipe.sadd(KNOWN_INTEGRATIONS, integration_id)
+        results = pipe.execute()
+        earliest = min(int(float(r)) for r in results[: len(job_ids)])
+        self._redis.zadd(READY, {integration_id: earliest}, lt=True)
+
+    def admit(self, integration_id: str, max_jobs: int, lease_s: float) -> Admission:
+        keys = IntegrationKeys(integration_id)
+        raw = self._admit(
+            keys=[keys.backlog, keys.leases, keys.admit_tat, keys.paused_until, keys.limits],
+            args=[max_jobs, _us(lease_s)],
+        )
+        status, next_us = _text(raw[0]), int(_text(raw[1]))
+        return Admission(status, None if next_us < 0 else next_us, tuple(_text(j) for j in raw[2:]))
+
+    def release(self, integration_id: str, job_id: str) -> int:
+        keys = IntegrationKeys(integration_id)
+        return int(self._release(keys=[keys.leases, keys.backlog], args=[job_id]))
+
+    def extend(self, integration_id: str, job_id: str, lease_s: float) -> bool:
+        keys = IntegrationKeys(integration_id)
+        return bool(self._extend(keys=[keys.leases], args=[job_id, _us(lease_s)]))
+
+    def pace(self, integration_id: str, max_wait_s: float) -> tuple[bool, float]:
+        keys = IntegrationKeys(integration_id)
+        reserved, wait_us = self._pace(
+            keys=[keys.request_tat, keys.paused_until, keys.limits], args=[_us(max_wait_s)]
+        )
+        return bool(int(reserved)), int(_text(wait_us)) / 1_000_000
+
+    def pause(self, integration_id: str, seconds: float) -> int:
+        keys = IntegrationKeys(integration_id)
+        until_us = int(_text(self._pause(keys=[keys.paused_until], args=[_us(seconds)])))
+        self._redis.zadd(READY, {integration_id: until_us}, gt=True, xx=True)
+        return until_us
+
+    def claim_due(self, max_integrations: int, claim_s: float) -> DueIntegrations:
+        raw = self._claim_due(keys=[READY], args=[max_integrations, _us(claim_s)])
+        next_us = int(_text(raw[2]))
+        return DueIntegrations(
+            now_us=int(_text(raw[0])),
+            claim_us=int(_text(raw[1])),
+            next_us=None if next_us < 0 else next_us,
+            integration_ids=[_text(i) for i in raw[3:]],
+        )
+
+    def reschedule(self, integration_id: str, claim_us: int, next_us: int | None) -> None:
+        self._reschedule(
+            keys=[READY], args=[integration_id, claim_us, -1 if next_us is None else next_us]
+        )
+
+    def wake(self, integration_id: str) -> None:
+        now_s, now_frac_us = self._redis.time()
+        self._redis.zadd(READY, {integration_id: now_s * 1_000_000 + now_frac_us}, lt=True)
+
+    def record_pms_limits(self, integration_id: str, headers: dict[str, str]) -> None:
+        seen = {k: v for k, v in headers.items() if k.lower() in PMS_LIMIT_HEADERS}
+        if seen:
+            self._redis.hset(IntegrationKeys(integration_id).pms_limits, mapping=seen)
+
+    def usage(self, integration_id: str) -> Usage:
+        keys = IntegrationKeys(integration_id)
+        now_s, now_frac_us = self._redis.time()
+        now_us = now_s * 1_000_000 + now_frac_us
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.zcount(keys.leases, now_us, "+inf")
+        pipe.zcard(keys.backlog)
+        pipe.zscore(READY, integration_id)
+        pipe.get(keys.paused_until)
+        pipe.hgetall(keys.limits)
+        pipe.hgetall(keys.pms_limits)
+        in_flight, backlog, ready, paused, limits, reported = pipe.execute()
+        paused_us = int(_text(paused)) if paused else None
+        return Usage(
+            in_flight=int(in_flight),
+            backlog=int(backlog),
+            next_admission_us=int(ready) if ready is not None and backlog else None,
+            paused_until_us=paused_us if paused_us and paused_us > now_us else None,
+            limits=Limits(**{_text(k): int(_text(v)) for k, v in limits.items()})
+            if limits
+            else None,
+            pms_reported={_text(k): _text(v) for k, v in reported.items()},
+            now_us=now_us,
+        )
+
+    def in_backlog(self, integration_id: str, job_ids: Sequence[str]) -> list[bool]:
+        key = IntegrationKeys(integration_id).backlog
+        pipe = self._redis.pipeline(transaction=False)
+        for job_id in job_ids:
+            pipe.zscore(key, job_id)
+        return [score is not None for score in pipe.execute()]
