@@ -84,6 +84,16 @@ def build_router(ctx: ApiContext) -> APIRouter:
     ) -> IntegrationEnvelope:
         return IntegrationEnvelope(result=ctx.integrations.update(account_id, integration_id, spec))
 
+    @router.get(
+        "/integrations/{integration_id}/rate-limits/",
+        responses=ERRORS,
+        summary="Configured PMS rate limits, live usage, and limits the PMS reported",
+    )
+    def rate_limits(
+        integration_id: str, account_id: str = Depends(current_account)
+    ) -> dict[str, Any]:
+        return {"result": ctx.integrations.rate_limits(account_id, integration_id)}
+
     @router.get("/capabilities", summary="Which vendor supports which model, action and field")
     def get_capabilities(_account_id: str = Depends(current_account)) -> dict[str, Any]:
         return {"vendors": capabilities()}

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -74,6 +76,31 @@ class IntegrationService:
         self._flow.set_limits(out.id, limits)
         return out
 
+    def rate_limits(self, account_id: str, integration_id: str) -> dict[str, Any]:
+        """Configured limits, live flow-control usage, and what the PMS reported."""
+        with self._session_factory() as session:
+            integration = self._owned(session, account_id, integration_id)
+            configured = {
+                "max_request_frequency": integration.max_request_frequency,
+                "max_request_cadence": integration.max_request_cadence,
+                "max_job_concurrency": integration.max_job_concurrency,
+                "request_interval_ms": Limits.of(integration, self._rate_margin_ms).interval_us
+                / 1000,
+            }
+        usage = self._flow.usage(integration_id)
+        return {
+            "integration_id": integration_id,
+            "configured": configured,
+            "usage": {
+                "jobs_in_flight": usage.in_flight,
+                "backlog": usage.backlog,
+                "next_admission_at": _instant(usage.next_admission_us),
+                "paused_until": _instant(usage.paused_until_us),
+                "measured_at": _instant(usage.now_us),
+            },
+            "pms_reported": usage.pms_reported,
+        }
+
     def get(self, account_id: str, integration_id: str) -> IntegrationOut:
         with self._session_factory() as session:
             return to_out(self._owned(session, account_id, integration_id))
@@ -93,6 +120,12 @@ class IntegrationService:
         if integration is None or integration.account_id != account_id:
             raise NotFound(f"no integration with id '{integration_id}'")
         return integration
+
+
+def _instant(us: int | None) -> str | None:
+    if us is None:
+        return None
+    return datetime.fromtimestamp(us / 1_000_000, UTC).isoformat().replace("+00:00", "Z")
 
 
 def to_out(integration: Integration) -> IntegrationOut:
