@@ -7,8 +7,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.context import ApiContext
 from api.errors import install_error_handlers
-from api.routes import admin, writes
+from api.routes import admin, logs, writes
+from api.services.idempotency import IdempotencyService
 from api.services.integrations import IntegrationService
+from api.services.job_logs import JobLogService
+from api.services.retry import RetryService
 from api.services.writes import WriteService
 from pmsq import __version__
 from pmsq.crypto import CredentialCipher
@@ -33,6 +36,9 @@ def create_app(
         session_factory=session_factory,
         writes=WriteService(session_factory, dispatcher),
         integrations=IntegrationService(session_factory, cipher, flow, settings.rate_margin_ms),
+        retries=RetryService(session_factory, dispatcher),
+        job_logs=JobLogService(session_factory),
+        idempotency=IdempotencyService(session_factory),
     )
     app = FastAPI(
         title="pmsq",
@@ -41,6 +47,7 @@ def create_app(
     )
     install_error_handlers(app)
     app.include_router(admin.build_router(ctx))
+    app.include_router(logs.build_router(ctx))
     app.include_router(writes.build_router(ctx))
 
     @app.get("/healthz", tags=["ops"])

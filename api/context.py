@@ -6,7 +6,10 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.services.idempotency import IdempotencyService
 from api.services.integrations import IntegrationService
+from api.services.job_logs import JobLogService
+from api.services.retry import RetryService
 from api.services.writes import WriteService
 from pmsq.settings import Settings
 
@@ -17,3 +20,6 @@ class ApiContext:
     session_factory: sessionmaker[Session]
     writes: WriteService
     integrations: IntegrationService
+    retries: RetryService
+    job_logs: JobLogService
+    idempotency: IdempotencyService

@@ -11,6 +11,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from pmsq.errors import (
     Conflict,
+    IdempotencyKeyReused,
     NotFound,
     PayloadTooLarge,
     PmsqError,
@@ -23,6 +24,7 @@ STATUS_BY_ERROR: list[tuple[type[PmsqError], int]] = [
     (Unauthorized, 401),
     (NotFound, 404),
     (Conflict, 409),
+    (IdempotencyKeyReused, 422),
     (PayloadTooLarge, 413),
 ]
 

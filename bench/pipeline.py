@@ -19,6 +19,7 @@ Everything started here is stopped on the way out, also on errors and Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -540,6 +541,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, default=4, help="threads submitting writes")
     parser.add_argument("--children-small", type=int, default=100)
     parser.add_argument("--children-large", type=int, default=10_000)
+    parser.add_argument(
+        "--small-repeats",
+        type=int,
+        default=5,
+        help="fresh trees of --children-small to run; the median is reported (a small tree's "
+        "few hundred milliseconds are easily disturbed)",
+    )
     parser.add_argument("--database", choices=["sqlite", "postgresql"], default="sqlite")
     parser.add_argument("--skip-e2e", action="store_true", help="only the aggregation part")
     parser.add_argument("--skip-aggregation", action="store_true", help="only the e2e part")
@@ -549,9 +557,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     print(
-        f"bench.pipeline on {platform.node()}: python {platform.python_version()}, "
-        f"database {args.database}, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
+        f"bench.pipeline on {platform.node()} ({os.cpu_count()} CPUs): "
+        f"python {platform.python_version()}, database {args.database}, "
+        f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC"
     )
+    print(load_average("load average before"))
     with ExitStack() as resources, tempfile.TemporaryDirectory(prefix="pmsq-bench-") as tmp:
         workdir = Path(tmp)
         databases = Databases(args.database, workdir, resources)
@@ -572,10 +582,27 @@ def main(argv: Sequence[str] | None = None) -> int:
                     if backend == args.database
                     else Databases("sqlite", workdir, resources)
                 )
-                for n in (args.children_small, args.children_large):
-                    runs.append(measure_aggregation(source.new(f"agg_{backend}_{n}"), backend, n))
+                small = sorted(
+                    (
+                        measure_aggregation(
+                            source.new(f"agg_{backend}_small_{r}"), backend, args.children_small
+                        )
+                        for r in range(args.small_repeats)
+                    ),
+                    key=lambda run: run.per_child_s,
+                )
+                runs.append(small[len(small) // 2])  # the median run
+                large = source.new(f"agg_{backend}_large")
+                runs.append(measure_aggregation(large, backend, args.children_large))
             report_aggregation(runs)
+    print(f"\n{load_average('load average after')}")
     return 0
+
+
+def load_average(label: str) -> str:
+    """The 1, 5 and 15 minute load averages: other work on the machine skews every figure."""
+    one, five, fifteen = os.getloadavg()
+    return f"{label} (1/5/15 min): {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 if __name__ == "__main__":

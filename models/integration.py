@@ -31,5 +31,7 @@ class Integration(Base):
     max_job_concurrency: Mapped[int] = mapped_column(Integer, default=1)
     custom_sync_schedule: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     use_custom_sync_schedule: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: Set by DELETE: the integration is gone for the API, its jobs stay as history.
+    deleted_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -169,6 +169,11 @@ class WriteAccepted(BaseModel):
     data: dict[str, Any] = Field(description="The payload as it will be sent to the PMS")
 
 
+class RetryAccepted(BaseModel):
+    success: bool
+    job_id: str = Field(description="The root job id of the new write that re-runs what failed")
+
+
 class WriteStatusOut(BaseModel):
     write_status: WriteStatus
     errors: list[str]

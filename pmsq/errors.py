@@ -58,6 +58,12 @@ class Conflict(PmsqError):
     code = "conflict"
 
 
+class IdempotencyKeyReused(PmsqError):
+    """Raised when an Idempotency-Key comes back with a request other than its first."""
+
+    code = "idempotency_key_reused"
+
+
 class IllegalTransition(PmsqError):
     """Raised when code asks a job to move between statuses the state machine forbids."""
 

@@ -7,15 +7,17 @@ from typing import Any
 from fastapi import APIRouter, Depends
 
 from api.context import ApiContext
+from api.pagination import PageRequest, page_request
 from api.routes.deps import account_dependency
 from models.schemas import (
     ErrorResponse,
     IntegrationCreate,
     IntegrationEnvelope,
     IntegrationUpdate,
+    RetryAccepted,
     WriteStatusOut,
 )
-from pms.profiles import capabilities
+from pms.profiles import capabilities, profile_for
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404)
@@ -55,12 +57,30 @@ def build_router(ctx: ApiContext) -> APIRouter:
         return IntegrationEnvelope(result=ctx.integrations.create(account_id, spec))
 
     @router.get("/integrations/", responses=ERRORS, summary="Get all my integrations")
-    def list_integrations(account_id: str = Depends(current_account)) -> dict[str, Any]:
-        results = ctx.integrations.list(account_id)
-        return {
-            "meta": {"offset": 0, "limit": len(results), "hasMore": False, "total": len(results)},
-            "results": [r.model_dump(mode="json") for r in results],
-        }
+    def list_integrations(
+        page: PageRequest = Depends(page_request), account_id: str = Depends(current_account)
+    ) -> dict[str, Any]:
+        return ctx.integrations.list(account_id, page)
+
+    @router.delete(
+        "/integrations/{integration_id}/",
+        responses={**ERRORS, 409: {"model": ErrorResponse}},
+        summary="Delete an integration (refused while it has unfinished jobs)",
+    )
+    def delete_integration(
+        integration_id: str, account_id: str = Depends(current_account)
+    ) -> dict[str, bool]:
+        ctx.integrations.delete(account_id, integration_id)
+        return {"success": True}
+
+    @router.post(
+        "/retry-write/{root_job_id}",
+        response_model=RetryAccepted,
+        responses={**ERRORS, 409: {"model": ErrorResponse}},
+        summary="Retry a write operation (only FAILURE or PARTIAL_SUCCESS)",
+    )
+    def retry_write(root_job_id: str, account_id: str = Depends(current_account)) -> RetryAccepted:
+        return RetryAccepted(success=True, job_id=ctx.retries.retry(account_id, root_job_id))
 
     @router.get(
         "/integrations/{integration_id}/",
@@ -97,5 +117,16 @@ def build_router(ctx: ApiContext) -> APIRouter:
     @router.get("/capabilities", summary="Which vendor supports which model, action and field")
     def get_capabilities(_account_id: str = Depends(current_account)) -> dict[str, Any]:
         return {"vendors": capabilities()}
+
+    @router.get(
+        "/capabilities/{vendor}",
+        responses=ERRORS,
+        summary="One vendor's models, actions and fields",
+    )
+    def get_vendor_capabilities(
+        vendor: str, _account_id: str = Depends(current_account)
+    ) -> dict[str, Any]:
+        profile = profile_for(vendor.upper())
+        return {"vendor": profile.vendor.value, **capabilities()[profile.vendor.value]}
 
     return router

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi.responses import JSONResponse
 
 from api.context import ApiContext
 from api.routes.deps import account_dependency, json_body_dependency
+from api.services.idempotency import fingerprint
 from models.schemas import ErrorResponse, WriteAccepted
 
 ERRORS: dict[int | str, dict[str, Any]] = {
-    code: {"model": ErrorResponse} for code in (400, 401, 404, 413)
+    code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 422)
 }
 BODY_DOC: dict[str, Any] = {
     "requestBody": {
@@ -34,10 +37,41 @@ IGNORE_UNKNOWN = Query(
 )
 
 
+IDEMPOTENCY_KEY = Header(
+    default=None,
+    alias="Idempotency-Key",
+    description="Same key and body within 24 h replays the first answer; another body is 422",
+)
+
+
 def build_router(ctx: ApiContext) -> APIRouter:
     router = APIRouter(tags=["writes"])
     current_account = account_dependency(ctx)
     json_body = json_body_dependency(ctx)
+
+    def once(
+        request: Request,
+        account_id: str,
+        key: str | None,
+        body: Any,
+        submit: Callable[[], WriteAccepted],
+    ) -> WriteAccepted | JSONResponse:
+        """Runs `submit` at most once per Idempotency-Key (when one is given)."""
+        if key is None:
+            return submit()
+        sha = fingerprint(request.method, request.url.path, request.url.query, body)
+        replay = ctx.idempotency.begin(account_id, key, sha)
+        if replay is not None:
+            return JSONResponse(
+                replay.body, status_code=replay.status, headers={"Idempotent-Replayed": "true"}
+            )
+        try:
+            accepted = submit()
+        except BaseException:
+            ctx.idempotency.abandon(account_id, key)
+            raise
+        ctx.idempotency.complete(account_id, key, 202, accepted.model_dump(mode="json"))
+        return accepted
 
     @router.post(
         "/v1/{model}/",
@@ -48,15 +82,20 @@ def build_router(ctx: ApiContext) -> APIRouter:
         summary="Create a record in the integration's PMS (asynchronous)",
     )
     def create(
+        request: Request,
         model: str,
         ignore_unknown_fields: bool = IGNORE_UNKNOWN,
+        idempotency_key: str | None = IDEMPOTENCY_KEY,
         body: Any = Depends(json_body),
         account_id: str = Depends(current_account),
-    ) -> WriteAccepted:
-        accepted = ctx.writes.submit(
-            account_id, model, body, ignore_unknown_fields=ignore_unknown_fields
-        )
-        return WriteAccepted(job_id=accepted.job_id, data=accepted.data)
+    ) -> Any:
+        def submit() -> WriteAccepted:
+            accepted = ctx.writes.submit(
+                account_id, model, body, ignore_unknown_fields=ignore_unknown_fields
+            )
+            return WriteAccepted(job_id=accepted.job_id, data=accepted.data)
+
+        return once(request, account_id, idempotency_key, body, submit)
 
     @router.put(
         "/v1/{model}/{record_id}",
@@ -67,19 +106,24 @@ def build_router(ctx: ApiContext) -> APIRouter:
         summary="Update a record in the integration's PMS (asynchronous)",
     )
     def update(
+        request: Request,
         model: str,
         record_id: str,
         ignore_unknown_fields: bool = IGNORE_UNKNOWN,
+        idempotency_key: str | None = IDEMPOTENCY_KEY,
         body: Any = Depends(json_body),
         account_id: str = Depends(current_account),
-    ) -> WriteAccepted:
-        accepted = ctx.writes.submit(
-            account_id,
-            model,
-            body,
-            record_id=record_id,
-            ignore_unknown_fields=ignore_unknown_fields,
-        )
-        return WriteAccepted(job_id=accepted.job_id, data=accepted.data)
+    ) -> Any:
+        def submit() -> WriteAccepted:
+            accepted = ctx.writes.submit(
+                account_id,
+                model,
+                body,
+                record_id=record_id,
+                ignore_unknown_fields=ignore_unknown_fields,
+            )
+            return WriteAccepted(job_id=accepted.job_id, data=accepted.data)
+
+        return once(request, account_id, idempotency_key, body, submit)
 
     return router

@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.pagination import PageRequest, paginate
 from models.base import utcnow
-from models.enums import Cadence
+from models.enums import TERMINAL_STATUSES, Cadence
 from models.integration import Integration
+from models.job import Job
 from models.schemas import IntegrationCreate, IntegrationOut, IntegrationUpdate, check_rate
 from pmsq.crypto import CredentialCipher
-from pmsq.errors import NotFound, ValidationFailed
+from pmsq.errors import Conflict, NotFound, ValidationFailed
 from workers.flow.backend import FlowControl
 from workers.flow.limits import Limits
 
@@ -105,21 +106,72 @@ class IntegrationService:
         with self._session_factory() as session:
             return to_out(self._owned(session, account_id, integration_id))
 
-    def list(self, account_id: str) -> Sequence[IntegrationOut]:
+    def list(self, account_id: str, page: PageRequest) -> dict[str, Any]:
+        stmt = select(Integration).where(
+            Integration.account_id == account_id, Integration.deleted_at.is_(None)
+        )
         with self._session_factory() as session:
-            rows = session.scalars(
-                select(Integration)
-                .where(Integration.account_id == account_id)
-                .order_by(Integration.created_at, Integration.id)
-            ).all()
-            return [to_out(row) for row in rows]
+            return paginate(
+                session,
+                stmt,
+                page,
+                SORTABLE,
+                "created_at:asc",
+                lambda row: to_out(row).model_dump(mode="json"),
+            )
+
+    def delete(self, account_id: str, integration_id: str) -> None:
+        """Retire the integration; refused (409) while any of its jobs is unfinished."""
+        with self._session_factory.begin() as session:
+            integration = self._owned(session, account_id, integration_id)
+            unfinished = session.scalar(
+                select(func.count())
+                .select_from(Job)
+                .where(
+                    Job.integration_id == integration_id,
+                    Job.status.not_in([s.value for s in TERMINAL_STATUSES]),
+                )
+            )
+            if unfinished:
+                raise Conflict(
+                    f"integration '{integration_id}' has {unfinished} unfinished jobs; "
+                    "wait for them to finish before deleting it",
+                    [{"field": "integration_id", "reason": "has unfinished jobs"}],
+                )
+            now = utcnow()
+            integration.deleted_at = now
+            integration.active = False
+            integration.is_archived = True
+            integration.credentials_encrypted = None
+            integration.updated_at = now
 
     @staticmethod
     def _owned(session: Session, account_id: str, integration_id: str) -> Integration:
-        integration = session.get(Integration, integration_id)
-        if integration is None or integration.account_id != account_id:
-            raise NotFound(f"no integration with id '{integration_id}'")
-        return integration
+        return owned_integration(session, account_id, integration_id)
+
+
+#: Fields the integration list may be ordered by.
+SORTABLE = {
+    "created_at": Integration.created_at,
+    "updated_at": Integration.updated_at,
+    "name": Integration.name,
+    "integration_vendor": Integration.integration_vendor,
+}
+
+
+def owned_integration(session: Session, account_id: str, integration_id: str) -> Integration:
+    """The account's live integration, or NotFound (another account's looks just as absent)."""
+    integration = session.get(Integration, integration_id)
+    if (
+        integration is None
+        or integration.account_id != account_id
+        or integration.deleted_at is not None
+    ):
+        raise NotFound(
+            f"no integration with id '{integration_id}'",
+            [{"field": "integration_id", "reason": "unknown integration"}],
+        )
+    return integration
 
 
 def _instant(us: int | None) -> str | None:

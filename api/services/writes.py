@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.services.integrations import owned_integration
 from models.base import new_id, utcnow
 from models.enums import JobStatus
 from models.integration import Integration
@@ -132,12 +133,7 @@ class WriteService:
                 "integration_id must be a string",
                 [{"field": "integration_id", "reason": "must be a string"}],
             )
-        integration = session.get(Integration, integration_id)
-        if integration is None or integration.account_id != account_id:
-            raise NotFound(
-                f"no integration with id '{integration_id}'",
-                [{"field": "integration_id", "reason": "unknown integration"}],
-            )
+        integration = owned_integration(session, account_id, integration_id)
         if not integration.active or integration.is_archived:
             raise ValidationFailed(
                 f"integration '{integration_id}' is not active",

@@ -1,26 +1,32 @@
-"""JobRunner and Dispatcher against a real SQLite job store, a scripted PMS and a fake broker.
+"""JobRunner and Dispatcher against a real SQLite job store, flow control in fakeredis, a scripted
+PMS and a fake broker.
 
-The clock is a value the test moves by hand, so due times, leases and retries are checked to
-the microsecond without sleeping.
+Two clocks, both moved by hand: the job store's (`Clock`, frozen unless a test moves it, so due
+times and leases are checked to the microsecond) and Redis's (`RedisClock`: the `TIME` every
+flow-control script reads, real time plus whatever the test skipped). `Harness.advance` moves
+both, so a retry's delay or a 429's pause passes without sleeping.
 """
 
 from __future__ import annotations
 
 import shutil
+import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+import fakeredis
 import pytest
+from fakeredis.commands_mixins import server_mixin
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.account import Account
 from models.base import new_id
 from models.db import make_engine, make_session_factory
-from models.enums import JobStatus, Vendor, WriteStatus
+from models.enums import Cadence, JobStatus, Vendor, WriteStatus
 from models.integration import Integration
 from models.job import Job, JobLog
 from models.migrate import upgrade
@@ -31,12 +37,19 @@ from pmsq.settings import Settings
 from workers.aggregator import write_outcome
 from workers.connectors import IntegrationSnapshot
 from workers.dispatch import Dispatcher
+from workers.flow.keys import IntegrationKeys
+from workers.flow.redis_backend import RedisFlowControl
 from workers.publisher import AdmittedJob
-from workers.runner import JobRunner, Succeeded
+from workers.runner import Failed, JobRunner, Succeeded
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
-RETRY_BASE_S = 0.01
+#: Long enough that no real time elapsed in a test reaches a retry's due time by itself.
+RETRY_BASE_S = 10.0
 LEASE_S = 30.0
+#: Generous limits, so neither request pacing nor admission spacing holds a test back
+#: (a request slot every 11 us; admissions up to the concurrency).
+REQUESTS_PER_SECOND = 100_000
+CONCURRENCY = 100
 
 Behaviour = StepResult | PmsError | Exception
 
@@ -52,18 +65,58 @@ class Clock:
         self.now += timedelta(seconds=seconds)
 
 
-class ScriptedConnector:
-    """Plays one behaviour per call (the last one repeats), logging `exchanges_per_call`."""
+class RedisClock:
+    """Stands in for the `time` module of fakeredis's TIME command: real time, plus a skip."""
 
-    def __init__(self, script: Sequence[Behaviour], exchanges_per_call: int = 1) -> None:
+    def __init__(self) -> None:
+        self.skipped_us = 0
+
+    def time(self) -> float:
+        return time.time() + self.skipped_us / 1_000_000
+
+    def advance_us(self, microseconds: int) -> None:
+        self.skipped_us += microseconds
+
+
+@pytest.fixture
+def redis_clock(monkeypatch: pytest.MonkeyPatch) -> RedisClock:
+    clock = RedisClock()
+    monkeypatch.setattr(server_mixin, "time", clock)
+    # Fail loudly if fakeredis stops reading TIME through that module.
+    client = fakeredis.FakeRedis()
+    clock.advance_us(10**12)
+    assert client.time()[0] >= int(time.time()) + 10**6 - 1
+    clock.advance_us(-(10**12))
+    return clock
+
+
+class ScriptedConnector:
+    """Plays one behaviour per call (the last one repeats), logging `exchanges_per_call`.
+
+    Takes a request slot (`before_request`, as the HTTP connector does) before each exchange;
+    `during` runs after the exchanges, while the job is still RUNNING.
+    """
+
+    def __init__(
+        self,
+        script: Sequence[Behaviour],
+        exchanges_per_call: int = 1,
+        during: Callable[[], None] | None = None,
+    ) -> None:
         self.script = list(script)
         self.exchanges_per_call = exchanges_per_call
+        self.during = during
         self.steps: list[Step] = []
+        self.before_request: Callable[[], None] | None = None
+        self.slots_taken = 0
 
     def execute(self, step: Step, log: Callable[[Exchange], None]) -> StepResult:
         self.steps.append(step)
         call = len(self.steps)
         for n in range(self.exchanges_per_call):
+            assert self.before_request is not None, "built without a before_request hook"
+            self.before_request()
+            self.slots_taken += 1
             log(
                 Exchange(
                     method="POST",
@@ -75,6 +128,8 @@ class ScriptedConnector:
                     duration_ms=12.5,
                 )
             )
+        if self.during is not None:
+            self.during()
         behaviour = self.script[min(call, len(self.script)) - 1]
         if isinstance(behaviour, Exception):
             raise behaviour
@@ -86,8 +141,11 @@ class FakeConnectorFactory:
         self.connector = connector
         self.snapshots: list[IntegrationSnapshot] = []
 
-    def build(self, snapshot: IntegrationSnapshot) -> tuple[ScriptedConnector, VendorProfile]:
+    def build(
+        self, snapshot: IntegrationSnapshot, before_request: Callable[[], None]
+    ) -> tuple[ScriptedConnector, VendorProfile]:
         self.snapshots.append(snapshot)
+        self.connector.before_request = before_request
         return self.connector, profile_for(snapshot.vendor)
 
 
@@ -122,15 +180,23 @@ def session_factory(migrated_template: Path, tmp_path: Path) -> Iterator[session
 class Harness:
     session_factory: sessionmaker[Session]
     clock: Clock
+    redis_clock: RedisClock
+    redis: fakeredis.FakeRedis
     publisher: RecordingPublisher
     settings: Settings
     integration_id: str = ""
     account_id: str = ""
     vendor: Vendor = Vendor.SANDBOX
 
+    def __post_init__(self) -> None:
+        self.flow = RedisFlowControl(self.redis)
+        self.dispatcher = Dispatcher(
+            self.session_factory, self.publisher, self.flow, self.settings, self.clock
+        )
+
     @property
-    def dispatcher(self) -> Dispatcher:
-        return Dispatcher(self.session_factory, self.publisher, self.settings, self.clock)
+    def keys(self) -> IntegrationKeys:
+        return IntegrationKeys(self.integration_id)
 
     def runner(self, connector: ScriptedConnector) -> JobRunner:
         return JobRunner(
@@ -147,7 +213,12 @@ class Harness:
             session.add(account)
             session.flush()
             integration = Integration(
-                account_id=account.id, name="acme pms", integration_vendor=vendor.value
+                account_id=account.id,
+                name="acme pms",
+                integration_vendor=vendor.value,
+                max_request_frequency=REQUESTS_PER_SECOND,
+                max_request_cadence=Cadence.SECOND.value,
+                max_job_concurrency=CONCURRENCY,
             )
             session.add(integration)
             session.flush()
@@ -155,7 +226,7 @@ class Harness:
         self.vendor = vendor
 
     def submit(self, model: str = "residents", action: str = "CREATE", **payload: Any) -> str:
-        """Store a root job and admit it, as the API does; returns its id."""
+        """Store a root job and submit it, as the API does; returns its id."""
         job_id = new_id()
         with self.session_factory.begin() as session:
             job = Job(
@@ -171,8 +242,32 @@ class Harness:
                 updated_at=self.clock.now,
             )
             session.add(job)
-        assert self.dispatcher.admit([job_id]) == 1
+        assert self.dispatcher.submit(self.integration_id, [job_id]) == 1
         return job_id
+
+    def admit(self) -> int:
+        """One admission of the integration, as a dispatcher tick or a finishing job does."""
+        return self.dispatcher.admit_integration(self.integration_id)
+
+    def advance(self, seconds: float) -> None:
+        """Both clocks move on by `seconds`."""
+        self.clock.advance(seconds)
+        self.redis_clock.advance_us(round(seconds * 1_000_000))
+
+    def redis_now_us(self) -> int:
+        seconds, micros = self.redis.time()
+        return seconds * 1_000_000 + micros
+
+    def backlog_due_us(self, job_id: str) -> int | None:
+        score = self.redis.zscore(self.keys.backlog, job_id)
+        return None if score is None else int(score)
+
+    def lease_us(self, job_id: str) -> int | None:
+        score = self.redis.zscore(self.keys.leases, job_id)
+        return None if score is None else int(score)
+
+    def paused_until_us(self) -> int | None:
+        return self.flow.usage(self.integration_id).paused_until_us
 
     def job(self, job_id: str) -> Job:
         with self.session_factory() as session:
@@ -192,35 +287,59 @@ class Harness:
             return write_outcome(session, root)
 
     def readmit_when_due(self, job_id: str) -> None:
-        """Move the clock to the job's due time and admit it again."""
+        """Move both clocks to when the job may start (its due time, the end of a pause) and
+        admit it again."""
         due_at = self.job(job_id).due_at
         assert due_at is not None
-        self.clock.now = max(self.clock.now, due_at)
-        assert self.dispatcher.admit([job_id]) == 1
+        redis_now = self.redis_now_us()
+        due_us = self.backlog_due_us(job_id)
+        assert due_us is not None, "a deferred job waits in its backlog"
+        wait_us = max(
+            round((due_at - self.clock.now).total_seconds() * 1_000_000),
+            due_us - redis_now,
+            (self.paused_until_us() or 0) - redis_now,
+            0,
+        )
+        self.advance(wait_us / 1_000_000)
+        assert self.admit() == 1
+        assert self.publisher.published[-1].job_id == job_id
 
 
-def make_harness(
-    session_factory: sessionmaker[Session], vendor: Vendor = Vendor.SANDBOX, **overrides: Any
-) -> Harness:
-    options: dict[str, Any] = {
-        "max_attempts": 3,
-        "retry_base_s": RETRY_BASE_S,
-        "retry_max_s": 1.0,
-        "max_deliveries": 5,
-        "job_lease_s": LEASE_S,
-        **overrides,
-    }
-    url = str(session_factory.kw["bind"].url)
-    harness = Harness(
-        session_factory, Clock(T0), RecordingPublisher(), Settings(database_url=url, **options)
-    )
-    harness.add_integration(vendor)
-    return harness
+class HarnessFactory(Protocol):
+    def __call__(self, vendor: Vendor = Vendor.SANDBOX, **overrides: Any) -> Harness: ...
 
 
 @pytest.fixture
-def harness(session_factory: sessionmaker[Session]) -> Harness:
-    return make_harness(session_factory)
+def make_harness(
+    session_factory: sessionmaker[Session], redis_clock: RedisClock
+) -> HarnessFactory:
+    def make(vendor: Vendor = Vendor.SANDBOX, **overrides: Any) -> Harness:
+        options: dict[str, Any] = {
+            "max_attempts": 3,
+            "retry_base_s": RETRY_BASE_S,
+            "retry_max_s": 60.0,
+            "max_deliveries": 5,
+            "job_lease_s": LEASE_S,
+            **overrides,
+        }
+        url = str(session_factory.kw["bind"].url)
+        harness = Harness(
+            session_factory,
+            Clock(T0),
+            redis_clock,
+            fakeredis.FakeRedis(),
+            RecordingPublisher(),
+            Settings(database_url=url, **options),
+        )
+        harness.add_integration(vendor)
+        return harness
+
+    return make
+
+
+@pytest.fixture
+def harness(make_harness: HarnessFactory) -> Harness:
+    return make_harness()
 
 
 # --- success -----------------------------------------------------------------------------------
@@ -231,13 +350,14 @@ def test_success_is_recorded_with_one_log_per_exchange(harness: Harness) -> None
     assert harness.publisher.published == [
         AdmittedJob(job_id, harness.integration_id, "residents", "CREATE")
     ]
+    assert harness.lease_us(job_id) is not None  # admission took a concurrency slot
     connector = ScriptedConnector([StepResult(created_record_id="res-1")], exchanges_per_call=2)
 
     assert harness.runner(connector).run(job_id) == JobStatus.SUCCESS
 
     job = harness.job(job_id)
     assert job.status == JobStatus.SUCCESS.value
-    assert (job.attempts, job.deliveries) == (1, 1)
+    assert (job.attempts, job.deliveries, job.unrecorded_claims) == (1, 1, 0)
     assert job.created_record_id == "res-1"
     assert job.started_at == job.finished_at == T0
     assert job.lease_expires_at is None
@@ -254,6 +374,11 @@ def test_success_is_recorded_with_one_log_per_exchange(harness: Harness) -> None
     assert harness.outcome(job_id) == type(harness.outcome(job_id))(
         WriteStatus.SUCCESS, [], "res-1"
     )
+    # Each request took a paced slot; the finished job gave its concurrency slot back.
+    assert connector.slots_taken == 2
+    assert harness.redis.exists(harness.keys.request_tat)
+    assert harness.lease_us(job_id) is None
+    assert harness.flow.usage(harness.integration_id).in_flight == 0
 
 
 # --- retryable errors --------------------------------------------------------------------------
@@ -267,7 +392,9 @@ def test_retryable_error_defers_with_backoff_then_gives_up_after_max_attempts(
     runner = harness.runner(connector)
 
     for attempt in (1, 2):
+        redis_before = harness.redis_now_us()
         assert runner.run(job_id) == JobStatus.PENDING
+        redis_after = harness.redis_now_us()
         job = harness.job(job_id)
         assert job.attempts == attempt
         assert job.error == "PMS answered 503"
@@ -277,8 +404,14 @@ def test_retryable_error_defers_with_backoff_then_gives_up_after_max_attempts(
         delay = job.due_at - harness.clock.now
         assert timedelta(seconds=step_s / 2) <= delay <= timedelta(seconds=step_s)
         assert harness.outcome(job_id).write_status == WriteStatus.PENDING
+        # Back in the backlog, due after the same delay on Redis's clock; its slot is free.
+        delay_us = round(delay.total_seconds() * 1_000_000)
+        due_us = harness.backlog_due_us(job_id)
+        assert due_us is not None
+        assert redis_before + delay_us - 1 <= due_us <= redis_after + delay_us + 1
+        assert harness.lease_us(job_id) is None
         # Not admitted again before its due time.
-        assert harness.dispatcher.admit([job_id]) == 0
+        assert harness.admit() == 0
         harness.readmit_when_due(job_id)
 
     assert runner.run(job_id) == JobStatus.FAILURE
@@ -292,6 +425,8 @@ def test_retryable_error_defers_with_backoff_then_gives_up_after_max_attempts(
     outcome = harness.outcome(job_id)
     assert outcome.write_status == WriteStatus.FAILURE
     assert outcome.errors == [job.error]
+    assert harness.backlog_due_us(job_id) is None
+    assert harness.lease_us(job_id) is None
 
 
 def test_retry_that_succeeds_leaves_no_error_on_the_write(harness: Harness) -> None:
@@ -341,6 +476,8 @@ def test_non_retryable_error_fails_at_once_with_the_pms_message(harness: Harness
     job = harness.job(job_id)
     assert (job.attempts, job.error) == (1, "unit_id: no such unit")
     assert harness.outcome(job_id).errors == ["unit_id: no such unit"]
+    assert harness.lease_us(job_id) is None
+    assert harness.backlog_due_us(job_id) is None
 
 
 def test_an_unexpected_exception_fails_the_job_instead_of_looping(harness: Harness) -> None:
@@ -349,6 +486,7 @@ def test_an_unexpected_exception_fails_the_job_instead_of_looping(harness: Harne
 
     assert harness.runner(connector).run(job_id) == JobStatus.FAILURE
     assert harness.job(job_id).error == "internal error: KeyError"
+    assert harness.lease_us(job_id) is None
 
 
 # --- throttling --------------------------------------------------------------------------------
@@ -368,17 +506,43 @@ def test_throttled_job_waits_for_retry_after_without_burning_an_attempt(
     )
     runner = harness.runner(connector)
 
+    redis_before = harness.redis_now_us()
     assert runner.run(job_id) == JobStatus.PENDING
+    redis_after = harness.redis_now_us()
     job = harness.job(job_id)
     assert job.attempts == 0
-    assert job.due_at == T0 + timedelta(seconds=7.5)
-    harness.clock.advance(7.0)
-    assert harness.dispatcher.admit([job_id]) == 0
-    harness.clock.advance(0.5)
-    assert harness.dispatcher.admit([job_id]) == 1
+    assert job.unrecorded_claims == 0
+    # The integration, not the job, waits: paused until Retry-After on Redis's clock, the job
+    # back in its backlog (due at once) and its slot free.
+    paused_until = harness.paused_until_us()
+    assert paused_until is not None
+    assert redis_before + 7_500_000 <= paused_until <= redis_after + 7_500_000
+    assert job.due_at == T0
+    assert harness.flow.in_backlog(harness.integration_id, [job_id]) == [True]
+    assert harness.lease_us(job_id) is None
+    assert harness.publisher.published[-1:] == [
+        AdmittedJob(job_id, harness.integration_id, "residents", "CREATE")
+    ]  # only its first admission so far
+
+    harness.advance(7.0)
+    assert harness.admit() == 0
+    harness.advance(0.5)
+    assert harness.admit() == 1
 
     assert runner.run(job_id) == JobStatus.SUCCESS
     assert harness.job(job_id).attempts == 1
+
+
+def test_a_throttle_pauses_every_request_of_the_integration(harness: Harness) -> None:
+    harness.submit()
+    throttled = PmsThrottled("429", retryable=True, status_code=429, retry_after_s=60.0)
+    job_id = harness.publisher.published[-1].job_id
+    harness.runner(ScriptedConnector([throttled])).run(job_id)
+
+    # A job already running takes no request slot until the pause ends (the pacer would wait).
+    reserved, wait_s = harness.flow.pace(harness.integration_id, max_wait_s=1.0)
+    assert reserved is False
+    assert 59.0 < wait_s <= 60.0
 
 
 def test_throttles_do_not_count_towards_max_attempts(harness: Harness) -> None:
@@ -394,8 +558,8 @@ def test_throttles_do_not_count_towards_max_attempts(harness: Harness) -> None:
     assert harness.job(job_id).attempts == 1
 
 
-def test_many_throttles_do_not_make_a_job_poison(session_factory: sessionmaker[Session]) -> None:
-    harness = make_harness(session_factory, max_deliveries=2)
+def test_many_throttles_do_not_make_a_job_poison(make_harness: HarnessFactory) -> None:
+    harness = make_harness(max_deliveries=2)
     job_id = harness.submit()
     throttled = PmsThrottled("429", retryable=True, status_code=429, retry_after_s=1.0)
     connector = ScriptedConnector([throttled] * 2 + [StepResult(created_record_id="res-6")])
@@ -403,8 +567,10 @@ def test_many_throttles_do_not_make_a_job_poison(session_factory: sessionmaker[S
 
     for _ in range(2):
         assert runner.run(job_id) == JobStatus.PENDING
+        assert harness.job(job_id).unrecorded_claims == 0
         harness.readmit_when_due(job_id)
     assert runner.run(job_id) == JobStatus.SUCCESS
+    assert harness.job(job_id).deliveries == 3
 
 
 # --- duplicates and poison messages ------------------------------------------------------------
@@ -434,12 +600,14 @@ def test_message_for_an_unknown_job_is_dropped(harness: Harness) -> None:
     assert connector.steps == []
 
 
-def test_queued_job_delivered_max_deliveries_times_fails_as_poison(harness: Harness) -> None:
+def test_queued_job_claimed_max_deliveries_times_unrecorded_fails_as_poison(
+    harness: Harness,
+) -> None:
     job_id = harness.submit()
     with harness.session_factory.begin() as session:
         job = session.get(Job, job_id)
         assert job is not None
-        job.deliveries = harness.settings.max_deliveries
+        job.deliveries = job.unrecorded_claims = harness.settings.max_deliveries
     connector = ScriptedConnector([StepResult()])
 
     assert harness.runner(connector).run(job_id) is None
@@ -451,23 +619,43 @@ def test_queued_job_delivered_max_deliveries_times_fails_as_poison(harness: Harn
     assert f"delivered {harness.settings.max_deliveries} times" in job.error
     assert "PMSQ_MAX_DELIVERIES" in job.error
     assert harness.outcome(job_id).write_status == WriteStatus.FAILURE
+    assert harness.lease_us(job_id) is None  # the poisoned job's slot is given back
+
+
+def test_many_recorded_deliveries_alone_do_not_make_a_job_poison(harness: Harness) -> None:
+    # `deliveries` is only the fencing token; poison counts claims that never recorded.
+    job_id = harness.submit()
+    with harness.session_factory.begin() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        job.deliveries = harness.settings.max_deliveries + 3
+    connector = ScriptedConnector([StepResult(created_record_id="res-8")])
+
+    assert harness.runner(connector).run(job_id) == JobStatus.SUCCESS
+    assert harness.job(job_id).deliveries == harness.settings.max_deliveries + 4
 
 
 def test_job_whose_worker_is_lost_every_time_fails_as_poison(
-    session_factory: sessionmaker[Session],
+    make_harness: HarnessFactory,
 ) -> None:
-    harness = make_harness(session_factory, max_deliveries=3)
+    harness = make_harness(max_deliveries=3)
     job_id = harness.submit()
     runner = harness.runner(ScriptedConnector([StepResult()]))
 
     for delivery in (1, 2, 3):
         assert runner.claim(job_id) is not None  # the worker dies after its claim
-        harness.clock.advance(LEASE_S + 1)
+        assert harness.job(job_id).unrecorded_claims == delivery
+        harness.advance(LEASE_S + 1)
         reclaimed = harness.dispatcher.reclaim_expired_leases()
         if delivery < 3:
             assert reclaimed == 1
-            assert harness.dispatcher.admit([job_id]) == 1
+            # Back through admission at once: published again.
+            assert harness.publisher.published[-1].job_id == job_id
+            assert len(harness.publisher.published) == delivery + 1
+            assert harness.job(job_id).status == JobStatus.QUEUED.value
 
+    assert reclaimed == 0
+    assert len(harness.publisher.published) == 3
     job = harness.job(job_id)
     assert job.status == JobStatus.FAILURE.value
     assert job.deliveries == 3
@@ -485,9 +673,9 @@ def test_outcome_of_a_worker_that_lost_its_lease_is_dropped(harness: Harness) ->
     assert stale_claim is not None and stale_claim.delivery == 1
 
     # The slow worker's lease passes; the job is handed out again and claimed anew.
-    harness.clock.advance(LEASE_S + 1)
+    harness.advance(LEASE_S + 1)
     assert harness.dispatcher.reclaim_expired_leases() == 1
-    assert harness.dispatcher.admit([job_id]) == 1
+    assert harness.publisher.published[-1].job_id == job_id
     fresh = harness.runner(ScriptedConnector([StepResult(created_record_id="fresh")]))
     fresh_claim = fresh.claim(job_id)
     assert fresh_claim is not None and fresh_claim.delivery == 2
@@ -495,20 +683,49 @@ def test_outcome_of_a_worker_that_lost_its_lease_is_dropped(harness: Harness) ->
 
     # The slow worker comes back and tries to record its (now stale) success.
     stale_exchanges = [Exchange("POST", "https://pms.example/residents?stale")]
-    status, spawned = slow.record(
+    recorded = slow.record(
         stale_claim, stale_exchanges, Succeeded(StepResult(created_record_id="stale"), [])
     )
-    assert (status, spawned) == (None, [])
+    assert (recorded.status, recorded.applied, recorded.spawned) == (None, False, [])
     job = harness.job(job_id)
     assert job.status == JobStatus.RUNNING.value
     assert job.created_record_id is None
     assert job.deliveries == 2
 
-    status, _ = fresh.record(fresh_claim, [], Succeeded(StepResult(created_record_id="fresh"), []))
-    assert status == JobStatus.SUCCESS
+    recorded = fresh.record(fresh_claim, [], Succeeded(StepResult(created_record_id="fresh"), []))
+    assert (recorded.status, recorded.applied) == (JobStatus.SUCCESS, True)
     assert harness.outcome(job_id).created_record_id == "fresh"
     # The stale request did reach the PMS, so the job log keeps it.
     assert [log.url for log in harness.logs(job_id)] == ["https://pms.example/residents?stale"]
+
+
+def test_a_fenced_out_worker_leaves_the_newer_deliverys_lease_alone(harness: Harness) -> None:
+    job_id = harness.submit()
+    fresh_claims = []
+
+    def lose_the_lease_meanwhile() -> None:
+        # While the slow worker's request is in flight its lease passes; the job is admitted
+        # again (a new concurrency lease) and claimed by another worker.
+        harness.advance(LEASE_S + 1)
+        assert harness.dispatcher.reclaim_expired_leases() == 1
+        fresh_claims.append(harness.runner(ScriptedConnector([StepResult()])).claim(job_id))
+
+    slow = harness.runner(
+        ScriptedConnector(
+            [PmsThrottled("429", retryable=True, status_code=429, retry_after_s=60.0)],
+            during=lose_the_lease_meanwhile,
+        )
+    )
+    assert slow.run(job_id) is None  # its outcome (even a 429) is dropped
+
+    [fresh_claim] = fresh_claims
+    assert fresh_claim is not None and fresh_claim.delivery == 2
+    job = harness.job(job_id)
+    assert (job.status, job.deliveries) == (JobStatus.RUNNING.value, 2)
+    lease = harness.lease_us(job_id)
+    assert lease is not None and lease > harness.redis_now_us()
+    assert harness.paused_until_us() is None  # a fenced-out 429 does not pause the integration
+    assert harness.backlog_due_us(job_id) is None
 
 
 # --- children ----------------------------------------------------------------------------------
@@ -518,9 +735,9 @@ CONTACTS = [{"kind": "email", "email": "ada@example.com"}, {"kind": "phone", "ph
 
 
 def test_spawned_children_are_admitted_and_published_at_once(
-    session_factory: sessionmaker[Session],
+    make_harness: HarnessFactory,
 ) -> None:
-    harness = make_harness(session_factory, vendor=Vendor.RENT_MANAGER)
+    harness = make_harness(vendor=Vendor.RENT_MANAGER)
     root_id = harness.submit(
         "applicants", VALIDATE_THEN_CREATE, first_name="Ada", contacts=CONTACTS
     )
@@ -529,16 +746,24 @@ def test_spawned_children_are_admitted_and_published_at_once(
     assert claim is not None
     exchanges: list[Exchange] = []
 
-    _, spawned = runner.record(claim, exchanges, runner.execute(claim, exchanges.append))
+    recorded = runner.record(claim, exchanges, runner.execute(claim, exchanges.append))
 
-    assert len(spawned) == 1 and spawned[0] is not None
-    assert harness.dispatcher.admit(spawned) == 1
+    assert len(recorded.spawned) == 1 and recorded.spawned[0] is not None
+    assert harness.dispatcher.submit(harness.integration_id, recorded.spawned) == 1
+
+    # The whole run does the same by itself: the child is published before any dispatcher tick.
+    second_root = harness.submit(
+        "applicants", VALIDATE_THEN_CREATE, first_name="Grace", contacts=CONTACTS
+    )
+    published_before = len(harness.publisher.published)
+    assert runner.run(second_root) == JobStatus.SUCCESS
+    [child_msg] = harness.publisher.published[published_before:]
+    child = harness.job(child_msg.job_id)
+    assert (child.parent_job_id, child.status) == (second_root, JobStatus.QUEUED.value)
 
 
-def test_children_are_spawned_linked_and_admitted(
-    session_factory: sessionmaker[Session],
-) -> None:
-    harness = make_harness(session_factory, vendor=Vendor.RENT_MANAGER)
+def test_children_are_spawned_linked_and_admitted(make_harness: HarnessFactory) -> None:
+    harness = make_harness(vendor=Vendor.RENT_MANAGER)
     root_id = harness.submit(
         "applicants", VALIDATE_THEN_CREATE, first_name="Ada", contacts=CONTACTS
     )
@@ -582,12 +807,11 @@ def test_children_are_spawned_linked_and_admitted(
     assert outcome.write_status == WriteStatus.SUCCESS
     assert outcome.created_record_id == "app-9"
     assert harness.job(root_id).tree_total == 4
+    assert harness.flow.usage(harness.integration_id).in_flight == 0
 
 
-def test_children_past_the_tree_limit_fail_the_parent(
-    session_factory: sessionmaker[Session],
-) -> None:
-    harness = make_harness(session_factory, vendor=Vendor.BUILDIUM, max_jobs_per_tree=2)
+def test_children_past_the_tree_limit_fail_the_parent(make_harness: HarnessFactory) -> None:
+    harness = make_harness(vendor=Vendor.BUILDIUM, max_jobs_per_tree=2)
     contacts = [{"email": "a@example.com"}, {"email": "b@example.com"}]
     root_id = harness.submit("applicants", "CREATE", first_name="Ada", contacts=contacts)
 
@@ -615,7 +839,9 @@ def test_expired_lease_goes_back_to_pending_with_outcome_unknown(harness: Harnes
     assert harness.dispatcher.reclaim_expired_leases() == 0
     assert harness.job(job_id).status == JobStatus.RUNNING.value
 
-    harness.clock.advance(0.001)
+    # Keep the integration paused so the reclaimed job stays PENDING for inspection.
+    harness.flow.pause(harness.integration_id, 60.0)
+    harness.advance(0.001)
     assert harness.dispatcher.reclaim_expired_leases() == 1
 
     job = harness.job(job_id)
@@ -624,7 +850,12 @@ def test_expired_lease_goes_back_to_pending_with_outcome_unknown(harness: Harnes
     assert job.lease_expires_at is None
     assert job.due_at == harness.clock.now
     assert job.deliveries == 1
-    # The next tick admits it again; a second reclaim finds nothing.
+    assert harness.flow.in_backlog(harness.integration_id, [job_id]) == [True]
+    # A second reclaim finds nothing; once the pause ends the next tick admits it again.
     assert harness.dispatcher.reclaim_expired_leases() == 0
-    assert harness.dispatcher.tick() == 1
+    assert len(harness.publisher.published) == 1
+    harness.advance(60.0)
+    harness.dispatcher.tick()
+    assert len(harness.publisher.published) == 2
     assert harness.publisher.published[-1].job_id == job_id
+    assert harness.job(job_id).status == JobStatus.QUEUED.value

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 08:13:09.761068
+Create Date: 2026-11-23 08:18:49.447704
 """
 
 from __future__ import annotations
@@ -69,6 +69,7 @@ def upgrade() -> None:
     sa.Column('max_job_concurrency', sa.Integer(), nullable=False),
     sa.Column('custom_sync_schedule', sa.JSON(), nullable=True),
     sa.Column('use_custom_sync_schedule', sa.Boolean(), nullable=False),
+    sa.Column('deleted_at', models.base.UTCDateTime(timezone=True), nullable=True),
     sa.Column('created_at', models.base.UTCDateTime(timezone=True), nullable=False),
     sa.Column('updated_at', models.base.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_integrations_account_id_accounts')),

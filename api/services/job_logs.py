@@ -1,0 +1,249 @@
+"""Job and write logs for the admin API: jobs, their attempts, raw PMS exchanges, writes."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import ColumnElement, and_, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.pagination import PageRequest, paginate
+from models.base import utcnow
+from models.enums import JobStatus, WriteStatus
+from models.job import Job, JobLog
+from pms.profiles import CREATE, UPDATE, VALIDATE_THEN_CREATE
+from pmsq.errors import NotFound, ValidationFailed
+from workers.aggregator import status_from_counts
+
+TIME_RANGES = {
+    "hour": timedelta(hours=1),
+    "day": timedelta(days=1),
+    "week": timedelta(weeks=1),
+    "month": timedelta(days=30),
+}
+#: Root actions by the client's write category.
+CATEGORY_ACTIONS = {CREATE: (CREATE, VALIDATE_THEN_CREATE), UPDATE: (UPDATE,)}
+JOB_SORTABLE = {
+    "created_at": Job.created_at,
+    "updated_at": Job.updated_at,
+    "status": Job.status,
+    "finished_at": Job.finished_at,
+}
+
+
+def write_status_clause(status: WriteStatus) -> ColumnElement[bool]:
+    """SQL for a root's write status, the same rule as `status_from_counts`."""
+    done = Job.tree_finished >= Job.tree_total
+    return {
+        WriteStatus.PENDING: Job.tree_finished < Job.tree_total,
+        WriteStatus.SUCCESS: and_(done, Job.tree_failed == 0),
+        WriteStatus.FAILURE: and_(done, Job.tree_failed > 0, Job.tree_succeeded == 0),
+        WriteStatus.PARTIAL_SUCCESS: and_(done, Job.tree_failed > 0, Job.tree_succeeded > 0),
+    }[status]
+
+
+def job_type(job: Job) -> str:
+    return f"{job.model}.{job.action}"
+
+
+def job_summary(job: Job) -> dict[str, Any]:
+    return {
+        "id": job.id,
+        "root_job_id": job.root_job_id,
+        "parent_job_id": job.parent_job_id,
+        "retry_of_job_id": job.retry_of_job_id,
+        "integration_id": job.integration_id,
+        "job_type": job_type(job),
+        "model": job.model,
+        "action": job.action,
+        "status": job.status,
+        "attempts": job.attempts,
+        "error": job.error if job.status == JobStatus.FAILURE.value else None,
+        "created_record_id": job.created_record_id,
+        "created_at": job.created_at.isoformat(),
+        "started_at": job.started_at.isoformat() if job.started_at else None,
+        "finished_at": job.finished_at.isoformat() if job.finished_at else None,
+    }
+
+
+def log_summary(log: JobLog) -> dict[str, Any]:
+    return {
+        "id": log.id,
+        "job_id": log.job_id,
+        "attempt": log.attempt,
+        "method": log.method,
+        "url": log.url,
+        "response_status": log.response_status,
+        "duration_ms": round(log.duration_ms, 3),
+        "error": log.error,
+        "created_at": log.created_at.isoformat(),
+    }
+
+
+def write_summary(root: Job) -> dict[str, Any]:
+    status = status_from_counts(
+        root.tree_total, root.tree_finished, root.tree_succeeded, root.tree_failed
+    )
+    return {
+        "job_id": root.id,
+        "integration_id": root.integration_id,
+        "model": root.model,
+        "write_category": UPDATE if root.action == UPDATE else CREATE,
+        "write_status": status.value,
+        "jobs_total": root.tree_total,
+        "jobs_failed": root.tree_failed,
+        "created_record_id": root.tree_created_record_id,
+        "retry_of_job_id": root.retry_of_job_id,
+        "created_at": root.created_at.isoformat(),
+        "updated_at": root.updated_at.isoformat(),
+    }
+
+
+class JobLogService:
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self._session_factory = session_factory
+
+    def list_jobs(
+        self,
+        account_id: str,
+        page: PageRequest,
+        *,
+        status: JobStatus | None,
+        integration_id: str | None,
+        job_type_filter: str | None,
+    ) -> dict[str, Any]:
+        stmt = select(Job).where(Job.account_id == account_id)
+        if status is not None:
+            stmt = stmt.where(Job.status == status.value)
+        if integration_id is not None:
+            stmt = stmt.where(Job.integration_id == integration_id)
+        if job_type_filter is not None:
+            model, _, action = job_type_filter.partition(".")
+            stmt = stmt.where(Job.model == model)
+            if action:
+                stmt = stmt.where(Job.action == action)
+        with self._session_factory() as session:
+            return paginate(session, stmt, page, JOB_SORTABLE, "created_at:desc", job_summary)
+
+    def job_attempts(
+        self, account_id: str, job_id: str, include_all_jobs: bool
+    ) -> list[dict[str, Any]]:
+        """One entry per attempt of the job (and, if asked, of every job below it)."""
+        with self._session_factory() as session:
+            job = session.get(Job, job_id)
+            if job is None or job.account_id != account_id:
+                raise NotFound(f"no job with id '{job_id}'")
+            jobs = [job]
+            if include_all_jobs:
+                jobs = _subtree(
+                    session.scalars(select(Job).where(Job.root_job_id == job.root_job_id)).all(),
+                    job.id,
+                )
+            logs = session.scalars(
+                select(JobLog)
+                .where(JobLog.job_id.in_([j.id for j in jobs]))
+                .order_by(JobLog.created_at, JobLog.id)
+            ).all()
+            by_attempt: dict[tuple[str, int], list[JobLog]] = defaultdict(list)
+            for log in logs:
+                by_attempt[(log.job_id, log.attempt)].append(log)
+            entries = []
+            for each in jobs:
+                attempts = sorted(a for (j, a) in by_attempt if j == each.id)
+                for attempt in attempts or [None]:
+                    last = attempt is None or attempt == attempts[-1]
+                    entries.append(
+                        {
+                            **job_summary(each),
+                            "job_id": each.id,
+                            "attempt": attempt,
+                            "attempt_status": each.status if last else "RETRIED",
+                            "logs": [
+                                log_summary(log)
+                                for log in by_attempt.get((each.id, attempt or 0), [])
+                            ],
+                        }
+                    )
+            return entries
+
+    def log(self, account_id: str, log_id: str) -> dict[str, Any]:
+        with self._session_factory() as session:
+            return log_summary(self._owned_log(session, account_id, log_id))
+
+    def log_data(self, account_id: str, log_id: str) -> dict[str, Any]:
+        """The raw request and response of one PMS call, as logged (secrets already redacted)."""
+        with self._session_factory() as session:
+            log = self._owned_log(session, account_id, log_id)
+            return {
+                "id": log.id,
+                "job_id": log.job_id,
+                "request": {
+                    "method": log.method,
+                    "url": log.url,
+                    "headers": log.request_headers,
+                    "body": log.request_body,
+                },
+                "response": {
+                    "status": log.response_status,
+                    "headers": log.response_headers,
+                    "body": log.response_body,
+                },
+                "duration_ms": log.duration_ms,
+                "error": log.error,
+            }
+
+    def writes(
+        self,
+        account_id: str,
+        page: PageRequest,
+        *,
+        time_range: str | None,
+        status: WriteStatus | None,
+        integration_id: str | None,
+        write_category: str | None,
+    ) -> dict[str, Any]:
+        stmt = select(Job).where(Job.account_id == account_id, Job.root_job_id == Job.id)
+        if time_range is not None:
+            stmt = stmt.where(Job.created_at >= utcnow() - TIME_RANGES[time_range])
+        if status is not None:
+            stmt = stmt.where(write_status_clause(status))
+        if integration_id is not None:
+            stmt = stmt.where(Job.integration_id == integration_id)
+        if write_category is not None:
+            if write_category not in CATEGORY_ACTIONS:
+                raise ValidationFailed(
+                    f"write_category must be one of {', '.join(CATEGORY_ACTIONS)}",
+                    [{"field": "write_category", "reason": "unknown category"}],
+                )
+            stmt = stmt.where(Job.action.in_(CATEGORY_ACTIONS[write_category]))
+        with self._session_factory() as session:
+            return paginate(session, stmt, page, JOB_SORTABLE, "created_at:desc", write_summary)
+
+    @staticmethod
+    def _owned_log(session: Session, account_id: str, log_id: str) -> JobLog:
+        row = session.execute(
+            select(JobLog, Job.account_id)
+            .join(Job, Job.id == JobLog.job_id)
+            .where(JobLog.id == log_id)
+        ).one_or_none()
+        if row is None or row[1] != account_id:
+            raise NotFound(f"no job log with id '{log_id}'")
+        log: JobLog = row[0]
+        return log
+
+
+def _subtree(tree: Any, top_id: str) -> list[Job]:
+    """`top_id` and every job below it, parents before children."""
+    children: dict[str | None, list[Job]] = defaultdict(list)
+    by_id = {}
+    for job in tree:
+        children[job.parent_job_id].append(job)
+        by_id[job.id] = job
+    ordered, stack = [], [by_id[top_id]]
+    while stack:
+        job = stack.pop(0)
+        ordered.append(job)
+        stack.extend(sorted(children[job.id], key=lambda j: (j.created_at, j.id)))
+    return ordered
