@@ -7,11 +7,13 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.context import ApiContext
 from api.errors import install_error_handlers
-from api.routes import admin, logs, writes
+from api.routes import admin, logs, syncs, writes
 from api.services.idempotency import IdempotencyService
 from api.services.integrations import IntegrationService
 from api.services.job_logs import JobLogService
+from api.services.records import RecordService
 from api.services.retry import RetryService
+from api.services.syncs import SyncService
 from api.services.writes import WriteService
 from pmsq import __version__
 from pmsq.crypto import CredentialCipher
@@ -39,6 +41,8 @@ def create_app(
         retries=RetryService(session_factory, dispatcher),
         job_logs=JobLogService(session_factory),
         idempotency=IdempotencyService(session_factory),
+        syncs=SyncService(session_factory, dispatcher),
+        records=RecordService(session_factory),
     )
     app = FastAPI(
         title="pmsq",
@@ -48,6 +52,7 @@ def create_app(
     install_error_handlers(app)
     app.include_router(admin.build_router(ctx))
     app.include_router(logs.build_router(ctx))
+    app.include_router(syncs.build_router(ctx))
     app.include_router(writes.build_router(ctx))
 
     @app.get("/healthz", tags=["ops"])

@@ -9,7 +9,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.services.idempotency import IdempotencyService
 from api.services.integrations import IntegrationService
 from api.services.job_logs import JobLogService
+from api.services.records import RecordService
 from api.services.retry import RetryService
+from api.services.syncs import SyncService
 from api.services.writes import WriteService
 from pmsq.settings import Settings
 
@@ -23,3 +25,5 @@ class ApiContext:
     retries: RetryService
     job_logs: JobLogService
     idempotency: IdempotencyService
+    syncs: SyncService
+    records: RecordService

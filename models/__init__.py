@@ -7,18 +7,22 @@ from models.idempotency import IdempotencyRecord
 from models.integration import Integration
 from models.job import Job, JobLog
 from models.record import Record
+from models.sync import DataDiff, SyncExecution, SyncSchedule
 
 __all__ = [
     "Account",
     "ApiToken",
     "Base",
     "Cadence",
+    "DataDiff",
     "IdempotencyRecord",
     "Integration",
     "Job",
     "JobLog",
     "JobStatus",
     "Record",
+    "SyncExecution",
+    "SyncSchedule",
     "Vendor",
     "WriteStatus",
 ]

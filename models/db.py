@@ -1,8 +1,12 @@
 """Engine and session factory for the job store.
 
 SQLite is the embedded default and serves one host: WAL so readers never block the writer, a
-busy timeout, and `BEGIN IMMEDIATE` so every transaction takes the write lock up front and
+busy timeout, and `BEGIN IMMEDIATE` so every write transaction takes the write lock up front and
 concurrent workers queue for it instead of failing with "database is locked" on lock upgrade.
+
+The session factory's contract: `factory()` is a read session (plain `BEGIN` on SQLite, so
+reads never queue behind writers), `factory.begin()` is a write transaction (`BEGIN
+IMMEDIATE`). Never write through `factory()`.
 """
 
 from __future__ import annotations
@@ -44,8 +48,26 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        read_only = connection.get_execution_options().get(READ_ONLY_OPTION, False)
+        connection.exec_driver_sql("BEGIN" if read_only else "BEGIN IMMEDIATE")
+
+
+#: Execution option marking a read-only connection (plain BEGIN on SQLite).
+READ_ONLY_OPTION = "pmsq_read_only"
+
+
+class StoreSessions(sessionmaker[Session]):
+    """`sessions()` reads; `sessions.begin()` writes, taking SQLite's write lock up front."""
+
+    def __init__(self, engine: Engine) -> None:
+        super().__init__(
+            engine.execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False
+        )
+        self._writer = sessionmaker(engine, expire_on_commit=False)
+
+    def begin(self) -> Any:
+        return self._writer.begin()
 
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
-    return sessionmaker(engine, expire_on_commit=False)
+    return StoreSessions(engine)

@@ -69,3 +69,9 @@ class Connector(Protocol):
         own message.
         """
         ...
+
+    def list_page(
+        self, model: str, page: int, page_size: int, log: ExchangeLog
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """One page (1-based) of the model's records at the PMS, and whether more follow."""
+        ...

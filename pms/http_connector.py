@@ -64,6 +64,15 @@ class HttpConnector:
             return StepResult(record=record)
         raise PmsError(f"unknown step action '{step.action}'", retryable=False)
 
+    def list_page(
+        self, model: str, page: int, page_size: int, log: ExchangeLog
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """One page of the model's records, and whether more pages follow."""
+        params = {"page": str(page), "page_size": str(page_size)}
+        data = self._send("GET", f"{self._base_url}/{model}", None, None, log, params=params)
+        results = data.get("results") or []
+        return [r for r in results if isinstance(r, dict)], bool(data.get("has_more"))
+
     def _read_back(self, url: str, body: dict[str, Any], log: ExchangeLog) -> dict[str, Any] | None:
         """A record matching every scalar field of `body`: the earlier attempt's creation."""
         params = {k: str(v) for k, v in body.items() if isinstance(v, str | int | float)}

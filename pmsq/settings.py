@@ -59,6 +59,8 @@ class Settings(BaseSettings):
     #: `pmsq api` migrates the database to the latest schema at start (one-host setups);
     #: multi-host deployments run `pmsq migrate` once and turn this off.
     auto_migrate: bool = True
+    #: Beat leader lease: another beat takes over within this after the leader dies.
+    beat_leader_ttl_s: float = Field(default=3.0, gt=0)
     #: Largest accepted write body.
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     #: Celery queue that job tasks are published to.

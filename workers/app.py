@@ -30,5 +30,7 @@ app.conf.update(
     task_send_sent_event=True,
     worker_hijack_root_logger=False,
     broker_transport_options={"visibility_timeout": 3600},
+    beat_scheduler="scheduler.beat:DatabaseScheduler",
+    beat_max_loop_interval=1,
 )
 app.steps["worker"].add(DispatcherLoop)

@@ -66,8 +66,8 @@ class LeaseHeartbeat:
                 logger.exception("job %s: lease extension failed", self._job_id)
 
     def beat(self) -> None:
-        if not self._flow.extend(self._integration_id, self._job_id, self._lease_s):
-            logger.warning("job %s: concurrency lease had lapsed before extension", self._job_id)
+        if not self._flow.hold(self._integration_id, self._job_id, self._lease_s):
+            logger.warning("job %s: concurrency lease lapsed and its slot was taken", self._job_id)
         expires = self._clock() + timedelta(seconds=self._lease_s)
         with self._session_factory.begin() as session:
             session.execute(

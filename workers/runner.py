@@ -20,9 +20,13 @@ from models.base import utcnow
 from models.enums import JobStatus
 from models.job import Job, JobLog
 from pms.connector import ChildSpec, Exchange, Step, StepResult
+from pms.profiles import CREATE, UPDATE
 from pms.workflow import children_after
 from pmsq.errors import PmsError, PmsThrottled
 from pmsq.settings import Settings
+from scheduler.cache import record_key, store
+from scheduler.starter import SYNC_ACTION
+from scheduler.sync_runner import SyncRunner, mark_failed
 from workers.aggregator import finish_job
 from workers.backoff import retry_delay_s
 from workers.connectors import ConnectorFactory, IntegrationSnapshot
@@ -81,13 +85,19 @@ class RequestPacer:
     #: Longest wait accepted for one reservation; a pause or a far slot is re-checked after.
     MAX_RESERVATION_WAIT_S = 1.0
 
-    def __init__(self, flow: FlowControl, integration_id: str) -> None:
+    def __init__(
+        self, flow: FlowControl, integration_id: str, reload_limits: Callable[[str], None]
+    ) -> None:
         self._flow = flow
         self._integration_id = integration_id
+        self._reload_limits = reload_limits
 
     def wait_for_slot(self) -> None:
         while True:
             reserved, wait_s = self._flow.pace(self._integration_id, self.MAX_RESERVATION_WAIT_S)
+            if reserved is None:
+                self._reload_limits(self._integration_id)
+                continue
             if wait_s > 0:
                 time.sleep(min(wait_s, self.MAX_RESERVATION_WAIT_S))
             if reserved:
@@ -109,12 +119,16 @@ class JobRunner:
         self._flow = dispatcher.flow
         self._settings = settings
         self._clock = clock
+        self._syncs = SyncRunner(session_factory, clock)
 
     def run(self, job_id: str) -> JobStatus | None:
         """Run the job if it is QUEUED; returns its status afterwards, None if not run."""
         claim = self.claim(job_id)
         if claim is None:
             return None
+        if not self._flow.hold(claim.integration.id, claim.job_id, self._settings.job_lease_s):
+            self._give_back(claim)
+            return JobStatus.PENDING
         exchanges: list[Exchange] = []
         with LeaseHeartbeat(
             flow=self._flow,
@@ -133,18 +147,37 @@ class JobRunner:
     def _after_record(self, claim: Claim, outcome: Outcome, recorded: Recorded) -> None:
         """Flow-control side of an outcome, once it is committed."""
         integration_id = claim.integration.id
-        if not recorded.applied:
-            return  # fenced out: the slot belongs to the job's newer delivery
+        # What the PMS said holds whoever heard it, even a worker fenced out of its job.
         if isinstance(outcome, Failed) and isinstance(outcome.error, PmsThrottled):
             self._flow.pause(integration_id, outcome.error.retry_after_s or 0.0)
         if exchanges_headers := recorded.pms_headers:
             self._flow.record_pms_limits(integration_id, exchanges_headers)
+        if not recorded.applied:
+            return  # fenced out: the slot belongs to the job's newer delivery
         self._flow.release(integration_id, claim.job_id)
         if recorded.status == JobStatus.PENDING:
             self._dispatcher.submit(integration_id, [claim.job_id], recorded.retry_delay_s)
         if recorded.spawned:
             self._dispatcher.submit(integration_id, recorded.spawned)
         self._dispatcher.admit_integration(integration_id)
+
+    def _give_back(self, claim: Claim) -> None:
+        """The job's concurrency lease lapsed while it waited and no slot is free: it goes
+        back to its backlog untouched (no attempt, no lost delivery counted)."""
+        logger.warning("job %s: no concurrency slot at claim, back to the backlog", claim.job_id)
+        now = self._clock()
+        with self._session_factory.begin() as session:
+            job = JobRepository(session).lock(claim.job_id)
+            if job is None or job.status != JobStatus.RUNNING.value:
+                return
+            if job.deliveries != claim.delivery:
+                return
+            transition(job, JobStatus.PENDING, now)
+            job.due_at = now
+            job.lease_expires_at = None
+            job.attempts -= 1
+            job.unrecorded_claims -= 1
+        self._dispatcher.submit(claim.integration.id, [claim.job_id])
 
     def _after_final(self, integration_id: str, job_id: str) -> None:
         self._flow.release(integration_id, job_id)
@@ -187,8 +220,12 @@ class JobRunner:
 
     def execute(self, claim: Claim, log: Callable[[Exchange], None]) -> Outcome:
         try:
-            pacer = RequestPacer(self._flow, claim.integration.id)
+            pacer = RequestPacer(self._flow, claim.integration.id, self._dispatcher.load_limits)
             connector, profile = self._connectors.build(claim.integration, pacer.wait_for_slot)
+            if claim.step.action == SYNC_ACTION:
+                execution_id = str(claim.step.payload["execution_id"])
+                self._syncs.run(execution_id, claim.integration.id, connector, log)
+                return Succeeded(StepResult(), [])
             result = connector.execute(claim.step, log)
             children = children_after(profile, claim.step, result.created_record_id)
             return Succeeded(result, children)
@@ -206,12 +243,13 @@ class JobRunner:
             session.add_all(_log_rows(claim, exchanges, now))
             job = JobRepository(session).lock(claim.job_id)
             if job is None or job.status != JobStatus.RUNNING.value:
-                return Recorded(None, applied=False)
+                return Recorded(None, applied=False, pms_headers=headers)
             if job.deliveries != claim.delivery:
                 logger.warning("job %s: lease lost to a newer delivery, outcome dropped", job.id)
-                return Recorded(None, applied=False)
+                return Recorded(None, applied=False, pms_headers=headers)
             job.unrecorded_claims = 0
             if isinstance(outcome, Succeeded):
+                self._cache_written_record(session, job, outcome.result, now)
                 spawned = finish_job(
                     session,
                     job,
@@ -225,7 +263,17 @@ class JobRunner:
                     JobStatus(job.status), True, [child.id for child in spawned], 0.0, headers
                 )
             delay_s = self._apply_failure(session, job, outcome.error, now)
+            if job.action == SYNC_ACTION and job.status == JobStatus.FAILURE.value:
+                mark_failed(session, str(job.payload["execution_id"]), job.error or "", now)
             return Recorded(JobStatus(job.status), True, [], delay_s, headers)
+
+    @staticmethod
+    def _cache_written_record(
+        session: Session, job: Job, result: StepResult, now: datetime
+    ) -> None:
+        """Read-back: the cache keeps the PMS's version of what was written (seed 001)."""
+        if job.action in (CREATE, UPDATE) and result.record and record_key(result.record):
+            store(session, job.integration_id, job.model, result.record, now)
 
     def _apply_failure(self, session: Session, job: Job, error: PmsError, now: datetime) -> float:
         """Defer or fail the job; returns the deferral in seconds (0 when it failed)."""

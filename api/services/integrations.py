@@ -16,6 +16,7 @@ from models.job import Job
 from models.schemas import IntegrationCreate, IntegrationOut, IntegrationUpdate, check_rate
 from pmsq.crypto import CredentialCipher
 from pmsq.errors import Conflict, NotFound, ValidationFailed
+from scheduler.schedules import refresh_schedule
 from workers.flow.backend import FlowControl
 from workers.flow.limits import Limits
 
@@ -41,6 +42,7 @@ class IntegrationService:
                 integration.credentials_encrypted = self._cipher.encrypt(spec.credentials)
             session.add(integration)
             session.flush()
+            refresh_schedule(session, integration, utcnow())
             limits = Limits.of(integration, self._rate_margin_ms)
             out = to_out(integration)
         self._flow.set_limits(out.id, limits)
@@ -71,6 +73,7 @@ class IntegrationService:
                     self._cipher.encrypt(spec.credentials) if spec.credentials else None
                 )
             integration.updated_at = utcnow()
+            refresh_schedule(session, integration, integration.updated_at)
             limits = Limits.of(integration, self._rate_margin_ms)
             out = to_out(integration)
         # Live limits: the next admission of this integration reads these.
@@ -144,6 +147,7 @@ class IntegrationService:
             integration.is_archived = True
             integration.credentials_encrypted = None
             integration.updated_at = now
+            refresh_schedule(session, integration, now)
 
     @staticmethod
     def _owned(session: Session, account_id: str, integration_id: str) -> Integration:

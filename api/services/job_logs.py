@@ -15,6 +15,7 @@ from models.enums import JobStatus, WriteStatus
 from models.job import Job, JobLog
 from pms.profiles import CREATE, UPDATE, VALIDATE_THEN_CREATE
 from pmsq.errors import NotFound, ValidationFailed
+from scheduler.starter import SYNC_ACTION
 from workers.aggregator import status_from_counts
 
 TIME_RANGES = {
@@ -204,7 +205,9 @@ class JobLogService:
         integration_id: str | None,
         write_category: str | None,
     ) -> dict[str, Any]:
-        stmt = select(Job).where(Job.account_id == account_id, Job.root_job_id == Job.id)
+        stmt = select(Job).where(
+            Job.account_id == account_id, Job.root_job_id == Job.id, Job.action != SYNC_ACTION
+        )
         if time_range is not None:
             stmt = stmt.where(Job.created_at >= utcnow() - TIME_RANGES[time_range])
         if status is not None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.services.integrations import owned_integration
@@ -114,11 +114,14 @@ class WriteService:
                 select(Record)
                 .join(Integration, Integration.id == Record.integration_id)
                 .where(
-                    Record.id == record_id,
+                    or_(Record.id == record_id, Record.pms_id == record_id),
                     Record.model == model,
                     Integration.account_id == account_id,
+                    Integration.deleted_at.is_(None),
                 )
-            ).one_or_none()
+                .order_by(Record.synced_at.desc())
+                .limit(1)
+            ).first()
             if cached is not None:
                 integration = session.get(Integration, cached.integration_id)
                 assert integration is not None

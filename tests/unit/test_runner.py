@@ -40,7 +40,7 @@ from workers.dispatch import Dispatcher
 from workers.flow.keys import IntegrationKeys
 from workers.flow.redis_backend import RedisFlowControl
 from workers.publisher import AdmittedJob
-from workers.runner import Failed, JobRunner, Succeeded
+from workers.runner import JobRunner, Succeeded
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 #: Long enough that no real time elapsed in a test reaches a retry's due time by itself.
@@ -310,9 +310,7 @@ class HarnessFactory(Protocol):
 
 
 @pytest.fixture
-def make_harness(
-    session_factory: sessionmaker[Session], redis_clock: RedisClock
-) -> HarnessFactory:
+def make_harness(session_factory: sessionmaker[Session], redis_clock: RedisClock) -> HarnessFactory:
     def make(vendor: Vendor = Vendor.SANDBOX, **overrides: Any) -> Harness:
         options: dict[str, Any] = {
             "max_attempts": 3,
@@ -534,9 +532,8 @@ def test_throttled_job_waits_for_retry_after_without_burning_an_attempt(
 
 
 def test_a_throttle_pauses_every_request_of_the_integration(harness: Harness) -> None:
-    harness.submit()
+    job_id = harness.submit()
     throttled = PmsThrottled("429", retryable=True, status_code=429, retry_after_s=60.0)
-    job_id = harness.publisher.published[-1].job_id
     harness.runner(ScriptedConnector([throttled])).run(job_id)
 
     # A job already running takes no request slot until the pause ends (the pacer would wait).
@@ -712,11 +709,11 @@ def test_a_fenced_out_worker_leaves_the_newer_deliverys_lease_alone(harness: Har
 
     slow = harness.runner(
         ScriptedConnector(
-            [PmsThrottled("429", retryable=True, status_code=429, retry_after_s=60.0)],
+            [PmsError("PMS answered 503", retryable=True, status_code=503)],
             during=lose_the_lease_meanwhile,
         )
     )
-    assert slow.run(job_id) is None  # its outcome (even a 429) is dropped
+    assert slow.run(job_id) is None  # its outcome is dropped
 
     [fresh_claim] = fresh_claims
     assert fresh_claim is not None and fresh_claim.delivery == 2
@@ -724,8 +721,7 @@ def test_a_fenced_out_worker_leaves_the_newer_deliverys_lease_alone(harness: Har
     assert (job.status, job.deliveries) == (JobStatus.RUNNING.value, 2)
     lease = harness.lease_us(job_id)
     assert lease is not None and lease > harness.redis_now_us()
-    assert harness.paused_until_us() is None  # a fenced-out 429 does not pause the integration
-    assert harness.backlog_due_us(job_id) is None
+    assert harness.backlog_due_us(job_id) is None  # not deferred by the stale outcome
 
 
 # --- children ----------------------------------------------------------------------------------
@@ -859,3 +855,50 @@ def test_expired_lease_goes_back_to_pending_with_outcome_unknown(harness: Harnes
     assert len(harness.publisher.published) == 2
     assert harness.publisher.published[-1].job_id == job_id
     assert harness.job(job_id).status == JobStatus.QUEUED.value
+
+
+def test_a_job_waiting_in_the_broker_past_its_lease_keeps_the_concurrency_limit(
+    make_harness: HarnessFactory,
+) -> None:
+    # The lease admission gave a job lapses while its message waits in the broker (every
+    # worker busy elsewhere); admission then gives the slot to another job. When both messages
+    # are delivered, only one of them may reach the PMS at a time.
+    harness = make_harness()
+    with harness.session_factory.begin() as session:
+        integration = session.get(Integration, harness.integration_id)
+        assert integration is not None
+        integration.max_job_concurrency = 1
+    harness.submit()
+    harness.redis_clock.advance_us(round((LEASE_S + 1) * 1_000_000))
+    second = new_id()
+    with harness.session_factory.begin() as session:
+        session.add(
+            Job(
+                id=second,
+                root_job_id=second,
+                account_id=harness.account_id,
+                integration_id=harness.integration_id,
+                model="residents",
+                action="CREATE",
+                payload={"first_name": "Grace"},
+                due_at=harness.clock.now,
+            )
+        )
+    assert harness.dispatcher.submit(harness.integration_id, [second]) == 1
+    undelivered = [message.job_id for message in harness.publisher.published]
+    at_the_pms = 0
+    most_at_once = 0
+
+    def deliver_the_rest_meanwhile() -> None:
+        nonlocal at_the_pms, most_at_once
+        at_the_pms += 1
+        most_at_once = max(most_at_once, at_the_pms)
+        while undelivered:  # the other worker takes its message while this job runs
+            runner.run(undelivered.pop(0))
+        at_the_pms -= 1
+
+    runner = harness.runner(ScriptedConnector([StepResult()], during=deliver_the_rest_meanwhile))
+    while undelivered:
+        runner.run(undelivered.pop(0))
+
+    assert most_at_once == 1

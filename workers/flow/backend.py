@@ -62,8 +62,13 @@ class FlowControl(Protocol):
 
     def extend(self, integration_id: str, job_id: str, lease_s: float) -> bool: ...
 
-    def pace(self, integration_id: str, max_wait_s: float) -> tuple[bool, float]:
-        """Reserve the next request slot: (reserved, seconds to wait before sending/retrying)."""
+    def hold(self, integration_id: str, job_id: str, lease_s: float) -> bool:
+        """Extend the job's lease, or take a free slot again if it lapsed; False if none."""
+        ...
+
+    def pace(self, integration_id: str, max_wait_s: float) -> tuple[bool | None, float]:
+        """Reserve the next request slot: (reserved, seconds to wait before sending/retrying);
+        reserved is None when the integration's limits are missing and must be reloaded."""
         ...
 
     def pause(self, integration_id: str, seconds: float) -> int: ...

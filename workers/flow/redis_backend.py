@@ -36,6 +36,7 @@ class RedisFlowControl:
         self._enqueue = client.register_script(_load("enqueue.lua"))
         self._release = client.register_script(_load("release.lua"))
         self._extend = client.register_script(_load("extend.lua"))
+        self._hold = client.register_script(_load("hold.lua"))
         self._pause = client.register_script(_load("pause.lua"))
         self._claim_due = client.register_script(_load("claim_due.lua"))
         self._reschedule = client.register_script(_load("reschedule.lua"))
@@ -79,12 +80,17 @@ class RedisFlowControl:
         keys = IntegrationKeys(integration_id)
         return bool(self._extend(keys=[keys.leases], args=[job_id, _us(lease_s)]))
 
-    def pace(self, integration_id: str, max_wait_s: float) -> tuple[bool, float]:
+    def hold(self, integration_id: str, job_id: str, lease_s: float) -> bool:
+        keys = IntegrationKeys(integration_id)
+        return bool(self._hold(keys=[keys.leases, keys.limits], args=[job_id, _us(lease_s)]))
+
+    def pace(self, integration_id: str, max_wait_s: float) -> tuple[bool | None, float]:
         keys = IntegrationKeys(integration_id)
         reserved, wait_us = self._pace(
             keys=[keys.request_tat, keys.paused_until, keys.limits], args=[_us(max_wait_s)]
         )
-        return bool(int(reserved)), int(_text(wait_us)) / 1_000_000
+        state = int(reserved)
+        return (None if state < 0 else bool(state)), int(_text(wait_us)) / 1_000_000
 
     def pause(self, integration_id: str, seconds: float) -> int:
         keys = IntegrationKeys(integration_id)
@@ -112,7 +118,9 @@ class RedisFlowControl:
         self._redis.zadd(READY, {integration_id: now_s * 1_000_000 + now_frac_us}, lt=True)
 
     def record_pms_limits(self, integration_id: str, headers: dict[str, str]) -> None:
-        seen = {k: v for k, v in headers.items() if k.lower() in PMS_LIMIT_HEADERS}
+        seen: dict[str | bytes, str | bytes | int | float] = {
+            k: v for k, v in headers.items() if k.lower() in PMS_LIMIT_HEADERS
+        }
         if seen:
             self._redis.hset(IntegrationKeys(integration_id).pms_limits, mapping=seen)
 

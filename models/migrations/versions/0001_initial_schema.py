@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 08:18:49.447704
+Create Date: 2026-11-23 08:22:30.721392
 """
 
 from __future__ import annotations
@@ -135,6 +135,24 @@ def upgrade() -> None:
     with op.batch_alter_table('records', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_records_integration_id'), ['integration_id'], unique=False)
 
+    op.create_table('sync_schedules',
+    sa.Column('id', sa.String(length=36), nullable=False),
+    sa.Column('integration_id', sa.String(length=36), nullable=False),
+    sa.Column('job_type', sa.String(length=20), nullable=False),
+    sa.Column('status', sa.String(length=10), nullable=False),
+    sa.Column('anchor_at', models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('next_run_at', models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('last_run_at', models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('parameters', sa.JSON(), nullable=False),
+    sa.Column('created_at', models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['integration_id'], ['integrations.id'], name=op.f('fk_sync_schedules_integration_id_integrations')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_sync_schedules')),
+    sa.UniqueConstraint('integration_id', name=op.f('uq_sync_schedules_integration_id'))
+    )
+    with op.batch_alter_table('sync_schedules', schema=None) as batch_op:
+        batch_op.create_index('ix_sync_schedules_due', ['status', 'next_run_at'], unique=False)
+
     op.create_table('job_logs',
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('job_id', sa.String(length=36), nullable=False),
@@ -155,15 +173,72 @@ def upgrade() -> None:
     with op.batch_alter_table('job_logs', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_job_logs_job_id'), ['job_id'], unique=False)
 
+    op.create_table('sync_executions',
+    sa.Column('id', sa.String(length=36), nullable=False),
+    sa.Column('integration_id', sa.String(length=36), nullable=False),
+    sa.Column('schedule_id', sa.String(length=36), nullable=True),
+    sa.Column('scheduled_for', models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('type', sa.String(length=10), nullable=False),
+    sa.Column('status', sa.String(length=10), nullable=False),
+    sa.Column('models', sa.JSON(), nullable=False),
+    sa.Column('job_id', sa.String(length=36), nullable=True),
+    sa.Column('insert_count', sa.Integer(), nullable=False),
+    sa.Column('update_count', sa.Integer(), nullable=False),
+    sa.Column('delete_count', sa.Integer(), nullable=False),
+    sa.Column('error_count', sa.Integer(), nullable=False),
+    sa.Column('warning_count', sa.Integer(), nullable=False),
+    sa.Column('total_count', sa.Integer(), nullable=False),
+    sa.Column('errors', sa.JSON(), nullable=False),
+    sa.Column('created_at', models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('started_at', models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('completed_at', models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['integration_id'], ['integrations.id'], name=op.f('fk_sync_executions_integration_id_integrations')),
+    sa.ForeignKeyConstraint(['schedule_id'], ['sync_schedules.id'], name=op.f('fk_sync_executions_schedule_id_sync_schedules')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_sync_executions')),
+    sa.UniqueConstraint('schedule_id', 'scheduled_for', name='uq_sync_executions_fire_key')
+    )
+    with op.batch_alter_table('sync_executions', schema=None) as batch_op:
+        batch_op.create_index('ix_sync_executions_integration_created', ['integration_id', 'created_at'], unique=False)
+
+    op.create_table('data_diffs',
+    sa.Column('id', sa.String(length=36), nullable=False),
+    sa.Column('integration_id', sa.String(length=36), nullable=False),
+    sa.Column('execution_id', sa.String(length=36), nullable=False),
+    sa.Column('model', sa.String(length=60), nullable=False),
+    sa.Column('pms_id', sa.String(length=200), nullable=False),
+    sa.Column('diff_type', sa.String(length=10), nullable=False),
+    sa.Column('changes', sa.JSON(), nullable=False),
+    sa.Column('created_at', models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['execution_id'], ['sync_executions.id'], name=op.f('fk_data_diffs_execution_id_sync_executions')),
+    sa.ForeignKeyConstraint(['integration_id'], ['integrations.id'], name=op.f('fk_data_diffs_integration_id_integrations')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_data_diffs'))
+    )
+    with op.batch_alter_table('data_diffs', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_data_diffs_execution_id'), ['execution_id'], unique=False)
+        batch_op.create_index('ix_data_diffs_integration_created', ['integration_id', 'created_at'], unique=False)
+
     # ### end Alembic commands ###
 
 
 def downgrade() -> None:
     # ### commands auto generated by Alembic - please adjust! ###
+    with op.batch_alter_table('data_diffs', schema=None) as batch_op:
+        batch_op.drop_index('ix_data_diffs_integration_created')
+        batch_op.drop_index(batch_op.f('ix_data_diffs_execution_id'))
+
+    op.drop_table('data_diffs')
+    with op.batch_alter_table('sync_executions', schema=None) as batch_op:
+        batch_op.drop_index('ix_sync_executions_integration_created')
+
+    op.drop_table('sync_executions')
     with op.batch_alter_table('job_logs', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_job_logs_job_id'))
 
     op.drop_table('job_logs')
+    with op.batch_alter_table('sync_schedules', schema=None) as batch_op:
+        batch_op.drop_index('ix_sync_schedules_due')
+
+    op.drop_table('sync_schedules')
     with op.batch_alter_table('records', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_records_integration_id'))
 

@@ -1,0 +1,483 @@
+"""The Dispatcher against a real SQLite job store, flow control in fakeredis and a fake broker.
+
+The job store's clock is a value the test moves by hand; Redis keeps its own (real) clock, and
+the tests only rely on it for limits that are either long past or far away.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import fakeredis
+import pytest
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.account import Account
+from models.base import new_id
+from models.db import make_engine, make_session_factory
+from models.enums import Cadence, JobStatus, Vendor
+from models.integration import Integration
+from models.job import Job
+from models.migrate import upgrade
+from pmsq.settings import Settings
+from workers.dispatch import ORPHAN_AGE_S, Dispatcher
+from workers.flow.keys import READY, IntegrationKeys
+from workers.flow.limits import Limits
+from workers.flow.redis_backend import RedisFlowControl
+from workers.publisher import AdmittedJob
+
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+LEASE_S = 30.0
+MAX_DELIVERIES = 3
+QUEUED_REPUBLISH_S = 120.0
+DISPATCH_INTERVAL_S = 10.0
+#: Requests are no constraint here (a slot every 11 us): concurrency is what is tested.
+REQUESTS_PER_SECOND = 100_000
+
+
+class Clock:
+    def __init__(self, now: datetime) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@dataclass
+class RecordingPublisher:
+    published: list[AdmittedJob] = field(default_factory=list)
+
+    @property
+    def ids(self) -> list[str]:
+        return [job.job_id for job in self.published]
+
+    def publish(self, job: AdmittedJob) -> None:
+        self.published.append(job)
+
+
+@pytest.fixture(scope="module")
+def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("template") / "pmsq.db"
+    upgrade(f"sqlite:///{path}")
+    return path
+
+
+@pytest.fixture
+def session_factory(migrated_template: Path, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
+    """A fresh migrated SQLite database per test (a copy of the module's migrated file)."""
+    path = tmp_path / "pmsq.db"
+    shutil.copyfile(migrated_template, path)
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        yield make_session_factory(engine)
+    finally:
+        engine.dispose()
+
+
+@dataclass
+class World:
+    session_factory: sessionmaker[Session]
+    settings: Settings
+    clock: Clock = field(default_factory=lambda: Clock(T0))
+    redis: fakeredis.FakeRedis = field(default_factory=fakeredis.FakeRedis)
+    publisher: RecordingPublisher = field(default_factory=RecordingPublisher)
+
+    def __post_init__(self) -> None:
+        self.flow = RedisFlowControl(self.redis)
+        self.dispatcher = Dispatcher(
+            self.session_factory, self.publisher, self.flow, self.settings, self.clock
+        )
+        with self.session_factory.begin() as session:
+            account = Account(name="acme")
+            session.add(account)
+            session.flush()
+            self.account_id = account.id
+
+    def add_integration(self, concurrency: int) -> str:
+        with self.session_factory.begin() as session:
+            integration = Integration(
+                account_id=self.account_id,
+                name="acme pms",
+                integration_vendor=Vendor.SANDBOX.value,
+                max_request_frequency=REQUESTS_PER_SECOND,
+                max_request_cadence=Cadence.SECOND.value,
+                max_job_concurrency=concurrency,
+            )
+            session.add(integration)
+            session.flush()
+            return integration.id
+
+    def change_concurrency(self, integration_id: str, concurrency: int) -> None:
+        """What `PUT /integrations/{id}` does: the row, then the live limits in Redis."""
+        with self.session_factory.begin() as session:
+            integration = session.get(Integration, integration_id)
+            assert integration is not None
+            integration.max_job_concurrency = concurrency
+            limits = Limits.of(integration, self.settings.rate_margin_ms)
+        self.flow.set_limits(integration_id, limits)
+
+    def add_job(
+        self, integration_id: str, status: JobStatus = JobStatus.PENDING, **values: Any
+    ) -> str:
+        """A job row as it stands in the store, nothing in Redis."""
+        job_id = new_id()
+        with self.session_factory.begin() as session:
+            session.add(
+                Job(
+                    id=job_id,
+                    root_job_id=job_id,
+                    account_id=self.account_id,
+                    integration_id=integration_id,
+                    model="residents",
+                    action="CREATE",
+                    payload={"first_name": "Ada"},
+                    status=status.value,
+                    created_at=values.pop("created_at", self.clock.now),
+                    updated_at=values.pop("updated_at", self.clock.now),
+                    due_at=values.pop("due_at", self.clock.now),
+                    **values,
+                )
+            )
+        return job_id
+
+    def submit_new(self, integration_id: str, count: int) -> list[str]:
+        job_ids = [self.add_job(integration_id) for _ in range(count)]
+        self.dispatcher.submit(integration_id, job_ids)
+        return job_ids
+
+    def job(self, job_id: str) -> Job:
+        with self.session_factory() as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            return job
+
+    def status(self, job_id: str) -> str:
+        return self.job(job_id).status
+
+    def redis_now_us(self) -> int:
+        seconds, micros = self.redis.time()
+        return seconds * 1_000_000 + micros
+
+
+@pytest.fixture
+def world(session_factory: sessionmaker[Session]) -> World:
+    settings = Settings(
+        database_url=str(session_factory.kw["bind"].url),
+        job_lease_s=LEASE_S,
+        max_deliveries=MAX_DELIVERIES,
+        queued_republish_s=QUEUED_REPUBLISH_S,
+        dispatch_interval_s=DISPATCH_INTERVAL_S,
+    )
+    return World(session_factory, settings)
+
+
+# --- admission -----------------------------------------------------------------------------------
+
+
+def test_submit_publishes_no_more_than_the_concurrency(world: World) -> None:
+    iid = world.add_integration(concurrency=1)
+    job_ids = [world.add_job(iid) for _ in range(3)]
+
+    before = world.redis_now_us()
+    assert world.dispatcher.submit(iid, job_ids) == 1
+    after = world.redis_now_us()
+
+    [first] = world.publisher.published
+    assert first == AdmittedJob(job_ids[0], iid, "residents", "CREATE")
+    assert [world.status(j) for j in job_ids] == ["QUEUED", "PENDING", "PENDING"]
+    assert world.job(job_ids[0]).due_at is None
+    usage = world.flow.usage(iid)
+    assert (usage.in_flight, usage.backlog) == (1, 2)
+    # Held back by the slot, not the rate: once the loop has looked, the next admission is
+    # when the lease runs out.
+    world.dispatcher.tick()
+    assert len(world.publisher.published) == 1
+    usage = world.flow.usage(iid)
+    lease_us = round(LEASE_S * 1_000_000)
+    assert usage.next_admission_us is not None
+    assert before + lease_us <= usage.next_admission_us <= after + lease_us
+
+
+def test_dispatcher_ticks_fill_the_concurrency_and_never_exceed_it(world: World) -> None:
+    iid = world.add_integration(concurrency=3)
+    world.submit_new(iid, 5)
+
+    for _ in range(50):
+        world.dispatcher.tick()
+
+    assert len(world.publisher.published) == 3
+    assert (world.flow.usage(iid).in_flight, world.flow.usage(iid).backlog) == (3, 2)
+
+
+def test_a_release_lets_the_next_job_in(world: World) -> None:
+    iid = world.add_integration(concurrency=1)
+    first, second, third = world.submit_new(iid, 3)
+    assert world.dispatcher.admit_integration(iid) == 0  # full
+
+    assert world.flow.release(iid, first) == 2  # as a finishing job does
+    assert world.dispatcher.admit_integration(iid) == 1
+
+    assert world.publisher.ids == [first, second]
+    assert [world.status(j) for j in (second, third)] == ["QUEUED", "PENDING"]
+
+
+def test_a_live_limits_change_applies_to_the_next_admission(world: World) -> None:
+    iid = world.add_integration(concurrency=1)
+    world.submit_new(iid, 4)
+    assert world.dispatcher.admit_integration(iid) == 0
+
+    world.change_concurrency(iid, 3)
+
+    assert world.dispatcher.admit_integration(iid) == 2  # same dispatcher, no restart
+    assert world.flow.usage(iid).in_flight == 3
+
+    world.change_concurrency(iid, 1)
+    world.flow.release(iid, world.publisher.ids[0])
+    assert world.dispatcher.admit_integration(iid) == 0  # 2 still run, over the new limit
+    assert len(world.publisher.published) == 3
+
+
+def test_limits_are_loaded_from_the_database_on_first_admission(world: World) -> None:
+    iid = world.add_integration(concurrency=2)
+    assert world.flow.usage(iid).limits is None
+
+    world.submit_new(iid, 1)
+
+    with world.session_factory() as session:
+        integration = session.get(Integration, iid)
+        assert integration is not None
+        expected = Limits.of(integration, world.settings.rate_margin_ms)
+    assert world.flow.usage(iid).limits == expected
+
+
+def test_a_delayed_submit_publishes_nothing_yet(world: World) -> None:
+    iid = world.add_integration(concurrency=5)
+    job_id = world.add_job(iid, due_at=T0 + timedelta(hours=1))
+
+    assert world.dispatcher.submit(iid, [job_id], delay_s=3600) == 0
+    assert world.dispatcher.admit_integration(iid) == 0
+
+    assert world.publisher.published == []
+    assert world.flow.in_backlog(iid, [job_id]) == [True]
+
+
+def test_a_backlog_entry_of_a_job_no_longer_pending_gives_its_slot_back(world: World) -> None:
+    iid = world.add_integration(concurrency=1)
+    done = world.add_job(iid, status=JobStatus.SUCCESS)
+    waiting = world.add_job(iid)
+
+    world.flow.enqueue(iid, [done])  # e.g. a duplicate entry left behind
+    assert world.dispatcher.submit(iid, [waiting]) == 0  # `done` took the slot, published nothing
+    assert world.flow.usage(iid).in_flight == 0  # and gave it straight back
+    assert world.dispatcher.admit_integration(iid) == 1
+    assert world.publisher.ids == [waiting]
+
+
+# --- the loop ------------------------------------------------------------------------------------
+
+
+def test_tick_admits_every_due_integration(world: World) -> None:
+    first, second = world.add_integration(1), world.add_integration(1)
+    a, b = world.add_job(first), world.add_job(second)
+    world.flow.enqueue(first, [a])
+    world.flow.enqueue(second, [b])
+
+    assert world.dispatcher.tick() == 0.0  # worked: look again at once
+
+    assert sorted(world.publisher.ids) == sorted([a, b])
+    assert world.dispatcher.tick() == DISPATCH_INTERVAL_S
+    assert world.redis.zcard(READY) == 0  # empty backlogs leave the ready set
+
+
+def test_tick_sleeps_no_longer_than_the_dispatch_interval(world: World) -> None:
+    assert world.dispatcher.tick() == DISPATCH_INTERVAL_S  # nothing anywhere
+
+    iid = world.add_integration(concurrency=5)
+    world.flow.enqueue(iid, [world.add_job(iid)], delay_s=3600)
+    assert world.dispatcher.tick() == DISPATCH_INTERVAL_S  # due far later: capped
+
+    soon = world.add_integration(concurrency=5)
+    world.flow.enqueue(soon, [world.add_job(soon)], delay_s=DISPATCH_INTERVAL_S / 2)
+    sleep_s = world.dispatcher.tick()
+    assert 0 < sleep_s <= DISPATCH_INTERVAL_S / 2  # wakes when it is due
+    assert world.publisher.published == []
+
+
+# --- healing -------------------------------------------------------------------------------------
+
+
+def test_a_pending_job_missing_from_redis_is_enqueued_and_published(world: World) -> None:
+    iid = world.add_integration(concurrency=5)
+    orphan = world.add_job(iid, due_at=T0 - timedelta(minutes=1))
+
+    assert world.dispatcher.enqueue_orphans() == 1
+
+    assert world.publisher.ids == [orphan]
+    assert world.status(orphan) == JobStatus.QUEUED.value
+
+
+def test_orphan_sweep_leaves_young_and_present_jobs_alone(world: World) -> None:
+    iid = world.add_integration(concurrency=1)
+    [running] = world.submit_new(iid, 1)
+    present = world.add_job(iid, due_at=T0 - timedelta(minutes=1))
+    world.dispatcher.submit(iid, [present])  # in its backlog, waiting for the slot
+    orphan = world.add_job(iid, due_at=T0 - timedelta(minutes=1))
+    # Just committed, maybe not enqueued yet: not an orphan.
+    young = world.add_job(iid, due_at=T0 - timedelta(seconds=ORPHAN_AGE_S / 2))
+    delayed = world.add_job(iid, due_at=T0 + timedelta(minutes=5))
+
+    assert world.dispatcher.enqueue_orphans() == 1
+
+    assert world.flow.in_backlog(iid, [present, orphan, young, delayed]) == [
+        True,
+        True,
+        False,
+        False,
+    ]
+    assert world.publisher.ids == [running]
+    assert world.dispatcher.enqueue_orphans() == 0  # found once
+
+
+def test_a_queued_job_never_claimed_goes_through_admission_again(world: World) -> None:
+    iid = world.add_integration(concurrency=5)
+    # Published long ago (its lease lapsed) and its message lost.
+    lost = world.add_job(
+        iid,
+        status=JobStatus.QUEUED,
+        due_at=None,
+        updated_at=T0 - timedelta(seconds=QUEUED_REPUBLISH_S + 1),
+    )
+    on_the_edge = world.add_job(
+        iid,
+        status=JobStatus.QUEUED,
+        due_at=None,
+        updated_at=T0 - timedelta(seconds=QUEUED_REPUBLISH_S),
+    )
+    recent = world.add_job(
+        iid, status=JobStatus.QUEUED, due_at=None, updated_at=T0 - timedelta(seconds=5)
+    )
+
+    assert world.dispatcher.requeue_stale_queued() == 1
+
+    assert world.publisher.ids == [lost]
+    job = world.job(lost)
+    assert job.status == JobStatus.QUEUED.value
+    assert job.updated_at >= T0
+    assert world.dispatcher.requeue_stale_queued() == 0  # republished: fresh again
+    assert world.publisher.ids == [lost]
+    assert {world.status(j) for j in (on_the_edge, recent)} == {JobStatus.QUEUED.value}
+
+
+def test_a_running_job_whose_lease_expired_is_admitted_again(world: World) -> None:
+    iid = world.add_integration(concurrency=5)
+    lease_end = T0 + timedelta(seconds=LEASE_S)
+    lost = world.add_job(
+        iid,
+        status=JobStatus.RUNNING,
+        due_at=None,
+        deliveries=1,
+        unrecorded_claims=1,
+        attempts=1,
+        lease_expires_at=lease_end,
+    )
+    alive = world.add_job(
+        iid,
+        status=JobStatus.RUNNING,
+        due_at=None,
+        deliveries=1,
+        unrecorded_claims=1,
+        lease_expires_at=lease_end + timedelta(seconds=5),
+    )
+
+    world.clock.now = lease_end  # not yet past it
+    assert world.dispatcher.reclaim_expired_leases() == 0
+    world.clock.advance(0.001)
+    assert world.dispatcher.reclaim_expired_leases() == 1
+
+    assert world.publisher.ids == [lost]
+    job = world.job(lost)
+    assert (job.status, job.outcome_unknown, job.lease_expires_at) == (
+        JobStatus.QUEUED.value,
+        True,
+        None,
+    )
+    assert job.deliveries == 1  # a claim, not the dispatcher, counts deliveries
+    assert world.status(alive) == JobStatus.RUNNING.value
+
+
+def test_a_job_lost_max_deliveries_times_fails_as_poison(world: World) -> None:
+    iid = world.add_integration(concurrency=5)
+    lease_end = T0 + timedelta(seconds=LEASE_S)
+    poison = world.add_job(
+        iid,
+        status=JobStatus.RUNNING,
+        due_at=None,
+        deliveries=MAX_DELIVERIES + 2,
+        unrecorded_claims=MAX_DELIVERIES,
+        lease_expires_at=lease_end,
+    )
+    one_short = world.add_job(
+        iid,
+        status=JobStatus.RUNNING,
+        due_at=None,
+        deliveries=MAX_DELIVERIES + 2,
+        unrecorded_claims=MAX_DELIVERIES - 1,
+        lease_expires_at=lease_end,
+    )
+    world.clock.now = lease_end + timedelta(seconds=1)
+
+    assert world.dispatcher.reclaim_expired_leases() == 1
+
+    job = world.job(poison)
+    assert job.status == JobStatus.FAILURE.value
+    assert job.error is not None
+    assert f"delivered {MAX_DELIVERIES} times" in job.error
+    assert "PMSQ_MAX_DELIVERIES" in job.error
+    assert world.publisher.ids == [one_short]
+    assert world.flow.in_backlog(iid, [poison]) == [False]
+
+
+def test_maintain_runs_every_healing_pass(world: World) -> None:
+    iid = world.add_integration(concurrency=5)
+    orphan = world.add_job(iid, due_at=T0 - timedelta(minutes=1))
+    stale = world.add_job(
+        iid,
+        status=JobStatus.QUEUED,
+        due_at=None,
+        updated_at=T0 - timedelta(seconds=QUEUED_REPUBLISH_S + 1),
+    )
+    lost = world.add_job(
+        iid,
+        status=JobStatus.RUNNING,
+        due_at=None,
+        deliveries=1,
+        unrecorded_claims=1,
+        lease_expires_at=T0 - timedelta(seconds=1),
+    )
+
+    world.dispatcher.maintain()
+
+    assert sorted(world.publisher.ids) == sorted([orphan, stale, lost])
+
+
+def test_flow_keys_of_one_integration_share_a_hash_tag() -> None:
+    keys = IntegrationKeys("abc")
+    names = [
+        keys.backlog,
+        keys.leases,
+        keys.admit_tat,
+        keys.request_tat,
+        keys.paused_until,
+        keys.limits,
+        keys.pms_limits,
+    ]
+    assert all(name.startswith("pmsq:{abc}:") for name in names)
+    assert len(set(names)) == len(names)

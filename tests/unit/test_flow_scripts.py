@@ -1,0 +1,502 @@
+"""The flow-control Lua scripts, run by fakeredis through `RedisFlowControl`.
+
+Every script reads Redis's own clock (`TIME`), which fakeredis takes from the wall clock. No test
+here depends on how fast that clock runs: time limits are either already past (a lease of 0 us)
+or far away (an hour), and exact arithmetic is checked on the values the scripts store.
+"""
+
+from __future__ import annotations
+
+import fakeredis
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from models.enums import CADENCE_SECONDS, Cadence
+from workers.flow.keys import KNOWN_INTEGRATIONS, READY, IntegrationKeys
+from workers.flow.limits import MAX_TOLERANCE_US, Limits
+from workers.flow.redis_backend import RedisFlowControl
+
+HOUR_US = 3_600_000_000
+#: No rate limit worth the name: an interval of 1 us and a tolerance of a day.
+UNPACED = {"interval_us": 1, "tolerance_us": 86_400_000_000}
+IID = "integration-1"
+
+
+@pytest.fixture
+def client() -> fakeredis.FakeRedis:
+    return fakeredis.FakeRedis()
+
+
+@pytest.fixture
+def flow(client: fakeredis.FakeRedis) -> RedisFlowControl:
+    return RedisFlowControl(client)
+
+
+@pytest.fixture
+def keys() -> IntegrationKeys:
+    return IntegrationKeys(IID)
+
+
+def now_us(client: fakeredis.FakeRedis) -> int:
+    seconds, micros = client.time()
+    return seconds * 1_000_000 + micros
+
+
+def members(client: fakeredis.FakeRedis, key: str) -> set[str]:
+    return {m.decode() if isinstance(m, bytes) else str(m) for m in client.zrange(key, 0, -1)}
+
+
+def score(client: fakeredis.FakeRedis, key: str, member: str) -> int | None:
+    value = client.zscore(key, member)
+    return None if value is None else int(value)
+
+
+# --- admit ---------------------------------------------------------------------------------------
+
+
+def test_admit_without_limits_asks_for_them_and_admits_nothing(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.enqueue(IID, ["a"])
+
+    admission = flow.admit(IID, 10, 60)
+
+    assert (admission.status, admission.next_us, tuple(admission.job_ids)) == (
+        "nolimits",
+        None,
+        (),
+    )
+    assert members(client, keys.backlog) == {"a"}
+    assert client.zcard(keys.leases) == 0
+
+
+def test_admit_respects_concurrency_with_leases(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=3))
+    flow.enqueue(IID, ["a", "b", "c", "d", "e"])
+
+    before = now_us(client)
+    first = flow.admit(IID, 10, 3600)
+    after = now_us(client)
+
+    assert first.status == "ok"
+    assert len(first.job_ids) == 3
+    assert members(client, keys.leases) == set(first.job_ids)
+    assert client.zcard(keys.backlog) == 2
+    for job_id in first.job_ids:
+        lease = score(client, keys.leases, job_id)
+        assert lease is not None and before + HOUR_US <= lease <= after + HOUR_US
+    # Full: the next admission may happen when the oldest lease expires.
+    assert first.next_us is not None and before + HOUR_US <= first.next_us <= after + HOUR_US
+    again = flow.admit(IID, 10, 3600)
+    assert (again.status, tuple(again.job_ids)) == ("ok", ())
+    assert again.next_us == first.next_us
+
+    # A release frees exactly one slot.
+    assert flow.release(IID, first.job_ids[0]) == 2
+    third = flow.admit(IID, 10, 3600)
+    assert len(third.job_ids) == 1
+    assert client.zcard(keys.leases) == 3
+
+
+def test_admit_admits_at_most_max_jobs_per_call(flow: RedisFlowControl) -> None:
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=10))
+    flow.enqueue(IID, ["a", "b", "c"])
+
+    assert len(flow.admit(IID, 2, 60).job_ids) == 2
+    assert len(flow.admit(IID, 2, 60).job_ids) == 1
+
+
+def test_expired_leases_stop_counting(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=1))
+    flow.enqueue(IID, ["lost", "next", "blocked"])
+
+    assert flow.admit(IID, 1, 0).job_ids == ("lost",)  # a lease of 0 us has already expired
+    assert flow.admit(IID, 1, 3600).job_ids == ("next",)  # so its slot comes back
+    assert members(client, keys.leases) == {"next"}  # and the dead lease was pruned
+    assert flow.admit(IID, 1, 3600).job_ids == ()  # a lease of an hour has not expired
+
+
+def test_admissions_are_spaced_by_the_gcra(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    limits = Limits(interval_us=HOUR_US, tolerance_us=50_000, concurrency=10)
+    flow.set_limits(IID, limits)
+    flow.enqueue(IID, ["a", "b", "c"])
+
+    before = now_us(client)
+    admission = flow.admit(IID, 10, 60)
+    after = now_us(client)
+
+    assert admission.job_ids == ("a",)
+    spacing = limits.interval_us - limits.tolerance_us
+    assert admission.next_us is not None
+    assert before + spacing <= admission.next_us <= after + spacing
+    tat = client.get(keys.admit_tat)
+    assert tat is not None and before + HOUR_US <= int(tat) <= after + HOUR_US
+    assert client.pttl(keys.admit_tat) > 0  # the token state expires on its own
+    # Asking again changes nothing: same next time, nothing admitted, the backlog intact.
+    again = flow.admit(IID, 10, 60)
+    assert (again.job_ids, again.next_us) == ((), admission.next_us)
+    assert client.zcard(keys.backlog) == 2
+
+
+def test_a_paused_integration_admits_nothing_until_the_pause_ends(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=10))
+    flow.enqueue(IID, ["a"])
+
+    until = flow.pause(IID, 3600)
+    admission = flow.admit(IID, 10, 60)
+
+    assert (admission.status, admission.next_us, tuple(admission.job_ids)) == (
+        "paused",
+        until,
+        (),
+    )
+    assert members(client, keys.backlog) == {"a"}
+    assert flow.usage(IID).paused_until_us == until
+
+
+def test_a_pause_only_ever_grows(flow: RedisFlowControl, client: fakeredis.FakeRedis) -> None:
+    before = now_us(client)
+    long_until = flow.pause(IID, 3600)
+    assert long_until >= before + HOUR_US
+
+    assert flow.pause(IID, 1) == long_until  # a shorter Retry-After received later
+    assert flow.pause(IID, 7200) > long_until
+
+
+def test_a_pause_of_zero_seconds_is_already_over(flow: RedisFlowControl) -> None:
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=10))
+    flow.enqueue(IID, ["a"])
+
+    flow.pause(IID, 0)  # a 429 without Retry-After
+
+    assert flow.admit(IID, 10, 60).job_ids == ("a",)
+
+
+def test_pause_moves_a_ready_integration_to_the_pause_end(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis
+) -> None:
+    flow.enqueue(IID, ["a"])
+    until = flow.pause(IID, 3600)
+    assert score(client, READY, IID) == until
+
+    flow.pause("not-ready", 3600)
+    assert client.zscore(READY, "not-ready") is None  # pause does not make anything ready
+
+
+# --- enqueue -------------------------------------------------------------------------------------
+
+
+def test_enqueue_keeps_the_first_due_time(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    before = now_us(client)
+    flow.enqueue(IID, ["a"], delay_s=3600)
+    after = now_us(client)
+    due = score(client, keys.backlog, "a")
+    assert due is not None and before + HOUR_US <= due <= after + HOUR_US
+
+    flow.enqueue(IID, ["a"], delay_s=0)  # already waiting: keeps its place
+
+    assert score(client, keys.backlog, "a") == due
+    assert score(client, READY, IID) == due
+    assert client.sismember(KNOWN_INTEGRATIONS, IID)
+
+
+def test_enqueue_makes_the_integration_ready_at_its_earliest_due_time(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.enqueue(IID, ["later"], delay_s=3600)
+    flow.enqueue(IID, ["sooner"], delay_s=60)
+
+    assert score(client, READY, IID) == score(client, keys.backlog, "sooner")
+    flow.enqueue(IID, ["latest"], delay_s=7200)
+    assert score(client, READY, IID) == score(client, keys.backlog, "sooner")
+
+
+def test_delayed_jobs_are_not_admitted_before_they_are_due(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=10))
+    flow.enqueue(IID, ["later"], delay_s=3600)
+
+    admission = flow.admit(IID, 10, 60)
+
+    assert (admission.status, tuple(admission.job_ids)) == ("ok", ())
+    assert admission.next_us == score(client, keys.backlog, "later")
+    flow.enqueue(IID, ["now"])
+    assert flow.admit(IID, 10, 60).job_ids == ("now",)
+    assert members(client, keys.backlog) == {"later"}
+
+
+def test_admitting_the_whole_backlog_reports_no_next_time(flow: RedisFlowControl) -> None:
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=10))
+    flow.enqueue(IID, ["a", "b"])
+
+    admission = flow.admit(IID, 10, 60)
+
+    assert (set(admission.job_ids), admission.next_us) == ({"a", "b"}, None)
+
+
+# --- release and extend --------------------------------------------------------------------------
+
+
+def test_release_frees_the_lease_and_returns_the_backlog_size(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=1))
+    flow.enqueue(IID, ["a", "b", "c"])
+    [admitted] = flow.admit(IID, 10, 3600).job_ids
+
+    assert flow.release(IID, admitted) == 2
+    assert client.zcard(keys.leases) == 0
+    assert flow.release(IID, admitted) == 2  # releasing twice is harmless
+    assert flow.release("empty", "x") == 0
+
+
+def test_extend_pushes_a_live_lease_back(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=1))
+    flow.enqueue(IID, ["a"])
+    flow.admit(IID, 1, 60)
+    first = score(client, keys.leases, "a")
+
+    before = now_us(client)
+    assert flow.extend(IID, "a", 3600) is True
+
+    extended = score(client, keys.leases, "a")
+    assert first is not None and extended is not None
+    assert extended >= before + HOUR_US > first
+
+
+def test_extend_of_a_pruned_lease_returns_false_and_takes_no_slot(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=1))
+    flow.enqueue(IID, ["dead", "heir"])
+    flow.admit(IID, 1, 0)  # expired at once
+    assert flow.admit(IID, 1, 3600).job_ids == ("heir",)  # pruned "dead", took its slot
+
+    assert flow.extend(IID, "dead", 3600) is False
+
+    assert members(client, keys.leases) == {"heir"}
+    assert flow.extend(IID, "never-admitted", 3600) is False
+
+
+# --- pace ----------------------------------------------------------------------------------------
+
+
+def test_pace_reserves_slots_spaced_by_the_interval(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.set_limits(IID, Limits(interval_us=HOUR_US, tolerance_us=50_000, concurrency=1))
+
+    before = now_us(client)
+    reserved, first_wait = flow.pace(IID, max_wait_s=3 * 3600)
+    first_tat = int(client.get(keys.request_tat) or 0)
+    reserved_2, second_wait = flow.pace(IID, max_wait_s=3 * 3600)
+    second_tat = int(client.get(keys.request_tat) or 0)
+    after = now_us(client)
+
+    assert (reserved, reserved_2) == (True, True)
+    assert first_wait == 0.0  # the first slot is now
+    assert before + HOUR_US <= first_tat <= after + HOUR_US
+    assert second_tat - first_tat == HOUR_US  # slots exactly one interval apart
+    elapsed_s = (after - before) / 1_000_000
+    assert 3600 - elapsed_s <= second_wait <= 3600
+    reserved_3, third_wait = flow.pace(IID, max_wait_s=3 * 3600)
+    assert reserved_3 and 7200 - elapsed_s - 1 <= third_wait <= 7200
+
+
+def test_pace_reserves_nothing_beyond_the_longest_wait(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.set_limits(IID, Limits(interval_us=HOUR_US, tolerance_us=50_000, concurrency=1))
+    assert flow.pace(IID, max_wait_s=1.0)[0] is True
+    tat = client.get(keys.request_tat)
+
+    reserved, wait_s = flow.pace(IID, max_wait_s=1.0)
+
+    assert reserved is False
+    assert 3598.0 <= wait_s <= 3599.0  # time until the slot comes within the longest wait
+    assert client.get(keys.request_tat) == tat  # nothing taken
+
+
+def test_pace_while_paused_reserves_nothing(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.set_limits(IID, Limits(interval_us=1000, tolerance_us=1000, concurrency=1))
+    until = flow.pause(IID, 3600)
+
+    before = now_us(client)
+    reserved, wait_s = flow.pace(IID, max_wait_s=1.0)
+
+    assert reserved is False
+    assert wait_s * 1_000_000 == pytest.approx(until - before, abs=1_000_000)
+    assert client.get(keys.request_tat) is None
+
+
+# --- claim_due and reschedule --------------------------------------------------------------------
+
+
+def test_claim_due_takes_due_integrations_oldest_first_and_hides_them(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis
+) -> None:
+    flow.enqueue("first", ["a"])
+    flow.enqueue("second", ["b"])
+    flow.enqueue("third", ["c"])
+    flow.enqueue("later", ["d"], delay_s=3600)
+    later_due = score(client, READY, "later")
+
+    due = flow.claim_due(2, 5.0)
+
+    assert list(due.integration_ids) == ["first", "second"]
+    assert due.claim_us == due.now_us + 5_000_000
+    assert score(client, READY, "first") == score(client, READY, "second") == due.claim_us
+    assert due.next_us == score(client, READY, "third")  # the earliest left
+    rest = flow.claim_due(10, 5.0)
+    assert list(rest.integration_ids) == ["third"]
+    assert rest.next_us == due.claim_us  # the first claims are the earliest left
+    assert score(client, READY, "later") == later_due  # not due: untouched
+    assert list(flow.claim_due(10, 5.0).integration_ids) == []
+
+
+def test_claim_due_on_an_empty_set(flow: RedisFlowControl) -> None:
+    due = flow.claim_due(10, 5.0)
+    assert (list(due.integration_ids), due.next_us) == ([], None)
+
+
+def test_reschedule_sets_the_next_time_of_an_untouched_claim(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis
+) -> None:
+    flow.enqueue(IID, ["a"])
+    due = flow.claim_due(10, 5.0)
+
+    flow.reschedule(IID, due.claim_us, due.now_us + HOUR_US)
+
+    assert score(client, READY, IID) == due.now_us + HOUR_US
+
+
+def test_reschedule_to_nothing_removes_only_an_untouched_claim(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis
+) -> None:
+    flow.enqueue(IID, ["a"])
+    flow.enqueue("touched", ["b"])
+    due = flow.claim_due(10, 5.0)
+    assert set(due.integration_ids) == {IID, "touched"}
+    flow.wake("touched")  # e.g. a release moved it meanwhile
+
+    flow.reschedule(IID, due.claim_us, None)
+    flow.reschedule("touched", due.claim_us, None)
+
+    assert client.zscore(READY, IID) is None
+    touched = score(client, READY, "touched")
+    assert touched is not None and touched < due.claim_us
+
+
+def test_an_enqueue_after_the_claim_wins_over_a_later_reschedule(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.enqueue(IID, ["a"])
+    due = flow.claim_due(10, 5.0)
+
+    flow.enqueue(IID, ["b"])  # arrives while the dispatcher works on the claim
+    enqueued_due = score(client, keys.backlog, "b")
+    flow.reschedule(IID, due.claim_us, due.now_us + HOUR_US)
+
+    assert enqueued_due is not None and enqueued_due < due.claim_us
+    assert score(client, READY, IID) == enqueued_due
+
+
+def test_a_reschedule_without_a_claim_only_moves_earlier(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis
+) -> None:
+    flow.enqueue(IID, ["a"], delay_s=60)
+    ready = score(client, READY, IID)
+    assert ready is not None
+
+    flow.reschedule(IID, -1, ready + HOUR_US)
+    assert score(client, READY, IID) == ready
+    flow.reschedule(IID, -1, ready - 1)
+    assert score(client, READY, IID) == ready - 1
+    flow.reschedule(IID, -1, None)
+    assert score(client, READY, IID) == ready - 1
+
+
+def test_wake_makes_an_integration_due_now_but_never_later(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis
+) -> None:
+    flow.enqueue(IID, ["a"], delay_s=3600)
+    before = now_us(client)
+    flow.wake(IID)
+    woken = score(client, READY, IID)
+    assert woken is not None and before <= woken <= now_us(client)
+    assert list(flow.claim_due(10, 5.0).integration_ids) == [IID]
+
+
+# --- usage and in_backlog ------------------------------------------------------------------------
+
+
+def test_usage_and_in_backlog_report_the_live_state(flow: RedisFlowControl) -> None:
+    limits = Limits(**UNPACED, concurrency=1)
+    flow.set_limits(IID, limits)
+    flow.enqueue(IID, ["a", "b"])
+    flow.admit(IID, 10, 3600)
+    flow.record_pms_limits(IID, {"X-RateLimit-Remaining": "7", "Content-Type": "json"})
+
+    usage = flow.usage(IID)
+
+    assert (usage.in_flight, usage.backlog, usage.limits) == (1, 1, limits)
+    assert usage.paused_until_us is None
+    assert usage.pms_reported == {"X-RateLimit-Remaining": "7"}
+    assert flow.in_backlog(IID, ["a", "b", "zzz"]) == [False, True, False]
+
+
+# --- Limits --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("frequency", "cadence", "margin_ms", "interval_us", "tolerance_us"),
+    [
+        (10, Cadence.SECOND, 20.0, 102_000, MAX_TOLERANCE_US),  # (1 s + 20 ms) / 10
+        (1000, Cadence.SECOND, 0.0, 1000, 1000),  # tolerance capped by one interval
+        (3, Cadence.SECOND, 0.0, 333_334, MAX_TOLERANCE_US),  # rounded up, never down
+        (1, Cadence.MINUTE, 20.0, 60_020_000, MAX_TOLERANCE_US),
+        (2_000_000, Cadence.SECOND, 0.0, 1, 1),  # never below 1 us
+    ],
+)
+def test_limits_from_values(
+    frequency: float, cadence: Cadence, margin_ms: float, interval_us: int, tolerance_us: int
+) -> None:
+    limits = Limits.from_values(frequency, cadence, 4, margin_ms)
+    assert limits == Limits(interval_us, tolerance_us, 4)
+
+
+_MIN_PER_S = 1 / 60
+
+
+@given(
+    frequency=st.floats(min_value=1, max_value=1e7, allow_nan=False, allow_infinity=False),
+    cadence=st.sampled_from(list(Cadence)),
+    margin_ms=st.floats(min_value=0, max_value=10_000, allow_nan=False),
+)
+def test_a_window_never_holds_more_than_frequency_slots(
+    frequency: float, cadence: Cadence, margin_ms: float
+) -> None:
+    if frequency / CADENCE_SECONDS[cadence] < _MIN_PER_S:
+        return  # below the minimum rate the API accepts
+    limits = Limits.from_values(frequency, cadence, 1, margin_ms)
+    window_us = CADENCE_SECONDS[cadence] * 1_000_000 + margin_ms * 1000
+
+    assert limits.interval_us >= 1
+    assert limits.interval_us * frequency >= window_us
+    assert limits.tolerance_us == min(limits.interval_us, MAX_TOLERANCE_US)
