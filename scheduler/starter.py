@@ -88,6 +88,7 @@ def start_sync(
         execution.completed_at = now
         execution.errors = ["skipped: a backsync of this integration was running"]
         session.add(execution)
+        session.flush()
         return execution
     job_id = new_id()
     execution.job_id = job_id
@@ -107,4 +108,5 @@ def start_sync(
             updated_at=now,
         )
     )
+    session.flush()
     return execution

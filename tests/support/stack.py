@@ -52,6 +52,7 @@ class Stack:
             name="api", env=self.env, cwd=REPO_ROOT, log_dir=self.log_dir,
         )  # fmt: skip
         self.workers: list[ManagedProcess] = []
+        self.beats: list[ManagedProcess] = []
         self._engine = make_engine(database_url)
         self.session_factory: sessionmaker[Session] = make_session_factory(self._engine)
         self.http = httpx.Client(timeout=10)
@@ -86,8 +87,17 @@ class Stack:
         self.workers.append(worker)
         return worker
 
+    def start_beat(self) -> ManagedProcess:
+        n = next(_workers)
+        beat = ManagedProcess(
+            [sys.executable, "-m", "celery", "-A", "workers.app", "beat", "--loglevel", "info"],
+            name=f"beat{n}", env=self.env, cwd=self.log_dir, log_dir=self.log_dir,
+        ).start()  # fmt: skip
+        self.beats.append(beat)
+        return beat
+
     def stop(self) -> None:
-        for process in [*self.workers, self.api, self.sandbox]:
+        for process in [*self.beats, *self.workers, self.api, self.sandbox]:
             if process.is_running():
                 process.stop(timeout_s=10)
         self.http.close()
@@ -95,7 +105,8 @@ class Stack:
 
     def logs(self) -> str:
         return "\n".join(
-            f"--- {p.name}\n{p.log_tail()}" for p in [self.sandbox, self.api, *self.workers]
+            f"--- {p.name}\n{p.log_tail()}"
+            for p in [self.sandbox, self.api, *self.workers, *self.beats]
         )
 
     # -- a client's view -------------------------------------------------------------------
