@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 from fastapi import FastAPI
+from fastapi.responses import PlainTextResponse
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.context import ApiContext
 from api.errors import install_error_handlers
-from api.routes import admin, logs, syncs, writes
+from api.routes import admin, logs, syncs, webhooks, writes
 from api.services.idempotency import IdempotencyService
 from api.services.integrations import IntegrationService
 from api.services.job_logs import JobLogService
 from api.services.records import RecordService
 from api.services.retry import RetryService
 from api.services.syncs import SyncService
+from api.services.webhooks import WebhookService
 from api.services.writes import WriteService
 from pmsq import __version__
 from pmsq.crypto import CredentialCipher
@@ -28,6 +32,7 @@ def create_app(
     session_factory: sessionmaker[Session],
     publisher: Publisher,
     flow: FlowControl,
+    metrics: Collector | None = None,
 ) -> FastAPI:
     """The API. `publisher` puts admitted jobs on the broker (Celery in production); `flow`
     is the flow control the API admits new writes through."""
@@ -43,6 +48,7 @@ def create_app(
         idempotency=IdempotencyService(session_factory),
         syncs=SyncService(session_factory, dispatcher),
         records=RecordService(session_factory),
+        webhooks=WebhookService(session_factory, cipher),
     )
     app = FastAPI(
         title="pmsq",
@@ -54,9 +60,19 @@ def create_app(
     app.include_router(logs.build_router(ctx))
     app.include_router(syncs.build_router(ctx))
     app.include_router(writes.build_router(ctx))
+    app.include_router(webhooks.build_router(ctx))
 
     @app.get("/healthz", tags=["ops"])
     def healthz() -> dict[str, bool]:
         return {"ok": True}
+
+    if metrics is not None:
+        registry = CollectorRegistry(auto_describe=True)
+        registry.register(metrics)
+
+        @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
+        def prometheus_metrics() -> PlainTextResponse:
+            """Cluster-wide Prometheus metrics (every worker's, read from Redis)."""
+            return PlainTextResponse(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     return app

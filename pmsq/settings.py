@@ -61,10 +61,31 @@ class Settings(BaseSettings):
     auto_migrate: bool = True
     #: Beat leader lease: another beat takes over within this after the leader dies.
     beat_leader_ttl_s: float = Field(default=3.0, gt=0)
+    #: Port on which a worker serves the cluster's Prometheus metrics (0: off; the API's
+    #: /metrics serves the same figures).
+    worker_metrics_port: int = Field(default=0, ge=0, le=65535)
+    worker_metrics_host: str = "127.0.0.1"
+    #: Log format of pmsq's own loggers: "text", or "json" (one object a line, with job_id,
+    #: root_job_id and integration_id where known).
+    log_format: str = Field(default="text", pattern="^(text|json)$")
     #: Largest accepted write body.
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
     #: Celery queue that job tasks are published to.
     job_queue: str = "pmsq.jobs"
+
+    # -- webhooks ------------------------------------------------------------------------------
+    #: Timeout of one webhook POST (connect, read, write).
+    webhook_timeout_s: float = Field(default=5.0, gt=0)
+    #: POSTs a delivery gets before it is recorded FAILURE.
+    webhook_max_attempts: int = Field(default=8, ge=1)
+    #: First retry delay of a failed delivery; doubles each attempt, jittered, capped.
+    webhook_retry_base_s: float = Field(default=2.0, gt=0)
+    webhook_retry_max_s: float = Field(default=600.0, gt=0)
+    #: How long a claimed delivery is reserved for its sender; past it (the sender died) the
+    #: delivery is due again. Must exceed `webhook_timeout_s`.
+    webhook_claim_s: float = Field(default=30.0, gt=0)
+    #: Most deliveries one dispatcher claims per maintenance pass.
+    webhook_batch: int = Field(default=50, ge=1)
 
     @property
     def celery_broker_url(self) -> str:

@@ -21,6 +21,7 @@ from pms.connector import ChildSpec
 from pmsq.errors import IllegalTransition
 from workers.repository import JobRepository
 from workers.transitions import transition
+from workers.webhooks import events as webhook_events
 
 
 @dataclass(frozen=True)
@@ -116,4 +117,6 @@ def finish_job(
     ]
     root.tree_total += len(spawned)
     session.add_all(spawned)
+    # Outbox: JOB_FAILURE / WRITE_OPERATION_* rows commit (or roll back) with this outcome.
+    webhook_events.on_job_finished(session, job, root, now)
     return spawned

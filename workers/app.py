@@ -7,8 +7,13 @@ worker's buffer, JSON only, results ignored (the job store is the source of trut
 
 from __future__ import annotations
 
-from celery import Celery
+import logging
+from typing import Any
 
+from celery import Celery
+from celery.signals import after_setup_logger, after_setup_task_logger
+
+from pmsq.logs import install
 from pmsq.settings import get_settings
 from workers.bootsteps import DispatcherLoop
 
@@ -34,3 +39,10 @@ app.conf.update(
     beat_max_loop_interval=1,
 )
 app.steps["worker"].add(DispatcherLoop)
+
+
+@after_setup_logger.connect
+@after_setup_task_logger.connect
+def _structured_logs(logger: logging.Logger, **_: Any) -> None:
+    for handler in logger.handlers:
+        install(handler, settings.log_format)

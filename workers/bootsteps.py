@@ -11,7 +11,9 @@ import threading
 from typing import Any
 
 from celery import bootsteps
+from prometheus_client import CollectorRegistry, start_http_server
 
+from pmsq.metrics import ClusterCollector
 from pmsq.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -29,6 +31,11 @@ class DispatcherLoop(bootsteps.StartStopStep):
         from workers.context import WorkerContext
 
         context = WorkerContext.build(get_settings(), parent.app)
+        port = context.settings.worker_metrics_port
+        if port:
+            registry = CollectorRegistry(auto_describe=True)
+            registry.register(ClusterCollector(context.redis))
+            start_http_server(port, addr=context.settings.worker_metrics_host, registry=registry)
         self._thread = threading.Thread(
             target=self._loop, args=(context,), name="pmsq-dispatcher", daemon=True
         )

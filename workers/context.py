@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.db import make_engine, make_session_factory
 from pmsq.crypto import CredentialCipher
+from pmsq.metrics import MetricsRecorder
 from pmsq.settings import Settings
 from workers.connectors import ConnectorFactory
 from workers.dispatch import Dispatcher
@@ -42,9 +43,10 @@ class WorkerContext:
         redis_client = redis.Redis.from_url(settings.redis_url)
         flow = RedisFlowControl(redis_client)
         publisher = CeleryPublisher(app, settings.job_queue)
-        dispatcher = Dispatcher(session_factory, publisher, flow, settings)
+        metrics = MetricsRecorder(redis_client)
+        dispatcher = Dispatcher(session_factory, publisher, flow, settings, metrics=metrics)
         connectors = ConnectorFactory(CredentialCipher(settings.fernet_keys), http)
-        runner = JobRunner(session_factory, connectors, dispatcher, settings)
+        runner = JobRunner(session_factory, connectors, dispatcher, settings, metrics=metrics)
         return cls(settings, engine, session_factory, http, redis_client, dispatcher, runner)
 
     def close(self) -> None:

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.base import utcnow
 from models.enums import JobStatus
 from models.job import Job
+from pmsq.metrics import MetricsRecorder, NullMetrics
 from pmsq.settings import Settings
 from workers.aggregator import finish_job
 from workers.flow.backend import Admission, FlowControl
@@ -29,6 +30,7 @@ from workers.flow.limits import Limits
 from workers.publisher import AdmittedJob, Publisher
 from workers.repository import JobRepository
 from workers.transitions import transition
+from workers.webhooks.deliverer import DeliveryPump
 
 logger = logging.getLogger(__name__)
 
@@ -54,14 +56,18 @@ class Dispatcher:
         flow: FlowControl,
         settings: Settings,
         clock: Callable[[], datetime] = utcnow,
+        metrics: MetricsRecorder | None = None,
     ) -> None:
         self._session_factory = session_factory
+        self._metrics = metrics or NullMetrics()
         self._publisher = publisher
         self._flow = flow
         self._settings = settings
         self._clock = clock
         self._next_maintenance = 0.0
         self._sweep_cursor: tuple[datetime, str] | None = None
+        #: Sends due webhook deliveries off the loop's thread (see `workers.webhooks`).
+        self._webhooks = DeliveryPump(session_factory, settings, clock)
 
     @property
     def flow(self) -> FlowControl:
@@ -80,6 +86,14 @@ class Dispatcher:
         """Admit what the integration's limits allow now; returns how many were published."""
         admission = self._admit(integration_id)
         published = self._publish(integration_id, admission.job_ids)
+        self._metrics.count(
+            "pmsq_admissions", len(admission.job_ids), integration_id=integration_id
+        )
+        if admission.next_us is not None:
+            reason = "paused" if admission.status == "paused" else "limits"
+            self._metrics.count(
+                "pmsq_throttled_admissions", integration_id=integration_id, reason=reason
+            )
         # claim_us -1 never equals a real claim: the earlier of the two times wins.
         self._flow.reschedule(
             integration_id, -1 if claim_us is None else claim_us, admission.next_us
@@ -153,6 +167,7 @@ class Dispatcher:
         self.reclaim_expired_leases()
         self.requeue_stale_queued()
         self.enqueue_orphans()
+        self._webhooks.kick()
 
     # -- healing -------------------------------------------------------------------------------
 

@@ -23,6 +23,8 @@ from pms.connector import ChildSpec, Exchange, Step, StepResult
 from pms.profiles import CREATE, UPDATE
 from pms.workflow import children_after
 from pmsq.errors import PmsError, PmsThrottled
+from pmsq.logs import log_context
+from pmsq.metrics import MetricsRecorder, NullMetrics
 from pmsq.settings import Settings
 from scheduler.cache import record_key, store
 from scheduler.starter import SYNC_ACTION
@@ -42,6 +44,7 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Claim:
     job_id: str
+    root_job_id: str
     delivery: int
     attempt: int
     step: Step
@@ -52,6 +55,7 @@ class Claim:
 class Succeeded:
     result: StepResult
     children: list[ChildSpec]
+    sync_status: str | None = None
 
 
 @dataclass(frozen=True)
@@ -72,6 +76,10 @@ class Recorded:
     spawned: list[str] = field(default_factory=list)
     retry_delay_s: float = 0.0
     pms_headers: dict[str, str] = field(default_factory=dict)
+    #: Set when this outcome completed the whole write.
+    write_latency_s: float | None = None
+    #: A sync job's own verdict (its execution's status).
+    sync_status: str | None = None
 
 
 class RequestPacer:
@@ -112,8 +120,10 @@ class JobRunner:
         dispatcher: Dispatcher,
         settings: Settings,
         clock: Callable[[], datetime] = utcnow,
+        metrics: MetricsRecorder | None = None,
     ) -> None:
         self._session_factory = session_factory
+        self._metrics = metrics or NullMetrics()
         self._connectors = connectors
         self._dispatcher = dispatcher
         self._flow = dispatcher.flow
@@ -123,13 +133,21 @@ class JobRunner:
 
     def run(self, job_id: str) -> JobStatus | None:
         """Run the job if it is QUEUED; returns its status afterwards, None if not run."""
-        claim = self.claim(job_id)
+        with log_context(job_id=job_id):
+            claim = self.claim(job_id)
         if claim is None:
             return None
+        with log_context(
+            job_id=job_id, root_job_id=claim.root_job_id, integration_id=claim.integration.id
+        ):
+            return self._run_claimed(claim)
+
+    def _run_claimed(self, claim: Claim) -> JobStatus | None:
         if not self._flow.hold(claim.integration.id, claim.job_id, self._settings.job_lease_s):
             self._give_back(claim)
             return JobStatus.PENDING
         exchanges: list[Exchange] = []
+        started = time.monotonic()
         with LeaseHeartbeat(
             flow=self._flow,
             session_factory=self._session_factory,
@@ -142,7 +160,28 @@ class JobRunner:
             outcome = self.execute(claim, exchanges.append)
         recorded = self.record(claim, exchanges, outcome)
         self._after_record(claim, outcome, recorded)
+        self._observe(claim, outcome, recorded, time.monotonic() - started)
         return recorded.status
+
+    def _observe(
+        self, claim: Claim, outcome: Outcome, recorded: Recorded, duration_s: float
+    ) -> None:
+        integration_id = claim.integration.id
+        if isinstance(outcome, Failed) and isinstance(outcome.error, PmsThrottled):
+            self._metrics.count("pmsq_pms_429", integration_id=integration_id)
+        label = "fenced" if not recorded.applied else (recorded.status or "none").lower()
+        if recorded.status == JobStatus.PENDING:
+            label = "retry"
+        self._metrics.count("pmsq_job_outcomes", integration_id=integration_id, outcome=label)
+        self._metrics.observe("pmsq_job_duration_seconds", duration_s)
+        if recorded.write_latency_s is not None:
+            self._metrics.observe("pmsq_write_latency_seconds", recorded.write_latency_s)
+        if claim.step.action == SYNC_ACTION and recorded.status in (
+            JobStatus.SUCCESS,
+            JobStatus.FAILURE,
+        ):
+            status = recorded.sync_status or recorded.status.value
+            self._metrics.count("pmsq_sync_outcomes", integration_id=integration_id, status=status)
 
     def _after_record(self, claim: Claim, outcome: Outcome, recorded: Recorded) -> None:
         """Flow-control side of an outcome, once it is committed."""
@@ -210,6 +249,7 @@ class JobRunner:
                 job.lease_expires_at = now + timedelta(seconds=self._settings.job_lease_s)
                 return Claim(
                     job_id=job.id,
+                    root_job_id=job.root_job_id,
                     delivery=job.deliveries,
                     attempt=job.attempts,
                     step=_step_of(job),
@@ -224,8 +264,8 @@ class JobRunner:
             connector, profile = self._connectors.build(claim.integration, pacer.wait_for_slot)
             if claim.step.action == SYNC_ACTION:
                 execution_id = str(claim.step.payload["execution_id"])
-                self._syncs.run(execution_id, claim.integration.id, connector, log)
-                return Succeeded(StepResult(), [])
+                counts = self._syncs.run(execution_id, claim.integration.id, connector, log)
+                return Succeeded(StepResult(), [], "FAILURE" if counts.error else "SUCCESS")
             result = connector.execute(claim.step, log)
             children = children_after(profile, claim.step, result.created_record_id)
             return Succeeded(result, children)
@@ -260,12 +300,25 @@ class JobRunner:
                     children=outcome.children,
                 )
                 return Recorded(
-                    JobStatus(job.status), True, [child.id for child in spawned], 0.0, headers
+                    JobStatus(job.status),
+                    True,
+                    [child.id for child in spawned],
+                    0.0,
+                    headers,
+                    _write_latency_s(session, job, now),
+                    outcome.sync_status,
                 )
             delay_s = self._apply_failure(session, job, outcome.error, now)
             if job.action == SYNC_ACTION and job.status == JobStatus.FAILURE.value:
                 mark_failed(session, str(job.payload["execution_id"]), job.error or "", now)
-            return Recorded(JobStatus(job.status), True, [], delay_s, headers)
+            return Recorded(
+                JobStatus(job.status),
+                True,
+                [],
+                delay_s,
+                headers,
+                _write_latency_s(session, job, now),
+            )
 
     @staticmethod
     def _cache_written_record(
@@ -313,6 +366,16 @@ class JobRunner:
             max_jobs_per_tree=self._settings.max_jobs_per_tree,
             error=error,
         )
+
+
+def _write_latency_s(session: Session, job: Job, now: datetime) -> float | None:
+    """Seconds from acceptance to final status, when this outcome completed the write."""
+    if job.status not in (JobStatus.SUCCESS.value, JobStatus.FAILURE.value):
+        return None
+    root = session.get(Job, job.root_job_id)  # already loaded (locked) by finish_job
+    if root is None or root.tree_finished < root.tree_total:
+        return None
+    return (now - root.created_at).total_seconds()
 
 
 def _step_of(job: Job) -> Step:

@@ -10,6 +10,7 @@ from pmsq.settings import get_settings
 from workers.app import app
 from workers.context import WorkerContext
 from workers.publisher import RUN_JOB_TASK
+from workers.webhooks.deliverer import DELIVER_WEBHOOK_TASK, build_deliverer
 
 
 class JobTask(Task):  # type: ignore[misc]
@@ -28,4 +29,14 @@ class JobTask(Task):  # type: ignore[misc]
 def run_job(self: JobTask, job_id: str, **labels: Any) -> str | None:
     """Run job `job_id`. `labels` (integration_id, step) are there for Flower only."""
     status = self.context.runner.run(job_id)
+    return status.value if status is not None else None
+
+
+@app.task(name=DELIVER_WEBHOOK_TASK, base=JobTask, bind=True, acks_late=True)
+def deliver_webhook(self: JobTask, delivery_id: str) -> str | None:
+    """Attempt webhook delivery `delivery_id` now if it is due and unclaimed (the dispatchers'
+    maintenance passes send every due delivery anyway; this is the on-demand path)."""
+    ctx = self.context
+    deliverer = build_deliverer(ctx.session_factory, ctx.settings, ctx.http)
+    status = deliverer.deliver(delivery_id)
     return status.value if status is not None else None

@@ -1,0 +1,36 @@
+"""Serving the API in production: wires settings to the app and runs uvicorn (`pmsq api`)."""
+
+from __future__ import annotations
+
+import redis
+import uvicorn
+
+from api.app import create_app
+from models.db import make_engine, make_session_factory
+from models.migrate import upgrade
+from pmsq.metrics import ClusterCollector
+from pmsq.settings import Settings
+from workers.flow.redis_backend import RedisFlowControl
+from workers.publisher import CeleryPublisher
+
+
+def serve(settings: Settings, host: str, port: int) -> None:
+    """Run the API until interrupted; migrates first when PMSQ_AUTO_MIGRATE is on."""
+    from workers.app import app as celery_app
+
+    if settings.auto_migrate:
+        upgrade(settings.database_url)
+    engine = make_engine(settings.database_url)
+    redis_client = redis.Redis.from_url(settings.redis_url)
+    try:
+        app = create_app(
+            settings,
+            make_session_factory(engine),
+            CeleryPublisher(celery_app, settings.job_queue),
+            RedisFlowControl(redis_client),
+            metrics=ClusterCollector(redis_client),
+        )
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+    finally:
+        redis_client.close()
+        engine.dispose()

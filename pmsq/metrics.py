@@ -1,0 +1,144 @@
+"""Prometheus metrics, cluster-wide.
+
+Workers, dispatchers and the API record events into Redis hashes (one pipelined round trip per
+event batch), and any process exposes the whole cluster's figures: the API at `/metrics`, a
+worker on `PMSQ_WORKER_METRICS_PORT`. No per-process registries to aggregate, no multiprocess
+directory, and a scrape of any one endpoint sees every host. Live gauges (backlog, jobs in
+flight) are read from flow control at scrape time.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+import redis
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+)
+from prometheus_client.registry import Collector
+
+from workers.flow.keys import KNOWN_INTEGRATIONS, IntegrationKeys
+
+#: HASH "<metric>|<label>=<value>,..." -> count. No expiry (counters are monotonic).
+COUNTERS_KEY = "pmsq:metrics:counters"
+#: HASH "<histogram>|<bucket upper bound>" -> count, plus "<histogram>|sum" and "|count".
+HISTOGRAMS_KEY = "pmsq:metrics:histograms"
+#: Upper bounds (seconds) of the latency histograms' buckets.
+LATENCY_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, math.inf)
+
+COUNTERS = {
+    "pmsq_admissions": ("Jobs admitted by flow control", ("integration_id",)),
+    "pmsq_throttled_admissions": (
+        "Admission calls that left jobs waiting (rate, concurrency or pause)",
+        ("integration_id", "reason"),
+    ),
+    "pmsq_pms_429": ("429 answers from the PMS", ("integration_id",)),
+    "pmsq_job_outcomes": ("Job attempts by outcome", ("integration_id", "outcome")),
+    "pmsq_sync_outcomes": ("Finished syncs by status", ("integration_id", "status")),
+}
+HISTOGRAMS = {
+    "pmsq_job_duration_seconds": "Time a job spent running (claim to outcome)",
+    "pmsq_write_latency_seconds": "Time from a write's acceptance to its final status",
+}
+
+
+def _field(name: str, labels: dict[str, str]) -> str:
+    return name + "|" + ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+
+
+def _parse(field: str) -> tuple[str, dict[str, str]]:
+    name, _, rest = field.partition("|")
+    labels = dict(part.split("=", 1) for part in rest.split(",") if part)
+    return name, labels
+
+
+class MetricsRecorder:
+    """Records events; every method costs one pipelined Redis round trip."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+
+    def count(self, name: str, amount: int = 1, **labels: str) -> None:
+        if amount:
+            self._redis.hincrby(COUNTERS_KEY, _field(name, labels), amount)
+
+    def observe(self, name: str, seconds: float) -> None:
+        bound = next(b for b in LATENCY_BUCKETS_S if seconds <= b)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hincrby(HISTOGRAMS_KEY, f"{name}|{bound}", 1)
+        pipe.hincrbyfloat(HISTOGRAMS_KEY, f"{name}|sum", seconds)
+        pipe.hincrby(HISTOGRAMS_KEY, f"{name}|count", 1)
+        pipe.execute()
+
+
+class NullMetrics(MetricsRecorder):
+    """Records nothing: for tests and tools that run jobs without Redis metrics."""
+
+    def __init__(self) -> None:
+        pass
+
+    def count(self, name: str, amount: int = 1, **labels: str) -> None:
+        return None
+
+    def observe(self, name: str, seconds: float) -> None:
+        return None
+
+
+class ClusterCollector(Collector):
+    """Exposes the Redis-held counters and histograms and live flow-control gauges."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._redis = client
+
+    def collect(self) -> Iterator[Any]:
+        yield from self._counters()
+        yield from self._histograms()
+        yield from self._gauges()
+
+    def _counters(self) -> Iterable[CounterMetricFamily]:
+        families = {
+            name: CounterMetricFamily(name, doc, labels=list(labels))
+            for name, (doc, labels) in COUNTERS.items()
+        }
+        for raw, value in self._redis.hgetall(COUNTERS_KEY).items():
+            name, labels = _parse(raw.decode())
+            family = families.get(name)
+            if family is not None:
+                family.add_metric([labels.get(k, "") for k in COUNTERS[name][1]], int(value))
+        return families.values()
+
+    def _histograms(self) -> Iterable[HistogramMetricFamily]:
+        raw = {k.decode(): float(v) for k, v in self._redis.hgetall(HISTOGRAMS_KEY).items()}
+        for name, doc in HISTOGRAMS.items():
+            cumulative, buckets = 0.0, []
+            for bound in LATENCY_BUCKETS_S:
+                cumulative += raw.get(f"{name}|{bound}", 0.0)
+                buckets.append(("+Inf" if math.isinf(bound) else str(bound), cumulative))
+            family = HistogramMetricFamily(name, doc)
+            family.add_metric([], buckets, sum_value=raw.get(f"{name}|sum", 0.0))
+            yield family
+
+    def _gauges(self) -> Iterable[GaugeMetricFamily]:
+        backlog = GaugeMetricFamily(
+            "pmsq_backlog_jobs", "Jobs waiting for admission", labels=["integration_id"]
+        )
+        in_flight = GaugeMetricFamily(
+            "pmsq_jobs_in_flight", "Admitted jobs holding a lease", labels=["integration_id"]
+        )
+        ids = sorted(i.decode() for i in self._redis.smembers(KNOWN_INTEGRATIONS))
+        now_s, now_us = self._redis.time()
+        now = now_s * 1_000_000 + now_us
+        pipe = self._redis.pipeline(transaction=False)
+        for integration_id in ids:
+            keys = IntegrationKeys(integration_id)
+            pipe.zcard(keys.backlog)
+            pipe.zcount(keys.leases, now, "+inf")
+        values = pipe.execute()
+        for i, integration_id in enumerate(ids):
+            backlog.add_metric([integration_id], values[2 * i])
+            in_flight.add_metric([integration_id], values[2 * i + 1])
+        return [backlog, in_flight]

@@ -1,0 +1,259 @@
+"""Sending webhook deliveries: claim -> POST (signed) -> record, with retries and backoff.
+
+Claim and record are short transactions; the POST happens between them with none open. A claim
+is a conditional UPDATE that bumps the attempt number and pushes `next_attempt_at` one claim
+lease ahead, so of two dispatchers only one sends a delivery, and a sender that dies mid-POST
+is replaced after the lease. Record applies only while the row still carries the claim's attempt
+number. Delivery is at-least-once: receivers dedupe on `X-Pmsq-Delivery`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import httpx
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.base import utcnow
+from models.webhook import DeliveryStatus, WebhookAttempt, WebhookEndpoint
+from pmsq.crypto import CredentialCipher
+from pmsq.settings import Settings
+from workers.backoff import retry_delay_s
+from workers.webhooks import signing
+from workers.webhooks.repository import WebhookRepository
+
+logger = logging.getLogger(__name__)
+
+#: Name of the Celery task that attempts one delivery on demand (`workers.tasks`).
+DELIVER_WEBHOOK_TASK = "pmsq.deliver_webhook"
+#: Longest response text kept in the delivery log.
+MAX_ERROR_CHARS = 500
+
+
+@dataclass(frozen=True)
+class Claimed:
+    delivery_id: str
+    attempt: int
+    event: str
+    url: str
+    #: The endpoint's HMAC key; lives in memory for one attempt, never logged.
+    secret: str
+    body: bytes
+
+    def __repr__(self) -> str:  # keep the secret out of any log or traceback
+        return f"Claimed(delivery_id={self.delivery_id!r}, attempt={self.attempt})"
+
+
+@dataclass(frozen=True)
+class AttemptResult:
+    status_code: int | None
+    error: str | None
+    duration_ms: float
+
+    @property
+    def ok(self) -> bool:
+        return self.status_code is not None and 200 <= self.status_code < 300
+
+
+class WebhookDeliverer:
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        cipher: CredentialCipher,
+        http: httpx.Client,
+        settings: Settings,
+        clock: Callable[[], datetime] = utcnow,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._session_factory = session_factory
+        self._cipher = cipher
+        self._http = http
+        self._settings = settings
+        self._clock = clock
+        self._rng = rng
+
+    # -- the passes --------------------------------------------------------------------------
+
+    def deliver_due(self) -> int:
+        """Claim and send what is due now; returns how many attempts were made."""
+        now = self._clock()
+        with self._session_factory() as session:
+            due = list(WebhookRepository(session).due_ids(now, self._settings.webhook_batch))
+        sent = 0
+        for delivery_id in due:
+            if self.deliver(delivery_id) is not None:
+                sent += 1
+        return sent
+
+    def deliver(self, delivery_id: str) -> DeliveryStatus | None:
+        """One attempt of `delivery_id` if it is due and nobody else holds it, else None."""
+        claimed = self.claim(delivery_id)
+        if claimed is None:
+            return None
+        return self.record(claimed, self.send(claimed))
+
+    # -- steps -------------------------------------------------------------------------------
+
+    def claim(self, delivery_id: str) -> Claimed | None:
+        now = self._clock()
+        lease_until = now + timedelta(seconds=self._settings.webhook_claim_s)
+        with self._session_factory.begin() as session:
+            repo = WebhookRepository(session)
+            attempt = repo.claim(delivery_id, now, lease_until)
+            if attempt is None:
+                return None
+            delivery = repo.lock(delivery_id)
+            assert delivery is not None  # just claimed
+            endpoint = session.get(WebhookEndpoint, delivery.endpoint_id)
+            if endpoint is None or endpoint.deleted_at is not None or not endpoint.active:
+                delivery.status = DeliveryStatus.FAILURE.value
+                delivery.last_error = "the webhook endpoint was deleted or deactivated"
+                delivery.next_attempt_at = None
+                return None
+            secret = str(self._cipher.decrypt(endpoint.secret_encrypted)["secret"])
+            body = json.dumps(delivery.payload, separators=(",", ":"), sort_keys=True).encode()
+            return Claimed(delivery.id, attempt, delivery.event, endpoint.url, secret, body)
+
+    def send(self, claimed: Claimed) -> AttemptResult:
+        timestamp = int(self._clock().timestamp())
+        headers = {
+            "Content-Type": "application/json",
+            "User-Agent": "pmsq-webhooks/1",
+            signing.EVENT_HEADER: claimed.event,
+            signing.DELIVERY_HEADER: claimed.delivery_id,
+            signing.TIMESTAMP_HEADER: str(timestamp),
+            signing.SIGNATURE_HEADER: signing.signature(claimed.secret, timestamp, claimed.body),
+        }
+        started = time.monotonic()
+        try:
+            response = self._http.post(
+                claimed.url,
+                content=claimed.body,
+                headers=headers,
+                timeout=self._settings.webhook_timeout_s,
+                follow_redirects=False,
+            )
+        except httpx.HTTPError as exc:
+            elapsed_ms = (time.monotonic() - started) * 1000
+            return AttemptResult(None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS], elapsed_ms)
+        elapsed_ms = (time.monotonic() - started) * 1000
+        error = None
+        if not 200 <= response.status_code < 300:
+            error = f"HTTP {response.status_code}: {response.text[:MAX_ERROR_CHARS]}"
+        return AttemptResult(response.status_code, error, elapsed_ms)
+
+    def record(self, claimed: Claimed, result: AttemptResult) -> DeliveryStatus | None:
+        """Log the attempt; apply its outcome if the claim still holds the delivery."""
+        now = self._clock()
+        with self._session_factory.begin() as session:
+            session.add(
+                WebhookAttempt(
+                    delivery_id=claimed.delivery_id,
+                    attempt=claimed.attempt,
+                    status_code=result.status_code,
+                    error=result.error,
+                    duration_ms=result.duration_ms,
+                    created_at=now,
+                )
+            )
+            delivery = WebhookRepository(session).lock(claimed.delivery_id)
+            if delivery is None or delivery.status != DeliveryStatus.PENDING.value:
+                return None
+            if delivery.attempts != claimed.attempt:
+                logger.warning(
+                    "webhook delivery %s: attempt %d outlived its claim, outcome dropped",
+                    claimed.delivery_id,
+                    claimed.attempt,
+                )
+                return None
+            delivery.last_status_code = result.status_code
+            delivery.last_error = result.error
+            if result.ok:
+                delivery.status = DeliveryStatus.SUCCESS.value
+                delivery.delivered_at = now
+                delivery.next_attempt_at = None
+            elif claimed.attempt >= self._settings.webhook_max_attempts:
+                delivery.status = DeliveryStatus.FAILURE.value
+                delivery.next_attempt_at = None
+                logger.warning(
+                    "webhook delivery %s (%s) failed after %d attempts: %s",
+                    claimed.delivery_id, claimed.event, claimed.attempt, result.error,
+                )  # fmt: skip
+            else:
+                delay_s = self.retry_delay_s(claimed.attempt)
+                delivery.next_attempt_at = now + timedelta(seconds=delay_s)
+            return DeliveryStatus(delivery.status)
+
+    def retry_delay_s(self, attempt: int) -> float:
+        """Delay after failed attempt `attempt` (1-based): exponential, jittered, capped."""
+        return retry_delay_s(
+            attempt,
+            self._settings.webhook_retry_base_s,
+            self._settings.webhook_retry_max_s,
+            self._rng,
+        )
+
+
+def build_deliverer(
+    session_factory: sessionmaker[Session],
+    settings: Settings,
+    http: httpx.Client,
+    clock: Callable[[], datetime] = utcnow,
+) -> WebhookDeliverer:
+    return WebhookDeliverer(
+        session_factory, CredentialCipher(settings.fernet_keys), http, settings, clock
+    )
+
+
+class DeliveryPump:
+    """Runs `deliver_due` passes on a background thread, one at a time per process.
+
+    The dispatcher kicks it from its maintenance step; a slow or dead endpoint then delays
+    only other webhooks, never job admissions. The HTTP client is made on the first pass.
+    """
+
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        settings: Settings,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._session_factory = session_factory
+        self._settings = settings
+        self._clock = clock
+        self._deliverer: WebhookDeliverer | None = None
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def kick(self) -> bool:
+        """Start a pass unless one is running; returns whether one was started."""
+        with self._lock:
+            if self._thread is not None and self._thread.is_alive():
+                return False
+            self._thread = threading.Thread(
+                target=self._pass, name="pmsq-webhooks", daemon=True
+            )
+            self._thread.start()
+            return True
+
+    def join(self, timeout_s: float | None = None) -> None:
+        thread = self._thread
+        if thread is not None:
+            thread.join(timeout_s)
+
+    def _pass(self) -> None:
+        try:
+            if self._deliverer is None:
+                self._deliverer = build_deliverer(
+                    self._session_factory, self._settings, httpx.Client(), self._clock
+                )
+            self._deliverer.deliver_due()
+        except Exception:
+            logger.exception("webhook delivery pass failed; the next pass retries")

@@ -1,0 +1,168 @@
+"""The outbox writer: webhook events as rows, in the transaction of the change that causes them.
+
+Payloads follow Propexo's webhook shape (`{trigger, data: {event, job_id, root_job_id,
+integration_id, job_type, vendor, ...}, meta}`, its public OpenAPI `webhooks` section), with
+pmsq's additions: a top-level `timestamp`, the write's `write_status`, `errors` and
+`created_record_id` (section 4 of the design) on write events, and the execution's id, status and
+counts on SYNC_COMPLETE. Only the account's active endpoints subscribed to an event get a row.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from models.enums import JobStatus
+from models.integration import Integration
+from models.job import Job
+from models.sync import SyncExecution, SyncStatus
+from models.webhook import DeliveryStatus, WebhookDelivery, WebhookEvent
+from workers.webhooks.repository import WebhookRepository
+
+#: Action of the jobs that run syncs (`scheduler.starter.SYNC_ACTION`; not imported, to keep
+#: the aggregator free of the scheduler).
+SYNC_ACTION = "SYNC"
+
+
+def _iso(instant: datetime) -> str:
+    return instant.isoformat().replace("+00:00", "Z")
+
+
+def envelope(
+    event: WebhookEvent, data: dict[str, Any], now: datetime, meta: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    body: dict[str, Any] = {
+        "trigger": event.value,
+        "timestamp": _iso(now),
+        "data": {"event": event.value, **data},
+    }
+    if meta is not None:
+        body["meta"] = meta
+    return body
+
+
+def emit(
+    session: Session,
+    account_id: str,
+    event: WebhookEvent,
+    build: Callable[[], dict[str, Any]],
+    now: datetime,
+) -> list[WebhookDelivery]:
+    """Add one PENDING delivery, due now, per subscribed endpoint; `build()` makes the payload
+    only if some endpoint listens, so events nobody subscribed to cost one indexed query."""
+    endpoints = WebhookRepository(session).subscribed(account_id, event.value)
+    if not endpoints:
+        return []
+    payload = build()
+    rows = [
+        WebhookDelivery(
+            endpoint_id=endpoint.id,
+            event=event.value,
+            payload=payload,
+            status=DeliveryStatus.PENDING.value,
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+        )
+        for endpoint in endpoints
+    ]
+    session.add_all(rows)
+    return rows
+
+
+def _vendor(session: Session, integration_id: str) -> str | None:
+    integration = session.get(Integration, integration_id)
+    return integration.integration_vendor if integration is not None else None
+
+
+def _job_data(session: Session, job: Job) -> dict[str, Any]:
+    return {
+        "job_id": job.id,
+        "root_job_id": job.root_job_id,
+        "integration_id": job.integration_id,
+        "job_type": job.action,
+        "vendor": _vendor(session, job.integration_id),
+        "object": job.model,
+    }
+
+
+def on_job_finished(session: Session, job: Job, root: Job, now: datetime) -> None:
+    """Called by the aggregator once `job`'s outcome and `root`'s counters are updated.
+
+    JOB_FAILURE for any job that failed for good; WRITE_OPERATION_SUCCESS / _FAILURE when the
+    write's tree just became complete (never for sync jobs).
+    """
+    if job.status == JobStatus.FAILURE.value:
+
+        def job_failure() -> dict[str, Any]:
+            data = {**_job_data(session, job), "error": job.error, "attempts": job.attempts}
+            return envelope(
+                WebhookEvent.JOB_FAILURE,
+                data,
+                now,
+                {"object": job.model, "integration_id": job.integration_id},
+            )
+
+        emit(session, job.account_id, WebhookEvent.JOB_FAILURE, job_failure, now)
+    if root.action == SYNC_ACTION or root.tree_finished != root.tree_total:
+        return
+    # Imported here: the aggregator imports this module.
+    from workers.aggregator import write_outcome
+
+    failed = root.tree_failed > 0
+    event = WebhookEvent.WRITE_OPERATION_FAILURE if failed else WebhookEvent.WRITE_OPERATION_SUCCESS
+
+    def write_event() -> dict[str, Any]:
+        outcome = write_outcome(session, root)
+        data = {
+            **_job_data(session, root),
+            "write_status": outcome.write_status.value,
+            "errors": outcome.errors,
+            "created_record_id": outcome.created_record_id,
+        }
+        return envelope(
+            event, data, now, {"object": root.model, "integration_id": root.integration_id}
+        )
+
+    emit(session, root.account_id, event, write_event, now)
+
+
+def on_sync_finished(session: Session, execution: SyncExecution, now: datetime) -> None:
+    """SYNC_COMPLETE, once `execution` holds its final status and counts."""
+    integration = session.get(Integration, execution.integration_id)
+    if integration is None:
+        return
+
+    def sync_complete() -> dict[str, Any]:
+        models = len(execution.models)
+        data = {
+            "integration_id": execution.integration_id,
+            "vendor": integration.integration_vendor,
+            # Propexo counts the jobs of a sync; a pmsq sync reads one model per step.
+            "successful_job_count": max(0, models - execution.error_count),
+            "failed_job_count": execution.error_count,
+            "is_sync_finished": execution.status
+            in (SyncStatus.SUCCESS.value, SyncStatus.FAILURE.value),
+            "execution_id": execution.id,
+            "job_id": execution.job_id,
+            "sync_type": execution.type,
+            "status": execution.status,
+            "counts": {
+                "insert": execution.insert_count,
+                "update": execution.update_count,
+                "delete": execution.delete_count,
+                "error": execution.error_count,
+                "warnings": execution.warning_count,
+                "total": execution.total_count,
+            },
+            "errors": list(execution.errors),
+            "started_at": _iso(execution.started_at) if execution.started_at else None,
+            "completed_at": _iso(execution.completed_at) if execution.completed_at else None,
+        }
+        return envelope(WebhookEvent.SYNC_COMPLETE, data, now)
+
+    emit(session, integration.account_id, WebhookEvent.SYNC_COMPLETE, sync_complete, now)
+
