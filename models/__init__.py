@@ -8,6 +8,7 @@ from models.integration import Integration
 from models.job import Job, JobLog
 from models.record import Record
 from models.sync import DataDiff, SyncExecution, SyncSchedule
+from models.webhook import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "Account",
@@ -24,5 +25,8 @@ __all__ = [
     "SyncExecution",
     "SyncSchedule",
     "Vendor",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "WriteStatus",
 ]

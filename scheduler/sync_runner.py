@@ -21,6 +21,7 @@ from models.sync import DataDiff, SyncExecution, SyncStatus
 from pms.connector import Connector, ExchangeLog
 from pmsq.errors import PmsError
 from scheduler.cache import cached, record_key, store
+from workers.webhooks.events import on_sync_finished
 
 #: Records asked for per page.
 PAGE_SIZE = 100
@@ -154,6 +155,7 @@ class SyncRunner:
             execution.errors = counts.errors
             execution.status = (SyncStatus.FAILURE if counts.error else SyncStatus.SUCCESS).value
             execution.completed_at = now
+            on_sync_finished(session, execution, now)  # outbox: SYNC_COMPLETE
             session.execute(
                 delete(DataDiff).where(
                     DataDiff.integration_id == integration_id,
@@ -174,3 +176,4 @@ def mark_failed(session: Session, execution_id: str, error: str, now: datetime) 
     execution.errors = [*execution.errors, error]
     execution.error_count += 1
     execution.completed_at = now
+    on_sync_finished(session, execution, now)  # outbox: SYNC_COMPLETE

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 08:22:30.721392
+Create Date: 2026-11-23 08:37:26.706506
 """
 
 from __future__ import annotations
@@ -77,6 +77,21 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('integrations', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_integrations_account_id'), ['account_id'], unique=False)
+
+    op.create_table('webhook_endpoints',
+    sa.Column('id', sa.String(length=36), nullable=False),
+    sa.Column('account_id', sa.String(length=36), nullable=False),
+    sa.Column('url', sa.String(length=2000), nullable=False),
+    sa.Column('events', sa.JSON(), nullable=False),
+    sa.Column('secret_encrypted', sa.LargeBinary(), nullable=False),
+    sa.Column('active', sa.Boolean(), nullable=False),
+    sa.Column('deleted_at', models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_webhook_endpoints_account_id_accounts')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_endpoints'))
+    )
+    with op.batch_alter_table('webhook_endpoints', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_webhook_endpoints_account_id'), ['account_id'], unique=False)
 
     op.create_table('jobs',
     sa.Column('id', sa.String(length=36), nullable=False),
@@ -153,6 +168,25 @@ def upgrade() -> None:
     with op.batch_alter_table('sync_schedules', schema=None) as batch_op:
         batch_op.create_index('ix_sync_schedules_due', ['status', 'next_run_at'], unique=False)
 
+    op.create_table('webhook_deliveries',
+    sa.Column('id', sa.String(length=36), nullable=False),
+    sa.Column('endpoint_id', sa.String(length=36), nullable=False),
+    sa.Column('event', sa.String(length=40), nullable=False),
+    sa.Column('payload', sa.JSON(), nullable=False),
+    sa.Column('status', sa.String(length=10), nullable=False),
+    sa.Column('attempts', sa.Integer(), nullable=False),
+    sa.Column('next_attempt_at', models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('last_status_code', sa.Integer(), nullable=True),
+    sa.Column('last_error', sa.Text(), nullable=True),
+    sa.Column('created_at', models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('delivered_at', models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.ForeignKeyConstraint(['endpoint_id'], ['webhook_endpoints.id'], name=op.f('fk_webhook_deliveries_endpoint_id_webhook_endpoints')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_deliveries'))
+    )
+    with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
+        batch_op.create_index('ix_webhook_deliveries_endpoint_created', ['endpoint_id', 'created_at'], unique=False)
+        batch_op.create_index('ix_webhook_deliveries_status_next', ['status', 'next_attempt_at'], unique=False)
+
     op.create_table('job_logs',
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('job_id', sa.String(length=36), nullable=False),
@@ -200,6 +234,20 @@ def upgrade() -> None:
     with op.batch_alter_table('sync_executions', schema=None) as batch_op:
         batch_op.create_index('ix_sync_executions_integration_created', ['integration_id', 'created_at'], unique=False)
 
+    op.create_table('webhook_attempts',
+    sa.Column('id', sa.String(length=36), nullable=False),
+    sa.Column('delivery_id', sa.String(length=36), nullable=False),
+    sa.Column('attempt', sa.Integer(), nullable=False),
+    sa.Column('status_code', sa.Integer(), nullable=True),
+    sa.Column('error', sa.Text(), nullable=True),
+    sa.Column('duration_ms', sa.Double(), nullable=False),
+    sa.Column('created_at', models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.ForeignKeyConstraint(['delivery_id'], ['webhook_deliveries.id'], name=op.f('fk_webhook_attempts_delivery_id_webhook_deliveries')),
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_attempts'))
+    )
+    with op.batch_alter_table('webhook_attempts', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_webhook_attempts_delivery_id'), ['delivery_id'], unique=False)
+
     op.create_table('data_diffs',
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('integration_id', sa.String(length=36), nullable=False),
@@ -227,6 +275,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_data_diffs_execution_id'))
 
     op.drop_table('data_diffs')
+    with op.batch_alter_table('webhook_attempts', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_webhook_attempts_delivery_id'))
+
+    op.drop_table('webhook_attempts')
     with op.batch_alter_table('sync_executions', schema=None) as batch_op:
         batch_op.drop_index('ix_sync_executions_integration_created')
 
@@ -235,6 +287,11 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_job_logs_job_id'))
 
     op.drop_table('job_logs')
+    with op.batch_alter_table('webhook_deliveries', schema=None) as batch_op:
+        batch_op.drop_index('ix_webhook_deliveries_status_next')
+        batch_op.drop_index('ix_webhook_deliveries_endpoint_created')
+
+    op.drop_table('webhook_deliveries')
     with op.batch_alter_table('sync_schedules', schema=None) as batch_op:
         batch_op.drop_index('ix_sync_schedules_due')
 
@@ -252,6 +309,10 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_jobs_account_id'))
 
     op.drop_table('jobs')
+    with op.batch_alter_table('webhook_endpoints', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_webhook_endpoints_account_id'))
+
+    op.drop_table('webhook_endpoints')
     with op.batch_alter_table('integrations', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_integrations_account_id'))
 
