@@ -9,7 +9,7 @@ from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session, sessionmaker
 
 from api.context import ApiContext
-from api.errors import install_error_handlers
+from api.errors import document_errors_as_served, install_error_handlers
 from api.routes import admin, logs, syncs, webhooks, writes
 from api.services.idempotency import IdempotencyService
 from api.services.integrations import IntegrationService
@@ -56,6 +56,7 @@ def create_app(
         description="Asynchronous writes to Property Management Systems, Propexo-compatible.",
     )
     install_error_handlers(app)
+    document_errors_as_served(app)
     app.include_router(admin.build_router(ctx))
     app.include_router(logs.build_router(ctx))
     app.include_router(syncs.build_router(ctx))

@@ -12,6 +12,7 @@ from api.services.job_logs import JobLogService
 from api.services.records import RecordService
 from api.services.retry import RetryService
 from api.services.syncs import SyncService
+from api.services.webhooks import WebhookService
 from api.services.writes import WriteService
 from pmsq.settings import Settings
 
@@ -27,3 +28,4 @@ class ApiContext:
     idempotency: IdempotencyService
     syncs: SyncService
     records: RecordService
+    webhooks: WebhookService

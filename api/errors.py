@@ -61,3 +61,38 @@ def install_error_handlers(app: FastAPI) -> None:
 def _field_name(loc: Any) -> str:
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
     return ".".join(parts) or "body"
+
+
+def document_errors_as_served(app: FastAPI) -> None:
+    """Make the OpenAPI document promise the errors the app really sends.
+
+    FastAPI documents a 422 `HTTPValidationError` on every operation with inputs, but
+    `install_error_handlers` answers invalid requests with a 400 `ErrorResponse`.
+    """
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = original()
+        error_ref = {"$ref": "#/components/schemas/ErrorResponse"}
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                responses = operation.get("responses", {})
+                default_422 = responses.get("422", {})
+                if "HTTPValidationError" in str(default_422):
+                    del responses["422"]
+                    responses.setdefault(
+                        "400",
+                        {
+                            "description": "Invalid request",
+                            "content": {"application/json": {"schema": error_ref}},
+                        },
+                    )
+        components = schema.get("components", {}).get("schemas", {})
+        for unused in ("HTTPValidationError", "ValidationError"):
+            components.pop(unused, None)
+        app.openapi_schema = schema
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

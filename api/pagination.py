@@ -14,6 +14,8 @@ from pmsq.errors import ValidationFailed
 
 MAX_LIMIT = 250
 DEFAULT_LIMIT = 100
+#: Deepest offset accepted; beyond it lists are better filtered than paged.
+MAX_OFFSET = 1_000_000_000
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ def page_request(
         alias="order-by",
         description='A field, optionally with ":asc" or ":desc" (e.g. "created_at:desc")',
     ),
-    offset: int = Query(default=0, ge=0),
+    offset: int = Query(default=0, ge=0, le=MAX_OFFSET),
     limit: int = Query(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
 ) -> PageRequest:
     return PageRequest(offset, limit, order_by)

@@ -11,11 +11,15 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from models.enums import CADENCE_SECONDS, Cadence, Vendor, WriteStatus
+from pmsq.errors import ValidationFailed
 
 WEEKDAYS = ("SUNDAY", "MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY")
 HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
 #: Slowest request rate an integration may be given: one request per minute (seed 003).
 MIN_REQUESTS_PER_S = 1 / 60
+#: Largest frequency accepted (sync_frequency, max_request_frequency): far beyond any real
+#: cadence, small enough for every column and every date computation.
+MAX_FREQUENCY = 1_000_000
 
 
 class Slot(BaseModel):
@@ -23,7 +27,7 @@ class Slot(BaseModel):
 
     start: str = Field(examples=["09:00"])
     end: str = Field(examples=["17:00"], description='"24:00" ends a slot at midnight')
-    sync_frequency: int = Field(ge=1)
+    sync_frequency: int = Field(ge=1, le=MAX_FREQUENCY)
     sync_cadence: Cadence
 
     @field_validator("start", "end")
@@ -96,9 +100,9 @@ class IntegrationFields(BaseModel):
     active: bool | None = None
     is_archived: bool | None = None
     new_properties_are_enabled: bool | None = None
-    sync_frequency: int | None = Field(default=None, ge=1)
+    sync_frequency: int | None = Field(default=None, ge=1, le=MAX_FREQUENCY)
     sync_cadence: Cadence | None = None
-    max_request_frequency: float | None = Field(default=None, ge=1)
+    max_request_frequency: float | None = Field(default=None, ge=1, le=MAX_FREQUENCY)
     max_request_cadence: Cadence | None = None
     max_job_concurrency: int | None = Field(default=None, ge=1, le=100)
     custom_sync_schedule: CustomSyncSchedule | None = None
@@ -115,15 +119,21 @@ class IntegrationFields(BaseModel):
 class IntegrationCreate(IntegrationFields):
     integration_vendor: Vendor
     name: str = Field(min_length=1, max_length=200)
-    sync_frequency: int = Field(default=12, ge=1)
+    sync_frequency: int = Field(default=12, ge=1, le=MAX_FREQUENCY)
     sync_cadence: Cadence = Cadence.HOUR
-    max_request_frequency: float = Field(default=1, ge=1)
+    max_request_frequency: float = Field(default=1, ge=1, le=MAX_FREQUENCY)
     max_request_cadence: Cadence = Cadence.SECOND
     max_job_concurrency: int = Field(default=1, ge=1, le=100)
 
     @model_validator(mode="after")
     def _rate_floor(self) -> IntegrationCreate:
-        check_rate(self.max_request_frequency, self.max_request_cadence)
+        try:
+            check_rate(self.max_request_frequency, self.max_request_cadence)
+        except ValueError as exc:
+            # Raised as pmsq's own error so the answer names the field, not the whole body.
+            raise ValidationFailed(
+                str(exc), [{"field": "max_request_frequency", "reason": str(exc)}]
+            ) from None
         return self
 
 

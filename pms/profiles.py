@@ -203,6 +203,35 @@ PROFILES: dict[Vendor, VendorProfile] = {
             "leases": ModelSupport(BOTH, LEASE_FIELDS),
         },
     ),
+    Vendor.ENTRATA: VendorProfile(
+        Vendor.ENTRATA,
+        {
+            "residents": ModelSupport(BOTH, PERSON_FIELDS | {"notes"}),
+            "applicants": ModelSupport(BOTH, PERSON_FIELDS, CONTACTS),
+            "contacts": ModelSupport(frozenset({CREATE}), CONTACT_FIELDS),
+            "leases": ModelSupport(frozenset({UPDATE}), LEASE_FIELDS),
+        },
+    ),
+    Vendor.RESMAN: VendorProfile(
+        Vendor.RESMAN,
+        {
+            "residents": ModelSupport(BOTH, PERSON_FIELDS),
+            "applicants": ModelSupport(frozenset({CREATE}), PERSON_FIELDS, CONTACTS),
+            "contacts": ModelSupport(frozenset({CREATE}), CONTACT_FIELDS),
+        },
+        supports_idempotency_key=False,
+    ),
+    Vendor.REALPAGE: VendorProfile(
+        Vendor.REALPAGE,
+        {
+            "residents": ModelSupport(frozenset({UPDATE}), PERSON_FIELDS),
+            "applicants": ModelSupport(
+                frozenset({CREATE}), PERSON_FIELDS, CONTACTS, create_step=VALIDATE_THEN_CREATE
+            ),
+            "contacts": ModelSupport(frozenset({CREATE}), CONTACT_FIELDS),
+            "units": ModelSupport(frozenset({UPDATE}), UNIT_FIELDS),
+        },
+    ),
 }
 
 

@@ -83,15 +83,15 @@ class Recorded:
 
 
 class RequestPacer:
-    """Waits for the integration's next PMS request slot before each request.
+    """Holds each PMS request until the integration's pacing lets it leave.
 
     Admission already spaces jobs; this closes the gap between admission and the moment the
-    request leaves, so the PMS sees requests no closer than the limit allows (and none while
-    the integration is paused after a 429).
+    request leaves, checked on Redis's clock at that moment, so the PMS sees requests no closer
+    than the limit allows (and none while the integration is paused after a 429).
     """
 
-    #: Longest wait accepted for one reservation; a pause or a far slot is re-checked after.
-    MAX_RESERVATION_WAIT_S = 1.0
+    #: Longest single sleep; a pause or a change of limits is re-checked after it.
+    MAX_WAIT_S = 1.0
 
     def __init__(
         self, flow: FlowControl, integration_id: str, reload_limits: Callable[[str], None]
@@ -102,14 +102,13 @@ class RequestPacer:
 
     def wait_for_slot(self) -> None:
         while True:
-            reserved, wait_s = self._flow.pace(self._integration_id, self.MAX_RESERVATION_WAIT_S)
-            if reserved is None:
+            allowed, wait_s = self._flow.pace(self._integration_id)
+            if allowed is None:
                 self._reload_limits(self._integration_id)
-                continue
-            if wait_s > 0:
-                time.sleep(min(wait_s, self.MAX_RESERVATION_WAIT_S))
-            if reserved:
+            elif allowed:
                 return
+            else:
+                time.sleep(min(wait_s, self.MAX_WAIT_S))
 
 
 class JobRunner:
@@ -143,6 +142,8 @@ class JobRunner:
             return self._run_claimed(claim)
 
     def _run_claimed(self, claim: Claim) -> JobStatus | None:
+        # The admission lease may have lapsed while the message waited in the broker: hold a
+        # slot again (on Redis's clock, never a worker's) before touching the PMS.
         if not self._flow.hold(claim.integration.id, claim.job_id, self._settings.job_lease_s):
             self._give_back(claim)
             return JobStatus.PENDING
@@ -193,12 +194,14 @@ class JobRunner:
             self._flow.record_pms_limits(integration_id, exchanges_headers)
         if not recorded.applied:
             return  # fenced out: the slot belongs to the job's newer delivery
-        self._flow.release(integration_id, claim.job_id)
+        backlog = self._flow.release(integration_id, claim.job_id)
         if recorded.status == JobStatus.PENDING:
             self._dispatcher.submit(integration_id, [claim.job_id], recorded.retry_delay_s)
         if recorded.spawned:
             self._dispatcher.submit(integration_id, recorded.spawned)
-        self._dispatcher.admit_integration(integration_id)
+        elif backlog:
+            # The freed slot goes to the next waiting job at once, not at the next tick.
+            self._dispatcher.admit_integration(integration_id)
 
     def _give_back(self, claim: Claim) -> None:
         """The job's concurrency lease lapsed while it waited and no slot is free: it goes

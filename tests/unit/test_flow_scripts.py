@@ -207,7 +207,10 @@ def test_enqueue_keeps_the_first_due_time(
     flow.enqueue(IID, ["a"], delay_s=0)  # already waiting: keeps its place
 
     assert score(client, keys.backlog, "a") == due
-    assert score(client, READY, IID) == due
+    # An enqueue of due-now work wakes the integration at once (score 0 in one round trip);
+    # admission finds nothing due and reschedules it to the job's time.
+    ready = score(client, READY, IID)
+    assert ready is not None and ready <= due
     assert client.sismember(KNOWN_INTEGRATIONS, IID)
 
 
@@ -295,40 +298,31 @@ def test_extend_of_a_pruned_lease_returns_false_and_takes_no_slot(
 # --- pace ----------------------------------------------------------------------------------------
 
 
-def test_pace_reserves_slots_spaced_by_the_interval(
+def test_pace_lets_one_request_leave_per_interval(
     flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
 ) -> None:
     flow.set_limits(IID, Limits(interval_us=HOUR_US, tolerance_us=50_000, concurrency=1))
 
     before = now_us(client)
-    reserved, first_wait = flow.pace(IID, max_wait_s=3 * 3600)
+    allowed, first_wait = flow.pace(IID)
     first_tat = int(client.get(keys.request_tat) or 0)
-    reserved_2, second_wait = flow.pace(IID, max_wait_s=3 * 3600)
-    second_tat = int(client.get(keys.request_tat) or 0)
+    allowed_2, second_wait = flow.pace(IID)
     after = now_us(client)
 
-    assert (reserved, reserved_2) == (True, True)
-    assert first_wait == 0.0  # the first slot is now
+    assert (allowed, first_wait) == (True, 0.0)  # the first request leaves now
     assert before + HOUR_US <= first_tat <= after + HOUR_US
-    assert second_tat - first_tat == HOUR_US  # slots exactly one interval apart
+    # The second must wait for the interval, and nothing is reserved for it meanwhile.
+    assert allowed_2 is False
     elapsed_s = (after - before) / 1_000_000
-    assert 3600 - elapsed_s <= second_wait <= 3600
-    reserved_3, third_wait = flow.pace(IID, max_wait_s=3 * 3600)
-    assert reserved_3 and 7200 - elapsed_s - 1 <= third_wait <= 7200
+    assert 3600 - elapsed_s - 1e-6 <= second_wait <= 3600
+    assert int(client.get(keys.request_tat) or 0) == first_tat
 
 
-def test_pace_reserves_nothing_beyond_the_longest_wait(
+def test_pace_without_limits_asks_for_them(
     flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
 ) -> None:
-    flow.set_limits(IID, Limits(interval_us=HOUR_US, tolerance_us=50_000, concurrency=1))
-    assert flow.pace(IID, max_wait_s=1.0)[0] is True
-    tat = client.get(keys.request_tat)
-
-    reserved, wait_s = flow.pace(IID, max_wait_s=1.0)
-
-    assert reserved is False
-    assert 3598.0 <= wait_s <= 3599.0  # time until the slot comes within the longest wait
-    assert client.get(keys.request_tat) == tat  # nothing taken
+    assert flow.pace(IID) == (None, 0.0)
+    assert client.get(keys.request_tat) is None
 
 
 def test_pace_while_paused_reserves_nothing(
@@ -338,9 +332,9 @@ def test_pace_while_paused_reserves_nothing(
     until = flow.pause(IID, 3600)
 
     before = now_us(client)
-    reserved, wait_s = flow.pace(IID, max_wait_s=1.0)
+    allowed, wait_s = flow.pace(IID)
 
-    assert reserved is False
+    assert allowed is False
     assert wait_s * 1_000_000 == pytest.approx(until - before, abs=1_000_000)
     assert client.get(keys.request_tat) is None
 
@@ -414,7 +408,8 @@ def test_an_enqueue_after_the_claim_wins_over_a_later_reschedule(
     flow.reschedule(IID, due.claim_us, due.now_us + HOUR_US)
 
     assert enqueued_due is not None and enqueued_due < due.claim_us
-    assert score(client, READY, IID) == enqueued_due
+    ready_after_enqueue = score(client, READY, IID)
+    assert ready_after_enqueue is not None and ready_after_enqueue <= enqueued_due
 
 
 def test_a_reschedule_without_a_claim_only_moves_earlier(

@@ -66,9 +66,9 @@ class FlowControl(Protocol):
         """Extend the job's lease, or take a free slot again if it lapsed; False if none."""
         ...
 
-    def pace(self, integration_id: str, max_wait_s: float) -> tuple[bool | None, float]:
-        """Reserve the next request slot: (reserved, seconds to wait before sending/retrying);
-        reserved is None when the integration's limits are missing and must be reloaded."""
+    def pace(self, integration_id: str) -> tuple[bool | None, float]:
+        """May a request leave now? (allowed, seconds to wait before asking again); allowed
+        is None when the integration's limits are missing and must be reloaded."""
         ...
 
     def pause(self, integration_id: str, seconds: float) -> int: ...

@@ -37,9 +37,12 @@ class Limits:
     ) -> Limits:
         """`frequency` requests per `cadence`, spaced evenly.
 
-        The window is stretched by `margin_ms` so that the jitter between taking a slot and the
-        request reaching the PMS cannot squeeze `frequency + 1` requests into one window.
+        The window is stretched by `margin_ms` so that the jitter between the pacing check and
+        the request reaching the PMS cannot squeeze one request too many into a window. A
+        fractional frequency is rounded down: no window may hold more than `frequency`
+        requests, and evenly spaced requests at 1.5 per second would put two in some second.
         """
         window_us = CADENCE_SECONDS[cadence] * 1_000_000 + margin_ms * 1000
-        interval_us = max(1, math.ceil(window_us / frequency))
+        whole = max(1, math.floor(frequency))
+        interval_us = max(1, math.ceil(window_us / whole))
         return cls(interval_us, min(interval_us, MAX_TOLERANCE_US), concurrency)

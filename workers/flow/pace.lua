@@ -1,15 +1,15 @@
--- pace.lua: reserve the integration's next PMS request slot.
+-- pace.lua: may the integration send a PMS request now? Checked right before sending.
 --
--- KEYS[1] request_tat   STRING next free request slot (us)
+-- KEYS[1] request_tat   STRING earliest time (us) the next request may leave
 -- KEYS[2] paused_until  STRING (us)
 -- KEYS[3] limits        HASH interval_us
--- ARGV[1] longest wait (us) the caller accepts for a reservation
 --
--- Returns {reserved, wait_us}: reserved 1 means the slot is the caller's, to be used after
--- waiting wait_us; reserved 0 means nothing was reserved (paused, or the next slot is further
--- than ARGV[1] away): wait wait_us and call again; reserved -1 means the limits hash is
--- missing: the caller reloads it and calls again (pacing never runs unlimited). Slots are spaced interval_us apart and a
--- reservation never moves earlier than a previous one, so requests never bunch up.
+-- Returns {allowed, wait_us}: allowed 1 means send now (the next request may leave one
+-- interval after this moment); allowed 0 means wait wait_us and ask again; allowed -1 means
+-- the limits hash is missing: the caller reloads it and asks again (pacing never runs
+-- unlimited). The check is made on Redis's clock at the moment of sending, never as a
+-- reservation for later, so a worker that oversleeps cannot squeeze its request closer to the
+-- next one: consecutive requests leave at least interval_us apart, whatever the sleeps.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 
@@ -22,12 +22,10 @@ if interval < 0 then
   return {-1, '0'}
 end
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-local start = math.max(tat, now)
-local max_wait = tonumber(ARGV[1])
-if start - now > max_wait then
-  return {0, string.format('%d', start - now - max_wait)}
+if now < tat then
+  return {0, string.format('%d', tat - now)}
 end
-local next_tat = start + interval
+local next_tat = now + interval
 redis.call('SET', KEYS[1], string.format('%d', next_tat), 'PX',
-  math.floor((next_tat - now) / 1000) + 1000)
-return {1, string.format('%d', start - now)}
+  math.floor(interval / 1000) + 1000)
+return {1, '0'}

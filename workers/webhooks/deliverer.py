@@ -237,9 +237,7 @@ class DeliveryPump:
         with self._lock:
             if self._thread is not None and self._thread.is_alive():
                 return False
-            self._thread = threading.Thread(
-                target=self._pass, name="pmsq-webhooks", daemon=True
-            )
+            self._thread = threading.Thread(target=self._pass, name="pmsq-webhooks", daemon=True)
             self._thread.start()
             return True
 

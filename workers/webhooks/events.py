@@ -165,4 +165,3 @@ def on_sync_finished(session: Session, execution: SyncExecution, now: datetime) 
         return envelope(WebhookEvent.SYNC_COMPLETE, data, now)
 
     emit(session, integration.account_id, WebhookEvent.SYNC_COMPLETE, sync_complete, now)
-

@@ -17,7 +17,7 @@ class WebhookRepository:
 
     # -- endpoints -------------------------------------------------------------------------
 
-    def live_endpoints(self, account_id: str) -> Select[tuple[WebhookEndpoint]]:
+    def live_endpoints(self, account_id: str) -> Select[WebhookEndpoint]:
         return select(WebhookEndpoint).where(
             WebhookEndpoint.account_id == account_id, WebhookEndpoint.deleted_at.is_(None)
         )
@@ -79,7 +79,7 @@ class WebhookRepository:
         )
         return self.session.scalars(stmt).one_or_none()
 
-    def deliveries_of(self, endpoint_id: str) -> Select[tuple[WebhookDelivery]]:
+    def deliveries_of(self, endpoint_id: str) -> Select[WebhookDelivery]:
         return select(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint_id)
 
     def attempts_of(self, delivery_ids: Sequence[str]) -> dict[str, list[WebhookAttempt]]:

@@ -1,0 +1,151 @@
+"""Webhook endpoints: register (the secret is shown once), read, list, delete, delivery log."""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from api.pagination import PageRequest, paginate
+from models.base import utcnow
+from models.webhook import (
+    DeliveryStatus,
+    WebhookAttempt,
+    WebhookCreate,
+    WebhookCreated,
+    WebhookDelivery,
+    WebhookEndpoint,
+    WebhookOut,
+)
+from pmsq.crypto import CredentialCipher
+from pmsq.errors import NotFound
+from workers.webhooks.repository import WebhookRepository
+
+#: Fields the webhook list may be ordered by.
+SORTABLE = {"created_at": WebhookEndpoint.created_at, "url": WebhookEndpoint.url}
+#: Fields the delivery log may be ordered by.
+DELIVERY_SORTABLE = {
+    "created_at": WebhookDelivery.created_at,
+    "status": WebhookDelivery.status,
+    "event": WebhookDelivery.event,
+}
+
+
+class WebhookService:
+    def __init__(self, session_factory: sessionmaker[Session], cipher: CredentialCipher) -> None:
+        self._session_factory = session_factory
+        self._cipher = cipher
+
+    def create(self, account_id: str, spec: WebhookCreate) -> WebhookCreated:
+        """Store the endpoint with a new HMAC secret, encrypted; the plain secret is returned
+        here and never again."""
+        secret = secrets.token_urlsafe(32)
+        with self._session_factory.begin() as session:
+            endpoint = WebhookEndpoint(
+                account_id=account_id,
+                url=spec.url,
+                events=spec.events,
+                secret_encrypted=self._cipher.encrypt({"secret": secret}),
+                active=True,
+                created_at=utcnow(),
+            )
+            session.add(endpoint)
+            session.flush()
+            return WebhookCreated(**to_out(endpoint).model_dump(), secret=secret)
+
+    def get(self, account_id: str, endpoint_id: str) -> WebhookOut:
+        with self._session_factory() as session:
+            return to_out(self._owned(session, account_id, endpoint_id))
+
+    def list(self, account_id: str, page: PageRequest) -> dict[str, Any]:
+        with self._session_factory() as session:
+            stmt = WebhookRepository(session).live_endpoints(account_id)
+            return paginate(
+                session,
+                stmt,
+                page,
+                SORTABLE,
+                "created_at:asc",
+                lambda row: to_out(row).model_dump(mode="json"),
+            )
+
+    def delete(self, account_id: str, endpoint_id: str) -> None:
+        """Retire the endpoint: nothing new is queued for it and its pending deliveries fail
+        at their next claim. Its rows stay in the store as history; the API no longer shows
+        them (the id is 404 from now on)."""
+        with self._session_factory.begin() as session:
+            endpoint = self._owned(session, account_id, endpoint_id)
+            endpoint.deleted_at = utcnow()
+            endpoint.active = False
+
+    def deliveries(self, account_id: str, endpoint_id: str, page: PageRequest) -> dict[str, Any]:
+        """The endpoint's deliveries, each with its attempts (status code, error, duration)."""
+        with self._session_factory() as session:
+            self._owned(session, account_id, endpoint_id)
+            repo = WebhookRepository(session)
+            result = paginate(
+                session,
+                repo.deliveries_of(endpoint_id),
+                page,
+                DELIVERY_SORTABLE,
+                "created_at:desc",
+                delivery_out,
+            )
+            ids = [row["id"] for row in result["results"]]
+            log = repo.attempts_of(ids)
+            for row in result["results"]:
+                row["attempt_log"] = [attempt_out(a) for a in log[row["id"]]]
+            return result
+
+    @staticmethod
+    def _owned(session: Session, account_id: str, endpoint_id: str) -> WebhookEndpoint:
+        endpoint = WebhookRepository(session).endpoint_for_account(endpoint_id, account_id)
+        if endpoint is None:
+            raise NotFound(
+                f"no webhook with id '{endpoint_id}'",
+                [{"field": "webhook_id", "reason": "unknown webhook"}],
+            )
+        return endpoint
+
+
+def to_out(endpoint: WebhookEndpoint) -> WebhookOut:
+    return WebhookOut(
+        id=endpoint.id,
+        url=endpoint.url,
+        events=list(endpoint.events),
+        active=endpoint.active,
+        created_at=endpoint.created_at,
+    )
+
+
+def _iso(value: Any) -> str | None:
+    return value.isoformat().replace("+00:00", "Z") if value is not None else None
+
+
+def delivery_out(delivery: WebhookDelivery) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "webhook_id": delivery.endpoint_id,
+        "event": delivery.event,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "next_attempt_at": _iso(delivery.next_attempt_at)
+        if delivery.status == DeliveryStatus.PENDING.value
+        else None,
+        "last_status_code": delivery.last_status_code,
+        "last_error": delivery.last_error,
+        "created_at": _iso(delivery.created_at),
+        "delivered_at": _iso(delivery.delivered_at),
+        "payload": delivery.payload,
+    }
+
+
+def attempt_out(attempt: WebhookAttempt) -> dict[str, Any]:
+    return {
+        "attempt": attempt.attempt,
+        "status_code": attempt.status_code,
+        "error": attempt.error,
+        "duration_ms": round(attempt.duration_ms, 3),
+        "created_at": _iso(attempt.created_at),
+    }
