@@ -23,6 +23,7 @@ services:
 ## test: lint, then the whole suite on real servers
 test: venv services
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/pytest -q
 
 ## lint: ruff check and format check

@@ -46,6 +46,10 @@ HISTOGRAMS = {
 }
 
 
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _field(name: str, labels: dict[str, str]) -> str:
     return name + "|" + ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
@@ -105,14 +109,14 @@ class ClusterCollector(Collector):
             for name, (doc, labels) in COUNTERS.items()
         }
         for raw, value in self._redis.hgetall(COUNTERS_KEY).items():
-            name, labels = _parse(raw.decode())
+            name, labels = _parse(_text(raw))
             family = families.get(name)
             if family is not None:
                 family.add_metric([labels.get(k, "") for k in COUNTERS[name][1]], int(value))
         return families.values()
 
     def _histograms(self) -> Iterable[HistogramMetricFamily]:
-        raw = {k.decode(): float(v) for k, v in self._redis.hgetall(HISTOGRAMS_KEY).items()}
+        raw = {_text(k): float(v) for k, v in self._redis.hgetall(HISTOGRAMS_KEY).items()}
         for name, doc in HISTOGRAMS.items():
             cumulative, buckets = 0.0, []
             for bound in LATENCY_BUCKETS_S:
@@ -129,7 +133,7 @@ class ClusterCollector(Collector):
         in_flight = GaugeMetricFamily(
             "pmsq_jobs_in_flight", "Admitted jobs holding a lease", labels=["integration_id"]
         )
-        ids = sorted(i.decode() for i in self._redis.smembers(KNOWN_INTEGRATIONS))
+        ids = sorted(_text(i) for i in self._redis.smembers(KNOWN_INTEGRATIONS))
         now_s, now_us = self._redis.time()
         now = now_s * 1_000_000 + now_us
         pipe = self._redis.pipeline(transaction=False)

@@ -27,7 +27,7 @@ from workers.publisher import CeleryPublisher
 logger = logging.getLogger(__name__)
 
 
-class DatabaseScheduler(Scheduler):  # type: ignore[misc]
+class DatabaseScheduler(Scheduler):
     #: Longest sleep between ticks: schedule changes are seen within this.
     max_tick_s = 1.0
 

@@ -15,4 +15,4 @@ def retry_delay_s(
     """
     # The exponent is bounded before use, so a very late attempt cannot overflow a float.
     step = min(cap_s, base_s * 2 ** min(max(0, attempt - 1), 64))
-    return step / 2 + (rng or random).uniform(0, step / 2)
+    return float(step / 2 + (rng or random).uniform(0, step / 2))

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from models.enums import JobStatus
@@ -36,22 +36,6 @@ class JobRepository:
 
     def integration(self, integration_id: str) -> Integration | None:
         return self.session.get(Integration, integration_id)
-
-    def compare_and_set_status(
-        self, job_id: str, expected: JobStatus, new: JobStatus, **values: object
-    ) -> bool:
-        """Move the job from `expected` to `new` only if it is still `expected`.
-
-        The one-row UPDATE is the claim: of several processes racing for a job exactly one
-        sees True. Callers must respect `workers.transitions.ALLOWED`.
-        """
-        stmt = (
-            update(Job)
-            .where(Job.id == job_id, Job.status == expected.value)
-            .values(status=new.value, **values)
-            .execution_options(synchronize_session=False)
-        )
-        return self.session.execute(stmt).rowcount == 1  # type: ignore[attr-defined]
 
     def due_pending_page(
         self, due_before: datetime, after: tuple[datetime, str] | None, limit: int

@@ -13,7 +13,7 @@ from workers.publisher import RUN_JOB_TASK
 from workers.webhooks.deliverer import DELIVER_WEBHOOK_TASK, build_deliverer
 
 
-class JobTask(Task):  # type: ignore[misc]
+class JobTask(Task):
     """Holds this process's worker context, built on first use (after the pool forked)."""
 
     _context: WorkerContext | None = None

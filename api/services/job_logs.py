@@ -153,7 +153,8 @@ class JobLogService:
             entries = []
             for each in jobs:
                 attempts = sorted(a for (j, a) in by_attempt if j == each.id)
-                for attempt in attempts or [None]:
+                shown: list[int | None] = list(attempts) or [None]
+                for attempt in shown:
                     last = attempt is None or attempt == attempts[-1]
                     entries.append(
                         {
