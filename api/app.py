@@ -21,6 +21,7 @@ from api.services.webhooks import WebhookService
 from api.services.writes import WriteService
 from pmsq import __version__
 from pmsq.crypto import CredentialCipher
+from pmsq.metrics import MetricsRecorder
 from pmsq.settings import Settings
 from workers.dispatch import Dispatcher
 from workers.flow.backend import FlowControl
@@ -33,10 +34,11 @@ def create_app(
     publisher: Publisher,
     flow: FlowControl,
     metrics: Collector | None = None,
+    recorder: MetricsRecorder | None = None,
 ) -> FastAPI:
     """The API. `publisher` puts admitted jobs on the broker (Celery in production); `flow`
     is the flow control the API admits new writes through."""
-    dispatcher = Dispatcher(session_factory, publisher, flow, settings)
+    dispatcher = Dispatcher(session_factory, publisher, flow, settings, metrics=recorder)
     cipher = CredentialCipher(settings.fernet_keys)
     ctx = ApiContext(
         settings=settings,

@@ -8,7 +8,7 @@ import uvicorn
 from api.app import create_app
 from models.db import make_engine, make_session_factory
 from models.migrate import upgrade
-from pmsq.metrics import ClusterCollector
+from pmsq.metrics import ClusterCollector, MetricsRecorder
 from pmsq.settings import Settings
 from workers.flow.redis_backend import RedisFlowControl
 from workers.publisher import CeleryPublisher
@@ -29,6 +29,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
             CeleryPublisher(celery_app, settings.job_queue),
             RedisFlowControl(redis_client),
             metrics=ClusterCollector(redis_client),
+            recorder=MetricsRecorder(redis_client),
         )
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:
