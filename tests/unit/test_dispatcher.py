@@ -6,11 +6,8 @@ the tests only rely on it for limits that are either long past or far away.
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import fakeredis
@@ -19,11 +16,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.account import Account
 from models.base import new_id
-from models.db import make_engine, make_session_factory
 from models.enums import Cadence, JobStatus, Vendor
 from models.integration import Integration
 from models.job import Job
-from models.migrate import upgrade
 from pmsq.settings import Settings
 from workers.dispatch import ORPHAN_AGE_S, Dispatcher
 from workers.flow.keys import READY, IntegrationKeys
@@ -61,25 +56,6 @@ class RecordingPublisher:
 
     def publish(self, job: AdmittedJob) -> None:
         self.published.append(job)
-
-
-@pytest.fixture(scope="module")
-def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "pmsq.db"
-    upgrade(f"sqlite:///{path}")
-    return path
-
-
-@pytest.fixture
-def session_factory(migrated_template: Path, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    """A fresh migrated SQLite database per test (a copy of the module's migrated file)."""
-    path = tmp_path / "pmsq.db"
-    shutil.copyfile(migrated_template, path)
-    engine = make_engine(f"sqlite:///{path}")
-    try:
-        yield make_session_factory(engine)
-    finally:
-        engine.dispose()
 
 
 @dataclass

@@ -9,12 +9,10 @@ both, so a retry's delay or a 429's pause passes without sleeping.
 
 from __future__ import annotations
 
-import shutil
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any, Protocol
 
 import fakeredis
@@ -25,11 +23,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.account import Account
 from models.base import new_id
-from models.db import make_engine, make_session_factory
 from models.enums import Cadence, JobStatus, Vendor, WriteStatus
 from models.integration import Integration
 from models.job import Job, JobLog
-from models.migrate import upgrade
 from pms.connector import Exchange, Step, StepResult
 from pms.profiles import VALIDATE_THEN_CREATE, VendorProfile, profile_for
 from pmsq.errors import PmsError, PmsThrottled
@@ -155,25 +151,6 @@ class RecordingPublisher:
 
     def publish(self, job: AdmittedJob) -> None:
         self.published.append(job)
-
-
-@pytest.fixture(scope="module")
-def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "pmsq.db"
-    upgrade(f"sqlite:///{path}")
-    return path
-
-
-@pytest.fixture
-def session_factory(migrated_template: Path, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    """A fresh migrated SQLite database per test (a copy of the module's migrated file)."""
-    path = tmp_path / "pmsq.db"
-    shutil.copyfile(migrated_template, path)
-    engine = make_engine(f"sqlite:///{path}")
-    try:
-        yield make_session_factory(engine)
-    finally:
-        engine.dispose()
 
 
 @dataclass

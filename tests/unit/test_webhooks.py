@@ -7,11 +7,8 @@ import hashlib
 import hmac
 import json
 import random
-import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import httpx
 import pytest
@@ -20,11 +17,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from models.account import Account
 from models.base import new_id
-from models.db import make_engine, make_session_factory
 from models.enums import JobStatus, Vendor
 from models.integration import Integration
 from models.job import Job
-from models.migrate import upgrade
 from models.sync import SyncExecution, SyncStatus
 from models.webhook import (
     DeliveryStatus,
@@ -83,24 +78,6 @@ def test_retry_delays_grow_with_jitter_and_are_capped() -> None:
 
 
 # -- the outbox, on SQLite -----------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def migrated_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("template") / "pmsq.db"
-    upgrade(f"sqlite:///{path}")
-    return path
-
-
-@pytest.fixture
-def session_factory(migrated_template: Path, tmp_path: Path) -> Iterator[sessionmaker[Session]]:
-    path = tmp_path / "pmsq.db"
-    shutil.copyfile(migrated_template, path)
-    engine = make_engine(f"sqlite:///{path}")
-    try:
-        yield make_session_factory(engine)
-    finally:
-        engine.dispose()
 
 
 @dataclass
