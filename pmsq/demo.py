@@ -1,11 +1,11 @@
 """`make demo`: the whole write path end to end on this machine, in a few seconds.
 
-Starts a throwaway redis-server, the sandbox PMS, the API and one Celery worker (each in its own
-process group, logs in a temp directory), creates a token and a Buildium integration, submits
-writes that succeed, fan out and partly fail, fail at the PMS, meet a transient 503, or carry an
-unknown field, and prints each write's status as it changes until all are final. Everything it
-started is stopped on the way out, also on Ctrl-C and on errors. Exit 0 only if every write ended
-as expected; 2 if redis-server is not installed.
+Starts a throwaway redis-server, the sandbox PMS, the API, one Celery worker and beat (each in
+its own process group, logs in a temp directory), creates a token and a Buildium integration,
+submits writes that succeed, fan out and partly fail, fail at the PMS, meet a transient 503, or
+carry an unknown field, and prints each write's status as it changes until all are final; then
+shows a sync that beat fired. Everything it started is stopped on the way out, also on Ctrl-C
+and on errors. Exit 0 only if everything ended as expected; 2 if redis-server is not installed.
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ POLL_INTERVAL_S = 0.1
 STOP_TIMEOUT_S = 10.0
 #: The sandbox tenant the demo integration writes to (the last segment of its base URL).
 TENANT = "demo"
+#: The demo integration's sync cadence, in seconds, and how long to wait for one sync.
+SYNC_EVERY_S = 5
+SYNC_DEADLINE_S = 30.0
 FINAL_STATUSES = frozenset({"SUCCESS", "FAILURE", "PARTIAL_SUCCESS"})
 
 
@@ -324,6 +327,9 @@ def start_services(services: Services) -> str:
     services.start(
         "worker", [*celery_command(), *worker_args, "-Q", "pmsq.jobs", "--hostname", "demo@%h"], env
     )
+    services.start(
+        "beat", [*celery_command(), "-A", "workers.app", "beat", "--loglevel", "warning"], env
+    )
     wait_for("sandbox health", http_ok(f"{services.sandbox_url}/_sandbox/health"), [sandbox])
     wait_for("API /healthz", http_ok(f"{services.api_url}/healthz"), [api])
     return token
@@ -357,10 +363,33 @@ def create_integration(api: httpx.Client, sandbox_url: str) -> str:
             "integration_vendor": "BUILDIUM",
             "base_url": f"{sandbox_url}/t/{TENANT}",
             "credentials": {"api_key": "demo-secret-key"},
+            # Beat syncs it from the PMS every few seconds, so the demo shows a sync too.
+            "sync_frequency": SYNC_EVERY_S,
+            "sync_cadence": "SECOND",
         },
     )
     integration_id: str = _expect(response, 201, "create integration")["result"]["id"]
     return integration_id
+
+
+def show_scheduled_sync(api: httpx.Client, integration_id: str) -> bool:
+    """Wait for beat's next scheduled sync after the writes and print its counts."""
+    url = f"/v1/admin/integrations/{integration_id}/sync-status"
+    deadline = time.monotonic() + SYNC_DEADLINE_S
+    while time.monotonic() < deadline:
+        status = _expect(api.get(url), 200, "sync status")["data"]
+        last = status.get("last_execution")
+        if last and last["type"] == "scheduled" and last["status"] in ("success", "failure"):
+            counts = ", ".join(f"{k} {v}" for k, v in last["counts"].items())
+            print(
+                f"{_now()}  scheduled sync (every {SYNC_EVERY_S} s, fired by beat): "
+                f"{last['status']}; {counts}; next at {status['next_execution_time']}",
+                flush=True,
+            )
+            return bool(last["status"] == "success")
+        time.sleep(POLL_INTERVAL_S)
+    print(f"{_now()}  no scheduled sync finished within {SYNC_DEADLINE_S} s", flush=True)
+    return False
 
 
 def submit(api: httpx.Client, write: DemoWrite) -> Tracked:
@@ -454,7 +483,7 @@ def _row(label: str, expected: str, got: str, record: str, ok: bool | str) -> No
 
 def print_hints(services: Services) -> None:
     print(f"\nLogs and the SQLite database are in {services.run_dir}")
-    print("  (redis.log, sandbox.log, api.log, worker.log, pmsq.db); remove it when done.")
+    print("  (redis.log, sandbox.log, api.log, worker.log, beat.log, pmsq.db); remove when done.")
     print("Run the pieces yourself: `pmsq sandbox`, `pmsq api`, `celery -A workers.app worker`;")
     print("the API's OpenAPI document is at /docs while `pmsq api` runs.")
 
@@ -485,8 +514,10 @@ def run(services: Services) -> bool:
         print()
         follow(api, tracked, services)
         print_summary(tracked, refused_ok, sandbox)
+        print()
+        synced = show_scheduled_sync(api, integration_id)
     print_hints(services)
-    return refused_ok and all(item.as_expected for item in tracked)
+    return synced and refused_ok and all(item.as_expected for item in tracked)
 
 
 def _raise_terminated(signum: int, frame: FrameType | None) -> NoReturn:
