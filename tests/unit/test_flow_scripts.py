@@ -318,6 +318,26 @@ def test_pace_lets_one_request_leave_per_interval(
     assert int(client.get(keys.request_tat) or 0) == first_tat
 
 
+def test_pace_keeps_the_schedule_for_a_slightly_late_request_only(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    catchup = 10_000
+    flow.set_limits(IID, Limits(HOUR_US, 50_000, 1, catchup))
+    # A request due 5 ms ago (within the catch-up) keeps its schedule: the next is due one
+    # interval after its due time, not after its late departure.
+    due = now_us(client) - 5_000
+    client.set(keys.request_tat, due)
+    assert flow.pace(IID)[0] is True
+    assert int(client.get(keys.request_tat) or 0) == due + HOUR_US
+    # One due an hour ago (idle integration) restarts the schedule from now, less the catch-up.
+    client.set(keys.request_tat, now_us(client) - HOUR_US)
+    before = now_us(client)
+    assert flow.pace(IID)[0] is True
+    after = now_us(client)
+    restarted = int(client.get(keys.request_tat) or 0)
+    assert before + HOUR_US - catchup <= restarted <= after + HOUR_US - catchup
+
+
 def test_pace_without_limits_asks_for_them(
     flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
 ) -> None:
@@ -460,20 +480,26 @@ def test_usage_and_in_backlog_report_the_live_state(flow: RedisFlowControl) -> N
 
 
 @pytest.mark.parametrize(
-    ("frequency", "cadence", "margin_ms", "interval_us", "tolerance_us"),
+    ("frequency", "cadence", "margin_ms", "interval_us", "tolerance_us", "catchup_us"),
     [
-        (10, Cadence.SECOND, 20.0, 102_000, MAX_TOLERANCE_US),  # (1 s + 20 ms) / 10
-        (1000, Cadence.SECOND, 0.0, 1000, 1000),  # tolerance capped by one interval
-        (3, Cadence.SECOND, 0.0, 333_334, MAX_TOLERANCE_US),  # rounded up, never down
-        (1, Cadence.MINUTE, 20.0, 60_020_000, MAX_TOLERANCE_US),
-        (2_000_000, Cadence.SECOND, 0.0, 1, 1),  # never below 1 us
+        (10, Cadence.SECOND, 20.0, 102_000, MAX_TOLERANCE_US, 10_000),  # (1 s + 20 ms) / 10
+        (1000, Cadence.SECOND, 0.0, 1000, 1000, 0),  # tolerance capped by one interval
+        (3, Cadence.SECOND, 0.0, 333_334, MAX_TOLERANCE_US, 0),  # rounded up, never down
+        (1, Cadence.MINUTE, 20.0, 60_020_000, MAX_TOLERANCE_US, 10_000),  # catch-up: margin/2
+        (1.5, Cadence.SECOND, 0.0, 1_000_000, MAX_TOLERANCE_US, 0),  # fractions round down
+        (2_000_000, Cadence.SECOND, 0.0, 1, 1, 0),  # never below 1 us
     ],
 )
 def test_limits_from_values(
-    frequency: float, cadence: Cadence, margin_ms: float, interval_us: int, tolerance_us: int
+    frequency: float,
+    cadence: Cadence,
+    margin_ms: float,
+    interval_us: int,
+    tolerance_us: int,
+    catchup_us: int,
 ) -> None:
     limits = Limits.from_values(frequency, cadence, 4, margin_ms)
-    assert limits == Limits(interval_us, tolerance_us, 4)
+    assert limits == Limits(interval_us, tolerance_us, 4, catchup_us)
 
 
 _MIN_PER_S = 1 / 60

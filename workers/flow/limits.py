@@ -21,6 +21,10 @@ class Limits:
     tolerance_us: int
     #: Most jobs of the integration admitted at once.
     concurrency: int
+    #: How much of a late request's lateness the next request may win back, so the request
+    #: rate does not drift below the limit by the pacing sleeps' overshoot. Half the margin:
+    #: the other half still covers network jitter.
+    catchup_us: int = 0
 
     @classmethod
     def of(cls, integration: Integration, margin_ms: float) -> Limits:
@@ -45,4 +49,5 @@ class Limits:
         window_us = CADENCE_SECONDS[cadence] * 1_000_000 + margin_ms * 1000
         whole = max(1, math.floor(frequency))
         interval_us = max(1, math.ceil(window_us / whole))
-        return cls(interval_us, min(interval_us, MAX_TOLERANCE_US), concurrency)
+        catchup_us = min(interval_us // 2, int(margin_ms * 1000 / 2))
+        return cls(interval_us, min(interval_us, MAX_TOLERANCE_US), concurrency, catchup_us)

@@ -48,6 +48,7 @@ class RedisFlowControl:
                 "interval_us": limits.interval_us,
                 "tolerance_us": limits.tolerance_us,
                 "concurrency": limits.concurrency,
+                "catchup_us": limits.catchup_us,
             },
         )
 
