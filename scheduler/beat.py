@@ -20,9 +20,7 @@ from models.db import make_engine, make_session_factory
 from pmsq.settings import get_settings
 from scheduler.firing import SyncFirer
 from scheduler.leader import LeaderLease
-from workers.dispatch import Dispatcher
 from workers.flow.redis_backend import RedisFlowControl
-from workers.publisher import CeleryPublisher
 
 logger = logging.getLogger(__name__)
 
@@ -36,13 +34,7 @@ class DatabaseScheduler(Scheduler):
         self._engine = make_engine(settings.database_url)
         self._redis = redis.Redis.from_url(settings.redis_url)
         session_factory = make_session_factory(self._engine)
-        dispatcher = Dispatcher(
-            session_factory,
-            CeleryPublisher(app, settings.job_queue),
-            RedisFlowControl(self._redis),
-            settings,
-        )
-        self._firer = SyncFirer(session_factory, dispatcher)
+        self._firer = SyncFirer(session_factory, RedisFlowControl(self._redis))
         holder = f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
         self._leader = LeaderLease(self._redis, holder, settings.beat_leader_ttl_s)
         self._retry_s = settings.beat_leader_ttl_s / 3

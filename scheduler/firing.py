@@ -1,24 +1,29 @@
-"""Firing due syncs: read the schedules whose next run has come (an indexed range scan), start
-each sync once (the fire key), and move each schedule to its next run.
+"""Firing due syncs, set-based: one indexed range scan for the due schedules (with their
+integrations), one query for backsyncs in progress, one multi-row insert of executions and jobs
+(the fire key keeps each scheduled time unique), one Redis pipeline per integration to queue the
+jobs. Admission is left to the workers' dispatchers, which the enqueue wakes.
+
+An empty tick is one read query (the earliest next run), taking no write lock.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.base import utcnow
 from models.integration import Integration
-from models.sync import SyncSchedule, SyncStatus, SyncType
+from models.sync import SyncSchedule, SyncType
 from scheduler.schedules import ACTIVE, next_due
-from scheduler.starter import start_sync
-from workers.dispatch import Dispatcher
+from scheduler.starter import backsyncs_running, build_sync
+from workers.flow.backend import FlowControl
 
 logger = logging.getLogger(__name__)
 
@@ -40,65 +45,69 @@ class SyncFirer:
     def __init__(
         self,
         session_factory: sessionmaker[Session],
-        dispatcher: Dispatcher,
+        flow: FlowControl,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._session_factory = session_factory
-        self._dispatcher = dispatcher
+        self._flow = flow
         self._clock = clock
 
     def fire_due(self) -> TickResult:
         now = self._clock()
-        started: list[tuple[str, str]] = []
-        skipped = 0
-        with self._session_factory.begin() as session:
-            due = session.scalars(
-                select(SyncSchedule)
-                .where(SyncSchedule.status == ACTIVE, SyncSchedule.next_run_at <= now)
-                .order_by(SyncSchedule.next_run_at)
-                .limit(FIRE_BATCH)
-                .with_for_update(skip_locked=True)
-            ).all()
-            for schedule in due:
-                job = self._fire(session, schedule, now)
-                if job is None:
-                    skipped += 1
-                else:
-                    started.append(job)
-        for integration_id, job_id in started:
-            self._dispatcher.submit(integration_id, [job_id])
         with self._session_factory() as session:
-            next_due_at = session.scalar(
-                select(SyncSchedule.next_run_at)
-                .where(SyncSchedule.status == ACTIVE, SyncSchedule.next_run_at.is_not(None))
-                .order_by(SyncSchedule.next_run_at)
-                .limit(1)
-            )
-        return TickResult(len(started), skipped, next_due_at, len(due) == FIRE_BATCH)
-
-    def _fire(
-        self, session: Session, schedule: SyncSchedule, now: datetime
-    ) -> tuple[str, str] | None:
-        """Start the schedule's sync once; returns (integration_id, job_id) if a job started."""
-        scheduled_for = schedule.next_run_at
-        integration = session.get(Integration, schedule.integration_id)
-        assert integration is not None and scheduled_for is not None
-        schedule.last_run_at = scheduled_for
-        # Missed runs (beat was down) collapse into this one: the next run is after now.
-        schedule.next_run_at = next_due(integration, schedule, max(now, scheduled_for))
+            earliest = _earliest(session)
+        if earliest is None or earliest > now:
+            return TickResult(0, 0, earliest, False)
         try:
-            with session.begin_nested():
-                execution = start_sync(
-                    session,
-                    integration,
-                    SyncType.SCHEDULED,
-                    now,
-                    schedule_id=schedule.id,
-                    scheduled_for=scheduled_for,
-                )
+            with self._session_factory.begin() as session:
+                started, skipped, more_due = self._fire(session, now)
+                earliest = _earliest(session)
         except IntegrityError:
-            logger.info("sync of %s at %s was already fired", integration.id, scheduled_for)
-            return None
-        if execution.status == SyncStatus.SKIPPED.value or execution.job_id is None:
-            return None
-        return integration.id, execution.job_id
+            # Another beat fired these very schedules first (the fire key): nothing to do.
+            logger.info("due syncs were already fired by another beat")
+            return TickResult(0, 0, None, True)
+        self._flow.enqueue_many(started)
+        fired = sum(len(ids) for ids in started.values())
+        return TickResult(fired, skipped, earliest, more_due)
+
+    def _fire(self, session: Session, now: datetime) -> tuple[dict[str, list[str]], int, bool]:
+        due = session.execute(
+            select(SyncSchedule, Integration)
+            .join(Integration, Integration.id == SyncSchedule.integration_id)
+            .where(SyncSchedule.status == ACTIVE, SyncSchedule.next_run_at <= now)
+            .order_by(SyncSchedule.next_run_at)
+            .limit(FIRE_BATCH)
+            .with_for_update(skip_locked=True, of=SyncSchedule)
+        ).all()
+        held = backsyncs_running(session, [integration.id for _, integration in due])
+        started: dict[str, list[str]] = defaultdict(list)
+        skipped = 0
+        for schedule, integration in due:
+            scheduled_for = schedule.next_run_at
+            assert scheduled_for is not None
+            schedule.last_run_at = scheduled_for
+            # Missed runs (beat was down) collapse into this one: the next run is after now.
+            schedule.next_run_at = next_due(integration, schedule, max(now, scheduled_for))
+            execution, job = build_sync(
+                integration,
+                SyncType.SCHEDULED,
+                now,
+                schedule_id=schedule.id,
+                scheduled_for=scheduled_for,
+                held_by_backsync=integration.id in held,
+            )
+            session.add(execution)
+            if job is None:
+                skipped += 1
+            else:
+                session.add(job)
+                started[integration.id].append(job.id)
+        session.flush()
+        return started, skipped, len(due) == FIRE_BATCH
+
+
+def _earliest(session: Session) -> datetime | None:
+    value: datetime | None = session.scalar(
+        select(func.min(SyncSchedule.next_run_at)).where(SyncSchedule.status == ACTIVE)
+    )
+    return value

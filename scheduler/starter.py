@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime
 
-from sqlalchemy import exists, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models.base import new_id
@@ -26,17 +26,21 @@ SYNC_ACTION = "SYNC"
 
 
 def backsync_running(session: Session, integration_id: str) -> bool:
-    return bool(
-        session.scalar(
-            select(
-                exists().where(
-                    SyncExecution.integration_id == integration_id,
-                    SyncExecution.type == SyncType.BACKSYNC.value,
-                    SyncExecution.status.in_([s.value for s in UNFINISHED_SYNC]),
-                )
-            )
+    return integration_id in backsyncs_running(session, [integration_id])
+
+
+def backsyncs_running(session: Session, integration_ids: Sequence[str]) -> set[str]:
+    """Which of the integrations an unfinished backsync holds (one query for them all)."""
+    if not integration_ids:
+        return set()
+    rows = session.scalars(
+        select(SyncExecution.integration_id).where(
+            SyncExecution.integration_id.in_(list(integration_ids)),
+            SyncExecution.type == SyncType.BACKSYNC.value,
+            SyncExecution.status.in_([s.value for s in UNFINISHED_SYNC]),
         )
-    )
+    ).all()
+    return set(rows)
 
 
 def check_models(integration: Integration, models: Sequence[str] | None) -> list[str]:
@@ -60,13 +64,35 @@ def start_sync(
     now: datetime,
     *,
     models: Sequence[str] | None = None,
+) -> SyncExecution:
+    """Add a manual sync or backsync and its PENDING job; the caller commits, then submits
+    `job_id`. Refused (Conflict) while a backsync holds the integration."""
+    if backsync_running(session, integration.id):
+        raise Conflict(
+            "a backsync of this integration is running; other syncs wait until it ends",
+            [{"field": "integration_id", "reason": "backsync in progress"}],
+        )
+    execution, job = build_sync(integration, sync_type, now, models=models)
+    session.add(execution)
+    if job is not None:
+        session.add(job)
+    session.flush()
+    return execution
+
+
+def build_sync(
+    integration: Integration,
+    sync_type: SyncType,
+    now: datetime,
+    *,
+    models: Sequence[str] | None = None,
     schedule_id: str | None = None,
     scheduled_for: datetime | None = None,
-) -> SyncExecution:
-    """Add the execution and its PENDING job; the caller commits, then submits `job_id`.
+    held_by_backsync: bool = False,
+) -> tuple[SyncExecution, Job | None]:
+    """The execution and the job that runs it, not yet added to a session.
 
-    A backsync holds the integration: while one is unfinished, manual syncs and backsyncs are
-    refused (Conflict) and scheduled ones are recorded as SKIPPED.
+    A scheduled sync of an integration a backsync holds is recorded as SKIPPED, with no job.
     """
     chosen = check_models(integration, models)
     execution = SyncExecution(
@@ -75,38 +101,36 @@ def start_sync(
         schedule_id=schedule_id,
         scheduled_for=scheduled_for,
         type=sync_type.value,
+        status=SyncStatus.PENDING.value,
         models=chosen,
+        errors=[],
+        insert_count=0,
+        update_count=0,
+        delete_count=0,
+        error_count=0,
+        warning_count=0,
+        total_count=0,
         created_at=now,
     )
-    if backsync_running(session, integration.id):
-        if sync_type != SyncType.SCHEDULED:
-            raise Conflict(
-                "a backsync of this integration is running; other syncs wait until it ends",
-                [{"field": "integration_id", "reason": "backsync in progress"}],
-            )
+    if held_by_backsync:
         execution.status = SyncStatus.SKIPPED.value
         execution.completed_at = now
         execution.errors = ["skipped: a backsync of this integration was running"]
-        session.add(execution)
-        session.flush()
-        return execution
+        return execution, None
     job_id = new_id()
     execution.job_id = job_id
-    session.add(execution)
-    session.add(
-        Job(
-            id=job_id,
-            root_job_id=job_id,
-            account_id=integration.account_id,
-            integration_id=integration.id,
-            model=SYNC_MODEL,
-            action=SYNC_ACTION,
-            payload={"execution_id": execution.id, "type": sync_type.value, "models": chosen},
-            status=JobStatus.PENDING.value,
-            due_at=now,
-            created_at=now,
-            updated_at=now,
-        )
+    job = Job(
+        id=job_id,
+        root_job_id=job_id,
+        idempotency_key=new_id(),
+        account_id=integration.account_id,
+        integration_id=integration.id,
+        model=SYNC_MODEL,
+        action=SYNC_ACTION,
+        payload={"execution_id": execution.id, "type": sync_type.value, "models": chosen},
+        status=JobStatus.PENDING.value,
+        due_at=now,
+        created_at=now,
+        updated_at=now,
     )
-    session.flush()
-    return execution
+    return execution, job

@@ -6,7 +6,7 @@ Redis's clock, so any number of processes on any number of hosts share one set o
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -52,6 +52,10 @@ class FlowControl(Protocol):
 
     def enqueue(self, integration_id: str, job_ids: Sequence[str], delay_s: float = 0.0) -> None:
         """Put jobs in the integration's backlog (due after `delay_s`) and wake a dispatcher."""
+        ...
+
+    def enqueue_many(self, batches: Mapping[str, Sequence[str]]) -> None:
+        """Jobs due now of several integrations (id -> job ids), woken together."""
         ...
 
     def admit(self, integration_id: str, max_jobs: int, lease_s: float) -> Admission: ...

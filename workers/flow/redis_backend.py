@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from typing import Any
 
@@ -56,6 +56,9 @@ class RedisFlowControl:
         """One round trip for jobs due now; a delayed batch takes a second for its wake time."""
         if not job_ids:
             return
+        if delay_s <= 0:
+            self.enqueue_many({integration_id: job_ids})
+            return
         keys = IntegrationKeys(integration_id)
 
         def build() -> Any:
@@ -63,16 +66,30 @@ class RedisFlowControl:
             for job_id in job_ids:
                 pipe.evalsha(self._enqueue.sha, 1, keys.backlog, job_id, _us(delay_s))
             pipe.sadd(KNOWN_INTEGRATIONS, integration_id)
-            if delay_s <= 0:
-                # Due at once: a score of 0 ("long due") wakes the integration; LT keeps any
-                # earlier time and reschedule.lua sets the real next time after admission.
-                pipe.zadd(READY, {integration_id: 0}, lt=True)
             return pipe
 
         results = self._execute_with_scripts(build)
-        if delay_s > 0:
-            earliest = min(int(float(r)) for r in results[: len(job_ids)])
-            self._redis.zadd(READY, {integration_id: earliest}, lt=True)
+        earliest = min(int(float(r)) for r in results[: len(job_ids)])
+        self._redis.zadd(READY, {integration_id: earliest}, lt=True)
+
+    def enqueue_many(self, batches: Mapping[str, Sequence[str]]) -> None:
+        """Jobs due now, of any number of integrations, in one round trip."""
+
+        def build() -> Any:
+            pipe = self._redis.pipeline(transaction=False)
+            for integration_id, job_ids in batches.items():
+                backlog = IntegrationKeys(integration_id).backlog
+                for job_id in job_ids:
+                    pipe.evalsha(self._enqueue.sha, 1, backlog, job_id, 0)
+            if batches:
+                pipe.sadd(KNOWN_INTEGRATIONS, *batches)
+                # Due at once: a score of 0 ("long due") wakes each integration; LT keeps any
+                # earlier time and reschedule.lua sets the real next time after admission.
+                pipe.zadd(READY, dict.fromkeys(batches, 0), lt=True)
+            return pipe
+
+        if any(batches.values()):
+            self._execute_with_scripts(build)
 
     def _execute_with_scripts(self, build: Callable[[], Any]) -> list[Any]:
         """Run a pipeline of EVALSHAs, loading the scripts once if Redis does not have them.
