@@ -87,6 +87,17 @@ class SyncExecution(Base):
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     completed_at: Mapped[datetime | None] = mapped_column(default=None)
 
+    def counts(self) -> dict[str, int]:
+        """Seed 002's counts object."""
+        return {
+            "insert": self.insert_count,
+            "update": self.update_count,
+            "delete": self.delete_count,
+            "error": self.error_count,
+            "warnings": self.warning_count,
+            "total": self.total_count,
+        }
+
 
 class DataDiff(Base):
     """A change a sync found in the PMS; kept 30 days."""
