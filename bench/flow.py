@@ -42,7 +42,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -614,6 +614,10 @@ class LabelledFlow(RedisFlowControl):
         with labelled("enqueue"):
             super().enqueue(integration_id, job_ids, delay_s)
 
+    def enqueue_many(self, batches: Mapping[str, Sequence[str]]) -> None:
+        with labelled("enqueue"):
+            super().enqueue_many(batches)
+
     def admit(self, integration_id: str, max_jobs: int, lease_s: float) -> Admission:
         with labelled("admit"):
             return super().admit(integration_id, max_jobs, lease_s)
@@ -622,9 +626,9 @@ class LabelledFlow(RedisFlowControl):
         with labelled("reschedule"):
             super().reschedule(integration_id, claim_us, next_us)
 
-    def pace(self, integration_id: str, max_wait_s: float) -> tuple[bool, float]:
+    def pace(self, integration_id: str) -> tuple[bool | None, float]:
         with labelled("pace"):
-            return super().pace(integration_id, max_wait_s)
+            return super().pace(integration_id)
 
     def extend(self, integration_id: str, job_id: str, lease_s: float) -> bool:
         with labelled("extend"):
