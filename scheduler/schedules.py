@@ -8,12 +8,12 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from scheduler.cadence import next_sync_time
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models.integration import Integration
 from models.sync import SyncSchedule
+from scheduler.cadence import next_sync_time
 
 ACTIVE = "ACTIVE"
 PAUSED = "PAUSED"

@@ -155,9 +155,7 @@ class RedisFlowControl:
         self._redis.zadd(READY, {integration_id: now_s * 1_000_000 + now_frac_us}, lt=True)
 
     def record_pms_limits(self, integration_id: str, headers: dict[str, str]) -> None:
-        seen: dict[Any, Any] = {
-            k: v for k, v in headers.items() if k.lower() in PMS_LIMIT_HEADERS
-        }
+        seen: dict[Any, Any] = {k: v for k, v in headers.items() if k.lower() in PMS_LIMIT_HEADERS}
         if seen:
             self._redis.hset(IntegrationKeys(integration_id).pms_limits, mapping=seen)
 
