@@ -14,13 +14,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.base import utcnow
 from models.integration import Integration
-from models.sync import SyncSchedule, SyncType
+from models.sync import SyncExecution, SyncSchedule, SyncType
 from scheduler.schedules import ACTIVE, next_due
 from scheduler.starter import backsyncs_running, build_sync
 from workers.flow.backend import FlowControl
@@ -63,8 +63,9 @@ class SyncFirer:
                 started, skipped, more_due = self._fire(session, now)
                 earliest = _earliest(session)
         except IntegrityError:
-            # Another beat fired these very schedules first (the fire key): nothing to do.
-            logger.info("due syncs were already fired by another beat")
+            # Another beat inserted a fire key between our check and our insert: the next tick
+            # (at once) sees it taken, advances that schedule and fires the rest.
+            logger.info("due syncs were being fired by another beat; trying again")
             return TickResult(0, 0, None, True)
         self._flow.enqueue_many(started)
         fired = sum(len(ids) for ids in started.values())
@@ -80,6 +81,7 @@ class SyncFirer:
             .with_for_update(skip_locked=True, of=SyncSchedule)
         ).all()
         held = backsyncs_running(session, [integration.id for _, integration in due])
+        taken = _taken_fire_keys(session, [schedule for schedule, _ in due])
         started: dict[str, list[str]] = defaultdict(list)
         skipped = 0
         for schedule, integration in due:
@@ -88,6 +90,12 @@ class SyncFirer:
             schedule.last_run_at = scheduled_for
             # Missed runs (beat was down) collapse into this one: the next run is after now.
             schedule.next_run_at = next_due(integration, schedule, max(now, scheduled_for))
+            if (schedule.id, scheduled_for) in taken:
+                # This very run was fired already (an API change moved `next_run_at` back onto
+                # it): advancing is all there is to do, and the rest of the batch still fires.
+                logger.info("sync of %s at %s was already fired", integration.id, scheduled_for)
+                skipped += 1
+                continue
             execution, job = build_sync(
                 integration,
                 SyncType.SCHEDULED,
@@ -104,6 +112,20 @@ class SyncFirer:
                 started[integration.id].append(job.id)
         session.flush()
         return started, skipped, len(due) == FIRE_BATCH
+
+
+def _taken_fire_keys(session: Session, schedules: list[SyncSchedule]) -> set[tuple[str, datetime]]:
+    """The (schedule, scheduled time) pairs among `schedules`' due runs that an execution
+    already holds: one indexed query (the fire key's unique index)."""
+    pairs = [(s.id, s.next_run_at) for s in schedules if s.next_run_at is not None]
+    if not pairs:
+        return set()
+    rows = session.execute(
+        select(SyncExecution.schedule_id, SyncExecution.scheduled_for).where(
+            tuple_(SyncExecution.schedule_id, SyncExecution.scheduled_for).in_(pairs)
+        )
+    ).all()
+    return {(str(schedule_id), at) for schedule_id, at in rows if at is not None}
 
 
 def _earliest(session: Session) -> datetime | None:
