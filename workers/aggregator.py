@@ -19,6 +19,8 @@ from models.enums import JobStatus, WriteStatus
 from models.job import Job
 from pms.connector import ChildSpec
 from pmsq.errors import IllegalTransition
+from scheduler.starter import SYNC_ACTION
+from scheduler.sync_runner import mark_failed
 from workers.repository import JobRepository
 from workers.transitions import transition
 from workers.webhooks import events as webhook_events
@@ -117,6 +119,11 @@ def finish_job(
     ]
     root.tree_total += len(spawned)
     session.add_all(spawned)
+    execution_id = job.payload.get("execution_id") if job.action == SYNC_ACTION else None
+    if execution_id is not None and status == JobStatus.FAILURE:
+        # Whatever ended the sync job (the PMS, giving up, a poison message), its execution
+        # ends with it, or it would hold off its integration's syncs for good.
+        mark_failed(session, str(execution_id), error or "", now)
     # Outbox: JOB_FAILURE / WRITE_OPERATION_* rows commit (or roll back) with this outcome.
     webhook_events.on_job_finished(session, job, root, now)
     return spawned
