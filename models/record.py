@@ -21,3 +21,7 @@ class Record(Base):
     pms_id: Mapped[str] = mapped_column(String(200))
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     synced_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: The sync execution that last read this record from the PMS: at the end of a model, its
+    #: records another execution (or none) last read are gone from the PMS. Not a foreign key,
+    #: so purging old executions never touches the cache.
+    seen_by_execution_id: Mapped[str | None] = mapped_column(String(36), default=None)

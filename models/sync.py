@@ -83,6 +83,10 @@ class SyncExecution(Base):
     warning_count: Mapped[int] = mapped_column(Integer, default=0)
     total_count: Mapped[int] = mapped_column(Integer, default=0)
     errors: Mapped[list[Any]] = mapped_column(default=list)
+    #: Where a retried run resumes: `{"model": index in models, "page": next page}`, committed
+    #: with each page's records and counts; empty (or None, on rows older than it) before the
+    #: first page.
+    cursor: Mapped[dict[str, Any] | None] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
     completed_at: Mapped[datetime | None] = mapped_column(default=None)

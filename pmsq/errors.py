@@ -99,3 +99,13 @@ class PmsThrottled(PmsError):
     """Raised when the PMS answers 429; it pauses the integration and burns no attempt."""
 
     code = "pms_throttled"
+
+
+class LeaseLost(PmsError):
+    """Raised when a run finds its job no longer held under its delivery number (its lease
+    lapsed and the job went to another run): it stops without touching the PMS or the store."""
+
+    code = "lease_lost"
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} is no longer held by this run", retryable=True)

@@ -1,26 +1,36 @@
 """Running one sync: read the chosen models from the PMS page by page into the record cache.
 
-Counts follow seed 002: insert (new in the PMS), update (changed), delete (gone from the PMS),
-error (a model that could not be read), warnings (records without an id), total (records read).
-A retryable PMS error (5xx, timeout, 429) propagates so the sync job is retried whole; a model
-the PMS refuses outright is counted as an error and the others still sync.
+Counts: insert (new in the PMS), update (changed), delete (gone from the PMS), error (a model
+that could not be read), warnings (records without an id, or read twice), total (records
+read). Each page commits on its own with its records, its counts and the execution's cursor, so
+a sync retried after a retryable PMS error (5xx, timeout, 429) or a lost worker resumes at the
+page it had not committed, not at page 1. A model is known whole only once its last page is
+read: then its cached records no page of this execution saw are gone from the PMS and deleted.
+A model the PMS refuses outright is counted as an error and the others still sync.
+
+Every commit is fenced: it applies only while the sync's job is still RUNNING under the
+delivery that runs it, so a worker that lost its job (paused past its lease) changes nothing
+and cannot end the execution twice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.base import utcnow
+from models.enums import JobStatus
+from models.job import Job
+from models.record import Record
 from models.sync import DataDiff, SyncExecution, SyncStatus
 from pms.connector import Connector, ExchangeLog
-from pmsq.errors import PmsError
-from scheduler.cache import cached, record_key, store
+from pmsq.errors import LeaseLost, PmsError
+from scheduler.cache import field_changes, record_key
 from workers.webhooks.events import on_sync_finished
 
 #: Records asked for per page.
@@ -29,15 +39,28 @@ PAGE_SIZE = 100
 DIFF_RETENTION = timedelta(days=30)
 
 
-@dataclass
-class Counts:
-    insert: int = 0
-    update: int = 0
-    delete: int = 0
-    error: int = 0
-    warnings: int = 0
-    total: int = 0
-    errors: list[str] = field(default_factory=list)
+@dataclass(frozen=True)
+class SyncLease:
+    """Which run of the sync's job may write: its job and the delivery number it claimed."""
+
+    job_id: str
+    delivery: int
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Where the sync stands: the index of the model being read and its next page."""
+
+    model: int = 0
+    page: int = 1
+
+    @classmethod
+    def of(cls, raw: dict[str, Any] | None) -> Cursor:
+        raw = raw or {}
+        return cls(int(raw.get("model", 0)), int(raw.get("page", 1)))
+
+    def as_json(self) -> dict[str, int]:
+        return {"model": self.model, "page": self.page}
 
 
 class SyncRunner:
@@ -48,112 +71,151 @@ class SyncRunner:
         self._clock = clock
 
     def run(
-        self, execution_id: str, integration_id: str, connector: Connector, log: ExchangeLog
-    ) -> Counts:
-        models = self._start(execution_id)
-        counts = Counts()
-        for model in models:
-            try:
-                records = self._read_all(connector, model, log)
-            except PmsError as error:
-                if error.retryable:
-                    raise
-                counts.error += 1
-                counts.errors.append(f"{model}: {error.message}")
-                continue
-            self._apply(execution_id, integration_id, model, records, counts)
-        self._finish(execution_id, integration_id, counts)
-        return counts
-
-    def _start(self, execution_id: str) -> list[str]:
-        now = self._clock()
-        with self._session_factory.begin() as session:
-            execution = session.get(SyncExecution, execution_id)
-            if execution is None:
-                raise PmsError(f"sync execution {execution_id} does not exist", retryable=False)
-            execution.status = SyncStatus.RUNNING.value
-            execution.started_at = execution.started_at or now
-            return [str(m) for m in execution.models]
-
-    @staticmethod
-    def _read_all(connector: Connector, model: str, log: ExchangeLog) -> list[dict[str, Any]]:
-        records: list[dict[str, Any]] = []
-        page, more = 1, True
-        while more:
-            batch, more = connector.list_page(model, page, PAGE_SIZE, log)
-            records.extend(batch)
-            page += 1
-        return records
-
-    def _apply(
         self,
         execution_id: str,
         integration_id: str,
+        lease: SyncLease,
+        connector: Connector,
+        log: ExchangeLog,
+    ) -> SyncExecution:
+        """Read every model still to read and end the execution; returns it, ended."""
+        models, cursor = self._start(execution_id, lease)
+        for index in range(cursor.model, len(models)):
+            page = cursor.page if index == cursor.model else 1
+            self._read_model(execution_id, integration_id, lease, connector, log,
+                             models, index, page)  # fmt: skip
+        return self._finish(execution_id, integration_id, lease)
+
+    def _read_model(
+        self,
+        execution_id: str,
+        integration_id: str,
+        lease: SyncLease,
+        connector: Connector,
+        log: ExchangeLog,
+        models: Sequence[str],
+        index: int,
+        page: int,
+    ) -> None:
+        model = models[index]
+        more = True
+        while more:
+            try:
+                batch, more = connector.list_page(model, page, PAGE_SIZE, log)
+            except PmsError as error:
+                if error.retryable:
+                    raise  # the job is retried and resumes at this very page
+                self._model_refused(execution_id, lease, model, index, error)
+                return
+            following = Cursor(index, page + 1) if more else Cursor(index + 1, 1)
+            self._apply_page(execution_id, integration_id, lease, model, batch, following,
+                             last=not more)  # fmt: skip
+            page += 1
+
+    def _start(self, execution_id: str, lease: SyncLease) -> tuple[list[str], Cursor]:
+        now = self._clock()
+        with self._session_factory.begin() as session:
+            execution = self._fenced(session, execution_id, lease)
+            execution.status = SyncStatus.RUNNING.value
+            execution.started_at = execution.started_at or now
+            return [str(m) for m in execution.models], Cursor.of(execution.cursor)
+
+    def _fenced(self, session: Session, execution_id: str, lease: SyncLease) -> SyncExecution:
+        """The execution, once this run is proven to still hold the sync's job (row lock)."""
+        job = session.scalars(
+            select(Job).where(Job.id == lease.job_id).with_for_update()
+        ).one_or_none()
+        if job is None or job.status != JobStatus.RUNNING.value or job.deliveries != lease.delivery:
+            raise LeaseLost(lease.job_id)
+        execution = session.get(SyncExecution, execution_id)
+        if execution is None:
+            raise PmsError(f"sync execution {execution_id} does not exist", retryable=False)
+        return execution
+
+    def _apply_page(
+        self,
+        execution_id: str,
+        integration_id: str,
+        lease: SyncLease,
         model: str,
-        records: list[dict[str, Any]],
-        counts: Counts,
+        batch: list[dict[str, Any]],
+        following: Cursor,
+        *,
+        last: bool,
     ) -> None:
         now = self._clock()
         with self._session_factory.begin() as session:
-            known = cached(session, integration_id, model)
-            seen: set[str] = set()
-            for data in records:
-                counts.total += 1
-                pms_id = record_key(data)
-                if pms_id is None or pms_id in seen:
-                    counts.warnings += 1
-                    continue
-                seen.add(pms_id)
-                change = store(
-                    session, integration_id, model, data, now, known.get(pms_id), lookup=False
-                )
-                if change.kind is None:
-                    continue
-                counts.insert += change.kind == "NEW"
-                counts.update += change.kind == "UPDATE"
-                session.add(self._diff(execution_id, integration_id, model, pms_id, change.kind,
-                                       change.changes, now))  # fmt: skip
-            for pms_id, row in known.items():
-                if pms_id not in seen:
-                    session.delete(row)
-                    counts.delete += 1
-                    session.add(
-                        self._diff(execution_id, integration_id, model, pms_id, "DELETE", {}, now)
+            execution = self._fenced(session, execution_id, lease)
+            ids = [key for key in map(record_key, batch) if key is not None]
+            known = {
+                row.pms_id: row
+                for row in session.scalars(
+                    select(Record).where(
+                        Record.integration_id == integration_id,
+                        Record.model == model,
+                        Record.pms_id.in_(ids),
                     )
+                )
+            }
+            for data in batch:
+                execution.total_count += 1
+                pms_id = record_key(data)
+                row = known.get(pms_id) if pms_id is not None else None
+                if pms_id is None or (row is not None and row.seen_by_execution_id == execution_id):
+                    execution.warning_count += 1
+                    continue
+                if row is None:
+                    row = Record(integration_id=integration_id, model=model, pms_id=pms_id,
+                                 data=dict(data))  # fmt: skip
+                    session.add(row)
+                    known[pms_id] = row
+                    execution.insert_count += 1
+                    session.add(_diff(execution, model, pms_id, "NEW", {}, now))
+                elif changes := field_changes(row.data, data):
+                    row.data = dict(data)
+                    execution.update_count += 1
+                    session.add(_diff(execution, model, pms_id, "UPDATE", changes, now))
+                row.synced_at = now
+                row.seen_by_execution_id = execution_id
+            if last:
+                self._delete_unseen(session, execution, model, now)
+            execution.cursor = following.as_json()
 
     @staticmethod
-    def _diff(
-        execution_id: str,
-        integration_id: str,
-        model: str,
-        pms_id: str,
-        kind: str,
-        changes: dict[str, Any],
-        now: datetime,
-    ) -> DataDiff:
-        return DataDiff(
-            integration_id=integration_id,
-            execution_id=execution_id,
-            model=model,
-            pms_id=pms_id,
-            diff_type=kind,
-            changes=changes,
-            created_at=now,
-        )
+    def _delete_unseen(
+        session: Session, execution: SyncExecution, model: str, now: datetime
+    ) -> None:
+        """The model was read whole: what this execution did not see is gone from the PMS."""
+        gone = session.scalars(
+            select(Record).where(
+                Record.integration_id == execution.integration_id,
+                Record.model == model,
+                (Record.seen_by_execution_id != execution.id)
+                | Record.seen_by_execution_id.is_(None),
+            )
+        ).all()
+        for row in gone:
+            session.delete(row)
+            execution.delete_count += 1
+            session.add(_diff(execution, model, row.pms_id, "DELETE", {}, now))
 
-    def _finish(self, execution_id: str, integration_id: str, counts: Counts) -> None:
+    def _model_refused(
+        self, execution_id: str, lease: SyncLease, model: str, index: int, error: PmsError
+    ) -> None:
+        with self._session_factory.begin() as session:
+            execution = self._fenced(session, execution_id, lease)
+            execution.error_count += 1
+            execution.errors = [*execution.errors, f"{model}: {error.message}"]
+            execution.cursor = Cursor(index + 1, 1).as_json()
+
+    def _finish(self, execution_id: str, integration_id: str, lease: SyncLease) -> SyncExecution:
         now = self._clock()
         with self._session_factory.begin() as session:
-            execution = session.get(SyncExecution, execution_id)
-            assert execution is not None
-            execution.insert_count = counts.insert
-            execution.update_count = counts.update
-            execution.delete_count = counts.delete
-            execution.error_count = counts.error
-            execution.warning_count = counts.warnings
-            execution.total_count = counts.total
-            execution.errors = counts.errors
-            execution.status = (SyncStatus.FAILURE if counts.error else SyncStatus.SUCCESS).value
+            execution = self._fenced(session, execution_id, lease)
+            if execution.status != SyncStatus.RUNNING.value:
+                return execution  # ended already (SYNC_COMPLETE is sent once)
+            failed = execution.error_count > 0
+            execution.status = (SyncStatus.FAILURE if failed else SyncStatus.SUCCESS).value
             execution.completed_at = now
             on_sync_finished(session, execution, now)  # outbox: SYNC_COMPLETE
             session.execute(
@@ -162,6 +224,22 @@ class SyncRunner:
                     DataDiff.created_at < now - DIFF_RETENTION,
                 )
             )
+            return execution
+
+
+def _diff(
+    execution: SyncExecution, model: str, pms_id: str, kind: str, changes: dict[str, Any],
+    now: datetime,
+) -> DataDiff:  # fmt: skip
+    return DataDiff(
+        integration_id=execution.integration_id,
+        execution_id=execution.id,
+        model=model,
+        pms_id=pms_id,
+        diff_type=kind,
+        changes=changes,
+        created_at=now,
+    )
 
 
 def mark_failed(session: Session, execution_id: str, error: str, now: datetime) -> None:

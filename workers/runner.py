@@ -28,7 +28,7 @@ from pmsq.metrics import MetricsRecorder, NullMetrics
 from pmsq.settings import Settings
 from scheduler.cache import record_key, store
 from scheduler.starter import SYNC_ACTION
-from scheduler.sync_runner import SyncRunner, mark_failed
+from scheduler.sync_runner import SyncLease, SyncRunner
 from workers.aggregator import finish_job
 from workers.backoff import retry_delay_s
 from workers.connectors import ConnectorFactory, IntegrationSnapshot
@@ -267,8 +267,11 @@ class JobRunner:
             connector, profile = self._connectors.build(claim.integration, pacer.wait_for_slot)
             if claim.step.action == SYNC_ACTION:
                 execution_id = str(claim.step.payload["execution_id"])
-                counts = self._syncs.run(execution_id, claim.integration.id, connector, log)
-                return Succeeded(StepResult(), [], "FAILURE" if counts.error else "SUCCESS")
+                lease = SyncLease(claim.job_id, claim.delivery)
+                execution = self._syncs.run(
+                    execution_id, claim.integration.id, lease, connector, log
+                )
+                return Succeeded(StepResult(), [], execution.status)
             result = connector.execute(claim.step, log)
             children = children_after(profile, claim.step, result.created_record_id)
             return Succeeded(result, children)
@@ -312,8 +315,6 @@ class JobRunner:
                     outcome.sync_status,
                 )
             delay_s = self._apply_failure(session, job, outcome.error, now)
-            if job.action == SYNC_ACTION and job.status == JobStatus.FAILURE.value:
-                mark_failed(session, str(job.payload["execution_id"]), job.error or "", now)
             return Recorded(
                 JobStatus(job.status),
                 True,

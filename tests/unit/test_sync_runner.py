@@ -1,0 +1,184 @@
+"""The sync runner on SQLite with a scripted PMS: counts, resuming at the uncommitted page after
+a retryable error, and fencing of a run that lost its job."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from models.account import Account
+from models.enums import JobStatus, Vendor
+from models.integration import Integration
+from models.job import Job
+from models.record import Record
+from models.sync import DataDiff, SyncExecution, SyncStatus, SyncType
+from pms.connector import Exchange
+from pmsq.errors import LeaseLost, PmsError
+from scheduler.starter import build_sync
+from scheduler.sync_runner import SyncLease, SyncRunner
+
+T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+def _no_log(exchange: Exchange) -> None:
+    return None
+
+
+class ScriptedPms:
+    """Pages per model; `fail_once` pages answer a retryable error the first time asked."""
+
+    def __init__(
+        self, pages: dict[str, list[list[dict[str, Any]]]], fail_once: set[tuple[str, int]]
+    ) -> None:
+        self.pages = pages
+        self.fail_once = set(fail_once)
+        self.asked: list[tuple[str, int]] = []
+
+    def list_page(
+        self, model: str, page: int, page_size: int, log: Any
+    ) -> tuple[list[dict[str, Any]], bool]:
+        self.asked.append((model, page))
+        if (model, page) in self.fail_once:
+            self.fail_once.discard((model, page))
+            raise PmsError("PMS answered 503: busy", retryable=True, status_code=503)
+        if model not in self.pages:
+            raise PmsError("PMS answered 403: no access to this model", retryable=False)
+        batches = self.pages[model]
+        return batches[page - 1], page < len(batches)
+
+    def execute(self, step: Any, log: Any) -> Any:
+        raise AssertionError("a sync never writes")
+
+
+def _residents(*ids: int) -> list[dict[str, Any]]:
+    return [{"id": f"r{i}", "first_name": f"N{i}"} for i in ids]
+
+
+PAGES = {
+    "residents": [_residents(1, 2), _residents(3, 4), _residents(5)],
+    "units": [[{"id": "u1"}, {"name": "no id"}]],
+}
+
+
+class World:
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self.session_factory = session_factory
+        with session_factory.begin() as session:
+            account = Account(name="acme")
+            session.add(account)
+            session.flush()
+            integration = Integration(
+                account_id=account.id, name="pms", integration_vendor=Vendor.SANDBOX.value
+            )
+            session.add(integration)
+            session.flush()
+            execution, job = build_sync(
+                integration, SyncType.MANUAL, T0, models=["residents", "units"]
+            )
+            assert job is not None
+            job.status = JobStatus.RUNNING.value
+            job.deliveries = 1
+            # A record the PMS no longer has, and one it still has, unchanged.
+            session.add_all(
+                [
+                    execution,
+                    job,
+                    Record(integration_id=integration.id, model="residents", pms_id="gone"),
+                    Record(
+                        integration_id=integration.id,
+                        model="residents",
+                        pms_id="r1",
+                        data={"id": "r1", "first_name": "N1"},
+                    ),
+                ]
+            )
+            self.integration_id, self.execution_id, self.job_id = (
+                integration.id,
+                execution.id,
+                job.id,
+            )
+
+    def run(self, pms: ScriptedPms, delivery: int = 1) -> SyncExecution:
+        runner = SyncRunner(self.session_factory, lambda: T0)
+        lease = SyncLease(self.job_id, delivery)
+        return runner.run(self.execution_id, self.integration_id, lease, pms, _no_log)
+
+    def execution(self) -> SyncExecution:
+        with self.session_factory() as session:
+            execution = session.get(SyncExecution, self.execution_id)
+            assert execution is not None
+            return execution
+
+    def cached_ids(self) -> set[str]:
+        with self.session_factory() as session:
+            return set(session.scalars(select(Record.pms_id)).all())
+
+    def diffs(self) -> list[tuple[str, str]]:
+        with self.session_factory() as session:
+            rows = session.execute(select(DataDiff.diff_type, DataDiff.pms_id)).all()
+            return sorted((kind, pms_id) for kind, pms_id in rows)
+
+
+@pytest.fixture
+def world(session_factory: sessionmaker[Session]) -> World:
+    return World(session_factory)
+
+
+EXPECTED_COUNTS = {"insert": 5, "update": 0, "delete": 1, "error": 0, "warnings": 1, "total": 7}
+
+
+def test_counts_cache_and_diffs_of_a_clean_run(world: World) -> None:
+    execution = world.run(ScriptedPms(PAGES, set()))
+    assert execution.status == SyncStatus.SUCCESS.value
+    assert execution.counts() == EXPECTED_COUNTS
+    assert world.cached_ids() == {"r1", "r2", "r3", "r4", "r5", "u1"}
+    assert ("DELETE", "gone") in world.diffs()
+
+
+def test_a_retried_sync_resumes_at_the_page_it_had_not_committed(world: World) -> None:
+    """The runner before this change read every model again from page 1 on a retry."""
+    pms = ScriptedPms(PAGES, {("residents", 3)})
+    with pytest.raises(PmsError):
+        world.run(pms)
+    assert world.execution().status == SyncStatus.RUNNING.value
+    assert world.execution().total_count == 4, "pages 1 and 2 are committed"
+
+    pms.asked.clear()
+    execution = world.run(pms)
+
+    assert pms.asked == [("residents", 3), ("units", 1)]
+    assert execution.status == SyncStatus.SUCCESS.value
+    assert world.execution().counts() == EXPECTED_COUNTS
+    assert world.cached_ids() == {"r1", "r2", "r3", "r4", "r5", "u1"}
+    assert [d for d in world.diffs() if d[0] == "DELETE"] == [("DELETE", "gone")]
+
+
+def test_a_refused_model_is_an_error_and_the_others_sync(world: World) -> None:
+    execution = world.run(ScriptedPms({"units": PAGES["units"]}, set()))
+    assert execution.status == SyncStatus.FAILURE.value
+    assert execution.error_count == 1
+    assert execution.errors == ["residents: PMS answered 403: no access to this model"]
+    assert "gone" in world.cached_ids(), "an unread model deletes nothing"
+
+
+def test_a_run_that_lost_its_job_writes_nothing(world: World) -> None:
+    """Before this change a stale run overwrote the counts and ended the execution again."""
+    pms = ScriptedPms(PAGES, {("residents", 2)})
+    with pytest.raises(PmsError):
+        world.run(pms)
+    with world.session_factory.begin() as session:
+        job = session.get(Job, world.job_id)
+        assert job is not None
+        job.deliveries = 2  # the job was reclaimed and claimed again elsewhere
+    before = world.execution().counts()
+
+    with pytest.raises(LeaseLost):
+        world.run(pms, delivery=1)
+
+    assert world.execution().counts() == before
+    assert world.execution().status == SyncStatus.RUNNING.value
+    assert pms.asked[-1] == ("residents", 2), "it asked the PMS nothing more"
