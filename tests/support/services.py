@@ -152,6 +152,18 @@ class _Server:
             shutil.rmtree(self.tmpdir, ignore_errors=True)
             self.tmpdir = None
 
+    def restart(self, sig: int | None = None) -> None:
+        """Stop the server with `sig` (its graceful signal by default; SIGKILL for a crash)
+        and start it again on the same port and data directory, as a fault for its clients.
+        A Redis restarted so comes back empty (no persistence)."""
+        if self.process is None or self.port is None:
+            raise ServiceError(f"{self.name} is not started")
+        self.process.stop(self._stop_signal if sig is None else sig, STOP_TIMEOUT_S)
+        self.process = self._spawn(self.port)
+        self.process.wait_until(
+            self._ready, START_DEADLINE_S, message=f"{self.name} accepts connections again"
+        )
+
     def log_text(self) -> str:
         return self.process.log_text() if self.process is not None else ""
 
