@@ -60,6 +60,7 @@ class FaultSpec(BaseModel):
     status: int | None = Field(default=None, ge=400, le=599)
     message: str | None = None
     retry_after_s: float | None = Field(default=None, ge=0)
+    #: Delay before the answer (or the drop) of any kind; `latency` requires it.
     latency_ms: int | None = Field(default=None, ge=0)
     #: Uses left; None means forever.
     times: int | None = Field(default=None, ge=1)

@@ -2,8 +2,8 @@
 
 Order of decisions for every `/t/` request, and why:
 
-1. A matching `status` fault answers at once and nothing is applied (the PMS was unavailable);
-   a matching `reset` fault drops the connection, nothing applied.
+1. A matching `status` or `reset` fault applies nothing (the PMS was unavailable): it answers
+   its status, or drops the connection, after its `latency_ms` if any.
 2. A keyed POST/PUT whose key already got a 2xx is replayed verbatim, store untouched.
 3. Otherwise the operation runs against the store; a keyed 2xx answer is remembered *now*, so a
    client that times out during an injected latency and retries gets the replay, not a second
@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from pms.sandbox.errors import PayloadRejected, RecordNotFound
-from pms.sandbox.faults import RESET_KINDS, STATUS_KINDS, FaultBook, FaultKind, FaultRule
+from pms.sandbox.faults import APPLYING_KINDS, RESET_KINDS, STATUS_KINDS, FaultBook, FaultRule
 from pms.sandbox.headers import IDEMPOTENT_REPLAYED, RETRY_AFTER, format_header_number
 from pms.sandbox.recorder import RequestRecord
 from pms.sandbox.store import IdempotencyMemory, RememberedAnswer, Store
@@ -180,16 +180,14 @@ class PmsService:
         if rule is None:
             return self._answer(call, operation, replayable=replayable)
         kind = rule.spec.kind
-        if kind is FaultKind.STATUS:
-            return _fault_reply(rule)
-        if kind is FaultKind.RESET:
-            return self._drop(call)
-        reply = self._answer(call, operation, replayable=replayable)
+        reply = (
+            self._answer(call, operation, replayable=replayable) if kind in APPLYING_KINDS else None
+        )
         if rule.spec.latency_ms:
             await asyncio.sleep(rule.spec.latency_ms / 1000)
         if kind in RESET_KINDS:
             return self._drop(call)
-        if kind in STATUS_KINDS:
+        if kind in STATUS_KINDS or reply is None:
             return _fault_reply(rule)
         return reply
 

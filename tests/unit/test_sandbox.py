@@ -427,6 +427,20 @@ async def test_apply_then_status_applies_and_answers_the_error(
     assert (second["applied"], second["replayed"]) == (False, True)
 
 
+async def test_a_status_fault_with_latency_answers_late_without_applying(
+    client: httpx.AsyncClient, state: SandboxState
+) -> None:
+    await add_fault(client, kind="status", status=503, latency_ms=50, times=1)
+
+    response = await client.post(f"{BASE}/units", json={"name": "a"})
+
+    assert response.status_code == 503
+    assert state.store.dump() == []
+    (entry,) = await requests_log(client)
+    assert entry["applied"] is False
+    assert entry["ended_at"] - entry["started_at"] >= 0.05
+
+
 async def test_429_without_times_answers_forever(client: httpx.AsyncClient) -> None:
     await add_fault(client, kind="status", status=429, retry_after_s=1)
 
