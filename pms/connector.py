@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 
@@ -22,8 +23,12 @@ class Step:
     payload: dict[str, Any]
     #: Stable across attempts and redeliveries of the same job.
     idempotency_key: str
-    #: An earlier attempt may have reached the PMS and applied (timeout, worker crash).
+    #: An earlier attempt may have reached the PMS and applied (a 5xx, a connection broken or
+    #: a timeout after the request was sent, a worker lost during a request).
     outcome_unknown: bool = False
+    #: When the write was accepted (timezone-aware), before any attempt was sent: a record the
+    #: PMS created earlier cannot be this step's. None when unknown.
+    accepted_at: datetime | None = None
 
 
 @dataclass(frozen=True)

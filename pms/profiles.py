@@ -49,8 +49,13 @@ class VendorProfile:
     vendor: Vendor
     models: Mapping[str, ModelSupport]
     #: The PMS honours an `Idempotency-Key` header; otherwise a re-attempt whose earlier
-    #: outcome is unknown reads back before it writes again.
+    #: outcome is unknown reads back before it writes again (see `reference_field`).
     supports_idempotency_key: bool = True
+    #: A field the PMS stores and filters lists on, where a vendor without idempotency keys
+    #: gets each create's stable key, so the read-back finds this write's record and no
+    #: other. None: the read-back matches the payload among records created since the write
+    #: was accepted (docs/exactly-once.md says what that cannot tell apart).
+    reference_field: str | None = None
 
     def support(self, model: str, action: str) -> ModelSupport:
         """The model's support, or UnsupportedOperation naming what the vendor lacks."""
@@ -180,7 +185,8 @@ PROFILES: dict[Vendor, VendorProfile] = {
             "units": ModelSupport(frozenset({UPDATE}), UNIT_FIELDS),
         },
     ),
-    #: AppFolio has no idempotency keys (re-attempts read back first) and updates leases only.
+    #: AppFolio has no idempotency keys (re-attempts read back by the `external_id` each create
+    #: carries) and updates leases only.
     Vendor.APPFOLIO: VendorProfile(
         Vendor.APPFOLIO,
         {
@@ -191,6 +197,7 @@ PROFILES: dict[Vendor, VendorProfile] = {
             "units": ModelSupport(frozenset({UPDATE}), UNIT_FIELDS),
         },
         supports_idempotency_key=False,
+        reference_field="external_id",
     ),
     Vendor.YARDI: VendorProfile(
         Vendor.YARDI,
@@ -212,6 +219,8 @@ PROFILES: dict[Vendor, VendorProfile] = {
             "leases": ModelSupport(frozenset({UPDATE}), LEASE_FIELDS),
         },
     ),
+    #: ResMan has neither idempotency keys nor a field for an external reference: re-attempts
+    #: read back records created since the write was accepted.
     Vendor.RESMAN: VendorProfile(
         Vendor.RESMAN,
         {
@@ -252,6 +261,7 @@ def capabilities() -> dict[str, Any]:
     return {
         profile.vendor.value: {
             "supports_idempotency_key": profile.supports_idempotency_key,
+            "reference_field": profile.reference_field,
             "models": {
                 name: {
                     "actions": sorted(support.actions),

@@ -19,10 +19,18 @@ def first_step_action(profile: VendorProfile, model: str, client_action: str) ->
 
 
 def request_body(profile: VendorProfile, step: Step) -> dict[str, Any]:
-    """The step's payload without nested lists, which become child jobs instead."""
+    """The step's payload without nested lists, which become child jobs instead.
+
+    A CREATE for a vendor with a `reference_field` also carries the step's idempotency key
+    there (every attempt, the first included), so a re-attempt can find exactly this write's
+    record at the PMS. Clients cannot set that field: it is no model's writable field.
+    """
     support = profile.models.get(step.model)
     nested = support.nested if support else {}
-    return {k: v for k, v in step.payload.items() if k not in nested}
+    body = {k: v for k, v in step.payload.items() if k not in nested}
+    if step.action == CREATE and profile.reference_field is not None:
+        body[profile.reference_field] = step.idempotency_key
+    return body
 
 
 def children_after(

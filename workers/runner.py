@@ -390,6 +390,7 @@ def _step_of(job: Job) -> Step:
         payload=dict(job.payload),
         idempotency_key=job.idempotency_key,
         outcome_unknown=job.outcome_unknown,
+        accepted_at=job.created_at,
     )
 
 

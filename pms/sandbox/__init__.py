@@ -2,7 +2,8 @@
 
 It is the judge of pmsq's flow-control and exactly-once claims: every request under `/t/` is
 recorded with its wall-clock arrival and answer times and whether it changed the store, and
-faults (error statuses, 429 with Retry-After, slow commits) can be injected per tenant.
+faults (error statuses, 429 with Retry-After, slow commits, answers lost after a write was
+applied, dropped connections) can be injected per tenant.
 """
 
 from __future__ import annotations

@@ -76,7 +76,7 @@ class RecordingMiddleware:
                 entry.status = CRASH_STATUS
             raise
         finally:
-            if entry.status is None:
+            if entry.status is None or entry.dropped:
                 entry.status = NO_ANSWER_STATUS
             if entry.ended_at is None:
                 entry.ended_at = time.time()

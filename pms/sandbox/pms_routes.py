@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
+from starlette.types import Receive, Scope, Send
 
 from pms.sandbox.headers import IDEMPOTENCY_KEY
 from pms.sandbox.middleware import current_entry
@@ -28,7 +29,26 @@ def _call(request: Request, tenant: str, model: str) -> Call:
     )
 
 
+class DroppedAnswer(Response):
+    """An answer cut off after its status line: the server closes the connection mid-answer.
+
+    ASGI cannot close a connection before the status line, so the client receives the head of
+    an answer whose body never comes; HTTP clients report it as a broken connection
+    (httpx: `RemoteProtocolError`), never as a response. Its status is meaningless.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(status_code=200)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = [(b"content-length", b"1"), (b"connection", b"close")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        # No body follows: the server sees an unfinished answer and closes the connection.
+
+
 def _response(reply: Reply) -> Response:
+    if reply.drop:
+        return DroppedAnswer()
     if reply.body is None:
         return Response(status_code=reply.status, headers=reply.headers)
     return JSONResponse(reply.body, status_code=reply.status, headers=reply.headers)

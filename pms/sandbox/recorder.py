@@ -17,7 +17,8 @@ class RequestRecord:
     """One request. `status` and `ended_at` are None only while it is still in flight.
 
     `applied` says the store was changed by this request; `record_id` is the id it created,
-    updated or deleted (or, for a replay, the id of the remembered answer).
+    updated or deleted (or, for a replay, the id of the remembered answer). `dropped` says an
+    injected reset cut the connection instead of answering (its status is then 499).
     """
 
     seq: int
@@ -32,6 +33,7 @@ class RequestRecord:
     record_id: str | None = None
     replayed: bool = False
     applied: bool = False
+    dropped: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

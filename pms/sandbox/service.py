@@ -2,12 +2,15 @@
 
 Order of decisions for every `/t/` request, and why:
 
-1. A matching `status` fault answers at once and nothing is applied (the PMS was unavailable).
+1. A matching `status` or `reset` fault applies nothing (the PMS was unavailable): it answers
+   its status, or drops the connection, after its `latency_ms` if any.
 2. A keyed POST/PUT whose key already got a 2xx is replayed verbatim, store untouched.
 3. Otherwise the operation runs against the store; a keyed 2xx answer is remembered *now*, so a
    client that times out during an injected latency and retries gets the replay, not a second
    write.
-4. A matching `latency` fault then delays the answer (the write has already happened).
+4. A matching fault's `latency_ms` then delays the answer (the write has already happened).
+5. An `apply_then_status` fault then answers its status instead of the result, and an
+   `apply_then_reset` fault drops the connection: the write happened, the answer is lost.
 
 Steps 2-3 contain no `await`, so on the single event loop they are atomic.
 """
@@ -17,27 +20,32 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from pms.sandbox.errors import PayloadRejected, RecordNotFound
-from pms.sandbox.faults import FaultBook, FaultKind, FaultRule
+from pms.sandbox.faults import APPLYING_KINDS, RESET_KINDS, STATUS_KINDS, FaultBook, FaultRule
 from pms.sandbox.headers import IDEMPOTENT_REPLAYED, RETRY_AFTER, format_header_number
 from pms.sandbox.recorder import RequestRecord
 from pms.sandbox.store import IdempotencyMemory, RememberedAnswer, Store
 from pms.sandbox.validation import check_create, check_fields, parse_body
 
-#: Query parameters of a list that page rather than filter.
-PAGING_PARAMS = frozenset({"page", "page_size"})
+#: Query parameter of a list: only records created at or after this ISO 8601 instant.
+CREATED_AFTER_PARAM = "created_after"
+#: Query parameters of a list that page or narrow by creation time rather than filter a field.
+PAGING_PARAMS = frozenset({"page", "page_size", CREATED_AFTER_PARAM})
 DEFAULT_PAGE_SIZE = 100
 
 
 @dataclass(frozen=True)
 class Reply:
-    """An answer to send; `body` None means no body (204)."""
+    """An answer to send; `body` None means no body (204); `drop` sends none at all."""
 
     status: int
     body: Any = None
     headers: dict[str, str] = field(default_factory=dict)
+    #: Drop the connection instead of answering (an injected reset).
+    drop: bool = False
 
 
 @dataclass(frozen=True)
@@ -76,6 +84,20 @@ def _positive_int(query: Mapping[str, str], name: str, default: int) -> int:
     if not raw.isdigit() or int(raw) < 1:
         raise PayloadRejected(f"{name} must be a positive integer, got '{raw}'")
     return int(raw)
+
+
+def _instant_s(query: Mapping[str, str], name: str) -> float | None:
+    """An ISO 8601 instant with its offset, as epoch seconds; None when absent."""
+    raw = query.get(name)
+    if raw is None:
+        return None
+    try:
+        instant = datetime.fromisoformat(raw)
+    except ValueError:
+        instant = None
+    if instant is None or instant.tzinfo is None:
+        raise PayloadRejected(f"{name} must be an ISO 8601 time with an offset, got '{raw}'")
+    return instant.timestamp()
 
 
 class PmsService:
@@ -131,13 +153,15 @@ class PmsService:
         return await self._run(call, operation, replayable=False)
 
     async def list(self, call: Call, query: Mapping[str, str]) -> Reply:
-        """One page of records in creation order; other query parameters filter by equality."""
+        """One page of records in creation order; `created_after` keeps those the PMS created at
+        or after that instant (its own clock); other query parameters filter by equality."""
 
         def operation() -> Outcome:
             page = _positive_int(query, "page", 1)
             page_size = _positive_int(query, "page_size", DEFAULT_PAGE_SIZE)
+            created_after_s = _instant_s(query, CREATED_AFTER_PARAM)
             filters = {k: v for k, v in query.items() if k not in PAGING_PARAMS}
-            found = self._store.find(call.tenant, call.model, filters)
+            found = self._store.find(call.tenant, call.model, filters, created_after_s)
             start = (page - 1) * page_size
             body = {
                 "results": found[start : start + page_size],
@@ -153,12 +177,24 @@ class PmsService:
         self, call: Call, operation: Callable[[], Outcome], *, replayable: bool
     ) -> Reply:
         rule = self._faults.take(call.tenant, call.method, call.model, call.path)
-        if rule is not None and rule.spec.kind is FaultKind.STATUS:
-            return _fault_reply(rule)
-        reply = self._answer(call, operation, replayable=replayable)
-        if rule is not None and rule.spec.latency_ms:
+        if rule is None:
+            return self._answer(call, operation, replayable=replayable)
+        kind = rule.spec.kind
+        reply = (
+            self._answer(call, operation, replayable=replayable) if kind in APPLYING_KINDS else None
+        )
+        if rule.spec.latency_ms:
             await asyncio.sleep(rule.spec.latency_ms / 1000)
+        if kind in RESET_KINDS:
+            return self._drop(call)
+        if kind in STATUS_KINDS or reply is None:
+            return _fault_reply(rule)
         return reply
+
+    @staticmethod
+    def _drop(call: Call) -> Reply:
+        call.entry.dropped = True
+        return Reply(0, drop=True)
 
     def _answer(self, call: Call, operation: Callable[[], Outcome], *, replayable: bool) -> Reply:
         """Replay or run `operation`, marking the log entry. Must never `await` (see module)."""

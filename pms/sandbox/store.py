@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,11 +35,13 @@ class Store:
     """Records keyed by (tenant, model, id); ids are `<model>-<n>`, unique per tenant and model.
 
     Callers always get deep copies, so nothing outside can change a stored record by accident.
-    Listing order is creation order.
+    Listing order is creation order. Each record's creation time (`time.time()` seconds, the
+    PMS's own clock) is kept beside it, not in it, so lists can be narrowed by it.
     """
 
     def __init__(self) -> None:
         self._records: dict[tuple[str, str], dict[str, JsonObject]] = {}
+        self._created_at_s: dict[tuple[str, str, str], float] = {}
         self._last_number: dict[tuple[str, str], int] = {}
 
     def create(self, tenant: str, model: str, fields: JsonObject) -> JsonObject:
@@ -49,6 +52,7 @@ class Store:
         record_id = f"{model}-{number}"
         record = {"id": record_id, **{k: v for k, v in fields.items() if k != "id"}}
         self._records.setdefault(key, {})[record_id] = copy.deepcopy(record)
+        self._created_at_s[(tenant, model, record_id)] = time.time()
         return record
 
     def exists(self, tenant: str, model: str, record_id: str) -> bool:
@@ -68,11 +72,27 @@ class Store:
         """Raises `RecordNotFound` when the tenant has no such record."""
         self._stored(tenant, model, record_id)
         del self._records[(tenant, model)][record_id]
+        del self._created_at_s[(tenant, model, record_id)]
 
-    def find(self, tenant: str, model: str, filters: Mapping[str, str]) -> list[JsonObject]:
-        """Records of one tenant and model whose fields equal every filter, in creation order."""
+    def find(
+        self,
+        tenant: str,
+        model: str,
+        filters: Mapping[str, str],
+        created_after_s: float | None = None,
+    ) -> list[JsonObject]:
+        """Records of one tenant and model whose fields equal every filter, in creation order;
+        with `created_after_s`, only those created at or after that epoch time."""
         records = self._records.get((tenant, model), {}).values()
-        return [copy.deepcopy(r) for r in records if _matches(r, filters)]
+        return [
+            copy.deepcopy(r)
+            for r in records
+            if _matches(r, filters)
+            and (
+                created_after_s is None
+                or self._created_at_s[(tenant, model, r["id"])] >= created_after_s
+            )
+        ]
 
     def dump(self, tenant: str | None = None, model: str | None = None) -> list[JsonObject]:
         """Every record, optionally narrowed to a tenant and/or model, for test assertions."""
@@ -86,6 +106,7 @@ class Store:
     def clear(self) -> None:
         """Forget every record and restart id numbering."""
         self._records.clear()
+        self._created_at_s.clear()
         self._last_number.clear()
 
     def _stored(self, tenant: str, model: str, record_id: str) -> JsonObject:

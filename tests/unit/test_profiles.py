@@ -268,3 +268,23 @@ def test_no_children_without_a_created_record_or_nested_items(
 def test_request_body_leaves_nested_lists_to_the_children() -> None:
     body = request_body(RENT_MANAGER, step(CREATE, APPLICANT))
     assert body == {"first_name": "Ada", "last_name": "Lovelace"}
+
+
+def test_a_reference_field_is_written_by_pmsq_only() -> None:
+    """A client able to set the reference could make two writes look like one at read-back."""
+    for profile in PROFILES.values():
+        if profile.reference_field is None:
+            continue
+        assert not profile.supports_idempotency_key, profile.vendor
+        for name, support in profile.models.items():
+            assert profile.reference_field not in support.writable_fields(), (profile.vendor, name)
+
+
+def test_only_creates_of_a_vendor_with_a_reference_carry_it() -> None:
+    appfolio = profile_for("APPFOLIO")
+    create = step(CREATE, dict(RESIDENT), model="residents")
+    update = Step("residents", UPDATE, "residents-1", dict(RESIDENT), idempotency_key="k-1")
+
+    assert request_body(appfolio, create) == {**RESIDENT, "external_id": "k-1"}
+    assert request_body(appfolio, update) == RESIDENT
+    assert request_body(BUILDIUM, create) == RESIDENT

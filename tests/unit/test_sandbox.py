@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
 import anyio
@@ -407,6 +408,96 @@ async def test_retry_during_slow_commit_is_replayed_not_reapplied(
     assert retry["ended_at"] < first["ended_at"]
 
 
+async def test_apply_then_status_applies_and_answers_the_error(
+    client: httpx.AsyncClient, state: SandboxState
+) -> None:
+    """The answer is lost at a gateway: the write happened, the client only sees a 502."""
+    await add_fault(client, method="post", kind="apply_then_status", status=502, times=1)
+    key = {"Idempotency-Key": "lost-1"}
+
+    lost = await client.post(f"{BASE}/units", json={"name": "a"}, headers=key)
+    retried = await client.post(f"{BASE}/units", json={"name": "a"}, headers=key)
+
+    assert lost.status_code == 502
+    assert lost.json() == {"error": "Bad Gateway"}
+    assert (retried.status_code, retried.headers["Idempotent-Replayed"]) == (201, "true")
+    assert state.store.dump() == [{"id": "units-1", "name": "a"}]
+    first, second = await requests_log(client)
+    assert (first["status"], first["applied"], first["record_id"]) == (502, True, "units-1")
+    assert (second["applied"], second["replayed"]) == (False, True)
+
+
+async def test_a_status_fault_with_latency_answers_late_without_applying(
+    client: httpx.AsyncClient, state: SandboxState
+) -> None:
+    await add_fault(client, kind="status", status=503, latency_ms=50, times=1)
+
+    response = await client.post(f"{BASE}/units", json={"name": "a"})
+
+    assert response.status_code == 503
+    assert state.store.dump() == []
+    (entry,) = await requests_log(client)
+    assert entry["applied"] is False
+    assert entry["ended_at"] - entry["started_at"] >= 0.05
+
+
+async def test_429_without_times_answers_forever(client: httpx.AsyncClient) -> None:
+    await add_fault(client, kind="status", status=429, retry_after_s=1)
+
+    statuses = [
+        (await client.post(f"{BASE}/units", json={"name": "a"})).status_code for _ in range(5)
+    ]
+
+    assert statuses == [429] * 5
+    (rule,) = (await client.get("/_sandbox/faults")).json()["faults"]
+    assert rule["remaining"] is None
+
+
+async def test_probability_fires_on_a_seeded_share_and_passes_the_rest_on(
+    client: httpx.AsyncClient, state: SandboxState
+) -> None:
+    """A rule that does not fire lets the request through to later rules; a seed replays it."""
+    await add_fault(client, kind="apply_then_status", status=502, probability=0.3, seed=7)
+    await add_fault(client, kind="status", status=503, times=1)
+
+    statuses = [
+        (await client.post(f"{BASE}/units", json={"name": "a"})).status_code for _ in range(40)
+    ]
+
+    fired = statuses.count(502)
+    assert 4 <= fired <= 20, statuses
+    assert statuses.count(503) == 1
+    assert statuses.index(503) == min(i for i, s in enumerate(statuses) if s != 502)
+    assert len(state.store.dump()) == 39  # every request but the one the 503 refused
+    replay = SandboxState()
+    transport = httpx.ASGITransport(app=create_app(replay))
+    async with httpx.AsyncClient(transport=transport, base_url="http://sandbox") as again:
+        await add_fault(again, kind="apply_then_status", status=502, probability=0.3, seed=7)
+        await add_fault(again, kind="status", status=503, times=1)
+        replayed = [
+            (await again.post(f"{BASE}/units", json={"name": "a"})).status_code for _ in range(40)
+        ]
+    assert replayed == statuses
+
+
+async def test_list_narrows_by_creation_time(client: httpx.AsyncClient) -> None:
+    await client.post(f"{BASE}/units", json={"name": "a"})
+    log = await requests_log(client)
+    after_first = datetime.fromtimestamp(log[-1]["ended_at"], UTC).isoformat()
+    await client.post(f"{BASE}/units", json={"name": "a"})
+
+    recent = await client.get(f"{BASE}/units", params={"created_after": after_first, "name": "a"})
+    everything = await client.get(
+        f"{BASE}/units", params={"created_after": "2000-01-01T00:00:00+00:00"}
+    )
+    naive = await client.get(f"{BASE}/units", params={"created_after": "2000-01-01T00:00:00"})
+
+    assert [r["id"] for r in recent.json()["results"]] == ["units-2"]
+    assert [r["id"] for r in everything.json()["results"]] == ["units-1", "units-2"]
+    assert naive.status_code == 422
+    assert "created_after" in naive.json()["error"]
+
+
 @pytest.mark.parametrize(
     ("spec", "field"),
     [
@@ -415,6 +506,9 @@ async def test_retry_during_slow_commit_is_replayed_not_reapplied(
         ({"kind": "latency"}, "latency_ms"),
         ({"kind": "explode", "status": 500}, "kind"),
         ({"kind": "status", "status": 500, "times": 0}, "times"),
+        ({"kind": "apply_then_status"}, "status"),
+        ({"kind": "reset", "probability": 0}, "probability"),
+        ({"kind": "reset", "probability": 1.5}, "probability"),
     ],
 )
 async def test_fault_spec_is_validated(
