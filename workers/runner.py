@@ -334,6 +334,8 @@ class JobRunner:
 
     def _apply_failure(self, session: Session, job: Job, error: PmsError, now: datetime) -> float:
         """Defer or fail the job; returns the deferral in seconds (0 when it failed)."""
+        # Kept on a failed job too: a retry-write copies it and must read back first.
+        job.outcome_unknown = job.outcome_unknown or error.outcome_unknown
         if isinstance(error, PmsThrottled):
             # The PMS's back-pressure is not the job's fault: no attempt is burned, and the
             # integration's pause (not a job delay) holds it back until Retry-After.
@@ -350,7 +352,6 @@ class JobRunner:
             self._finish(session, job, JobStatus.FAILURE, now, message)
             return 0.0
         self._defer(job, now, delay, error.message)
-        job.outcome_unknown = job.outcome_unknown or error.outcome_unknown
         return delay
 
     def _defer(self, job: Job, now: datetime, delay_s: float, last_error: str) -> None:

@@ -34,7 +34,8 @@ class DroppedAnswer(Response):
 
     ASGI cannot close a connection before the status line, so the client receives the head of
     an answer whose body never comes; HTTP clients report it as a broken connection
-    (httpx: `RemoteProtocolError`), never as a response. Its status is meaningless.
+    (httpx: `RemoteProtocolError`), never as a response. Its status is meaningless. uvicorn
+    logs one "returned without completing response" error per drop: that line is the fault.
     """
 
     def __init__(self) -> None:

@@ -437,6 +437,26 @@ def test_an_error_whose_outcome_is_unknown_marks_the_next_attempt(harness: Harne
     assert connector.steps[0].idempotency_key == connector.steps[1].idempotency_key
 
 
+def test_a_write_given_up_with_an_unknown_outcome_stays_unknown(harness: Harness) -> None:
+    """A retry-write copies the flag: the copy must read back what the last attempt applied."""
+    job_id = harness.submit()
+    lost = PmsError("PMS answered 502", retryable=True, status_code=502)
+    lost.outcome_unknown = True
+    known = PmsError("PMS answered 503", retryable=True, status_code=503)
+    connector = ScriptedConnector([known, known, lost])
+    runner = harness.runner(connector)
+
+    for _ in range(2):
+        assert runner.run(job_id) == JobStatus.PENDING
+        harness.readmit_when_due(job_id)
+    assert harness.job(job_id).outcome_unknown is False
+    assert runner.run(job_id) == JobStatus.FAILURE
+
+    job = harness.job(job_id)
+    assert job.outcome_unknown is True
+    assert {step.accepted_at for step in connector.steps} == {job.created_at}
+
+
 # --- non-retryable errors ----------------------------------------------------------------------
 
 
