@@ -116,6 +116,9 @@ def finish_job(
         for spec in children
     ]
     root.tree_total += len(spawned)
+    if root.tree_finished >= root.tree_total:
+        # The whole tree is final: its write status is settled, and retention counts from now.
+        root.tree_finished_at = now
     session.add_all(spawned)
     # Outbox: JOB_FAILURE / WRITE_OPERATION_* rows commit (or roll back) with this outcome.
     webhook_events.on_job_finished(session, job, root, now)
