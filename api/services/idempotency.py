@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from models.idempotency import IdempotencyRecord
@@ -69,10 +69,6 @@ class IdempotencyKeys:
         self._ttl = timedelta(seconds=ttl_s)
         self._in_flight = timedelta(seconds=IN_FLIGHT_RELEASE_S)
 
-    def expired_before(self, now: datetime) -> datetime:
-        """Records created before this are expired (for the retention purge)."""
-        return now - self._ttl
-
     def lookup(
         self, session: Session, account_id: str, request: IdempotentRequest, now: datetime
     ) -> Replay | None:
@@ -94,8 +90,14 @@ class IdempotencyKeys:
         if record.created_at <= now - self._ttl or (
             not answered and record.created_at <= now - self._in_flight
         ):
-            session.delete(record)
-            session.flush()
+            # By id and without the ORM's row-count check: a concurrent purge or repeat may
+            # have deleted it already, which is just as good.
+            session.execute(
+                delete(IdempotencyRecord)
+                .where(IdempotencyRecord.id == record.id)
+                .execution_options(synchronize_session=False)
+            )
+            session.expunge(record)
             return None
         if record.request_sha256 != request.request_sha256:
             raise IdempotencyKeyReused(

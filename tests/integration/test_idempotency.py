@@ -18,9 +18,10 @@ from typing import Any
 import httpx
 import pytest
 import redis
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session, sessionmaker
 from support.api import ApiHarness, api_harness
+from support.processes import wait_until
 
 from api.auth import account_for
 from api.services.idempotency import IN_FLIGHT_RELEASE_S, IdempotencyKeys, fingerprint
@@ -444,3 +445,44 @@ def test_an_unusable_key_is_400_naming_the_header(api: ApiHarness, value: str) -
     assert refused.status_code == 400, refused.text
     assert "Idempotency-Key" in {d["field"] for d in refused.json()["error"]["details"]}
     assert jobs_of(api, integration_id) == 0
+
+
+def test_an_expired_key_purged_while_a_repeat_takes_it_over_is_a_new_write(
+    api: ApiHarness, database_url: str, clock: Clock
+) -> None:
+    """The repeat reads the expired record, then waits on the purge's delete of it; when the
+    purge commits, the repeat's own delete finds nothing, which is just as good."""
+    if database_url.startswith("sqlite"):
+        pytest.skip("SQLite runs write transactions one at a time: a purge cannot interleave")
+    headers = account(api)
+    integration_id = make_integration(api, headers)
+    body = {"integration_id": integration_id, "last_name": "Lovelace"}
+    same = {**headers, **key()}
+    first = api.client.post("/v1/residents/", json=body, headers=same)
+    assert first.status_code == 202, first.text
+    clock.advance(TTL_S)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        with api.session_factory.begin() as purge:
+            purge.execute(
+                delete(IdempotencyRecord).where(IdempotencyRecord.key == same["Idempotency-Key"])
+            )
+            repeat = pool.submit(api.client.post, "/v1/residents/", json=body, headers=same)
+
+            def repeat_waits_on_a_lock() -> bool:
+                with api.session_factory() as session:
+                    waiting = session.scalar(
+                        text(
+                            "SELECT count(*) FROM pg_stat_activity"
+                            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                        )
+                    )
+                return bool(waiting) or repeat.done()
+
+            wait_until(repeat_waits_on_a_lock, deadline_s=30, message="the repeat waits")
+            assert not repeat.done(), repeat.result().text
+        # The purge commits here; the repeat's delete then finds nothing and goes on.
+        fresh = repeat.result(timeout=30)
+    assert fresh.status_code == 202, fresh.text
+    assert "Idempotent-Replayed" not in fresh.headers
+    assert fresh.json()["job_id"] != first.json()["job_id"]
+    assert jobs_of(api, integration_id) == 2
