@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from datetime import datetime
+
 from fastapi import FastAPI
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -11,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.context import ApiContext
 from api.errors import document_errors_as_served, install_error_handlers
 from api.routes import admin, logs, syncs, webhooks, writes
-from api.services.idempotency import IdempotencyService
+from api.services.idempotency import IdempotencyKeys
 from api.services.integrations import IntegrationService
 from api.services.job_logs import JobLogService
 from api.services.records import RecordService
@@ -19,6 +22,7 @@ from api.services.retry import RetryService
 from api.services.syncs import SyncService
 from api.services.webhooks import WebhookService
 from api.services.writes import WriteService
+from models.base import utcnow
 from pmsq import __version__
 from pmsq.crypto import CredentialCipher
 from pmsq.metrics import MetricsRecorder
@@ -35,19 +39,22 @@ def create_app(
     flow: FlowControl,
     metrics: Collector | None = None,
     recorder: MetricsRecorder | None = None,
+    clock: Callable[[], datetime] = utcnow,
 ) -> FastAPI:
     """The API. `publisher` puts admitted jobs on the broker (Celery in production); `flow`
-    is the flow control the API admits new writes through."""
+    is the flow control the API admits new writes through; `clock` dates writes and their
+    Idempotency-Keys (tests move it to see keys expire)."""
     dispatcher = Dispatcher(session_factory, publisher, flow, settings, metrics=recorder)
     cipher = CredentialCipher(settings.fernet_keys)
     ctx = ApiContext(
         settings=settings,
         session_factory=session_factory,
-        writes=WriteService(session_factory, dispatcher),
+        writes=WriteService(
+            session_factory, dispatcher, IdempotencyKeys(settings.idempotency_ttl_s), clock
+        ),
         integrations=IntegrationService(session_factory, cipher, flow, settings.rate_margin_ms),
         retries=RetryService(session_factory, dispatcher),
         job_logs=JobLogService(session_factory),
-        idempotency=IdempotencyService(session_factory),
         syncs=SyncService(session_factory, dispatcher),
         records=RecordService(session_factory),
         webhooks=WebhookService(session_factory, cipher),

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.services.idempotency import IdempotencyService
 from api.services.integrations import IntegrationService
 from api.services.job_logs import JobLogService
 from api.services.records import RecordService
@@ -25,7 +24,6 @@ class ApiContext:
     integrations: IntegrationService
     retries: RetryService
     job_logs: JobLogService
-    idempotency: IdempotencyService
     syncs: SyncService
     records: RecordService
     webhooks: WebhookService

@@ -56,7 +56,8 @@ import redis.connection
 from celery import Celery
 from sqlalchemy import func, select
 
-from api.services.writes import WriteService
+from api.services.idempotency import IdempotencyKeys
+from api.services.writes import AcceptedWrite, WriteService
 from models.account import Account
 from models.db import make_engine, make_session_factory
 from models.enums import JobStatus
@@ -708,11 +709,14 @@ def measure_round_trips(url: str, workdir: Path) -> RoundTrips:
         publisher = StubPublisher()
         dispatcher = Dispatcher(session_factory, publisher, LabelledFlow(client), settings)
         runner = JobRunner(session_factory, ConnectorFactory(cipher, http), dispatcher, settings)
-        writes = WriteService(session_factory, dispatcher)
+        writes = WriteService(
+            session_factory, dispatcher, IdempotencyKeys(settings.idempotency_ttl_s)
+        )
 
         def one_write() -> None:
             body = {"integration_id": integration_id, "last_name": "Bench"}
             accepted = writes.submit(account_id, "residents", body)
+            assert isinstance(accepted, AcceptedWrite)  # no Idempotency-Key: never a replay
             if runner.run(accepted.job_id) != JobStatus.SUCCESS:
                 raise RuntimeError(f"job {accepted.job_id} did not succeed")
 

@@ -20,6 +20,8 @@ class IdempotencyRecord(Base):
     key: Mapped[str] = mapped_column(String(255))
     #: SHA-256 of method, path and body: a repeat with another body is refused.
     request_sha256: Mapped[str] = mapped_column(String(64))
+    #: The stored answer; None only on a key an earlier version reserved before answering.
     response_status: Mapped[int | None] = mapped_column(Integer, default=None)
     response_body: Mapped[dict[str, Any] | None] = mapped_column(default=None)
-    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: Indexed: retention purges records past their TTL, oldest first.
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)

@@ -71,6 +71,9 @@ class Job(Base):
     tree_failed: Mapped[int] = mapped_column(Integer, default=0)
     #: The first record id created anywhere in the tree, in the order creations were recorded.
     tree_created_record_id: Mapped[str | None] = mapped_column(String(200), default=None)
+    #: When the last job of the tree finished (its write status is final from then on); set on
+    #: roots only. Indexed: retention reads the trees to purge, oldest first, from it.
+    tree_finished_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
 
     @property
     def is_root(self) -> bool:

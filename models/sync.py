@@ -89,7 +89,8 @@ class SyncExecution(Base):
     cursor: Mapped[dict[str, Any] | None] = mapped_column(default=dict)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(default=None)
-    completed_at: Mapped[datetime | None] = mapped_column(default=None)
+    #: Indexed: retention purges finished executions, oldest first.
+    completed_at: Mapped[datetime | None] = mapped_column(default=None, index=True)
 
     def counts(self) -> dict[str, int]:
         """Seed 002's counts object."""

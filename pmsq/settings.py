@@ -70,6 +70,12 @@ class Settings(BaseSettings):
     log_format: str = Field(default="text", pattern="^(text|json)$")
     #: Largest accepted write body.
     max_body_bytes: int = Field(default=256 * 1024, ge=1024)
+    #: How long a write's Idempotency-Key replays its first answer; a repeat after this is a
+    #: new write, and the key is purged.
+    idempotency_ttl_s: float = Field(default=86_400.0, gt=0)
+    #: Days a finished write tree (its jobs and job logs), a finished sync execution and a
+    #: finished webhook delivery are kept before beat purges them.
+    retention_days: float = Field(default=30.0, gt=0)
     #: Celery queue that job tasks are published to.
     job_queue: str = "pmsq.jobs"
 

@@ -2,7 +2,8 @@
 
 Schedules live in the database (one indexed row per integration), not in beat's memory, so
 changes made through the API are followed on the next tick and tens of thousands of
-integrations cost one range scan per tick. Only the holder of the leader lease fires.
+integrations cost one range scan per tick. Only the holder of the leader lease fires, and
+only it purges what is past retention (`scheduler.retention`), one short batch per tick.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from models.db import make_engine, make_session_factory
 from pmsq.settings import get_settings
 from scheduler.firing import SyncFirer
 from scheduler.leader import LeaderLease
+from scheduler.retention import Retention, RetentionSweep
 from workers.flow.redis_backend import RedisFlowControl
 
 logger = logging.getLogger(__name__)
@@ -35,6 +37,12 @@ class DatabaseScheduler(Scheduler):
         self._redis = redis.Redis.from_url(settings.redis_url)
         session_factory = make_session_factory(self._engine)
         self._firer = SyncFirer(session_factory, RedisFlowControl(self._redis))
+        retention = Retention(
+            session_factory,
+            retention_days=settings.retention_days,
+            idempotency_ttl_s=settings.idempotency_ttl_s,
+        )
+        self._retention = RetentionSweep(retention)
         holder = f"{socket.gethostname()}:{uuid.uuid4().hex[:8]}"
         self._leader = LeaderLease(self._redis, holder, settings.beat_leader_ttl_s)
         self._retry_s = settings.beat_leader_ttl_s / 3
@@ -54,12 +62,13 @@ class DatabaseScheduler(Scheduler):
         result = self._firer.fire_due()
         if result.fired or result.skipped:
             logger.info("fired %d syncs (%d skipped)", result.fired, result.skipped)
+        purge_wait_s = self._retention.tick()
         if result.more_due:
             return 0.0
         if result.next_due_at is None:
-            return self.max_tick_s
+            return max(0.01, min(self.max_tick_s, purge_wait_s))
         wait_s = (result.next_due_at - utcnow()).total_seconds()
-        return max(0.01, min(self.max_tick_s, self._retry_s, wait_s))
+        return max(0.01, min(self.max_tick_s, self._retry_s, wait_s, purge_wait_s))
 
     def close(self) -> None:
         if self._leading:

@@ -118,6 +118,9 @@ def finish_job(
         for spec in children
     ]
     root.tree_total += len(spawned)
+    if root.tree_finished >= root.tree_total:
+        # The whole tree is final: its write status is settled, and retention counts from now.
+        root.tree_finished_at = now
     session.add_all(spawned)
     execution_id = job.payload.get("execution_id") if job.action == SYNC_ACTION else None
     if execution_id is not None and status == JobStatus.FAILURE:

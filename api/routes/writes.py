@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from fastapi import APIRouter, Depends, Header, Query, Request
@@ -10,7 +11,8 @@ from fastapi.responses import JSONResponse
 
 from api.context import ApiContext
 from api.routes.deps import account_dependency, json_body_dependency
-from api.services.idempotency import fingerprint
+from api.services.idempotency import IdempotentRequest, Replay, fingerprint
+from api.services.writes import AcceptedWrite
 from models.schemas import ErrorResponse, WriteAccepted
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -49,29 +51,20 @@ def build_router(ctx: ApiContext) -> APIRouter:
     current_account = account_dependency(ctx)
     json_body = json_body_dependency(ctx)
 
-    def once(
-        request: Request,
-        account_id: str,
-        key: str | None,
-        body: Any,
-        submit: Callable[[], WriteAccepted],
+    def answer(
+        request: Request, key: str | None, body: Any, submit: Callable[..., AcceptedWrite | Replay]
     ) -> WriteAccepted | JSONResponse:
-        """Runs `submit` at most once per Idempotency-Key (when one is given)."""
-        if key is None:
-            return submit()
-        sha = fingerprint(request.method, request.url.path, request.url.query, body)
-        replay = ctx.idempotency.begin(account_id, key, sha)
-        if replay is not None:
+        """Submits the write (once per Idempotency-Key, when one is given) and answers it."""
+        idempotency = None
+        if key is not None:
+            sha = fingerprint(request.method, request.url.path, request.url.query, body)
+            idempotency = IdempotentRequest(key, sha)
+        result = submit(idempotency=idempotency)
+        if isinstance(result, Replay):
             return JSONResponse(
-                replay.body, status_code=replay.status, headers={"Idempotent-Replayed": "true"}
+                result.body, status_code=result.status, headers={"Idempotent-Replayed": "true"}
             )
-        try:
-            accepted = submit()
-        except BaseException:
-            ctx.idempotency.abandon(account_id, key)
-            raise
-        ctx.idempotency.complete(account_id, key, 202, accepted.model_dump(mode="json"))
-        return accepted
+        return WriteAccepted(job_id=result.job_id, data=result.data)
 
     @router.post(
         "/v1/{model}/",
@@ -89,13 +82,10 @@ def build_router(ctx: ApiContext) -> APIRouter:
         body: Any = Depends(json_body),
         account_id: str = Depends(current_account),
     ) -> Any:
-        def submit() -> WriteAccepted:
-            accepted = ctx.writes.submit(
-                account_id, model, body, ignore_unknown_fields=ignore_unknown_fields
-            )
-            return WriteAccepted(job_id=accepted.job_id, data=accepted.data)
-
-        return once(request, account_id, idempotency_key, body, submit)
+        submit = partial(
+            ctx.writes.submit, account_id, model, body, ignore_unknown_fields=ignore_unknown_fields
+        )
+        return answer(request, idempotency_key, body, submit)
 
     @router.put(
         "/v1/{model}/{record_id}",
@@ -114,16 +104,14 @@ def build_router(ctx: ApiContext) -> APIRouter:
         body: Any = Depends(json_body),
         account_id: str = Depends(current_account),
     ) -> Any:
-        def submit() -> WriteAccepted:
-            accepted = ctx.writes.submit(
-                account_id,
-                model,
-                body,
-                record_id=record_id,
-                ignore_unknown_fields=ignore_unknown_fields,
-            )
-            return WriteAccepted(job_id=accepted.job_id, data=accepted.data)
-
-        return once(request, account_id, idempotency_key, body, submit)
+        submit = partial(
+            ctx.writes.submit,
+            account_id,
+            model,
+            body,
+            record_id=record_id,
+            ignore_unknown_fields=ignore_unknown_fields,
+        )
+        return answer(request, idempotency_key, body, submit)
 
     return router

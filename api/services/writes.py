@@ -1,23 +1,32 @@
 """Accepting a write: validate it against the integration's PMS, store the root job, admit it.
 
-The answer is given once the root job is committed: a crash after that loses nothing, since
-the dispatcher loop admits any PENDING job that is due.
+The answer is given once the root job is committed, together with its Idempotency-Key and
+that answer when the client sent a key. A failure after the commit (Redis down while the job
+is put in its backlog) still answers the job id: the dispatcher's sweep enqueues PENDING jobs
+missing from Redis, so the write runs, and a client retry with the key replays the answer
+instead of writing twice.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from api.services.idempotency import IdempotencyKeys, IdempotentRequest, Replay
 from api.services.integrations import owned_integration
 from models.base import new_id, utcnow
 from models.enums import JobStatus
 from models.integration import Integration
 from models.job import Job
 from models.record import Record
+from models.schemas import WriteAccepted
 from pms.profiles import CREATE, KNOWN_MODELS, UPDATE, profile_for
 from pms.workflow import first_step_action
 from pmsq.errors import NotFound, ValidationFailed
@@ -25,17 +34,34 @@ from workers.aggregator import WriteOutcome, write_outcome
 from workers.dispatch import Dispatcher
 from workers.repository import JobRepository
 
+logger = logging.getLogger(__name__)
+
+#: HTTP status of an accepted write (stored with its Idempotency-Key, and replayed).
+ACCEPTED = 202
+
 
 @dataclass(frozen=True)
 class AcceptedWrite:
     job_id: str
     data: dict[str, Any]
 
+    def answer(self) -> Replay:
+        body = WriteAccepted(job_id=self.job_id, data=self.data).model_dump(mode="json")
+        return Replay(ACCEPTED, body)
+
 
 class WriteService:
-    def __init__(self, session_factory: sessionmaker[Session], dispatcher: Dispatcher) -> None:
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        dispatcher: Dispatcher,
+        keys: IdempotencyKeys,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
         self._session_factory = session_factory
         self._dispatcher = dispatcher
+        self._keys = keys
+        self._clock = clock
 
     def submit(
         self,
@@ -45,8 +71,13 @@ class WriteService:
         *,
         record_id: str | None = None,
         ignore_unknown_fields: bool = False,
-    ) -> AcceptedWrite:
-        """Store a CREATE (no `record_id`) or an UPDATE of `record_id` as a new root job."""
+        idempotency: IdempotentRequest | None = None,
+    ) -> AcceptedWrite | Replay:
+        """Store a CREATE (no `record_id`) or an UPDATE of `record_id` as a new root job.
+
+        With `idempotency`, a repeat of a live key returns the first answer (a `Replay`) and
+        stores nothing; a refused request (any error raised) stores no key either.
+        """
         if model not in KNOWN_MODELS:
             raise NotFound(
                 f"unknown model '{model}'; pmsq writes {', '.join(sorted(KNOWN_MODELS))}",
@@ -57,11 +88,52 @@ class WriteService:
                 "the request body must be a JSON object",
                 [{"field": "body", "reason": "must be a JSON object"}],
             )
+        now = self._clock()
+        try:
+            stored = self._store(
+                account_id, model, body, record_id, ignore_unknown_fields, idempotency, now
+            )
+        except IntegrityError:
+            if idempotency is None:
+                raise
+            # A concurrent request with this key committed first: answer as a repeat of it.
+            with self._session_factory.begin() as session:
+                replay = self._keys.lookup(session, account_id, idempotency, now)
+            if replay is None:
+                raise
+            return replay
+        if isinstance(stored, Replay):
+            return stored
+        integration_id, accepted = stored
+        try:
+            self._dispatcher.submit(integration_id, [accepted.job_id])
+        except Exception as exc:
+            logger.warning(
+                "write %s is stored but was not enqueued (%s); the orphan sweep enqueues it",
+                accepted.job_id,
+                type(exc).__name__,
+            )
+        return accepted
+
+    def _store(
+        self,
+        account_id: str,
+        model: str,
+        body: dict[str, Any],
+        record_id: str | None,
+        ignore_unknown_fields: bool,
+        idempotency: IdempotentRequest | None,
+        now: datetime,
+    ) -> tuple[str, AcceptedWrite] | Replay:
+        """One transaction: the key's lookup, the root job, and the key with its answer."""
         fields = dict(body)
         integration_id = fields.pop("integration_id", None)
         action = CREATE if record_id is None else UPDATE
-        now = utcnow()
         with self._session_factory.begin() as session:
+            if idempotency is not None:
+                replay = self._keys.lookup(session, account_id, idempotency, now)
+                if replay is not None:
+                    return replay
             integration, target_id = self._resolve_target(
                 session, account_id, model, integration_id, record_id
             )
@@ -85,8 +157,10 @@ class WriteService:
                 updated_at=now,
             )
             session.add(job)
-        self._dispatcher.submit(integration.id, [job.id])
-        return AcceptedWrite(job.id, payload)
+            accepted = AcceptedWrite(job_id, payload)
+            if idempotency is not None:
+                self._keys.store(session, account_id, idempotency, accepted.answer(), now)
+            return integration.id, accepted
 
     def status(self, account_id: str, root_job_id: str) -> WriteOutcome:
         with self._session_factory() as session:

@@ -12,7 +12,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import inspect
+from sqlalchemy import inspect, text
 from support.services import PostgresServer
 
 import models  # noqa: F401  (registers every table on Base.metadata)
@@ -101,3 +101,59 @@ def test_upgrade_is_idempotent_and_downgrade_to_base_removes_every_table(
 
     upgrade(empty_database_url)
     assert schema_differences(empty_database_url) == []
+
+
+def test_0002_dates_trees_that_were_already_final(empty_database_url: str) -> None:
+    """Trees finished before `tree_finished_at` existed take their root's last update, so
+    retention reaches them; unfinished trees and jobs below a root stay undated."""
+    upgrade(empty_database_url, "0001")
+    updated = "2026-01-02 03:04:05"
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(
+                text("INSERT INTO accounts (id, name, created_at) VALUES ('a', 'a', :at)"),
+                {"at": updated},
+            )
+            connection.execute(
+                text(
+                    "INSERT INTO integrations (id, account_id, name, integration_vendor, active,"
+                    " is_archived, new_properties_are_enabled, sync_frequency, sync_cadence,"
+                    " max_request_frequency, max_request_cadence, max_job_concurrency,"
+                    " use_custom_sync_schedule, created_at, updated_at) VALUES ('i', 'a', 'i',"
+                    " 'SANDBOX', true, false, true, 1, 'HOUR', 1, 'SECOND', 1, false, :at, :at)"
+                ),
+                {"at": updated},
+            )
+            for job_id, root_id, finished, total in [
+                ("done", "done", 2, 2),
+                ("done-child", "done", 0, 0),
+                ("open", "open", 1, 2),
+            ]:
+                connection.execute(
+                    text(
+                        "INSERT INTO jobs (id, root_job_id, account_id, integration_id, model,"
+                        " action, payload, status, attempts, deliveries, unrecorded_claims,"
+                        " outcome_unknown, idempotency_key, created_at, updated_at, tree_total,"
+                        " tree_finished, tree_succeeded, tree_failed) VALUES (:id, :root, 'a',"
+                        " 'i', 'residents', 'CREATE', '{}', 'SUCCESS', 1, 1, 0, false, :id, :at,"
+                        " :at, :total, :finished, :finished, 0)"
+                    ),
+                    {"id": job_id, "root": root_id, "at": updated, "total": total,
+                     "finished": finished},
+                )  # fmt: skip
+    finally:
+        engine.dispose()
+
+    upgrade(empty_database_url)
+
+    engine = make_engine(empty_database_url)
+    try:
+        with engine.connect() as connection:
+            rows = connection.execute(text("SELECT id, tree_finished_at FROM jobs")).all()
+            dated = {row[0]: row[1] for row in rows}
+    finally:
+        engine.dispose()
+    assert dated["done"] is not None
+    assert str(dated["done"]).startswith(updated)
+    assert (dated["done-child"], dated["open"]) == (None, None)

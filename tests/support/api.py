@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import datetime
 
 import fakeredis
 from fastapi.testclient import TestClient
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from api.app import create_app
 from api.auth import create_token
+from models.base import utcnow
 from pmsq.settings import Settings
 from workers.flow.redis_backend import RedisFlowControl
 from workers.publisher import AdmittedJob
@@ -41,11 +43,14 @@ class ApiHarness:
 
 @contextmanager
 def api_harness(
-    database_url: str, session_factory: sessionmaker[Session], **settings: object
+    database_url: str,
+    session_factory: sessionmaker[Session],
+    clock: Callable[[], datetime] = utcnow,
+    **settings: object,
 ) -> Iterator[ApiHarness]:
     publisher = RecordingPublisher()
     flow = RedisFlowControl(fakeredis.FakeRedis())
     config = Settings(database_url=database_url, **settings)  # type: ignore[arg-type]
-    app = create_app(config, session_factory, publisher, flow)
+    app = create_app(config, session_factory, publisher, flow, clock=clock)
     with TestClient(app) as client:
         yield ApiHarness(client, publisher, session_factory, flow)
