@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, String, UniqueConstraint
+from sqlalchemy import ForeignKey, Integer, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, new_id, utcnow
@@ -21,7 +21,7 @@ class Record(Base):
     pms_id: Mapped[str] = mapped_column(String(200))
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)
     synced_at: Mapped[datetime] = mapped_column(default=utcnow)
-    #: The sync execution that last read this record from the PMS: at the end of a model, its
-    #: records another execution (or none) last read are gone from the PMS. Not a foreign key,
-    #: so purging old executions never touches the cache.
-    seen_by_execution_id: Mapped[str | None] = mapped_column(String(36), default=None)
+    #: The newest sync generation (`SyncExecution.generation`) in which the record was known
+    #: to exist at the PMS: read by that sync, or written by pmsq while it ran. A sync that
+    #: read a model whole deletes the model's records of older generations: gone from the PMS.
+    seen_generation: Mapped[int | None] = mapped_column(Integer, default=None)

@@ -64,6 +64,7 @@ class SyncExecution(Base):
     __table_args__ = (
         UniqueConstraint("schedule_id", "scheduled_for", name="uq_sync_executions_fire_key"),
         Index("ix_sync_executions_integration_created", "integration_id", "created_at"),
+        Index("ix_sync_executions_integration_generation", "integration_id", "generation"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -83,6 +84,9 @@ class SyncExecution(Base):
     warning_count: Mapped[int] = mapped_column(Integer, default=0)
     total_count: Mapped[int] = mapped_column(Integer, default=0)
     errors: Mapped[list[Any]] = mapped_column(default=list)
+    #: Order of this sync among its integration's syncs, taken when it first starts (one more
+    #: than the newest before it); what its records are stamped with (`Record.seen_generation`).
+    generation: Mapped[int | None] = mapped_column(Integer, default=None)
     #: Where a retried run resumes: `{"model": index in models, "page": next page}`, committed
     #: with each page's records and counts; empty (or None, on rows older than it) before the
     #: first page.

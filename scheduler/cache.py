@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from models.record import Record
+from models.sync import SyncExecution
 
 
 @dataclass(frozen=True)
@@ -27,35 +28,35 @@ def record_key(data: Mapping[str, Any]) -> str | None:
     return None if value is None else str(value)
 
 
-def cached(session: Session, integration_id: str, model: str) -> dict[str, Record]:
-    rows = session.scalars(
-        select(Record).where(Record.integration_id == integration_id, Record.model == model)
-    ).all()
-    return {row.pms_id: row for row in rows}
+def current_generation(session: Session, integration_id: str) -> int | None:
+    """The newest sync generation of the integration (None before its first sync started)."""
+    value: int | None = session.scalar(
+        select(func.max(SyncExecution.generation)).where(
+            SyncExecution.integration_id == integration_id
+        )
+    )
+    return value
 
 
 def store(
-    session: Session,
-    integration_id: str,
-    model: str,
-    data: Mapping[str, Any],
-    now: datetime,
-    existing: Record | None = None,
-    *,
-    lookup: bool = True,
+    session: Session, integration_id: str, model: str, data: Mapping[str, Any], now: datetime
 ) -> Change:
-    """Insert or update the cached copy of one PMS record (which must carry an "id")."""
+    """Insert or update the cached copy of one PMS record pmsq wrote (which must carry an "id").
+
+    The record is stamped with the integration's newest sync generation, so a sync that was
+    already reading its model when the write landed does not take it for gone.
+    """
     pms_id = record_key(data)
     if pms_id is None:
         raise ValueError("a PMS record without an id cannot be cached")
-    if existing is None and lookup:
-        existing = session.scalars(
-            select(Record).where(
-                Record.integration_id == integration_id,
-                Record.model == model,
-                Record.pms_id == pms_id,
-            )
-        ).one_or_none()
+    generation = current_generation(session, integration_id)
+    existing = session.scalars(
+        select(Record).where(
+            Record.integration_id == integration_id,
+            Record.model == model,
+            Record.pms_id == pms_id,
+        )
+    ).one_or_none()
     if existing is None:
         session.add(
             Record(
@@ -64,15 +65,24 @@ def store(
                 pms_id=pms_id,
                 data=dict(data),
                 synced_at=now,
+                seen_generation=generation,
             )
         )
         return Change("NEW", {})
-    changes = field_changes(existing.data, data)
     existing.synced_at = now
+    existing.seen_generation = _newest(existing.seen_generation, generation)
+    changes = field_changes(existing.data, data)
     if not changes:
         return Change(None, {})
     existing.data = dict(data)
     return Change("UPDATE", changes)
+
+
+def _newest(current: int | None, seen: int | None) -> int | None:
+    """A record's generation only moves forward (an older sync must not hide a newer one's)."""
+    if current is None or seen is None:
+        return seen if current is None else current
+    return max(current, seen)
 
 
 def field_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> dict[str, Any]:

@@ -5,12 +5,17 @@ that could not be read), warnings (records without an id, or read twice), total 
 read). Each page commits on its own with its records, its counts and the execution's cursor, so
 a sync retried after a retryable PMS error (5xx, timeout, 429) or a lost worker resumes at the
 page it had not committed, not at page 1. A model is known whole only once its last page is
-read: then its cached records no page of this execution saw are gone from the PMS and deleted.
-A model the PMS refuses outright is counted as an error and the others still sync.
+read: then its cached records that neither this sync nor anything after its start saw are gone
+from the PMS and deleted. Each sync takes a generation when it first starts (one more than its
+integration's newest); every record it reads, and every record a write caches, is stamped with
+the newest generation that saw it, so syncs of one integration that overlap never take each
+other's records (or a record written meanwhile) for gone. A model the PMS refuses outright is
+counted as an error and the others still sync.
 
 Every commit is fenced: it applies only while the sync's job is still RUNNING under the
 delivery that runs it, so a worker that lost its job (paused past its lease) changes nothing
-and cannot end the execution twice.
+and cannot end the execution twice; a run of an execution that has already ended (its job was
+delivered again after the end was committed) changes nothing either.
 """
 
 from __future__ import annotations
@@ -20,14 +25,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.base import utcnow
 from models.enums import JobStatus
+from models.integration import Integration
 from models.job import Job
 from models.record import Record
-from models.sync import DataDiff, SyncExecution, SyncStatus
+from models.sync import UNFINISHED_SYNC, DataDiff, SyncExecution, SyncStatus
 from pms.connector import Connector, ExchangeLog
 from pmsq.errors import LeaseLost, PmsError
 from scheduler.cache import field_changes, record_key
@@ -116,9 +123,14 @@ class SyncRunner:
         now = self._clock()
         with self._session_factory.begin() as session:
             execution = self._fenced(session, execution_id, lease)
+            models = [str(m) for m in execution.models]
+            if execution.status not in UNFINISHED_SYNC:
+                return models, Cursor(len(models), 1)  # ended already: nothing left to read
             execution.status = SyncStatus.RUNNING.value
             execution.started_at = execution.started_at or now
-            return [str(m) for m in execution.models], Cursor.of(execution.cursor)
+            if execution.generation is None:
+                execution.generation = _next_generation(session, execution.integration_id)
+            return models, Cursor.of(execution.cursor)
 
     def _fenced(self, session: Session, execution_id: str, lease: SyncLease) -> SyncExecution:
         """The execution, once this run is proven to still hold the sync's job (row lock)."""
@@ -146,6 +158,7 @@ class SyncRunner:
         now = self._clock()
         with self._session_factory.begin() as session:
             execution = self._fenced(session, execution_id, lease)
+            generation = execution.generation
             ids = [key for key in map(record_key, batch) if key is not None]
             known = {
                 row.pms_id: row
@@ -161,7 +174,7 @@ class SyncRunner:
                 execution.total_count += 1
                 pms_id = record_key(data)
                 row = known.get(pms_id) if pms_id is not None else None
-                if pms_id is None or (row is not None and row.seen_by_execution_id == execution_id):
+                if pms_id is None or (row is not None and row.seen_generation == generation):
                     execution.warning_count += 1
                     continue
                 if row is None:
@@ -176,10 +189,18 @@ class SyncRunner:
                     execution.update_count += 1
                     session.add(_diff(execution, model, pms_id, "UPDATE", changes, now))
                 row.synced_at = now
-                row.seen_by_execution_id = execution_id
+                row.seen_generation = max(row.seen_generation or 0, generation or 0)
             if last:
                 self._delete_unseen(session, execution, model, now)
             execution.cursor = following.as_json()
+            try:
+                session.flush()
+            except IntegrityError:
+                # An overlapping sync (or a write) cached one of these records first: the page
+                # is read again on the retry and updates that row instead.
+                raise PmsError(
+                    "a record of this page was cached concurrently", retryable=True
+                ) from None
 
     @staticmethod
     def _delete_unseen(
@@ -190,8 +211,7 @@ class SyncRunner:
             select(Record).where(
                 Record.integration_id == execution.integration_id,
                 Record.model == model,
-                (Record.seen_by_execution_id != execution.id)
-                | Record.seen_by_execution_id.is_(None),
+                (Record.seen_generation < execution.generation) | Record.seen_generation.is_(None),
             )
         ).all()
         for row in gone:
@@ -225,6 +245,20 @@ class SyncRunner:
                 )
             )
             return execution
+
+
+def _next_generation(session: Session, integration_id: str) -> int:
+    """One more than the integration's newest generation, under its row lock (PostgreSQL;
+    SQLite runs one writer at a time), so two syncs starting at once never share one."""
+    session.execute(
+        select(Integration.id).where(Integration.id == integration_id).with_for_update()
+    )
+    newest = session.scalar(
+        select(func.max(SyncExecution.generation)).where(
+            SyncExecution.integration_id == integration_id
+        )
+    )
+    return (newest or 0) + 1
 
 
 def _diff(

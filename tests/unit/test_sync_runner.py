@@ -3,7 +3,7 @@ a retryable error, and fencing of a run that lost its job."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -18,6 +18,7 @@ from models.record import Record
 from models.sync import DataDiff, SyncExecution, SyncStatus, SyncType
 from pms.connector import Exchange
 from pmsq.errors import LeaseLost, PmsError
+from scheduler.cache import store
 from scheduler.starter import build_sync
 from scheduler.sync_runner import SyncLease, SyncRunner
 
@@ -102,10 +103,31 @@ class World:
                 job.id,
             )
 
-    def run(self, pms: ScriptedPms, delivery: int = 1) -> SyncExecution:
-        runner = SyncRunner(self.session_factory, lambda: T0)
-        lease = SyncLease(self.job_id, delivery)
-        return runner.run(self.execution_id, self.integration_id, lease, pms, _no_log)
+    def another_sync(self) -> tuple[str, str]:
+        """A second manual sync of the same integration: (execution id, job id)."""
+        with self.session_factory.begin() as session:
+            integration = session.get(Integration, self.integration_id)
+            assert integration is not None
+            execution, job = build_sync(
+                integration, SyncType.MANUAL, T0, models=["residents", "units"]
+            )
+            assert job is not None
+            job.status = JobStatus.RUNNING.value
+            job.deliveries = 1
+            session.add_all([execution, job])
+            return execution.id, job.id
+
+    def run(
+        self,
+        pms: ScriptedPms,
+        delivery: int = 1,
+        sync: tuple[str, str] | None = None,
+        now: datetime = T0,
+    ) -> SyncExecution:
+        execution_id, job_id = sync or (self.execution_id, self.job_id)
+        runner = SyncRunner(self.session_factory, lambda: now)
+        lease = SyncLease(job_id, delivery)
+        return runner.run(execution_id, self.integration_id, lease, pms, _no_log)
 
     def execution(self) -> SyncExecution:
         with self.session_factory() as session:
@@ -182,3 +204,46 @@ def test_a_run_that_lost_its_job_writes_nothing(world: World) -> None:
     assert world.execution().counts() == before
     assert world.execution().status == SyncStatus.RUNNING.value
     assert pms.asked[-1] == ("residents", 2), "it asked the PMS nothing more"
+
+
+def test_overlapping_syncs_never_take_each_others_records_for_gone(world: World) -> None:
+    """Found in review: with one 'seen by' execution per record, a sync resumed after another
+    one had read the model deleted the records of its own earlier pages."""
+    first = ScriptedPms(PAGES, {("residents", 3)})
+    with pytest.raises(PmsError):
+        world.run(first)
+    second = world.another_sync()
+    assert world.run(ScriptedPms(PAGES, set()), sync=second).status == SyncStatus.SUCCESS.value
+
+    resumed = world.run(first)
+
+    assert resumed.status == SyncStatus.SUCCESS.value
+    assert resumed.delete_count == 0, "the other sync already removed what was gone"
+    assert world.cached_ids() == {"r1", "r2", "r3", "r4", "r5", "u1"}
+    assert [d for d in world.diffs() if d[0] == "DELETE"] == [("DELETE", "gone")]
+
+
+def test_a_record_written_during_a_sync_is_not_taken_for_gone(world: World) -> None:
+    pms = ScriptedPms(PAGES, {("residents", 3)})
+    with pytest.raises(PmsError):
+        world.run(pms)
+    with world.session_factory.begin() as session:
+        store(session, world.integration_id, "residents", {"id": "r9", "first_name": "New"}, T0)
+
+    world.run(pms)
+
+    assert "r9" in world.cached_ids()
+
+
+def test_a_sync_delivered_again_after_it_ended_changes_nothing(world: World) -> None:
+    """Found in review: the re-run set the ended execution RUNNING and ended it again (a
+    second SYNC_COMPLETE)."""
+    ended = world.run(ScriptedPms(PAGES, set()))
+    pms = ScriptedPms(PAGES, set())
+
+    again = world.run(pms, now=T0 + timedelta(minutes=1))
+
+    assert pms.asked == []
+    assert (again.status, again.completed_at, again.counts()) == (
+        ended.status, ended.completed_at, ended.counts(),
+    )  # fmt: skip

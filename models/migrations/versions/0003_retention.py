@@ -3,8 +3,8 @@
 Roots get `tree_finished_at` (set when the last job of the tree finishes); trees that were
 already final take their root's `updated_at`, the time its counters last moved.
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-11-27 16:05:10.929226
 """
 
@@ -16,8 +16,8 @@ from alembic import op
 import models.base
 
 
-revision = '0002'
-down_revision = '0001'
+revision = '0003'
+down_revision = '0002'
 branch_labels = None
 depends_on = None
 
