@@ -103,10 +103,10 @@ def test_upgrade_is_idempotent_and_downgrade_to_base_removes_every_table(
     assert schema_differences(empty_database_url) == []
 
 
-def test_0002_dates_trees_that_were_already_final(empty_database_url: str) -> None:
+def test_0003_dates_trees_that_were_already_final(empty_database_url: str) -> None:
     """Trees finished before `tree_finished_at` existed take their root's last update, so
     retention reaches them; unfinished trees and jobs below a root stay undated."""
-    upgrade(empty_database_url, "0001")
+    upgrade(empty_database_url, "0002")
     updated = "2026-01-02 03:04:05"
     engine = make_engine(empty_database_url)
     try:
