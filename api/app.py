@@ -22,6 +22,7 @@ from api.services.writes import WriteService
 from pmsq import __version__
 from pmsq.crypto import CredentialCipher
 from pmsq.metrics import MetricsRecorder
+from pmsq.outbound import DestinationPolicy, parse_hosts
 from pmsq.settings import Settings
 from workers.dispatch import Dispatcher
 from workers.flow.backend import FlowControl
@@ -35,22 +36,33 @@ def create_app(
     flow: FlowControl,
     metrics: Collector | None = None,
     recorder: MetricsRecorder | None = None,
+    destinations: DestinationPolicy | None = None,
 ) -> FastAPI:
     """The API. `publisher` puts admitted jobs on the broker (Celery in production); `flow`
-    is the flow control the API admits new writes through."""
+    is the flow control the API admits new writes through; `destinations` judges the URLs
+    integrations and webhooks are saved with (from the settings unless given: tests pass one
+    with a stub resolver)."""
+    destinations = destinations or DestinationPolicy.from_settings(settings)
     dispatcher = Dispatcher(session_factory, publisher, flow, settings, metrics=recorder)
     cipher = CredentialCipher(settings.fernet_keys)
     ctx = ApiContext(
         settings=settings,
         session_factory=session_factory,
         writes=WriteService(session_factory, dispatcher),
-        integrations=IntegrationService(session_factory, cipher, flow, settings.rate_margin_ms),
+        integrations=IntegrationService(
+            session_factory,
+            cipher,
+            flow,
+            settings.rate_margin_ms,
+            destinations,
+            parse_hosts(settings.allowed_pms_hosts),
+        ),
         retries=RetryService(session_factory, dispatcher),
         job_logs=JobLogService(session_factory),
         idempotency=IdempotencyService(session_factory),
         syncs=SyncService(session_factory, dispatcher),
         records=RecordService(session_factory),
-        webhooks=WebhookService(session_factory, cipher),
+        webhooks=WebhookService(session_factory, cipher, destinations),
     )
     app = FastAPI(
         title="pmsq",

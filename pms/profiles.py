@@ -51,6 +51,9 @@ class VendorProfile:
     #: The PMS honours an `Idempotency-Key` header; otherwise a re-attempt whose earlier
     #: outcome is unknown reads back before it writes again.
     supports_idempotency_key: bool = True
+    #: The vendor's fixed API hosts, production first; empty when each customer has its own.
+    #: An integration of such a vendor needs no base_url and may not point anywhere else.
+    api_hosts: tuple[str, ...] = ()
 
     def support(self, model: str, action: str) -> ModelSupport:
         """The model's support, or UnsupportedOperation naming what the vendor lacks."""
@@ -165,6 +168,7 @@ PROFILES: dict[Vendor, VendorProfile] = {
             "leases": ModelSupport(BOTH, LEASE_FIELDS),
             "units": ModelSupport(BOTH, UNIT_FIELDS),
         },
+        api_hosts=("api.buildium.com", "apisandbox.buildium.com"),
     ),
     #: Rent Manager has no `notes` on residents, refuses unit creation, and creates applicants
     #: as a workflow: validate at the PMS, then create, then attach contacts.
