@@ -61,6 +61,15 @@ def _items(text: str) -> list[str]:
     return [part for part in text.split(",") if part.strip()]
 
 
+def _parse(url: str) -> httpx.URL:
+    """`url` as httpx will send it; a URL httpx cannot send is refused (without echoing it:
+    it may carry credentials)."""
+    try:
+        return httpx.URL(url)
+    except httpx.InvalidURL:
+        raise DestinationRefused("destination refused: not a valid URL") from None
+
+
 def _literal_ip(host: str) -> IpAddress | None:
     try:
         return ipaddress.ip_address(host.strip("[]"))
@@ -157,7 +166,7 @@ class DestinationPolicy:
         A literal address is judged as is; a hostname by what it resolves to now. A name that
         does not resolve yet is let through: the check at connection time still applies.
         """
-        parsed = httpx.URL(url)
+        parsed = _parse(url)
         port = parsed.port or (443 if parsed.scheme == "https" else 80)
         try:
             self.addresses(parsed.host, port)
@@ -175,7 +184,7 @@ def host_refusal(
     """
     if not vendor_hosts:
         return None
-    host = httpx.URL(url).host.lower().rstrip(".")
+    host = _parse(url).host.lower().rstrip(".")
     if host in vendor_hosts or host in allowed_hosts:
         return None
     return (

@@ -125,6 +125,8 @@ def test_check_url_judges_literals_and_resolved_names_but_lets_unknown_names_thr
         policy.check_url("http://[::1]:8080/x")
     policy.check_url("https://pms.public.test/api")
     policy.check_url("https://not-yet-in-dns.test/api")  # judged again at connect time
+    with pytest.raises(DestinationRefused, match="not a valid URL"):
+        policy.check_url("http://[::1/x")
     assert dns.lookups == ["pms.internal.test", "pms.public.test", "not-yet-in-dns.test"]
 
 
