@@ -282,3 +282,14 @@ def test_webhook_rows_keep_no_refused_url(api: ApiHarness) -> None:
     with api.session_factory() as session:
         urls = list(session.scalars(select(WebhookEndpoint.url)))
     assert "http://169.254.169.254/" not in urls
+
+
+def test_a_url_that_cannot_be_sent_is_a_400_not_a_500(api: ApiHarness) -> None:
+    headers = account(api)
+    hook = {"url": "http://[::1/hooks", "events": ["JOB_FAILURE"]}
+    assert_refused(
+        api.client.post("/v1/admin/webhooks/", json=hook, headers=headers), "url", "valid"
+    )
+    body = integration_body(base_url="http://[::1/t/x")
+    response = api.client.post("/v1/admin/integrations/", json=body, headers=headers)
+    assert_refused(response, "base_url", "not a valid URL")
