@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import ssl
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
@@ -232,12 +233,18 @@ class OutboundBackend(httpcore.SyncBackend):
 class OutboundTransport(httpx.HTTPTransport):
     """httpx's transport, connecting through `OutboundBackend`."""
 
-    def __init__(self, policy: DestinationPolicy, limits: httpx.Limits = DEFAULT_LIMITS) -> None:
+    def __init__(
+        self,
+        policy: DestinationPolicy,
+        limits: httpx.Limits = DEFAULT_LIMITS,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        """`ssl_context` defaults to httpx's (certifi's CAs, hostname checked)."""
         super().__init__(limits=limits)
         # httpx (0.28) does not take a network backend; its pool is rebuilt here with the same
         # TLS context and limits and the guarded backend.
         self._pool = httpcore.ConnectionPool(
-            ssl_context=httpx.create_ssl_context(),
+            ssl_context=ssl_context or httpx.create_ssl_context(),
             max_connections=limits.max_connections,
             max_keepalive_connections=limits.max_keepalive_connections,
             keepalive_expiry=limits.keepalive_expiry,

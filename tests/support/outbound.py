@@ -7,11 +7,19 @@ Tests never resolve a real name or contact a real non-loopback address: names re
 from __future__ import annotations
 
 import socket
+import ssl
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 
 #: What the tests' API and workers may reach: the servers tests start on loopback; BUILDIUM
 #: integrations may point at them instead of Buildium's own hosts.
@@ -51,9 +59,13 @@ class CountingServer:
 
 @contextmanager
 def counting_server(
-    host: str = "127.0.0.1", status: int = 200, headers: dict[str, str] | None = None
+    host: str = "127.0.0.1",
+    status: int = 200,
+    headers: dict[str, str] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> Iterator[CountingServer]:
-    """Serves every request with `status` (and `headers`) and an empty JSON object."""
+    """Serves every request with `status` (and `headers`) and an empty JSON object; over TLS
+    with `tls` (a server context), where a connection counts once its handshake succeeded."""
     connections: list[tuple[str, int]] = []
     requests: list[tuple[str, str]] = []
 
@@ -84,6 +96,8 @@ def counting_server(
             return True
 
     server = Server((host, 0), Handler)
+    if tls is not None:
+        server.socket = tls.wrap_socket(server.socket, server_side=True)
     thread = threading.Thread(target=server.serve_forever, name="counting-server", daemon=True)
     thread.start()
     try:
@@ -92,3 +106,32 @@ def counting_server(
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+def self_signed_certificate(hostname: str, directory: Path) -> tuple[Path, Path]:
+    """A certificate for `hostname` signed by its own key: (certificate PEM, key PEM) files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hostname)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(hostname)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = directory / f"{hostname}.crt", directory / f"{hostname}.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path

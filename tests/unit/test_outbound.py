@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import re
 import socket
+import ssl
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from support.outbound import StubDns, counting_server
+from support.outbound import StubDns, counting_server, self_signed_certificate
 
 from models.enums import Vendor
 from pms.connector import Exchange, Step
@@ -24,7 +26,7 @@ from pms.http_connector import HttpConnector
 from pms.profiles import CREATE, profile_for
 from pmsq.crypto import CredentialCipher
 from pmsq.errors import DestinationRefused, PmsError
-from pmsq.outbound import DestinationPolicy, outbound_client, parse_networks
+from pmsq.outbound import DestinationPolicy, OutboundTransport, outbound_client, parse_networks
 from pmsq.settings import DEV_SECRET_KEY, Settings
 from workers.connectors import ConnectorFactory, IntegrationSnapshot
 
@@ -326,3 +328,22 @@ def test_fixed_host_vendors_use_their_host_and_refuse_others() -> None:
     allowed.build(snapshot(Vendor.BUILDIUM, "http://127.0.0.1:9/t/x"), lambda: None)
     with pytest.raises(PmsError, match="no base_url"):  # a vendor without fixed hosts needs one
         factory.build(snapshot(Vendor.APPFOLIO, None), lambda: None)
+
+
+def test_tls_is_verified_against_the_url_hostname_not_the_address_connected_to(
+    tmp_path: Path,
+) -> None:
+    """Connecting to the checked address keeps TLS honest: the certificate must match the
+    URL's name (sent as SNI), so a name resolving to the same address with no certificate of
+    its own fails."""
+    cert, key = self_signed_certificate("pms.acme.test", tmp_path)
+    server_tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server_tls.load_cert_chain(cert, key)
+    client_tls = ssl.create_default_context(cafile=str(cert))
+    dns = StubDns({"pms.acme.test": ["127.0.0.1"], "other.acme.test": ["127.0.0.1"]})
+    transport = OutboundTransport(DestinationPolicy(LOOPBACK_ONLY, dns), ssl_context=client_tls)
+    with counting_server(tls=server_tls) as server, httpx.Client(transport=transport) as http:
+        assert http.get(f"https://pms.acme.test:{server.port}/x").status_code == 200
+        with pytest.raises(httpx.ConnectError, match=r"(?i)hostname|certificate"):
+            http.get(f"https://other.acme.test:{server.port}/x")
+        assert server.requests == [("GET", "/x")]
