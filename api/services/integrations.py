@@ -190,9 +190,7 @@ class IntegrationService:
 
 
 def _refused_base_url(reason: str) -> ValidationFailed:
-    return ValidationFailed(
-        f"base_url refused: {reason}", [{"field": "base_url", "reason": reason}]
-    )
+    return ValidationFailed(f"base_url: {reason}", [{"field": "base_url", "reason": reason}])
 
 
 #: Fields the integration list may be ordered by.

@@ -53,7 +53,7 @@ class WebhookService:
             self._destinations.check_url(spec.url)
         except DestinationRefused as exc:
             raise ValidationFailed(
-                f"url refused: {exc.message}", [{"field": "url", "reason": exc.message}]
+                f"url: {exc.message}", [{"field": "url", "reason": exc.message}]
             ) from None
         secret = secrets.token_urlsafe(32)
         with self._session_factory.begin() as session:
