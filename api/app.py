@@ -26,6 +26,7 @@ from models.base import utcnow
 from pmsq import __version__
 from pmsq.crypto import CredentialCipher
 from pmsq.metrics import MetricsRecorder
+from pmsq.outbound import DestinationPolicy, parse_hosts
 from pmsq.settings import Settings
 from workers.dispatch import Dispatcher
 from workers.flow.backend import FlowControl
@@ -40,10 +41,14 @@ def create_app(
     metrics: Collector | None = None,
     recorder: MetricsRecorder | None = None,
     clock: Callable[[], datetime] = utcnow,
+    destinations: DestinationPolicy | None = None,
 ) -> FastAPI:
     """The API. `publisher` puts admitted jobs on the broker (Celery in production); `flow`
     is the flow control the API admits new writes through; `clock` dates writes and their
-    Idempotency-Keys (tests move it to see keys expire)."""
+    Idempotency-Keys (tests move it to see keys expire); `destinations` judges the URLs
+    integrations and webhooks are saved with (from the settings unless given: tests pass one
+    with a stub resolver)."""
+    destinations = destinations or DestinationPolicy.from_settings(settings)
     dispatcher = Dispatcher(session_factory, publisher, flow, settings, metrics=recorder)
     cipher = CredentialCipher(settings.fernet_keys)
     ctx = ApiContext(
@@ -52,12 +57,19 @@ def create_app(
         writes=WriteService(
             session_factory, dispatcher, IdempotencyKeys(settings.idempotency_ttl_s), clock
         ),
-        integrations=IntegrationService(session_factory, cipher, flow, settings.rate_margin_ms),
+        integrations=IntegrationService(
+            session_factory,
+            cipher,
+            flow,
+            settings.rate_margin_ms,
+            destinations,
+            parse_hosts(settings.allowed_pms_hosts),
+        ),
         retries=RetryService(session_factory, dispatcher),
         job_logs=JobLogService(session_factory),
         syncs=SyncService(session_factory, dispatcher),
         records=RecordService(session_factory),
-        webhooks=WebhookService(session_factory, cipher),
+        webhooks=WebhookService(session_factory, cipher, destinations),
     )
     app = FastAPI(
         title="pmsq",

@@ -191,6 +191,8 @@ class PmsqRun:
             "PMSQ_DATABASE_URL": database_url,
             "PMSQ_REDIS_URL": redis_url_of(redis_server, PMSQ_REDIS_DB),
             "PMSQ_AUTO_MIGRATE": "false",
+            # The sandbox listens on loopback, which pmsq refuses unless allowed.
+            "PMSQ_ALLOWED_OUTBOUND_NETWORKS": "127.0.0.0/8",
         }
         self.sandbox_port = free_port()
         self.api_port = free_port()

@@ -26,7 +26,7 @@ from pms.connector import Exchange, ExchangeLog, Step, StepResult
 from pms.profiles import CREATE, UPDATE, VALIDATE_THEN_CREATE, VendorProfile
 from pms.redact import Redactor
 from pms.workflow import request_body
-from pmsq.errors import PmsError, PmsThrottled
+from pmsq.errors import DestinationRefused, PmsError, PmsThrottled
 
 #: Retry-After used when a 429 carries none.
 DEFAULT_RETRY_AFTER_S = 1.0
@@ -159,6 +159,9 @@ class HttpConnector:
         started = time.perf_counter()
         try:
             response = self._client.send(request)
+        except DestinationRefused as exc:  # nothing was sent: the log shows why
+            exchange.error = exc.message
+            raise
         except httpx.TransportError as exc:
             if isinstance(exc, httpx.TimeoutException):
                 exchange.error = f"timeout: {type(exc).__name__}"

@@ -56,6 +56,9 @@ class VendorProfile:
     #: other. None: the read-back matches the payload among records created since the write
     #: was accepted (docs/exactly-once.md says what that cannot tell apart).
     reference_field: str | None = None
+    #: The vendor's fixed API hosts, production first; empty when each customer has its own.
+    #: An integration of such a vendor needs no base_url and may not point anywhere else.
+    api_hosts: tuple[str, ...] = ()
 
     def support(self, model: str, action: str) -> ModelSupport:
         """The model's support, or UnsupportedOperation naming what the vendor lacks."""
@@ -170,6 +173,7 @@ PROFILES: dict[Vendor, VendorProfile] = {
             "leases": ModelSupport(BOTH, LEASE_FIELDS),
             "units": ModelSupport(BOTH, UNIT_FIELDS),
         },
+        api_hosts=("api.buildium.com", "apisandbox.buildium.com"),
     ),
     #: Rent Manager has no `notes` on residents, refuses unit creation, and creates applicants
     #: as a workflow: validate at the PMS, then create, then attach contacts.

@@ -192,6 +192,10 @@ def demo_env(run_dir: Path, redis_port: int) -> dict[str, str]:
         PMSQ_RETRY_BASE_S="0.2",
         PMSQ_PMS_TIMEOUT_S="2",
         PMSQ_JOB_LEASE_S="5",
+        # The sandbox PMS runs on this host: loopback, which pmsq refuses unless allowed, and
+        # the demo's BUILDIUM integration points at it instead of Buildium's own hosts.
+        PMSQ_ALLOWED_OUTBOUND_NETWORKS="127.0.0.0/8",
+        PMSQ_ALLOWED_PMS_HOSTS="127.0.0.1",
         PYTHONUNBUFFERED="1",
     )
     return env

@@ -95,6 +95,17 @@ class PmsError(PmsqError):
         self.outcome_unknown = False
 
 
+class DestinationRefused(PmsError):
+    """Raised when an outbound request (to a PMS or a webhook receiver) would connect to an
+    address the outbound policy refuses (loopback, private, link-local, ...). Final: nothing was
+    sent, and sending again would be refused again."""
+
+    code = "destination_refused"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, retryable=False)
+
+
 class PmsThrottled(PmsError):
     """Raised when the PMS answers 429; it pauses the integration and burns no attempt."""
 

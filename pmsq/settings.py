@@ -7,8 +7,9 @@ from it, to whatever needs it; nothing reads the environment later.
 from __future__ import annotations
 
 from functools import lru_cache
+from ipaddress import ip_network
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Development-only Fernet key, used when PMSQ_SECRET_KEYS is unset so `make demo` works
@@ -79,6 +80,16 @@ class Settings(BaseSettings):
     #: Celery queue that job tasks are published to.
     job_queue: str = "pmsq.jobs"
 
+    # -- outbound requests ---------------------------------------------------------------------
+    #: Comma-separated CIDRs that PMS calls and webhooks may reach although they are not public
+    #: (loopback, private, link-local, ...). Empty by default: accounts choose the URLs pmsq
+    #: calls and read the answers, so no internal address is reachable unless the operator
+    #: names it (`127.0.0.0/8` for a sandbox on the same host).
+    allowed_outbound_networks: str = ""
+    #: Comma-separated hostnames an integration of a vendor with fixed API hosts (Buildium) may
+    #: use as `base_url` besides the vendor's own: sandboxes and tests.
+    allowed_pms_hosts: str = ""
+
     # -- webhooks ------------------------------------------------------------------------------
     #: Timeout of one webhook POST (connect, read, write).
     webhook_timeout_s: float = Field(default=5.0, gt=0)
@@ -92,6 +103,14 @@ class Settings(BaseSettings):
     webhook_claim_s: float = Field(default=30.0, gt=0)
     #: Most deliveries one dispatcher claims per maintenance pass.
     webhook_batch: int = Field(default=50, ge=1)
+
+    @field_validator("allowed_outbound_networks")
+    @classmethod
+    def _cidrs(cls, value: str) -> str:
+        for part in value.split(","):
+            if part.strip():
+                ip_network(part.strip(), strict=False)  # ValueError names the bad one
+        return value
 
     @property
     def celery_broker_url(self) -> str:

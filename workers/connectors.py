@@ -12,7 +12,8 @@ from pms.connector import Connector
 from pms.http_connector import HttpConnector
 from pms.profiles import VendorProfile, profile_for
 from pmsq.crypto import CredentialCipher
-from pmsq.errors import PmsError
+from pmsq.errors import DestinationRefused, PmsError
+from pmsq.outbound import host_refusal
 
 
 @dataclass(frozen=True)
@@ -35,22 +36,40 @@ class IntegrationSnapshot:
 
 
 class ConnectorFactory:
-    def __init__(self, cipher: CredentialCipher, client: httpx.Client) -> None:
+    def __init__(
+        self,
+        cipher: CredentialCipher,
+        client: httpx.Client,
+        allowed_pms_hosts: frozenset[str] = frozenset(),
+    ) -> None:
+        """`client` must be the outbound client (`pmsq.outbound.outbound_client`) outside
+        tests; `allowed_pms_hosts` are hosts a fixed-host vendor may use besides its own."""
         self._cipher = cipher
         self._client = client
+        self._allowed_pms_hosts = allowed_pms_hosts
 
     def build(
         self, integration: IntegrationSnapshot, before_request: Callable[[], None]
     ) -> tuple[Connector, VendorProfile]:
         """The integration's connector; it calls `before_request` before every PMS request."""
         profile = profile_for(integration.vendor)
-        if not integration.base_url:
+        base_url = integration.base_url or default_base_url(profile)
+        if not base_url:
             raise PmsError(f"integration {integration.id} has no base_url", retryable=False)
+        # Checked again here: the integration may predate the rule, or the setting changed.
+        reason = host_refusal(base_url, profile.api_hosts, self._allowed_pms_hosts)
+        if reason is not None:
+            raise DestinationRefused(f"destination refused: base_url {reason}")
         connector = HttpConnector(
-            base_url=integration.base_url,
+            base_url=base_url,
             credentials=self._cipher.decrypt(integration.credentials_encrypted),
             profile=profile,
             client=self._client,
             before_request=before_request,
         )
         return connector, profile
+
+
+def default_base_url(profile: VendorProfile) -> str | None:
+    """The production API root of a vendor with fixed API hosts; None for the others."""
+    return f"https://{profile.api_hosts[0]}" if profile.api_hosts else None

@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.db import make_engine, make_session_factory
 from pmsq.crypto import CredentialCipher
 from pmsq.metrics import MetricsRecorder
+from pmsq.outbound import DestinationPolicy, outbound_client, parse_hosts
 from pmsq.settings import Settings
 from workers.connectors import ConnectorFactory
 from workers.dispatch import Dispatcher
@@ -39,13 +40,18 @@ class WorkerContext:
     def build(cls, settings: Settings, app: Celery) -> WorkerContext:
         engine = make_engine(settings.database_url)
         session_factory = make_session_factory(engine)
-        http = httpx.Client(timeout=settings.pms_timeout_s)
+        # Every PMS call, read-back and sync page goes through this client, so through the
+        # destination policy checked at connect time.
+        policy = DestinationPolicy.from_settings(settings)
+        http = outbound_client(policy, timeout_s=settings.pms_timeout_s)
         redis_client = redis.Redis.from_url(settings.redis_url)
         flow = RedisFlowControl(redis_client)
         publisher = CeleryPublisher(app, settings.job_queue)
         metrics = MetricsRecorder(redis_client)
         dispatcher = Dispatcher(session_factory, publisher, flow, settings, metrics=metrics)
-        connectors = ConnectorFactory(CredentialCipher(settings.fernet_keys), http)
+        connectors = ConnectorFactory(
+            CredentialCipher(settings.fernet_keys), http, parse_hosts(settings.allowed_pms_hosts)
+        )
         runner = JobRunner(session_factory, connectors, dispatcher, settings, metrics=metrics)
         return cls(settings, engine, session_factory, http, redis_client, dispatcher, runner)
 

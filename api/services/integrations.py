@@ -14,8 +14,10 @@ from models.enums import TERMINAL_STATUSES, Cadence
 from models.integration import Integration
 from models.job import Job
 from models.schemas import IntegrationCreate, IntegrationOut, IntegrationUpdate, check_rate
+from pms.profiles import profile_for
 from pmsq.crypto import CredentialCipher
-from pmsq.errors import Conflict, NotFound, ValidationFailed
+from pmsq.errors import Conflict, DestinationRefused, NotFound, ValidationFailed
+from pmsq.outbound import DestinationPolicy, host_refusal
 from scheduler.schedules import refresh_schedule
 from workers.flow.backend import FlowControl
 from workers.flow.limits import Limits
@@ -28,13 +30,21 @@ class IntegrationService:
         cipher: CredentialCipher,
         flow: FlowControl,
         rate_margin_ms: float,
+        destinations: DestinationPolicy,
+        allowed_pms_hosts: frozenset[str] = frozenset(),
     ) -> None:
+        """`destinations` judges base_urls as they are saved (the workers judge them again at
+        every connection); `allowed_pms_hosts` are hosts a fixed-host vendor may use besides
+        its own (PMSQ_ALLOWED_PMS_HOSTS)."""
         self._session_factory = session_factory
         self._cipher = cipher
         self._flow = flow
         self._rate_margin_ms = rate_margin_ms
+        self._destinations = destinations
+        self._allowed_pms_hosts = allowed_pms_hosts
 
     def create(self, account_id: str, spec: IntegrationCreate) -> IntegrationOut:
+        self._check_base_url(spec.integration_vendor.value, spec.base_url)
         values = spec.model_dump(exclude={"credentials"}, mode="json")
         with self._session_factory.begin() as session:
             integration = Integration(account_id=account_id, **values)
@@ -52,6 +62,9 @@ class IntegrationService:
         self, account_id: str, integration_id: str, spec: IntegrationUpdate
     ) -> IntegrationOut:
         changes = spec.model_dump(exclude_unset=True, exclude={"credentials"}, mode="json")
+        if changes.get("base_url") is not None:
+            # Resolved before the transaction opens: a slow DNS answer holds no row lock.
+            self._check_address(changes["base_url"])
         with self._session_factory.begin() as session:
             integration = self._owned(session, account_id, integration_id)
             for name, value in changes.items():
@@ -60,6 +73,8 @@ class IntegrationService:
                         f"{name} cannot be null", [{"field": name, "reason": "cannot be null"}]
                     )
                 setattr(integration, name, value)
+            if changes.keys() & {"base_url", "integration_vendor"}:
+                self._check_host(integration.integration_vendor, integration.base_url)
             try:
                 check_rate(
                     integration.max_request_frequency, Cadence(integration.max_request_cadence)
@@ -152,6 +167,30 @@ class IntegrationService:
     @staticmethod
     def _owned(session: Session, account_id: str, integration_id: str) -> Integration:
         return owned_integration(session, account_id, integration_id)
+
+    def _check_base_url(self, vendor: str, base_url: str | None) -> None:
+        if base_url is not None:
+            self._check_host(vendor, base_url)
+            self._check_address(base_url)
+
+    def _check_host(self, vendor: str, base_url: str | None) -> None:
+        """A vendor with fixed API hosts takes a base_url only on them (or an allowed host)."""
+        if base_url is None:
+            return
+        reason = host_refusal(base_url, profile_for(vendor).api_hosts, self._allowed_pms_hosts)
+        if reason is not None:
+            raise _refused_base_url(reason)
+
+    def _check_address(self, base_url: str) -> None:
+        """Refuses a base_url known now to lead to an address the workers may not reach."""
+        try:
+            self._destinations.check_url(base_url)
+        except DestinationRefused as exc:
+            raise _refused_base_url(exc.message) from None
+
+
+def _refused_base_url(reason: str) -> ValidationFailed:
+    return ValidationFailed(f"base_url: {reason}", [{"field": "base_url", "reason": reason}])
 
 
 #: Fields the integration list may be ordered by.

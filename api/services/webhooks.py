@@ -19,7 +19,8 @@ from models.webhook import (
     WebhookOut,
 )
 from pmsq.crypto import CredentialCipher
-from pmsq.errors import NotFound
+from pmsq.errors import DestinationRefused, NotFound, ValidationFailed
+from pmsq.outbound import DestinationPolicy
 from workers.webhooks.repository import WebhookRepository
 
 #: Fields the webhook list may be ordered by.
@@ -33,13 +34,27 @@ DELIVERY_SORTABLE = {
 
 
 class WebhookService:
-    def __init__(self, session_factory: sessionmaker[Session], cipher: CredentialCipher) -> None:
+    def __init__(
+        self,
+        session_factory: sessionmaker[Session],
+        cipher: CredentialCipher,
+        destinations: DestinationPolicy,
+    ) -> None:
+        """`destinations` judges urls as they are registered (the deliverer judges them again
+        at every connection)."""
         self._session_factory = session_factory
         self._cipher = cipher
+        self._destinations = destinations
 
     def create(self, account_id: str, spec: WebhookCreate) -> WebhookCreated:
         """Store the endpoint with a new HMAC secret, encrypted; the plain secret is returned
-        here and never again."""
+        here and never again. A url known now to lead to a refused address is a 400."""
+        try:
+            self._destinations.check_url(spec.url)
+        except DestinationRefused as exc:
+            raise ValidationFailed(
+                f"url: {exc.message}", [{"field": "url", "reason": exc.message}]
+            ) from None
         secret = secrets.token_urlsafe(32)
         with self._session_factory.begin() as session:
             endpoint = WebhookEndpoint(

@@ -14,7 +14,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from api.app import create_app
 from api.auth import create_token
 from models.base import utcnow
+from pmsq.outbound import DestinationPolicy, Resolver
 from pmsq.settings import Settings
+from support.outbound import TEST_OUTBOUND_SETTINGS, StubDns
 from workers.flow.redis_backend import RedisFlowControl
 from workers.publisher import AdmittedJob
 
@@ -45,12 +47,19 @@ class ApiHarness:
 def api_harness(
     database_url: str,
     session_factory: sessionmaker[Session],
+    *,
     clock: Callable[[], datetime] = utcnow,
+    resolver: Resolver | None = None,
     **settings: object,
 ) -> Iterator[ApiHarness]:
+    """The API with loopback allowed (tests' servers live there) unless `settings` say
+    otherwise; names resolve through `resolver`, by default none (no real DNS in tests)."""
     publisher = RecordingPublisher()
     flow = RedisFlowControl(fakeredis.FakeRedis())
-    config = Settings(database_url=database_url, **settings)  # type: ignore[arg-type]
-    app = create_app(config, session_factory, publisher, flow, clock=clock)
+    config = Settings(database_url=database_url, **{**TEST_OUTBOUND_SETTINGS, **settings})  # type: ignore[arg-type]
+    destinations = DestinationPolicy.from_settings(config, resolver or StubDns())
+    app = create_app(
+        config, session_factory, publisher, flow, clock=clock, destinations=destinations
+    )
     with TestClient(app) as client:
         yield ApiHarness(client, publisher, session_factory, flow)

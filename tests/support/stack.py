@@ -39,6 +39,10 @@ class Stack:
             "PMSQ_PMS_TIMEOUT_S": "2",
             "PMSQ_JOB_LEASE_S": "4",
             "PMSQ_DISPATCH_INTERVAL_S": "0.1",
+            # The sandbox and the tests' receivers listen on loopback, which pmsq refuses by
+            # default; BUILDIUM integrations point at the sandbox instead of Buildium's hosts.
+            "PMSQ_ALLOWED_OUTBOUND_NETWORKS": "127.0.0.0/8",
+            "PMSQ_ALLOWED_PMS_HOSTS": "127.0.0.1",
             **(env or {}),
         }
         self.sandbox_port = free_port()

@@ -14,6 +14,7 @@ import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
+from support.outbound import counting_server
 
 from models.account import Account
 from models.base import new_id
@@ -30,6 +31,7 @@ from models.webhook import (
 )
 from pms.connector import ChildSpec
 from pmsq.crypto import CredentialCipher
+from pmsq.outbound import DestinationPolicy, outbound_client, parse_networks
 from pmsq.settings import DEV_SECRET_KEY, Settings
 from scheduler.sync_runner import mark_failed
 from workers.aggregator import finish_job
@@ -416,3 +418,53 @@ def test_deliveries_of_a_deleted_endpoint_fail_without_a_request(world: World) -
     assert receiver.requests == []
     (delivery,) = world.deliveries()
     assert delivery.status == "FAILURE"
+
+
+# -- the outbound policy -------------------------------------------------------------------
+
+
+def test_a_refused_destination_fails_the_delivery_at_once_and_sends_nothing(world: World) -> None:
+    with counting_server() as server:
+        world.endpoint([WebhookEvent.JOB_FAILURE], url=server.url("/hook"))
+        world.finish(world.root(), JobStatus.FAILURE, error="boom")
+        http = outbound_client(DestinationPolicy(), timeout_s=5)
+        deliverer = WebhookDeliverer(world.session_factory, CIPHER, http, Settings(), Clock())
+        assert deliverer.deliver_due() == 1
+        assert server.connections == []
+    (delivery,) = world.deliveries()
+    assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("FAILURE", 1, None)
+    assert delivery.last_error is not None and "127.0.0.1 is loopback" in delivery.last_error
+    assert delivery.next_attempt_at is None, "final: not retried"
+    with world.session_factory() as session:
+        (attempt,) = session.scalars(select(WebhookAttempt)).all()
+        assert attempt.status_code is None and attempt.error == delivery.last_error
+
+
+def test_an_allowed_destination_is_delivered_through_the_outbound_client(world: World) -> None:
+    """The control of the test above: the same delivery with loopback allowed arrives."""
+    with counting_server() as server:
+        world.endpoint([WebhookEvent.JOB_FAILURE], url=server.url("/hook"))
+        world.finish(world.root(), JobStatus.FAILURE, error="boom")
+        policy = DestinationPolicy(parse_networks("127.0.0.0/8"))
+        http = outbound_client(policy, timeout_s=5)
+        deliverer = WebhookDeliverer(world.session_factory, CIPHER, http, Settings(), Clock())
+        assert deliverer.deliver_due() == 1
+        assert server.requests == [("POST", "/hook")]
+    (delivery,) = world.deliveries()
+    assert (delivery.status, delivery.last_status_code) == ("SUCCESS", 200)
+
+
+def test_a_webhook_redirect_is_a_failed_attempt_not_a_hop(world: World) -> None:
+    with counting_server("127.0.0.2") as target:
+        location = {"Location": target.url("/metadata")}
+        with counting_server(status=302, headers=location) as origin:
+            world.endpoint([WebhookEvent.JOB_FAILURE], url=origin.url("/hook"))
+            world.finish(world.root(), JobStatus.FAILURE, error="boom")
+            policy = DestinationPolicy(parse_networks("127.0.0.1/32"))
+            http = outbound_client(policy, timeout_s=5)
+            deliverer = WebhookDeliverer(world.session_factory, CIPHER, http, Settings(), Clock())
+            assert deliverer.deliver_due() == 1
+            assert origin.requests == [("POST", "/hook")]
+        assert target.connections == []
+    (delivery,) = world.deliveries()
+    assert (delivery.status, delivery.last_status_code) == ("PENDING", 302)

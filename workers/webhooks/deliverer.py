@@ -24,6 +24,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from models.base import utcnow
 from models.webhook import DeliveryStatus, WebhookAttempt, WebhookEndpoint
 from pmsq.crypto import CredentialCipher
+from pmsq.errors import DestinationRefused
+from pmsq.outbound import DestinationPolicy, outbound_client
 from pmsq.settings import Settings
 from workers.backoff import retry_delay_s
 from workers.webhooks import signing
@@ -56,6 +58,8 @@ class AttemptResult:
     status_code: int | None
     error: str | None
     duration_ms: float
+    #: Trying again cannot succeed (the destination is refused): the delivery fails now.
+    final: bool = False
 
     @property
     def ok(self) -> bool:
@@ -140,6 +144,9 @@ class WebhookDeliverer:
                 timeout=self._settings.webhook_timeout_s,
                 follow_redirects=False,
             )
+        except DestinationRefused as exc:  # refused before connecting: nothing was sent
+            elapsed_ms = (time.monotonic() - started) * 1000
+            return AttemptResult(None, exc.message[:MAX_ERROR_CHARS], elapsed_ms, final=True)
         except httpx.HTTPError as exc:
             elapsed_ms = (time.monotonic() - started) * 1000
             return AttemptResult(None, f"{type(exc).__name__}: {exc}"[:MAX_ERROR_CHARS], elapsed_ms)
@@ -179,7 +186,7 @@ class WebhookDeliverer:
                 delivery.status = DeliveryStatus.SUCCESS.value
                 delivery.delivered_at = now
                 delivery.next_attempt_at = None
-            elif claimed.attempt >= self._settings.webhook_max_attempts:
+            elif result.final or claimed.attempt >= self._settings.webhook_max_attempts:
                 delivery.status = DeliveryStatus.FAILURE.value
                 delivery.next_attempt_at = None
                 logger.warning(
@@ -249,8 +256,10 @@ class DeliveryPump:
     def _pass(self) -> None:
         try:
             if self._deliverer is None:
+                policy = DestinationPolicy.from_settings(self._settings)
+                http = outbound_client(policy, timeout_s=self._settings.webhook_timeout_s)
                 self._deliverer = build_deliverer(
-                    self._session_factory, self._settings, httpx.Client(), self._clock
+                    self._session_factory, self._settings, http, self._clock
                 )
             self._deliverer.deliver_due()
         except Exception:
