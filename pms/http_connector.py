@@ -183,7 +183,15 @@ class HttpConnector:
         if 200 <= status < 300:
             if status == 204 or not response.content:
                 return {}
-            data = response.json()
+            try:
+                data = response.json()
+            except ValueError:
+                error = PmsError(
+                    f"PMS answered {status} with a body that is not JSON", retryable=True
+                )
+                # It did what was asked; the next attempt finds out what that was.
+                error.outcome_unknown = method in WRITE_METHODS
+                raise error from None
             return data if isinstance(data, dict) else {"results": data}
         message = self._redactor.text(_error_message(response)) or ""
         if status == 429:

@@ -119,6 +119,25 @@ def test_a_write_failing_after_it_was_sent_has_an_unknown_outcome(
     assert raised.value.outcome_unknown is unknown
 
 
+@pytest.mark.parametrize("action", [CREATE, UPDATE])
+def test_a_write_answered_with_a_body_that_is_not_json_has_an_unknown_outcome(
+    action: str,
+) -> None:
+    """Found in review: a 2xx the connector could not parse escaped as an internal error with
+    the outcome known, so a keyless vendor's retry-write created the record again."""
+    step = Step("residents", action, "residents-1", dict(PAYLOAD), idempotency_key="k")
+    garbled = connector(
+        profile_for("APPFOLIO"), lambda request: httpx.Response(201, text="<html>ok</html>")
+    )
+
+    with pytest.raises(PmsError) as raised:
+        garbled.execute(step, lambda exchange: None)
+
+    assert raised.value.retryable is True
+    assert raised.value.outcome_unknown is True
+    assert "not JSON" in raised.value.message
+
+
 @pytest.mark.parametrize("failure", [502, httpx.RemoteProtocolError, httpx.ReadTimeout])
 def test_a_failed_read_leaves_the_outcome_known(
     failure: int | type[httpx.TransportError],
