@@ -99,3 +99,11 @@ class PmsThrottled(PmsError):
     """Raised when the PMS answers 429; it pauses the integration and burns no attempt."""
 
     code = "pms_throttled"
+
+
+class FencedOut(PmsqError):
+    """Raised before a PMS request when the worker's claim no longer holds the job's lease (it
+    lapsed while the worker was paused, or the job was handed to a newer delivery): the worker
+    stops without sending, records no outcome and releases nothing it no longer owns."""
+
+    code = "fenced_out"

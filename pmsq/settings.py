@@ -42,9 +42,10 @@ class Settings(BaseSettings):
     max_jobs_per_tree: int = Field(default=10_000, ge=1)
     #: Timeout of one PMS HTTP request.
     pms_timeout_s: float = Field(default=10.0, gt=0)
-    #: Lease of an admitted job (its concurrency slot and its RUNNING claim). A live worker
-    #: extends it every third of it; a killed worker's lease lapses and the slot and the job
-    #: come back within this time.
+    #: Lease of an admitted job (its concurrency slot and its RUNNING claim), on Redis's clock.
+    #: A live worker renews it every third of it; a worker that dies or freezes loses it, and
+    #: the slot and the job come back within about this time (a job admitted but never
+    #: claimed, its message lost with a worker, too). A worker that lost it sends nothing more.
     job_lease_s: float = Field(default=10.0, gt=0)
     #: Longest sleep of the dispatcher loop (it wakes sooner when an admission is due).
     dispatch_interval_s: float = Field(default=0.2, gt=0)

@@ -25,7 +25,7 @@ from models.job import Job
 from pmsq.metrics import MetricsRecorder, NullMetrics
 from pmsq.settings import Settings
 from workers.aggregator import finish_job
-from workers.flow.backend import Admission, FlowControl
+from workers.flow.backend import Admission, FlowControl, redis_time
 from workers.flow.limits import Limits
 from workers.publisher import AdmittedJob, Publisher
 from workers.repository import JobRepository
@@ -136,7 +136,8 @@ class Dispatcher:
                 job.due_at = None
                 admitted.append(AdmittedJob(job.id, job.integration_id, job.model, job.action))
         for job_id in stale:
-            # A duplicate backlog entry: give its slot back at once.
+            # A duplicate backlog entry: give back the admission lease this admission just
+            # took (the job's own claim, if it runs, is another member and stays).
             self._flow.release(integration_id, job_id)
         for message in admitted:
             self._publisher.publish(message)
@@ -172,17 +173,24 @@ class Dispatcher:
     # -- healing -------------------------------------------------------------------------------
 
     def reclaim_expired_leases(self) -> int:
+        """RUNNING jobs whose claim lease lapsed on Redis's clock go back to the backlog.
+
+        The database's lease (written from Redis's clock by the claim and the heartbeat) only
+        picks the candidates; the decision is `reclaim.lua`'s, made under the job's row lock,
+        and it takes the lease away in the same step, so the old worker is fenced out before
+        the job can be claimed again. A host whose clock is off reclaims nothing live."""
         now = self._clock()
+        redis_now = redis_time(self._flow.now_us())
         with self._session_factory() as session:
-            expired = list(JobRepository(session).expired_running_ids(now, BATCH))
+            expired = list(JobRepository(session).expired_running_ids(redis_now, BATCH))
         requeue: dict[str, list[str]] = defaultdict(list)
         for job_id in expired:
             with self._session_factory.begin() as session:
                 job = JobRepository(session).lock(job_id)
                 if job is None or job.status != JobStatus.RUNNING.value:
                     continue
-                if job.lease_expires_at is None or job.lease_expires_at >= now:
-                    continue
+                if not self._flow.reclaim(job.integration_id, job.id, job.deliveries):
+                    continue  # its worker renews it: the database's lease lags behind
                 logger.warning("job %s: lease expired, its worker is presumed lost", job.id)
                 if job.unrecorded_claims >= self._settings.max_deliveries:
                     self._fail_poison(session, job, now)

@@ -21,6 +21,7 @@ from models.integration import Integration
 from models.job import Job
 from pmsq.settings import Settings
 from workers.dispatch import ORPHAN_AGE_S, Dispatcher
+from workers.flow.backend import Pace, redis_time
 from workers.flow.keys import READY, IntegrationKeys
 from workers.flow.limits import Limits
 from workers.flow.redis_backend import RedisFlowControl
@@ -28,8 +29,8 @@ from workers.publisher import AdmittedJob
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 LEASE_S = 30.0
-MAX_DELIVERIES = 3
 QUEUED_REPUBLISH_S = 120.0
+MAX_DELIVERIES = 3
 DISPATCH_INTERVAL_S = 10.0
 #: Requests are no constraint here (a slot every 11 us): concurrency is what is tested.
 REQUESTS_PER_SECOND = 100_000
@@ -148,8 +149,8 @@ def world(session_factory: sessionmaker[Session]) -> World:
     settings = Settings(
         database_url=str(session_factory.kw["bind"].url),
         job_lease_s=LEASE_S,
-        max_deliveries=MAX_DELIVERIES,
         queued_republish_s=QUEUED_REPUBLISH_S,
+        max_deliveries=MAX_DELIVERIES,
         dispatch_interval_s=DISPATCH_INTERVAL_S,
     )
     return World(session_factory, settings)
@@ -354,7 +355,7 @@ def test_a_queued_job_never_claimed_goes_through_admission_again(world: World) -
 
 def test_a_running_job_whose_lease_expired_is_admitted_again(world: World) -> None:
     iid = world.add_integration(concurrency=5)
-    lease_end = T0 + timedelta(seconds=LEASE_S)
+    lease_end = redis_time(world.redis_now_us())
     lost = world.add_job(
         iid,
         status=JobStatus.RUNNING,
@@ -370,12 +371,11 @@ def test_a_running_job_whose_lease_expired_is_admitted_again(world: World) -> No
         due_at=None,
         deliveries=1,
         unrecorded_claims=1,
-        lease_expires_at=lease_end + timedelta(seconds=5),
+        lease_expires_at=lease_end,
     )
+    # Its worker renewed its claim lease in Redis; the database's copy has not caught up.
+    assert world.flow.hold(iid, alive, 1, LEASE_S).held
 
-    world.clock.now = lease_end  # not yet past it
-    assert world.dispatcher.reclaim_expired_leases() == 0
-    world.clock.advance(0.001)
     assert world.dispatcher.reclaim_expired_leases() == 1
 
     assert world.publisher.ids == [lost]
@@ -387,6 +387,28 @@ def test_a_running_job_whose_lease_expired_is_admitted_again(world: World) -> No
     )
     assert job.deliveries == 1  # a claim, not the dispatcher, counts deliveries
     assert world.status(alive) == JobStatus.RUNNING.value
+
+
+def test_a_dispatcher_whose_clock_runs_fast_reclaims_no_live_job(world: World) -> None:
+    iid = world.add_integration(concurrency=5)
+    alive = world.add_job(
+        iid,
+        status=JobStatus.RUNNING,
+        due_at=None,
+        deliveries=1,
+        unrecorded_claims=1,
+        lease_expires_at=redis_time(world.redis_now_us()) + timedelta(seconds=LEASE_S),
+    )
+    assert world.flow.hold(iid, alive, 1, LEASE_S).held
+    # This host's clock is a lease and 7 s ahead of Redis's (and the worker's).
+    world.clock.now = redis_time(world.redis_now_us()) + timedelta(seconds=LEASE_S + 7)
+
+    world.dispatcher.maintain()
+
+    assert world.status(alive) == JobStatus.RUNNING.value
+    assert world.publisher.ids == []
+    world.dispatcher.load_limits(iid)
+    assert world.flow.pace(iid, alive, 1)[0] is Pace.GO  # its worker may still send
 
 
 def test_a_job_lost_max_deliveries_times_fails_as_poison(world: World) -> None:

@@ -13,6 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from models.enums import CADENCE_SECONDS, Cadence
+from workers.flow.backend import Pace
 from workers.flow.keys import KNOWN_INTEGRATIONS, READY, IntegrationKeys
 from workers.flow.limits import MAX_TOLERANCE_US, Limits
 from workers.flow.redis_backend import RedisFlowControl
@@ -249,7 +250,7 @@ def test_admitting_the_whole_backlog_reports_no_next_time(flow: RedisFlowControl
     assert (set(admission.job_ids), admission.next_us) == ({"a", "b"}, None)
 
 
-# --- release and extend --------------------------------------------------------------------------
+# --- leases and their fencing: release, hold, renew, reclaim -----------------------------------
 
 
 def test_release_frees_the_lease_and_returns_the_backlog_size(
@@ -265,34 +266,93 @@ def test_release_frees_the_lease_and_returns_the_backlog_size(
     assert flow.release("empty", "x") == 0
 
 
-def test_extend_pushes_a_live_lease_back(
+def test_hold_hands_the_admission_slot_to_the_claim(
     flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
 ) -> None:
     flow.set_limits(IID, Limits(**UNPACED, concurrency=1))
-    flow.enqueue(IID, ["a"])
-    flow.admit(IID, 1, 60)
-    first = score(client, keys.leases, "a")
+    flow.enqueue(IID, ["a", "b"])
+    assert flow.admit(IID, 1, 60).job_ids == ("a",)
 
     before = now_us(client)
-    assert flow.extend(IID, "a", 3600) is True
+    held = flow.hold(IID, "a", 1, 3600)
 
-    extended = score(client, keys.leases, "a")
-    assert first is not None and extended is not None
-    assert extended >= before + HOUR_US > first
+    assert held.held is True and held.now_us >= before
+    assert members(client, keys.leases) == {"a:1"}  # the admission member became the claim's
+    lease = score(client, keys.leases, "a:1")
+    assert lease is not None and lease >= before + HOUR_US
+    assert flow.admit(IID, 1, 60).job_ids == ()  # still one slot taken, not two
 
 
-def test_extend_of_a_pruned_lease_returns_false_and_takes_no_slot(
+def test_hold_after_a_lapsed_admission_takes_a_free_slot_only(
     flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
 ) -> None:
     flow.set_limits(IID, Limits(**UNPACED, concurrency=1))
-    flow.enqueue(IID, ["dead", "heir"])
-    flow.admit(IID, 1, 0)  # expired at once
-    assert flow.admit(IID, 1, 3600).job_ids == ("heir",)  # pruned "dead", took its slot
+    flow.enqueue(IID, ["late", "heir"])
+    flow.admit(IID, 1, 0)  # the admission lease of "late" lapses at once
+    assert flow.hold(IID, "late", 1, 3600).held is True  # the slot was free: taken again
 
-    assert flow.extend(IID, "dead", 3600) is False
+    flow.enqueue(IID, ["other"])
+    assert flow.release(IID, "late:1") == 2
+    assert flow.admit(IID, 1, 0).job_ids == ("heir",)  # lapses at once too
+    assert flow.admit(IID, 1, 3600).job_ids == ("other",)  # took the only slot
+    assert flow.hold(IID, "heir", 1, 3600).held is False  # none free: it must not run
+    assert members(client, keys.leases) == {"other"}
 
-    assert members(client, keys.leases) == {"heir"}
-    assert flow.extend(IID, "never-admitted", 3600) is False
+
+def test_renew_extends_a_live_claim_and_never_revives_a_lapsed_one(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=2))
+    flow.hold(IID, "a", 1, 60)
+    flow.hold(IID, "dead", 1, 0)  # its lease lapses at once (its worker froze)
+
+    before = now_us(client)
+    assert flow.renew(IID, "a", 1, 3600).held is True
+    lease = score(client, keys.leases, "a:1")
+    assert lease is not None and lease >= before + HOUR_US
+
+    assert flow.renew(IID, "dead", 1, 3600).held is False
+    assert flow.renew(IID, "a", 2, 3600).held is False  # another delivery's claim
+    assert flow.renew(IID, "never-claimed", 1, 3600).held is False
+    assert "a:2" not in members(client, keys.leases)
+
+
+def test_a_newer_delivery_fences_the_older_one_out(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=1))
+    assert flow.hold(IID, "a", 1, 0).held is True  # delivery 1, then its worker froze
+    assert flow.reclaim(IID, "a", 1) is True  # lapsed on Redis's clock: taken away
+    assert flow.hold(IID, "a", 2, 3600).held is True
+
+    assert flow.pace(IID, "a", 1)[0] is Pace.FENCED
+    assert flow.renew(IID, "a", 1, 3600).held is False
+    assert flow.pace(IID, "a", 2)[0] is Pace.GO
+    assert members(client, keys.leases) == {"a:2"}
+    # The stale worker releasing its claim frees nothing of the newer one's.
+    flow.release(IID, "a:1")
+    assert members(client, keys.leases) == {"a:2"}
+
+
+def test_reclaim_leaves_a_live_claim_alone(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=1))
+    flow.hold(IID, "a", 1, 3600)
+
+    assert flow.reclaim(IID, "a", 1) is False
+    assert members(client, keys.leases) == {"a:1"}
+    assert flow.pace(IID, "a", 1)[0] is Pace.GO
+
+
+def test_a_lapsed_claim_is_fenced_even_before_anyone_reclaims_it(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=1))
+    flow.hold(IID, "a", 1, 0)
+
+    assert flow.pace(IID, "a", 1) == (Pace.FENCED, 0.0)
+    assert client.get(keys.request_tat) is None  # no request slot taken
 
 
 # --- pace ----------------------------------------------------------------------------------------
@@ -302,17 +362,18 @@ def test_pace_lets_one_request_leave_per_interval(
     flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
 ) -> None:
     flow.set_limits(IID, Limits(interval_us=HOUR_US, tolerance_us=50_000, concurrency=1))
+    flow.hold(IID, "j", 1, 3600)
 
     before = now_us(client)
-    allowed, first_wait = flow.pace(IID)
+    allowed, first_wait = flow.pace(IID, "j", 1)
     first_tat = int(client.get(keys.request_tat) or 0)
-    allowed_2, second_wait = flow.pace(IID)
+    allowed_2, second_wait = flow.pace(IID, "j", 1)
     after = now_us(client)
 
-    assert (allowed, first_wait) == (True, 0.0)  # the first request leaves now
+    assert (allowed, first_wait) == (Pace.GO, 0.0)  # the first request leaves now
     assert before + HOUR_US <= first_tat <= after + HOUR_US
     # The second must wait for the interval, and nothing is reserved for it meanwhile.
-    assert allowed_2 is False
+    assert allowed_2 is Pace.WAIT
     elapsed_s = (after - before) / 1_000_000
     assert 3600 - elapsed_s - 1e-6 <= second_wait <= 3600
     assert int(client.get(keys.request_tat) or 0) == first_tat
@@ -321,18 +382,19 @@ def test_pace_lets_one_request_leave_per_interval(
 def test_pace_keeps_the_schedule_for_a_slightly_late_request_only(
     flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
 ) -> None:
-    catchup = 10_000
+    catchup = 500_000
     flow.set_limits(IID, Limits(HOUR_US, 50_000, 1, catchup))
-    # A request due 5 ms ago (within the catch-up) keeps its schedule: the next is due one
+    flow.hold(IID, "j", 1, 3600)
+    # A request due 5 ms ago (well within the catch-up) keeps its schedule: the next is due one
     # interval after its due time, not after its late departure.
     due = now_us(client) - 5_000
     client.set(keys.request_tat, due)
-    assert flow.pace(IID)[0] is True
+    assert flow.pace(IID, "j", 1)[0] is Pace.GO
     assert int(client.get(keys.request_tat) or 0) == due + HOUR_US
     # One due an hour ago (idle integration) restarts the schedule from now, less the catch-up.
     client.set(keys.request_tat, now_us(client) - HOUR_US)
     before = now_us(client)
-    assert flow.pace(IID)[0] is True
+    assert flow.pace(IID, "j", 1)[0] is Pace.GO
     after = now_us(client)
     restarted = int(client.get(keys.request_tat) or 0)
     assert before + HOUR_US - catchup <= restarted <= after + HOUR_US - catchup
@@ -341,7 +403,8 @@ def test_pace_keeps_the_schedule_for_a_slightly_late_request_only(
 def test_pace_without_limits_asks_for_them(
     flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
 ) -> None:
-    assert flow.pace(IID) == (None, 0.0)
+    flow.hold(IID, "j", 1, 3600)
+    assert flow.pace(IID, "j", 1) == (Pace.NO_LIMITS, 0.0)
     assert client.get(keys.request_tat) is None
 
 
@@ -349,12 +412,13 @@ def test_pace_while_paused_reserves_nothing(
     flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
 ) -> None:
     flow.set_limits(IID, Limits(interval_us=1000, tolerance_us=1000, concurrency=1))
+    flow.hold(IID, "j", 1, 3600)
     until = flow.pause(IID, 3600)
 
     before = now_us(client)
-    allowed, wait_s = flow.pace(IID)
+    allowed, wait_s = flow.pace(IID, "j", 1)
 
-    assert allowed is False
+    assert allowed is Pace.WAIT
     assert wait_s * 1_000_000 == pytest.approx(until - before, abs=1_000_000)
     assert client.get(keys.request_tat) is None
 

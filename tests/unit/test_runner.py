@@ -28,15 +28,17 @@ from models.integration import Integration
 from models.job import Job, JobLog
 from pms.connector import Exchange, Step, StepResult
 from pms.profiles import VALIDATE_THEN_CREATE, VendorProfile, profile_for
-from pmsq.errors import PmsError, PmsThrottled
+from pmsq.errors import FencedOut, PmsError, PmsThrottled
 from pmsq.settings import Settings
 from workers.aggregator import write_outcome
 from workers.connectors import IntegrationSnapshot
 from workers.dispatch import Dispatcher
-from workers.flow.keys import IntegrationKeys
+from workers.flow.backend import Pace
+from workers.flow.keys import IntegrationKeys, claim_member
 from workers.flow.redis_backend import RedisFlowControl
+from workers.heartbeat import LeaseHeartbeat
 from workers.publisher import AdmittedJob
-from workers.runner import JobRunner, Succeeded
+from workers.runner import JobRunner, RequestPacer, Succeeded
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 #: Long enough that no real time elapsed in a test reaches a retry's due time by itself.
@@ -90,7 +92,8 @@ class ScriptedConnector:
     """Plays one behaviour per call (the last one repeats), logging `exchanges_per_call`.
 
     Takes a request slot (`before_request`, as the HTTP connector does) before each exchange;
-    `during` runs after the exchanges, while the job is still RUNNING.
+    `before` runs before the first of them and `during` after the last, while the job is
+    still RUNNING.
     """
 
     def __init__(
@@ -98,10 +101,12 @@ class ScriptedConnector:
         script: Sequence[Behaviour],
         exchanges_per_call: int = 1,
         during: Callable[[], None] | None = None,
+        before: Callable[[], None] | None = None,
     ) -> None:
         self.script = list(script)
         self.exchanges_per_call = exchanges_per_call
         self.during = during
+        self.before = before
         self.steps: list[Step] = []
         self.before_request: Callable[[], None] | None = None
         self.slots_taken = 0
@@ -109,6 +114,8 @@ class ScriptedConnector:
     def execute(self, step: Step, log: Callable[[Exchange], None]) -> StepResult:
         self.steps.append(step)
         call = len(self.steps)
+        if self.before is not None:
+            self.before()
         for n in range(self.exchanges_per_call):
             assert self.before_request is not None, "built without a before_request hook"
             self.before_request()
@@ -239,8 +246,9 @@ class Harness:
         score = self.redis.zscore(self.keys.backlog, job_id)
         return None if score is None else int(score)
 
-    def lease_us(self, job_id: str) -> int | None:
-        score = self.redis.zscore(self.keys.leases, job_id)
+    def lease_us(self, member: str) -> int | None:
+        """The lease of a leases member: a job id (admitted) or `claim_member` (claimed)."""
+        score = self.redis.zscore(self.keys.leases, member)
         return None if score is None else int(score)
 
     def paused_until_us(self) -> int | None:
@@ -514,8 +522,9 @@ def test_a_throttle_pauses_every_request_of_the_integration(harness: Harness) ->
     harness.runner(ScriptedConnector([throttled])).run(job_id)
 
     # A job already running takes no request slot until the pause ends (the pacer would wait).
-    reserved, wait_s = harness.flow.pace(harness.integration_id)
-    assert reserved is False
+    assert harness.flow.hold(harness.integration_id, "running", 1, LEASE_S).held
+    reserved, wait_s = harness.flow.pace(harness.integration_id, "running", 1)
+    assert reserved is Pace.WAIT
     assert 59.0 < wait_s <= 60.0
 
 
@@ -696,9 +705,105 @@ def test_a_fenced_out_worker_leaves_the_newer_deliverys_lease_alone(harness: Har
     assert fresh_claim is not None and fresh_claim.delivery == 2
     job = harness.job(job_id)
     assert (job.status, job.deliveries) == (JobStatus.RUNNING.value, 2)
-    lease = harness.lease_us(job_id)
+    lease = harness.lease_us(claim_member(job_id, 2))
     assert lease is not None and lease > harness.redis_now_us()
     assert harness.backlog_due_us(job_id) is None  # not deferred by the stale outcome
+
+
+def test_a_worker_paused_past_its_lease_stops_without_sending(harness: Harness) -> None:
+    job_id = harness.submit()
+    fresh_claims = []
+
+    def freeze_past_the_lease() -> None:
+        # The worker is frozen (SIGSTOP, a long GC) after its claim and before its request;
+        # meanwhile its lease lapses and the job is handed to another worker.
+        harness.advance(LEASE_S + 1)
+        assert harness.dispatcher.reclaim_expired_leases() == 1
+        fresh_claims.append(harness.runner(ScriptedConnector([StepResult()])).claim(job_id))
+
+    stale = ScriptedConnector([StepResult(created_record_id="stale")], before=freeze_past_the_lease)
+    assert harness.runner(stale).run(job_id) is None
+
+    assert stale.slots_taken == 0  # no request left
+    assert harness.logs(job_id) == []
+    [fresh] = fresh_claims
+    assert fresh is not None and fresh.delivery == 2
+    job = harness.job(job_id)
+    assert (job.status, job.deliveries, job.created_record_id) == (JobStatus.RUNNING.value, 2, None)
+    # Nothing released: the newer claim keeps its slot, the stale one holds none.
+    assert harness.lease_us(claim_member(job_id, 2)) is not None
+    assert harness.lease_us(claim_member(job_id, 1)) is None
+    assert harness.flow.usage(harness.integration_id).in_flight == 1
+
+
+def test_a_lapsed_lease_stops_the_worker_even_before_a_reclaim(harness: Harness) -> None:
+    job_id = harness.submit()
+
+    def freeze_past_the_lease() -> None:
+        harness.advance(LEASE_S + 1)  # nobody has reclaimed the job yet
+
+    stale = ScriptedConnector([StepResult()], before=freeze_past_the_lease)
+    assert harness.runner(stale).run(job_id) is None
+
+    assert stale.slots_taken == 0
+    job = harness.job(job_id)
+    assert (job.status, job.deliveries) == (JobStatus.RUNNING.value, 1)
+    # The lease reclaim hands it out again at once, as for a dead worker.
+    assert harness.dispatcher.reclaim_expired_leases() == 1
+    assert harness.publisher.published[-1].job_id == job_id
+
+
+def test_a_failed_renewal_stops_the_job(harness: Harness) -> None:
+    job_id = harness.submit()
+    runner = harness.runner(ScriptedConnector([StepResult()]))
+    claim = runner.claim(job_id)
+    assert claim is not None
+    heartbeat = LeaseHeartbeat(
+        flow=harness.flow,
+        session_factory=harness.session_factory,
+        integration_id=harness.integration_id,
+        job_id=job_id,
+        delivery=claim.delivery,
+        lease_s=LEASE_S,
+    )
+
+    redis_before = harness.redis_now_us()
+    heartbeat.beat()
+    assert not heartbeat.lost.is_set()
+    renewed = harness.job(job_id).lease_expires_at
+    assert renewed is not None
+    assert renewed.timestamp() * 1_000_000 >= redis_before + LEASE_S * 1_000_000 - 1
+
+    harness.advance(LEASE_S + 1)  # a pause longer than the lease: the renewal comes too late
+    heartbeat.beat()
+    assert heartbeat.lost.is_set()
+    # Its pacer then refuses every request, even with a lease taken again by someone.
+    pacer = RequestPacer(harness.flow, claim, harness.dispatcher.load_limits, heartbeat.lost)
+    with pytest.raises(FencedOut):
+        pacer.wait_for_slot()
+
+
+def test_a_renewal_of_a_job_reclaimed_in_the_store_stops_it(harness: Harness) -> None:
+    job_id = harness.submit()
+    runner = harness.runner(ScriptedConnector([StepResult()]))
+    claim = runner.claim(job_id)
+    assert claim is not None
+    heartbeat = LeaseHeartbeat(
+        flow=harness.flow,
+        session_factory=harness.session_factory,
+        integration_id=harness.integration_id,
+        job_id=job_id,
+        delivery=claim.delivery,
+        lease_s=LEASE_S,
+    )
+    with harness.session_factory.begin() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        job.deliveries += 1  # another worker claimed it meanwhile
+
+    heartbeat.beat()
+
+    assert heartbeat.lost.is_set()
 
 
 # --- children ----------------------------------------------------------------------------------
@@ -803,19 +908,29 @@ def test_children_past_the_tree_limit_fail_the_parent(make_harness: HarnessFacto
 def test_expired_lease_goes_back_to_pending_with_outcome_unknown(harness: Harness) -> None:
     job_id = harness.submit()
     runner = harness.runner(ScriptedConnector([StepResult()]))
+    redis_before = harness.redis_now_us()
     claim = runner.claim(job_id)
     assert claim is not None
+    # The lease in the job store is on Redis's clock, as is the claim lease in Redis.
     lease_expires_at = harness.job(job_id).lease_expires_at
-    assert lease_expires_at == T0 + timedelta(seconds=LEASE_S)
+    assert lease_expires_at is not None
+    lease_end_us = round(lease_expires_at.timestamp() * 1_000_000)
+    assert (
+        redis_before + LEASE_S * 1_000_000
+        <= lease_end_us
+        <= harness.redis_now_us() + LEASE_S * 1_000_000
+    )
+    assert harness.lease_us(claim_member(job_id, 1)) == lease_end_us
 
-    harness.clock.now = lease_expires_at  # not yet past it
+    harness.advance(LEASE_S - 1)  # not yet past it
     assert harness.dispatcher.reclaim_expired_leases() == 0
     assert harness.job(job_id).status == JobStatus.RUNNING.value
 
     # Keep the integration paused so the reclaimed job stays PENDING for inspection.
     harness.flow.pause(harness.integration_id, 60.0)
-    harness.advance(0.001)
+    harness.advance(1.001)
     assert harness.dispatcher.reclaim_expired_leases() == 1
+    assert harness.lease_us(claim_member(job_id, 1)) is None
 
     job = harness.job(job_id)
     assert job.status == JobStatus.PENDING.value

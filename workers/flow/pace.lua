@@ -3,11 +3,15 @@
 -- KEYS[1] request_tat   STRING earliest time (us) the next request may leave
 -- KEYS[2] paused_until  STRING (us)
 -- KEYS[3] limits        HASH interval_us, catchup_us
+-- KEYS[4] leases        ZSET member -> lease expiry (us)
+-- ARGV[1] the asking job's claim member "job_id:delivery"
 --
 -- Returns {allowed, wait_us}: allowed 1 means send now (the next request may leave one
 -- interval after this moment); allowed 0 means wait wait_us and ask again; allowed -1 means
 -- the limits hash is missing: the caller reloads it and asks again (pacing never runs
--- unlimited). The check is made on Redis's clock at the moment of sending, never as a
+-- unlimited); allowed -2 means the claim no longer holds a live lease (it lapsed, or the job
+-- was reclaimed for a newer delivery): the worker is fenced out and must not send anything.
+-- The fence is checked first, in the same atomic step that grants the slot, on Redis's clock. The check is made on Redis's clock at the moment of sending, never as a
 -- reservation for later. A request that leaves a little late (its sender overslept) keeps the
 -- schedule, so the next may leave up to catchup_us less than an interval after it and the rate
 -- does not drift below the limit. Any n+1 consecutive requests still span at least
@@ -15,6 +19,10 @@
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 
+local lease = tonumber(redis.call('ZSCORE', KEYS[4], ARGV[1]) or '0')
+if lease <= now then
+  return {-2, '0'}
+end
 local paused = tonumber(redis.call('GET', KEYS[2]) or '0')
 if paused > now then
   return {0, string.format('%d', paused - now)}
