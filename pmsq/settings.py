@@ -54,9 +54,6 @@ class Settings(BaseSettings):
     #: Each rate window is stretched by this much, so jitter between taking a request slot and
     #: the request reaching the PMS never puts one request too many in a window.
     rate_margin_ms: float = Field(default=20.0, ge=0)
-    #: A QUEUED job not claimed for this long is published again (its first message may have
-    #: been lost between commit and publish); duplicates are dropped at claim.
-    queued_republish_s: float = Field(default=120.0, gt=0)
     #: `pmsq api` migrates the database to the latest schema at start (one-host setups);
     #: multi-host deployments run `pmsq migrate` once and turn this off.
     auto_migrate: bool = True

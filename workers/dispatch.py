@@ -1,12 +1,15 @@
-"""The admission step between the job store and the broker (DESIGN section 5).
+"""The admission step between the job store and the broker.
 
 A job waits PENDING in the job store and, by id, in its integration's backlog in Redis. The
 dispatcher asks flow control which jobs may start now (the atomic `admit.lua`), moves those to
-QUEUED and publishes them. It also heals: RUNNING jobs whose lease expired (their worker died)
-go back to the backlog, QUEUED jobs never claimed are re-admitted, and PENDING jobs missing from
-Redis (lost between commit and enqueue, or a flushed Redis) are enqueued again. Every job move
-is a row-locked transition and every admission a Lua script, so a dispatcher may run in every
-worker and in the API at once.
+QUEUED and publishes them. It also heals, within about one lease (`PMSQ_JOB_LEASE_S`):
+RUNNING jobs whose claim lease lapsed (their worker died or froze) go back to the backlog, QUEUED
+jobs whose admission lease lapsed before any worker claimed them (their message died with a
+worker) are admitted again, and PENDING jobs missing from Redis (lost between commit and
+enqueue, or a flushed Redis) are enqueued again. Every job move is a row-locked transition and
+every lease decision an atomic Lua script on Redis's clock (never this host's), so a dispatcher
+may run in every worker and in the API at once, and an extra broker message is harmless: it
+is dropped at claim.
 """
 
 from __future__ import annotations
@@ -203,16 +206,25 @@ class Dispatcher:
         return sum(len(ids) for ids in requeue.values())
 
     def requeue_stale_queued(self) -> int:
-        """QUEUED jobs no worker claimed in time (a message lost) go through admission again."""
+        """QUEUED jobs whose admission lease lapsed before any worker claimed them (their
+        message was lost, e.g. with a killed worker's prefetch) go through admission again.
+
+        Candidates are QUEUED for at least a lease by this host's clock; the decision is
+        Redis's (the admission lease is no longer live), under the row lock, so a job whose
+        claim is under way is left alone, and a duplicate message is dropped at claim."""
         now = self._clock()
-        before = now - timedelta(seconds=self._settings.queued_republish_s)
+        before = now - timedelta(seconds=self._settings.job_lease_s)
         requeue: dict[str, list[str]] = defaultdict(list)
-        with self._session_factory.begin() as session:
-            repo = JobRepository(session)
-            for job_id in repo.stale_queued_ids(before, BATCH):
-                job = repo.lock(job_id)
+        with self._session_factory() as session:
+            candidates = list(JobRepository(session).stale_queued_ids(before, BATCH))
+        for job_id in candidates:
+            with self._session_factory.begin() as session:
+                job = JobRepository(session).lock(job_id)
                 if job is None or job.status != JobStatus.QUEUED.value:
                     continue
+                if self._flow.admission_live(job.integration_id, job.id):
+                    continue
+                logger.warning("job %s: admitted but never claimed, admitted again", job.id)
                 self._back_to_pending(job, now)
                 requeue[job.integration_id].append(job.id)
         for integration_id, job_ids in requeue.items():

@@ -29,7 +29,6 @@ from workers.publisher import AdmittedJob
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 LEASE_S = 30.0
-QUEUED_REPUBLISH_S = 120.0
 MAX_DELIVERIES = 3
 DISPATCH_INTERVAL_S = 10.0
 #: Requests are no constraint here (a slot every 11 us): concurrency is what is tested.
@@ -149,7 +148,6 @@ def world(session_factory: sessionmaker[Session]) -> World:
     settings = Settings(
         database_url=str(session_factory.kw["bind"].url),
         job_lease_s=LEASE_S,
-        queued_republish_s=QUEUED_REPUBLISH_S,
         max_deliveries=MAX_DELIVERIES,
         dispatch_interval_s=DISPATCH_INTERVAL_S,
     )
@@ -325,19 +323,16 @@ def test_orphan_sweep_leaves_young_and_present_jobs_alone(world: World) -> None:
 
 def test_a_queued_job_never_claimed_goes_through_admission_again(world: World) -> None:
     iid = world.add_integration(concurrency=5)
-    # Published long ago (its lease lapsed) and its message lost.
+    # Admitted over a lease ago, its admission lease lapsed and its message lost.
     lost = world.add_job(
-        iid,
-        status=JobStatus.QUEUED,
-        due_at=None,
-        updated_at=T0 - timedelta(seconds=QUEUED_REPUBLISH_S + 1),
+        iid, status=JobStatus.QUEUED, due_at=None, updated_at=T0 - timedelta(seconds=LEASE_S + 1)
     )
-    on_the_edge = world.add_job(
-        iid,
-        status=JobStatus.QUEUED,
-        due_at=None,
-        updated_at=T0 - timedelta(seconds=QUEUED_REPUBLISH_S),
+    # As old by this host's clock, but its admission lease is live on Redis's: a worker may
+    # still claim it (this host's clock may be fast).
+    waiting = world.add_job(
+        iid, status=JobStatus.QUEUED, due_at=None, updated_at=T0 - timedelta(seconds=LEASE_S + 1)
     )
+    world.redis.zadd(IntegrationKeys(iid).leases, {waiting: world.redis_now_us() + 10**9})
     recent = world.add_job(
         iid, status=JobStatus.QUEUED, due_at=None, updated_at=T0 - timedelta(seconds=5)
     )
@@ -350,7 +345,7 @@ def test_a_queued_job_never_claimed_goes_through_admission_again(world: World) -
     assert job.updated_at >= T0
     assert world.dispatcher.requeue_stale_queued() == 0  # republished: fresh again
     assert world.publisher.ids == [lost]
-    assert {world.status(j) for j in (on_the_edge, recent)} == {JobStatus.QUEUED.value}
+    assert {world.status(j) for j in (waiting, recent)} == {JobStatus.QUEUED.value}
 
 
 def test_a_running_job_whose_lease_expired_is_admitted_again(world: World) -> None:
@@ -450,7 +445,7 @@ def test_maintain_runs_every_healing_pass(world: World) -> None:
         iid,
         status=JobStatus.QUEUED,
         due_at=None,
-        updated_at=T0 - timedelta(seconds=QUEUED_REPUBLISH_S + 1),
+        updated_at=T0 - timedelta(seconds=LEASE_S + 1),
     )
     lost = world.add_job(
         iid,
