@@ -29,7 +29,7 @@ from pmsq.metrics import MetricsRecorder, NullMetrics
 from pmsq.settings import Settings
 from workers.aggregator import finish_job
 from workers.flow.backend import Admission, FlowControl, redis_time
-from workers.flow.limits import Limits
+from workers.flow.limits import Limits, version_of
 from workers.publisher import AdmittedJob, Publisher
 from workers.repository import JobRepository
 from workers.transitions import transition
@@ -171,6 +171,8 @@ class Dispatcher:
         self.reclaim_expired_leases()
         self.requeue_stale_queued()
         self.enqueue_orphans()
+        self.repair_ready()
+        self.refresh_limits()
         self._webhooks.kick()
 
     # -- healing -------------------------------------------------------------------------------
@@ -235,7 +237,9 @@ class Dispatcher:
         """PENDING jobs long due but absent from their backlog are put back in it.
 
         Walks the due PENDING jobs a page per pass with a cursor, so a long legitimate backlog
-        is not re-read every pass.
+        is not re-read every pass. A job that looks missing is re-checked under its row lock
+        (still PENDING) and enqueued only if it is neither in its backlog nor admitted
+        (`enqueue_orphan.lua`), so an admission racing the sweep never yields a second copy.
         """
         before = self._clock() - timedelta(seconds=ORPHAN_AGE_S)
         with self._session_factory() as session:
@@ -249,13 +253,48 @@ class Dispatcher:
         for integration_id, job_ids in by_integration.items():
             present = self._flow.in_backlog(integration_id, job_ids)
             missing = [j for j, ok in zip(job_ids, present, strict=True) if not ok]
-            if missing:
+            enqueued = [j for j in missing if self._enqueue_orphan(j)]
+            if enqueued:
                 logger.warning(
-                    "%d jobs of %s were missing from Redis", len(missing), integration_id
+                    "%d jobs of %s were missing from Redis", len(enqueued), integration_id
                 )
-                self.submit(integration_id, missing)
-                found += len(missing)
+                self.admit_integration(integration_id)
+                found += len(enqueued)
         return found
+
+    def repair_ready(self) -> int:
+        """Integrations with a backlog but missing from the ready set are put back in it."""
+        missing = self._flow.repair_ready()
+        if missing:
+            logger.warning("%d integrations were missing from the ready set", missing)
+        return missing
+
+    def refresh_limits(self) -> int:
+        """Reload the limits of every known integration whose limits in Redis are older than
+        the job store's (`updated_at`): a lost write, or two PUTs racing, cannot leave stale
+        limits for good. Returns how many were reloaded."""
+        known = self._flow.known_integrations()
+        stale = 0
+        for start in range(0, len(known), BATCH):
+            ids = known[start : start + BATCH]
+            with self._session_factory() as session:
+                versions = JobRepository(session).integration_versions(ids)
+            in_redis = self._flow.limits_versions(ids)
+            for integration_id, redis_version in zip(ids, in_redis, strict=True):
+                updated_at = versions.get(integration_id)
+                if updated_at is None:
+                    continue
+                if redis_version is None or redis_version < version_of(updated_at):
+                    self.load_limits(integration_id)
+                    stale += 1
+        return stale
+
+    def _enqueue_orphan(self, job_id: str) -> bool:
+        with self._session_factory.begin() as session:
+            job = JobRepository(session).lock(job_id)
+            if job is None or job.status != JobStatus.PENDING.value:
+                return False
+            return self._flow.enqueue_orphan(job.integration_id, job.id)
 
     def _back_to_pending(self, job: Job, now: datetime) -> None:
         transition(job, JobStatus.PENDING, now)

@@ -321,6 +321,73 @@ def test_orphan_sweep_leaves_young_and_present_jobs_alone(world: World) -> None:
     assert world.dispatcher.enqueue_orphans() == 0  # found once
 
 
+def test_the_sweep_never_enqueues_a_job_admitted_meanwhile(world: World) -> None:
+    iid = world.add_integration(concurrency=5)
+    job = world.add_job(iid, due_at=T0 - timedelta(minutes=1))
+    world.flow.enqueue(iid, [job])
+    world.dispatcher.load_limits(iid)
+    # An admission popped it from its backlog; its dispatcher has not yet moved it to QUEUED,
+    # so the sweep still reads it PENDING and finds it missing from the backlog.
+    assert world.flow.admit(iid, 10, LEASE_S).job_ids == (job,)
+
+    assert world.dispatcher.enqueue_orphans() == 0
+
+    assert world.flow.in_backlog(iid, [job]) == [False]
+    assert world.publisher.ids == []  # published once, by the admission that took it
+    assert world.flow.usage(iid).in_flight == 1
+
+
+def test_a_stale_backlog_entry_never_frees_a_running_jobs_lease(world: World) -> None:
+    iid = world.add_integration(concurrency=2)
+    world.dispatcher.load_limits(iid)
+    running = world.add_job(iid, status=JobStatus.RUNNING, due_at=None, deliveries=1)
+    assert world.flow.hold(iid, running, 1, LEASE_S).held
+    waiting = world.add_job(iid)
+    world.flow.enqueue(iid, [running])  # a copy left behind, as a stale sweep did
+
+    world.dispatcher.submit(iid, [waiting])
+    world.dispatcher.admit_integration(iid)
+
+    assert world.publisher.ids == [waiting]
+    assert world.flow.pace(iid, running, 1)[0] is Pace.GO  # its claim still holds its lease
+    assert world.flow.usage(iid).in_flight == 2
+
+
+def test_a_lost_ready_set_is_repaired(world: World) -> None:
+    iid = world.add_integration(concurrency=5)
+    job = world.add_job(iid)
+    world.flow.enqueue(iid, [job])
+    world.redis.delete(READY)
+
+    world.dispatcher.maintain()
+    world.dispatcher.tick()
+
+    assert world.publisher.ids == [job]
+
+
+def test_limits_older_than_the_store_are_reloaded(world: World) -> None:
+    iid = world.add_integration(concurrency=1)
+    world.flow.enqueue(iid, [world.add_job(iid, due_at=T0 + timedelta(hours=1))], delay_s=3600)
+    world.dispatcher.load_limits(iid)
+    with world.session_factory.begin() as session:
+        integration = session.get(Integration, iid)
+        assert integration is not None
+        old = Limits.of(integration, world.settings.rate_margin_ms)
+        # A PUT raised the concurrency; its write to Redis was lost (or an older PUT's landed
+        # after it).
+        integration.max_job_concurrency = 3
+        integration.updated_at = integration.updated_at + timedelta(seconds=1)
+
+    assert world.dispatcher.refresh_limits() == 1
+    limits = world.flow.usage(iid).limits
+    assert limits is not None and limits.concurrency == 3
+    # The older limits arriving late change nothing; nothing is stale any more.
+    world.flow.set_limits(iid, old)
+    limits = world.flow.usage(iid).limits
+    assert limits is not None and limits.concurrency == 3
+    assert world.dispatcher.refresh_limits() == 0
+
+
 def test_a_queued_job_never_claimed_goes_through_admission_again(world: World) -> None:
     iid = world.add_integration(concurrency=5)
     # Admitted over a lease ago, its admission lease lapsed and its message lost.

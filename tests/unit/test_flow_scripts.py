@@ -355,6 +355,59 @@ def test_a_lapsed_claim_is_fenced_even_before_anyone_reclaims_it(
     assert client.get(keys.request_tat) is None  # no request slot taken
 
 
+def test_admit_drops_a_duplicate_of_an_admitted_job(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=5))
+    flow.enqueue(IID, ["a"])
+    assert flow.admit(IID, 10, 3600).job_ids == ("a",)
+    flow.enqueue(IID, ["a", "b"])  # a stale sweep put "a" back
+
+    assert flow.admit(IID, 10, 3600).job_ids == ("b",)
+    assert client.zcard(keys.backlog) == 0
+
+
+def test_enqueue_orphan_skips_a_job_in_the_backlog_or_admitted(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=5))
+    flow.enqueue(IID, ["waiting", "admitted"])
+    assert flow.admit(IID, 1, 3600).job_ids == ("waiting",)
+    flow.enqueue(IID, ["lapsed"])
+    flow.admit(IID, 0, 0)
+
+    assert flow.enqueue_orphan(IID, "admitted") is False  # still in the backlog
+    assert flow.enqueue_orphan(IID, "waiting") is False  # admitted, lease live
+    assert flow.enqueue_orphan(IID, "lost") is True
+    assert members(client, keys.backlog) == {"admitted", "lapsed", "lost"}
+
+
+def test_older_limits_never_replace_newer_ones(flow: RedisFlowControl) -> None:
+    newer = Limits(**UNPACED, concurrency=3, version_us=2_000)
+    flow.set_limits(IID, newer)
+
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=1, version_us=1_000))  # arrives late
+
+    assert flow.usage(IID).limits == newer
+    assert flow.limits_versions([IID, "none"]) == [2_000, None]
+
+
+def test_repair_ready_puts_back_integrations_with_a_backlog(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis
+) -> None:
+    flow.enqueue(IID, ["a"], delay_s=3600)
+    flow.enqueue("idle", ["b"])
+    client.zrem(READY, "idle")
+    client.delete(IntegrationKeys("idle").backlog)
+    due = score(client, READY, IID)
+    client.delete(READY)
+
+    assert flow.repair_ready() == 1
+    assert score(client, READY, IID) == due
+    assert score(client, READY, "idle") is None
+    assert flow.repair_ready() == 0
+
+
 # --- pace ----------------------------------------------------------------------------------------
 
 

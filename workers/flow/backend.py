@@ -77,7 +77,17 @@ class Usage:
 
 
 class FlowControl(Protocol):
-    def set_limits(self, integration_id: str, limits: Limits) -> None: ...
+    def set_limits(self, integration_id: str, limits: Limits) -> None:
+        """Write the limits unless Redis holds a newer version (`Limits.version_us`)."""
+        ...
+
+    def limits_versions(self, integration_ids: Sequence[str]) -> list[int | None]:
+        """The version of each integration's limits in Redis (None: none there)."""
+        ...
+
+    def known_integrations(self) -> list[str]:
+        """Every integration that ever had a backlog."""
+        ...
 
     def enqueue(self, integration_id: str, job_ids: Sequence[str], delay_s: float = 0.0) -> None:
         """Put jobs in the integration's backlog (due after `delay_s`) and wake a dispatcher."""

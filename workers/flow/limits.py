@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 
 from models.enums import CADENCE_SECONDS, Cadence
 from models.integration import Integration
@@ -11,6 +12,13 @@ from models.integration import Integration
 #: Admissions may run this far ahead of the request slots they will use, so a dispatcher that
 #: wakes a little late does not lose throughput; capped by one interval.
 MAX_TOLERANCE_US = 50_000
+
+
+def version_of(updated_at: datetime) -> int:
+    """An integration's `updated_at` as its limits' version (us since the epoch)."""
+    if updated_at.tzinfo is None:
+        updated_at = updated_at.replace(tzinfo=UTC)
+    return round(updated_at.timestamp() * 1_000_000)
 
 
 @dataclass(frozen=True)
@@ -25,15 +33,19 @@ class Limits:
     #: rate does not drift below the limit by the pacing sleeps' overshoot. Half the margin:
     #: the other half still covers network jitter.
     catchup_us: int = 0
+    #: The integration's `updated_at` (us) these limits were computed from: Redis keeps the
+    #: newest, and the healing sweep reloads limits older than the job store's.
+    version_us: int = 0
 
     @classmethod
     def of(cls, integration: Integration, margin_ms: float) -> Limits:
-        return cls.from_values(
+        limits = cls.from_values(
             integration.max_request_frequency,
             Cadence(integration.max_request_cadence),
             integration.max_job_concurrency,
             margin_ms,
         )
+        return replace(limits, version_us=version_of(integration.updated_at))
 
     @classmethod
     def from_values(

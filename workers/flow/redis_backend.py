@@ -43,20 +43,32 @@ class RedisFlowControl:
         self._renew = client.register_script(_load("renew.lua"))
         self._reclaim = client.register_script(_load("reclaim.lua"))
         self._enqueue_orphan = client.register_script(_load("enqueue_orphan.lua"))
+        self._set_limits = client.register_script(_load("set_limits.lua"))
         self._pause = client.register_script(_load("pause.lua"))
         self._claim_due = client.register_script(_load("claim_due.lua"))
         self._reschedule = client.register_script(_load("reschedule.lua"))
 
     def set_limits(self, integration_id: str, limits: Limits) -> None:
-        self._redis.hset(
-            IntegrationKeys(integration_id).limits,
-            mapping={
-                "interval_us": limits.interval_us,
-                "tolerance_us": limits.tolerance_us,
-                "concurrency": limits.concurrency,
-                "catchup_us": limits.catchup_us,
-            },
+        """Write the limits unless Redis holds a newer version of them."""
+        self._set_limits(
+            keys=[IntegrationKeys(integration_id).limits],
+            args=[
+                limits.version_us,
+                limits.interval_us,
+                limits.tolerance_us,
+                limits.concurrency,
+                limits.catchup_us,
+            ],
         )
+
+    def limits_versions(self, integration_ids: Sequence[str]) -> list[int | None]:
+        pipe = self._redis.pipeline(transaction=False)
+        for integration_id in integration_ids:
+            pipe.hget(IntegrationKeys(integration_id).limits, "version_us")
+        return [None if v is None else int(_text(v)) for v in pipe.execute()]
+
+    def known_integrations(self) -> list[str]:
+        return sorted(_text(i) for i in self._redis.smembers(KNOWN_INTEGRATIONS))
 
     def enqueue(self, integration_id: str, job_ids: Sequence[str], delay_s: float = 0.0) -> None:
         """One round trip for jobs due now; a delayed batch takes a second for its wake time."""
@@ -170,7 +182,7 @@ class RedisFlowControl:
         Not atomic across keys (the ready set lives in its own cluster slot), and it need not
         be: an entry is only ever added (NX), never moved later, so a racing dispatcher's
         reschedule still wins."""
-        known = [_text(i) for i in self._redis.smembers(KNOWN_INTEGRATIONS)]
+        known = self.known_integrations()
         if not known:
             return 0
         pipe = self._redis.pipeline(transaction=False)
