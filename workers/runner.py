@@ -100,6 +100,8 @@ class RequestPacer:
 
     #: Longest single sleep; a pause or a change of limits is re-checked after it.
     MAX_WAIT_S = 1.0
+    #: Stale passes in a row after which a slow pass is used anyway.
+    MAX_STALE_PASSES = 3
 
     def __init__(
         self,
@@ -107,17 +109,25 @@ class RequestPacer:
         claim: Claim,
         reload_limits: Callable[[str], None],
         lost: threading.Event | None = None,
+        stale_after_s: float | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`stale_after_s`: a pacing pass whose round trip took longer is not used (half the
+        rate margin; see `Limits.from_values`). None: never stale."""
         self._flow = flow
         self._claim = claim
         self._reload_limits = reload_limits
         self._lost = lost or threading.Event()
+        self._stale_after_s = stale_after_s
+        self._monotonic = monotonic
 
     def wait_for_slot(self) -> None:
         integration_id = self._claim.integration.id
+        stale_passes = 0
         while True:
             if self._lost.is_set():
                 raise FencedOut(f"job {self._claim.job_id}: the heartbeat lost the lease")
+            asked_s = self._monotonic()
             decision, wait_s = self._flow.pace(
                 integration_id, self._claim.job_id, self._claim.delivery
             )
@@ -126,9 +136,35 @@ class RequestPacer:
             if decision is Pace.NO_LIMITS:
                 self._reload_limits(integration_id)
             elif decision is Pace.GO:
-                return
+                if self._fresh(self._monotonic() - asked_s, stale_passes):
+                    return
+                stale_passes += 1
             else:
                 time.sleep(min(wait_s, self.MAX_WAIT_S))
+
+    def _fresh(self, round_trip_s: float, stale_passes: int) -> bool:
+        """A slot granted on Redis's clock is only good if the request leaves right after:
+        one that leaves later lands too close to the next request at the PMS. The slot is
+        given up (the next pass waits one interval more) rather than used late. After
+        `MAX_STALE_PASSES` in a row the round trip is taken as this Redis's normal latency
+        (a constant delay compresses nothing) and the slot is used, so a job never starves."""
+        if self._stale_after_s is None or round_trip_s <= self._stale_after_s:
+            return True
+        if stale_passes >= self.MAX_STALE_PASSES:
+            logger.warning(
+                "job %s: pacing round trips keep exceeding %.1f ms; PMSQ_RATE_MARGIN_MS is "
+                "too small for this Redis's latency",
+                self._claim.job_id,
+                self._stale_after_s * 1000,
+            )
+            return True
+        logger.info(
+            "job %s: pacing pass took %.1f ms (more than %.1f ms), asking again",
+            self._claim.job_id,
+            round_trip_s * 1000,
+            self._stale_after_s * 1000,
+        )
+        return False
 
 
 class JobRunner:
@@ -302,7 +338,13 @@ class JobRunner:
         """Perform the claim's step at the PMS. Raises `FencedOut` (before sending anything
         more) when the claim lost its lease; every other error becomes a `Failed` outcome."""
         try:
-            pacer = RequestPacer(self._flow, claim, self._dispatcher.load_limits, lost)
+            pacer = RequestPacer(
+                self._flow,
+                claim,
+                self._dispatcher.load_limits,
+                lost,
+                stale_after_s=self._settings.rate_margin_ms / 2 / 1000,
+            )
             connector, profile = self._connectors.build(claim.integration, pacer.wait_for_slot)
             if claim.step.action == SYNC_ACTION:
                 execution_id = str(claim.step.payload["execution_id"])

@@ -11,6 +11,7 @@ import fakeredis
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support.judge import max_in_window
 
 from models.enums import CADENCE_SECONDS, Cadence
 from workers.flow.backend import Pace
@@ -432,25 +433,20 @@ def test_pace_lets_one_request_leave_per_interval(
     assert int(client.get(keys.request_tat) or 0) == first_tat
 
 
-def test_pace_keeps_the_schedule_for_a_slightly_late_request_only(
+def test_a_late_request_wins_nothing_back(
     flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
 ) -> None:
-    catchup = 500_000
-    flow.set_limits(IID, Limits(HOUR_US, 50_000, 1, catchup))
+    limits = Limits.from_values(1, Cadence.HOUR, 1, margin_ms=20.0)  # as an integration's
+    flow.set_limits(IID, limits)
     flow.hold(IID, "j", 1, 3600)
-    # A request due 5 ms ago (well within the catch-up) keeps its schedule: the next is due one
-    # interval after its due time, not after its late departure.
-    due = now_us(client) - 5_000
-    client.set(keys.request_tat, due)
-    assert flow.pace(IID, "j", 1)[0] is Pace.GO
-    assert int(client.get(keys.request_tat) or 0) == due + HOUR_US
-    # One due an hour ago (idle integration) restarts the schedule from now, less the catch-up.
-    client.set(keys.request_tat, now_us(client) - HOUR_US)
+    # A request due 5 ms ago leaves now: the next may leave a whole interval after it, never
+    # earlier (winning the lateness back would put two requests closer than an interval).
+    client.set(keys.request_tat, now_us(client) - 5_000)
     before = now_us(client)
     assert flow.pace(IID, "j", 1)[0] is Pace.GO
     after = now_us(client)
-    restarted = int(client.get(keys.request_tat) or 0)
-    assert before + HOUR_US - catchup <= restarted <= after + HOUR_US - catchup
+    next_tat = int(client.get(keys.request_tat) or 0)
+    assert before + limits.interval_us <= next_tat <= after + limits.interval_us
 
 
 def test_pace_without_limits_asks_for_them(
@@ -597,14 +593,14 @@ def test_usage_and_in_backlog_report_the_live_state(flow: RedisFlowControl) -> N
 
 
 @pytest.mark.parametrize(
-    ("frequency", "cadence", "margin_ms", "interval_us", "tolerance_us", "catchup_us"),
+    ("frequency", "cadence", "margin_ms", "interval_us", "tolerance_us"),
     [
-        (10, Cadence.SECOND, 20.0, 102_000, MAX_TOLERANCE_US, 10_000),  # (1 s + 20 ms) / 10
-        (1000, Cadence.SECOND, 0.0, 1000, 1000, 0),  # tolerance capped by one interval
-        (3, Cadence.SECOND, 0.0, 333_334, MAX_TOLERANCE_US, 0),  # rounded up, never down
-        (1, Cadence.MINUTE, 20.0, 60_020_000, MAX_TOLERANCE_US, 10_000),  # catch-up: margin/2
-        (1.5, Cadence.SECOND, 0.0, 1_000_000, MAX_TOLERANCE_US, 0),  # fractions round down
-        (2_000_000, Cadence.SECOND, 0.0, 1, 1, 0),  # never below 1 us
+        (10, Cadence.SECOND, 20.0, 102_000, MAX_TOLERANCE_US),  # (1 s + 20 ms) / 10
+        (1000, Cadence.SECOND, 0.0, 1000, 1000),  # tolerance capped by one interval
+        (3, Cadence.SECOND, 0.0, 333_334, MAX_TOLERANCE_US),  # rounded up, never down
+        (1, Cadence.MINUTE, 20.0, 60_020_000, MAX_TOLERANCE_US),
+        (1.5, Cadence.SECOND, 0.0, 1_000_000, MAX_TOLERANCE_US),  # fractions round down
+        (2_000_000, Cadence.SECOND, 0.0, 1, 1),  # never below 1 us
     ],
 )
 def test_limits_from_values(
@@ -613,10 +609,9 @@ def test_limits_from_values(
     margin_ms: float,
     interval_us: int,
     tolerance_us: int,
-    catchup_us: int,
 ) -> None:
     limits = Limits.from_values(frequency, cadence, 4, margin_ms)
-    assert limits == Limits(interval_us, tolerance_us, 4, catchup_us)
+    assert limits == Limits(interval_us, tolerance_us, 4)
 
 
 _MIN_PER_S = 1 / 60
@@ -638,3 +633,27 @@ def test_a_window_never_holds_more_than_frequency_slots(
     assert limits.interval_us >= 1
     assert limits.interval_us * frequency >= window_us
     assert limits.tolerance_us == min(limits.interval_us, MAX_TOLERANCE_US)
+
+
+@given(
+    frequency=st.integers(min_value=1, max_value=50),
+    margin_us=st.integers(min_value=1, max_value=100_000),
+    data=st.data(),
+)
+def test_the_margin_holds_the_limit_at_the_pms(
+    frequency: int, margin_us: int, data: st.DataObject
+) -> None:
+    """pace.lua lets requests leave at least one interval apart (and no catch-up); if each
+    request's delay from that decision to its arrival varies by less than the margin, no
+    one-second window at the PMS holds more than `frequency` requests."""
+    interval_us = Limits.from_values(frequency, Cadence.SECOND, 1, margin_us / 1000).interval_us
+    count = data.draw(st.integers(min_value=frequency + 1, max_value=4 * frequency + 2))
+    extra = data.draw(st.lists(st.integers(0, interval_us), min_size=count, max_size=count))
+    delay = data.draw(st.lists(st.integers(0, margin_us - 1), min_size=count, max_size=count))
+    decided, at = [], 0
+    for late_us in extra:
+        at += interval_us + late_us
+        decided.append(at)
+    arrivals = [t + d for t, d in zip(decided, delay, strict=True)]
+
+    assert max_in_window(arrivals, 1_000_000) <= frequency

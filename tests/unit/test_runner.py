@@ -806,6 +806,69 @@ def test_a_renewal_of_a_job_reclaimed_in_the_store_stops_it(harness: Harness) ->
     assert heartbeat.lost.is_set()
 
 
+class RoundTrips:
+    """A monotonic clock for the pacer: each pacing pass takes the next round trip given."""
+
+    def __init__(self, round_trips_s: Sequence[float]) -> None:
+        self.round_trips_s = list(round_trips_s)
+        self.now_s = 0.0
+        self.asking = False
+
+    def __call__(self) -> float:
+        if self.asking:
+            self.now_s += self.round_trips_s.pop(0) if self.round_trips_s else 0.0
+        self.asking = not self.asking
+        return self.now_s
+
+
+def test_a_pacing_pass_that_came_back_late_is_not_used(harness: Harness) -> None:
+    job_id = harness.submit()
+    claim = harness.runner(ScriptedConnector([StepResult()])).claim(job_id)
+    assert claim is not None
+    harness.dispatcher.load_limits(harness.integration_id)
+    passes: list[Pace] = []
+
+    class Recording(RedisFlowControl):
+        def pace(self, integration_id: str, job_id: str, delivery: int) -> tuple[Pace, float]:
+            decision, wait_s = super().pace(integration_id, job_id, delivery)
+            passes.append(decision)
+            return decision, wait_s
+
+    # The first slot is granted, but the answer took 15 ms (a pause between the check and
+    # the send): the request would leave late, so that slot is given up and a fresh one taken.
+    pacer = RequestPacer(
+        Recording(harness.redis),
+        claim,
+        harness.dispatcher.load_limits,
+        stale_after_s=0.010,
+        monotonic=RoundTrips([0.015, 0.001]),
+    )
+    pacer.wait_for_slot()
+
+    assert passes.count(Pace.GO) == 2
+    assert passes[-1] is Pace.GO
+
+
+def test_slow_pacing_round_trips_do_not_starve_a_job(harness: Harness) -> None:
+    job_id = harness.submit()
+    claim = harness.runner(ScriptedConnector([StepResult()])).claim(job_id)
+    assert claim is not None
+    harness.dispatcher.load_limits(harness.integration_id)
+    round_trips = RoundTrips([0.5] * 100)
+    pacer = RequestPacer(
+        harness.flow,
+        claim,
+        harness.dispatcher.load_limits,
+        stale_after_s=0.010,
+        monotonic=round_trips,
+    )
+
+    pacer.wait_for_slot()  # returns: a constant latency compresses nothing
+
+    used = 100 - len(round_trips.round_trips_s)
+    assert RequestPacer.MAX_STALE_PASSES + 1 <= used < 100
+
+
 # --- children ----------------------------------------------------------------------------------
 
 

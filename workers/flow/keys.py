@@ -62,7 +62,7 @@ class IntegrationKeys:
 
     @property
     def limits(self) -> str:
-        """HASH version_us, interval_us, tolerance_us, concurrency, catchup_us. Written on every
+        """HASH version_us, interval_us, tolerance_us, concurrency. Written on every
         limits change unless a newer version is there (version_us: the integration's
         updated_at); no expiry; rebuilt from the database if missing or older."""
         return self._key("limits")

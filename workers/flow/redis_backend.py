@@ -57,7 +57,6 @@ class RedisFlowControl:
                 limits.interval_us,
                 limits.tolerance_us,
                 limits.concurrency,
-                limits.catchup_us,
             ],
         )
 
@@ -247,9 +246,7 @@ class RedisFlowControl:
             backlog=int(backlog),
             next_admission_us=int(ready) if ready is not None and backlog else None,
             paused_until_us=paused_us if paused_us and paused_us > now_us else None,
-            limits=Limits(**{_text(k): int(_text(v)) for k, v in limits.items()})
-            if limits
-            else None,
+            limits=_limits_of(limits) if limits else None,
             pms_reported={_text(k): _text(v) for k, v in reported.items()},
             now_us=now_us,
         )
@@ -260,3 +257,10 @@ class RedisFlowControl:
         for job_id in job_ids:
             pipe.zscore(key, job_id)
         return [score is not None for score in pipe.execute()]
+
+
+def _limits_of(stored: dict[Any, Any]) -> Limits:
+    """The limits hash as `Limits`; fields an older version wrote and no longer uses are
+    ignored."""
+    values = {_text(k): int(_text(v)) for k, v in stored.items()}
+    return Limits(**{name: values[name] for name in Limits.__dataclass_fields__ if name in values})
