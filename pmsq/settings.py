@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     #: First retry delay; doubles each attempt, with full jitter, capped at `retry_max_s`.
     retry_base_s: float = Field(default=1.0, gt=0)
     retry_max_s: float = Field(default=60.0, gt=0)
+    #: A job still throttled (PMS 429) this long after its write was accepted fails with a
+    #: clear error instead of waiting forever (429s burn no attempt).
+    max_throttled_s: float = Field(default=3600.0, gt=0)
     #: Broker deliveries a job may take without finishing before it fails as a poison message.
     max_deliveries: int = Field(default=5, ge=1)
     #: Largest number of jobs one write tree may hold; spawning past it fails the spawning job.

@@ -128,19 +128,29 @@ class RequestPacer:
             if self._lost.is_set():
                 raise FencedOut(f"job {self._claim.job_id}: the heartbeat lost the lease")
             asked_s = self._monotonic()
-            decision, wait_s = self._flow.pace(
-                integration_id, self._claim.job_id, self._claim.delivery
-            )
+            decision, wait_s = self._ask(integration_id)
             if decision is Pace.FENCED:
                 raise FencedOut(f"job {self._claim.job_id}: the lease is no longer held")
             if decision is Pace.NO_LIMITS:
-                self._reload_limits(integration_id)
+                self._ask_to_reload(integration_id)
             elif decision is Pace.GO:
                 if self._fresh(self._monotonic() - asked_s, stale_passes):
                     return
                 stale_passes += 1
             else:
                 time.sleep(min(wait_s, self.MAX_WAIT_S))
+
+    def _ask(self, integration_id: str) -> tuple[Pace, float]:
+        try:
+            return self._flow.pace(integration_id, self._claim.job_id, self._claim.delivery)
+        except Exception as exc:
+            raise _unavailable("flow control", exc) from exc
+
+    def _ask_to_reload(self, integration_id: str) -> None:
+        try:
+            self._reload_limits(integration_id)
+        except Exception as exc:
+            raise _unavailable("the job store", exc) from exc
 
     def _fresh(self, round_trip_s: float, stale_passes: int) -> bool:
         """A slot granted on Redis's clock is only good if the request leaves right after:
@@ -165,6 +175,17 @@ class RequestPacer:
             self._stale_after_s * 1000,
         )
         return False
+
+
+def _unavailable(what: str, exc: Exception) -> PmsError:
+    """A Redis or database blip while pacing: nothing was sent, so the job is retried (with
+    backoff, within PMSQ_MAX_ATTEMPTS) instead of failing as an internal error."""
+    logger.warning("pacing failed, %s unavailable: %s", what, type(exc).__name__)
+    return PmsError(f"{what} unavailable while pacing ({type(exc).__name__})", retryable=True)
+
+
+#: Stands in for the record id a step will create, to count the children it will spawn.
+_TO_BE_CREATED = "to-be-created"
 
 
 class JobRunner:
@@ -350,6 +371,7 @@ class JobRunner:
                 execution_id = str(claim.step.payload["execution_id"])
                 counts = self._syncs.run(execution_id, claim.integration.id, connector, log)
                 return Succeeded(StepResult(), [], "FAILURE" if counts.error else "SUCCESS")
+            self._check_fan_out(claim, len(children_after(profile, claim.step, _TO_BE_CREATED)))
             result = connector.execute(claim.step, log)
             children = children_after(profile, claim.step, result.created_record_id)
             return Succeeded(result, children)
@@ -360,6 +382,23 @@ class JobRunner:
         except Exception as exc:  # a bug or an unexpected PMS answer: fail, don't loop
             logger.exception("job %s: unexpected error", claim.job_id)
             return Failed(PmsError(f"internal error: {type(exc).__name__}", retryable=False))
+
+    def _check_fan_out(self, claim: Claim, spawning: int) -> None:
+        """Fail a step whose children would breach PMSQ_MAX_JOBS_PER_TREE before it touches
+        the PMS: failing it after the PMS created its record would leave a record the write
+        reports as failed (and a retry of the write would create it again)."""
+        if not spawning:
+            return
+        with self._session_factory() as session:
+            root = JobRepository(session).get(claim.root_job_id)
+            total = root.tree_total if root is not None else 0
+        limit = self._settings.max_jobs_per_tree
+        if total + spawning > limit:
+            raise PmsError(
+                f"spawning {spawning} child jobs would exceed the limit of {limit} jobs per "
+                "write (PMSQ_MAX_JOBS_PER_TREE); nothing was sent to the PMS",
+                retryable=False,
+            )
 
     def record(self, claim: Claim, exchanges: list[Exchange], outcome: Outcome) -> Recorded:
         """Store the exchanges and apply the outcome, if this claim still holds the job."""
@@ -416,9 +455,18 @@ class JobRunner:
 
     def _apply_failure(self, session: Session, job: Job, error: PmsError, now: datetime) -> float:
         """Defer or fail the job; returns the deferral in seconds (0 when it failed)."""
+        throttled_s = (now - job.created_at).total_seconds()
+        if isinstance(error, PmsThrottled) and throttled_s > self._settings.max_throttled_s:
+            message = (
+                f"{error.message} (still throttled {throttled_s:.0f} s after the write was "
+                f"accepted; gave up after PMSQ_MAX_THROTTLED_S={self._settings.max_throttled_s:g})"
+            )
+            self._finish(session, job, JobStatus.FAILURE, now, message)
+            return 0.0
         if isinstance(error, PmsThrottled):
             # The PMS's back-pressure is not the job's fault: no attempt is burned, and the
-            # integration's pause (not a job delay) holds it back until Retry-After.
+            # integration's pause (not a job delay) holds it back until Retry-After; but only
+            # for PMSQ_MAX_THROTTLED_S, so a PMS that answers 429 forever ends the write.
             job.attempts -= 1
             delay = 0.0
         elif error.retryable and job.attempts < self._settings.max_attempts:

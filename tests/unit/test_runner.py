@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import fakeredis
 import pytest
+import redis
 from fakeredis.commands_mixins import server_mixin
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -556,6 +557,48 @@ def test_many_throttles_do_not_make_a_job_poison(make_harness: HarnessFactory) -
     assert harness.job(job_id).deliveries == 3
 
 
+def test_a_pms_that_throttles_forever_fails_the_job_after_max_throttled_s(
+    make_harness: HarnessFactory,
+) -> None:
+    harness = make_harness(max_throttled_s=100.0)
+    job_id = harness.submit()
+    throttled = PmsThrottled("429", retryable=True, status_code=429, retry_after_s=60.0)
+    runner = harness.runner(ScriptedConnector([throttled]))
+
+    for _ in range(2):  # 0 s and 60 s after the write was accepted: it waits
+        assert runner.run(job_id) == JobStatus.PENDING
+        harness.readmit_when_due(job_id)
+    assert runner.run(job_id) == JobStatus.FAILURE  # 120 s: past the bound
+
+    job = harness.job(job_id)
+    assert job.error is not None
+    assert "still throttled 120 s" in job.error
+    assert "PMSQ_MAX_THROTTLED_S" in job.error
+    assert harness.outcome(job_id).write_status == WriteStatus.FAILURE
+
+
+def test_a_redis_blip_while_pacing_is_retried_not_failed(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = harness.submit()
+    connector = ScriptedConnector([StepResult(created_record_id="res-blip")])
+    runner = harness.runner(connector)
+
+    def redis_is_down(*args: object) -> tuple[Pace, float]:
+        raise redis.exceptions.ConnectionError("Connection refused")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(harness.flow, "pace", redis_is_down)
+        assert runner.run(job_id) == JobStatus.PENDING
+
+    job = harness.job(job_id)
+    assert job.error == "flow control unavailable while pacing (ConnectionError)"
+    assert (job.attempts, job.outcome_unknown) == (1, False)  # nothing was sent
+    assert connector.slots_taken == 0
+    harness.readmit_when_due(job_id)
+    assert runner.run(job_id) == JobStatus.SUCCESS
+
+
 # --- duplicates and poison messages ------------------------------------------------------------
 
 
@@ -956,13 +999,17 @@ def test_children_past_the_tree_limit_fail_the_parent(make_harness: HarnessFacto
     contacts = [{"email": "a@example.com"}, {"email": "b@example.com"}]
     root_id = harness.submit("applicants", "CREATE", first_name="Ada", contacts=contacts)
 
-    runner = harness.runner(ScriptedConnector([StepResult(created_record_id="app-1")]))
+    connector = ScriptedConnector([StepResult(created_record_id="app-1")])
+    runner = harness.runner(connector)
     assert runner.run(root_id) == JobStatus.FAILURE
 
     assert len(harness.publisher.published) == 1  # only the root was ever published
     outcome = harness.outcome(root_id)
     assert outcome.write_status == WriteStatus.FAILURE
     assert "limit of 2 jobs per write" in outcome.errors[0]
+    # Decided before the PMS was asked: no record created there that the write calls failed.
+    assert connector.steps == []
+    assert "nothing was sent to the PMS" in outcome.errors[0]
 
 
 # --- lease reclaim -----------------------------------------------------------------------------
