@@ -67,7 +67,7 @@ from pmsq.crypto import CredentialCipher
 from pmsq.settings import Settings
 from workers.connectors import ConnectorFactory
 from workers.dispatch import Dispatcher
-from workers.flow.backend import Admission, DueIntegrations, Held, Pace
+from workers.flow.backend import Admission, DueIntegrations, Held, Paced
 from workers.flow.limits import Limits
 from workers.flow.redis_backend import RedisFlowControl
 from workers.publisher import AdmittedJob
@@ -626,7 +626,7 @@ class LabelledFlow(RedisFlowControl):
         with labelled("reschedule"):
             super().reschedule(integration_id, claim_us, next_us)
 
-    def pace(self, integration_id: str, job_id: str, delivery: int) -> tuple[Pace, float]:
+    def pace(self, integration_id: str, job_id: str, delivery: int) -> Paced:
         with labelled("pace"):
             return super().pace(integration_id, job_id, delivery)
 

@@ -56,8 +56,9 @@ class Settings(BaseSettings):
     maintenance_interval_s: float = Field(default=2.0, gt=0)
     #: Each rate window is stretched by this much: no window of one cadence unit at the PMS
     #: holds more than the limit as long as the delay from the pacing decision (on Redis) to a
-    #: request's arrival at the PMS varies by less than this. Half of it bounds the pacing round
-    #: trip (a slower pass is stale and asked again); half covers worker -> PMS jitter.
+    #: request's arrival at the PMS varies by less than this. Half of it bounds how much later than
+    #: the fastest a pacing pass may come back (a later one is stale and given back); half
+    #: covers worker -> PMS jitter.
     rate_margin_ms: float = Field(default=20.0, ge=0)
     #: `pmsq api` migrates the database to the latest schema at start (one-host setups);
     #: multi-host deployments run `pmsq migrate` once and turn this off.

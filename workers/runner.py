@@ -37,7 +37,7 @@ from workers.aggregator import finish_job
 from workers.backoff import retry_delay_s
 from workers.connectors import ConnectorFactory, IntegrationSnapshot
 from workers.dispatch import Dispatcher, poison_message
-from workers.flow.backend import FlowControl, Pace, redis_time
+from workers.flow.backend import FlowControl, Pace, Paced, redis_time
 from workers.flow.keys import claim_member
 from workers.heartbeat import LeaseHeartbeat
 from workers.repository import JobRepository
@@ -87,6 +87,19 @@ class Recorded:
     sync_status: str | None = None
 
 
+class PaceLatency:
+    """The fastest pacing round trip this process has seen: the floor a pass is measured
+    against, so a constant Redis latency (which compresses nothing) never makes passes stale."""
+
+    def __init__(self) -> None:
+        self.fastest_s = float("inf")
+
+    def observe(self, round_trip_s: float) -> float:
+        """Record a round trip; returns how much slower than the fastest it was."""
+        self.fastest_s = min(self.fastest_s, round_trip_s)
+        return round_trip_s - self.fastest_s
+
+
 class RequestPacer:
     """Holds each PMS request until the integration's pacing lets it leave, and stops a claim
     that lost its lease.
@@ -95,13 +108,14 @@ class RequestPacer:
     request leaves, checked on Redis's clock at that moment, so the PMS sees requests no closer
     than the limit allows (and none while the integration is paused after a 429). The same
     atomic step proves the claim still holds the job's lease: a fenced-out claim raises
-    `FencedOut` and nothing is sent.
+    `FencedOut` and nothing is sent. A pass that came back late (the worker paused between the
+    check and the send) is stale: its slot is given back and a fresh one taken.
     """
 
     #: Longest single sleep; a pause or a change of limits is re-checked after it.
     MAX_WAIT_S = 1.0
-    #: Stale passes in a row after which a slow pass is used anyway.
-    MAX_STALE_PASSES = 3
+    #: Stale passes in a row after which a slow pass is used anyway, so a job never starves.
+    MAX_STALE_PASSES = 10
 
     def __init__(
         self,
@@ -111,15 +125,18 @@ class RequestPacer:
         lost: threading.Event | None = None,
         stale_after_s: float | None = None,
         monotonic: Callable[[], float] = time.monotonic,
+        latency: PaceLatency | None = None,
     ) -> None:
-        """`stale_after_s`: a pacing pass whose round trip took longer is not used (half the
-        rate margin; see `Limits.from_values`). None: never stale."""
+        """`stale_after_s`: a pacing pass whose round trip took this much longer than the
+        fastest seen (`latency`, shared by a process's pacers) is not used: half the rate
+        margin, see `Limits.from_values`. None: never stale."""
         self._flow = flow
         self._claim = claim
         self._reload_limits = reload_limits
         self._lost = lost or threading.Event()
         self._stale_after_s = stale_after_s
         self._monotonic = monotonic
+        self._latency = latency or PaceLatency()
 
     def wait_for_slot(self) -> None:
         integration_id = self._claim.integration.id
@@ -128,21 +145,29 @@ class RequestPacer:
             if self._lost.is_set():
                 raise FencedOut(f"job {self._claim.job_id}: the heartbeat lost the lease")
             asked_s = self._monotonic()
-            decision, wait_s = self._ask(integration_id)
-            if decision is Pace.FENCED:
+            paced = self._ask(integration_id)
+            if paced.decision is Pace.FENCED:
                 raise FencedOut(f"job {self._claim.job_id}: the lease is no longer held")
-            if decision is Pace.NO_LIMITS:
+            if paced.decision is Pace.NO_LIMITS:
                 self._ask_to_reload(integration_id)
-            elif decision is Pace.GO:
-                if self._fresh(self._monotonic() - asked_s, stale_passes):
+            elif paced.decision is Pace.GO:
+                late_s = self._latency.observe(self._monotonic() - asked_s)
+                if self._fresh(late_s, stale_passes) or paced.slot is None:
                     return
                 stale_passes += 1
+                self._give_back(integration_id, paced.slot)
             else:
-                time.sleep(min(wait_s, self.MAX_WAIT_S))
+                time.sleep(min(paced.wait_s, self.MAX_WAIT_S))
 
-    def _ask(self, integration_id: str) -> tuple[Pace, float]:
+    def _ask(self, integration_id: str) -> Paced:
         try:
             return self._flow.pace(integration_id, self._claim.job_id, self._claim.delivery)
+        except Exception as exc:
+            raise _unavailable("flow control", exc) from exc
+
+    def _give_back(self, integration_id: str, slot: tuple[int, int]) -> None:
+        try:
+            self._flow.give_back(integration_id, slot)
         except Exception as exc:
             raise _unavailable("flow control", exc) from exc
 
@@ -152,26 +177,22 @@ class RequestPacer:
         except Exception as exc:
             raise _unavailable("the job store", exc) from exc
 
-    def _fresh(self, round_trip_s: float, stale_passes: int) -> bool:
+    def _fresh(self, late_s: float, stale_passes: int) -> bool:
         """A slot granted on Redis's clock is only good if the request leaves right after:
-        one that leaves later lands too close to the next request at the PMS. The slot is
-        given up (the next pass waits one interval more) rather than used late. After
-        `MAX_STALE_PASSES` in a row the round trip is taken as this Redis's normal latency
-        (a constant delay compresses nothing) and the slot is used, so a job never starves."""
-        if self._stale_after_s is None or round_trip_s <= self._stale_after_s:
+        one that leaves later lands too close to the next request at the PMS."""
+        if self._stale_after_s is None or late_s <= self._stale_after_s:
             return True
         if stale_passes >= self.MAX_STALE_PASSES:
             logger.warning(
-                "job %s: pacing round trips keep exceeding %.1f ms; PMSQ_RATE_MARGIN_MS is "
-                "too small for this Redis's latency",
+                "job %s: %d pacing passes in a row came back late; sending anyway",
                 self._claim.job_id,
-                self._stale_after_s * 1000,
+                stale_passes,
             )
             return True
         logger.info(
-            "job %s: pacing pass took %.1f ms (more than %.1f ms), asking again",
+            "job %s: pacing pass came back %.1f ms late (more than %.1f ms): slot given back",
             self._claim.job_id,
-            round_trip_s * 1000,
+            late_s * 1000,
             self._stale_after_s * 1000,
         )
         return False
@@ -206,6 +227,7 @@ class JobRunner:
         self._settings = settings
         self._clock = clock
         self._syncs = SyncRunner(session_factory, clock)
+        self._pace_latency = PaceLatency()
 
     def run(self, job_id: str) -> JobStatus | None:
         """Run the job if it is QUEUED; returns its status afterwards, None if not run."""
@@ -365,6 +387,7 @@ class JobRunner:
                 self._dispatcher.load_limits,
                 lost,
                 stale_after_s=self._settings.rate_margin_ms / 2 / 1000,
+                latency=self._pace_latency,
             )
             connector, profile = self._connectors.build(claim.integration, pacer.wait_for_slot)
             if claim.step.action == SYNC_ACTION:

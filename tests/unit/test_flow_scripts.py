@@ -352,7 +352,7 @@ def test_a_lapsed_claim_is_fenced_even_before_anyone_reclaims_it(
     flow.set_limits(IID, Limits(**UNPACED, concurrency=1))
     flow.hold(IID, "a", 1, 0)
 
-    assert flow.pace(IID, "a", 1) == (Pace.FENCED, 0.0)
+    assert flow.pace(IID, "a", 1)[:2] == (Pace.FENCED, 0.0)
     assert client.get(keys.request_tat) is None  # no request slot taken
 
 
@@ -419,9 +419,9 @@ def test_pace_lets_one_request_leave_per_interval(
     flow.hold(IID, "j", 1, 3600)
 
     before = now_us(client)
-    allowed, first_wait = flow.pace(IID, "j", 1)
+    allowed, first_wait, _ = flow.pace(IID, "j", 1)
     first_tat = int(client.get(keys.request_tat) or 0)
-    allowed_2, second_wait = flow.pace(IID, "j", 1)
+    allowed_2, second_wait, _ = flow.pace(IID, "j", 1)
     after = now_us(client)
 
     assert (allowed, first_wait) == (Pace.GO, 0.0)  # the first request leaves now
@@ -449,11 +449,29 @@ def test_a_late_request_wins_nothing_back(
     assert before + limits.interval_us <= next_tat <= after + limits.interval_us
 
 
+def test_a_stale_slot_given_back_lets_the_next_pass_go_at_once(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.set_limits(IID, Limits(HOUR_US, 50_000, 1))
+    flow.hold(IID, "j", 1, 3600)
+    stale = flow.pace(IID, "j", 1)
+    assert stale.decision is Pace.GO and stale.slot is not None
+
+    assert flow.give_back(IID, stale.slot) is True
+    assert int(client.get(keys.request_tat) or 0) == stale.slot[0]  # back to its grant time
+    fresh = flow.pace(IID, "j", 1)
+    assert fresh.decision is Pace.GO and fresh.slot is not None
+    assert fresh.slot[0] >= stale.slot[0]  # still an interval after any earlier request
+    # A slot another pass was granted after is never given back.
+    assert flow.give_back(IID, stale.slot) is False
+    assert int(client.get(keys.request_tat) or 0) == fresh.slot[1]
+
+
 def test_pace_without_limits_asks_for_them(
     flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
 ) -> None:
     flow.hold(IID, "j", 1, 3600)
-    assert flow.pace(IID, "j", 1) == (Pace.NO_LIMITS, 0.0)
+    assert flow.pace(IID, "j", 1)[:2] == (Pace.NO_LIMITS, 0.0)
     assert client.get(keys.request_tat) is None
 
 
@@ -465,7 +483,7 @@ def test_pace_while_paused_reserves_nothing(
     until = flow.pause(IID, 3600)
 
     before = now_us(client)
-    allowed, wait_s = flow.pace(IID, "j", 1)
+    allowed, wait_s, _ = flow.pace(IID, "j", 1)
 
     assert allowed is Pace.WAIT
     assert wait_s * 1_000_000 == pytest.approx(until - before, abs=1_000_000)

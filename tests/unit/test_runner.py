@@ -34,12 +34,12 @@ from pmsq.settings import Settings
 from workers.aggregator import write_outcome
 from workers.connectors import IntegrationSnapshot
 from workers.dispatch import Dispatcher
-from workers.flow.backend import Pace
+from workers.flow.backend import Pace, Paced
 from workers.flow.keys import IntegrationKeys, claim_member
 from workers.flow.redis_backend import RedisFlowControl
 from workers.heartbeat import LeaseHeartbeat
 from workers.publisher import AdmittedJob
-from workers.runner import JobRunner, RequestPacer, Succeeded
+from workers.runner import Claim, JobRunner, PaceLatency, RequestPacer, Succeeded
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 #: Long enough that no real time elapsed in a test reaches a retry's due time by itself.
@@ -524,7 +524,7 @@ def test_a_throttle_pauses_every_request_of_the_integration(harness: Harness) ->
 
     # A job already running takes no request slot until the pause ends (the pacer would wait).
     assert harness.flow.hold(harness.integration_id, "running", 1, LEASE_S).held
-    reserved, wait_s = harness.flow.pace(harness.integration_id, "running", 1)
+    reserved, wait_s, _ = harness.flow.pace(harness.integration_id, "running", 1)
     assert reserved is Pace.WAIT
     assert 59.0 < wait_s <= 60.0
 
@@ -864,52 +864,65 @@ class RoundTrips:
         return self.now_s
 
 
-def test_a_pacing_pass_that_came_back_late_is_not_used(harness: Harness) -> None:
-    job_id = harness.submit()
-    claim = harness.runner(ScriptedConnector([StepResult()])).claim(job_id)
-    assert claim is not None
-    harness.dispatcher.load_limits(harness.integration_id)
+def paced_passes(harness: Harness, claim: Claim, round_trips_s: Sequence[float]) -> list[Pace]:
+    """The decisions a pacer got for one request, the fastest round trip seen being 1 ms."""
     passes: list[Pace] = []
 
     class Recording(RedisFlowControl):
-        def pace(self, integration_id: str, job_id: str, delivery: int) -> tuple[Pace, float]:
-            decision, wait_s = super().pace(integration_id, job_id, delivery)
-            passes.append(decision)
-            return decision, wait_s
+        def pace(self, integration_id: str, job_id: str, delivery: int) -> Paced:
+            paced = super().pace(integration_id, job_id, delivery)
+            passes.append(paced.decision)
+            return paced
 
-    # The first slot is granted, but the answer took 15 ms (a pause between the check and
-    # the send): the request would leave late, so that slot is given up and a fresh one taken.
+    latency = PaceLatency()
+    latency.observe(0.001)
     pacer = RequestPacer(
         Recording(harness.redis),
         claim,
         harness.dispatcher.load_limits,
         stale_after_s=0.010,
-        monotonic=RoundTrips([0.015, 0.001]),
+        monotonic=RoundTrips(round_trips_s),
+        latency=latency,
     )
     pacer.wait_for_slot()
-
-    assert passes.count(Pace.GO) == 2
-    assert passes[-1] is Pace.GO
+    return passes
 
 
-def test_slow_pacing_round_trips_do_not_starve_a_job(harness: Harness) -> None:
+@pytest.fixture
+def slow_claim(make_harness: HarnessFactory) -> tuple[Harness, Claim]:
+    """A claimed job of an integration allowed one request a second."""
+    harness = make_harness()
+    with harness.session_factory.begin() as session:
+        integration = session.get(Integration, harness.integration_id)
+        assert integration is not None
+        integration.max_request_frequency = 1
     job_id = harness.submit()
     claim = harness.runner(ScriptedConnector([StepResult()])).claim(job_id)
     assert claim is not None
     harness.dispatcher.load_limits(harness.integration_id)
-    round_trips = RoundTrips([0.5] * 100)
-    pacer = RequestPacer(
-        harness.flow,
-        claim,
-        harness.dispatcher.load_limits,
-        stale_after_s=0.010,
-        monotonic=round_trips,
-    )
+    return harness, claim
 
-    pacer.wait_for_slot()  # returns: a constant latency compresses nothing
 
-    used = 100 - len(round_trips.round_trips_s)
-    assert RequestPacer.MAX_STALE_PASSES + 1 <= used < 100
+def test_a_pacing_pass_that_came_back_late_gives_its_slot_back(
+    slow_claim: tuple[Harness, Claim],
+) -> None:
+    harness, claim = slow_claim
+    # The first slot is granted but the answer came back 14 ms later than the fastest (a
+    # pause between the check and the send): the request would leave late and land too
+    # close to the next one. Its slot is given back, and a fresh pass goes at once (at one
+    # request a second, without the give-back it would have to wait a second).
+    assert paced_passes(harness, claim, [0.015, 0.001]) == [Pace.GO, Pace.GO]
+
+
+def test_a_constant_round_trip_is_never_stale(slow_claim: tuple[Harness, Claim]) -> None:
+    harness, claim = slow_claim
+    assert paced_passes(harness, claim, [0.001]) == [Pace.GO]
+
+
+def test_late_pacing_passes_do_not_starve_a_job(slow_claim: tuple[Harness, Claim]) -> None:
+    harness, claim = slow_claim
+    passes = paced_passes(harness, claim, [0.5] * 100)
+    assert passes == [Pace.GO] * (RequestPacer.MAX_STALE_PASSES + 1)
 
 
 # --- children ----------------------------------------------------------------------------------

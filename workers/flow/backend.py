@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from workers.flow.limits import Limits
 
@@ -43,6 +43,15 @@ class Pace(StrEnum):
     NO_LIMITS = "no_limits"
     #: The asking claim no longer holds the job's lease: stop, send nothing.
     FENCED = "fenced"
+
+
+class Paced(NamedTuple):
+    """One pacing pass: the decision, how long to wait before asking again (WAIT), and on GO
+    the slot taken (granted_us, next_us on Redis's clock), for `give_back`."""
+
+    decision: Pace
+    wait_s: float
+    slot: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -118,8 +127,12 @@ class FlowControl(Protocol):
         """Remove the claim's lease if it has lapsed on Redis's clock; False while live."""
         ...
 
-    def pace(self, integration_id: str, job_id: str, delivery: int) -> tuple[Pace, float]:
-        """May the claim's request leave now? (decision, seconds to wait before asking again)."""
+    def pace(self, integration_id: str, job_id: str, delivery: int) -> Paced:
+        """May the claim's request leave now? (decision, seconds to wait, slot taken)."""
+        ...
+
+    def give_back(self, integration_id: str, slot: tuple[int, int]) -> bool:
+        """Undo a GO whose request will not leave, unless a later pass was granted since."""
         ...
 
     def admission_live(self, integration_id: str, job_id: str) -> bool:

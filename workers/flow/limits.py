@@ -56,9 +56,10 @@ class Limits:
         window of one cadence unit at the PMS holds more than n requests as long as the delay
         from the pacing decision to the request's arrival at the PMS varies by less than the
         margin between any two requests. The pacer spends half of it: a pass whose round trip
-        to Redis took longer than half the margin is stale and asked again (its request would
-        leave late and land too close to the next one). The other half covers the path from
-        worker to PMS (connect, send, network, the PMS's own queueing).
+        to Redis took more than half the margin longer than the fastest one seen is stale (its
+        request would leave late and land too close to the next one); its slot is given back
+        (give_back.lua) and a fresh one taken. The other half covers the path from worker to
+        PMS (connect, send, network, the PMS's own queueing).
 
         A fractional frequency is rounded down: no window may hold more than `frequency`
         requests, and evenly spaced requests at 1.5 per second would put two in some second.

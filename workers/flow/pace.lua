@@ -6,8 +6,9 @@
 -- KEYS[4] leases        ZSET member -> lease expiry (us)
 -- ARGV[1] the asking job's claim member "job_id:delivery"
 --
--- Returns {allowed, wait_us}: allowed 1 means send now (the next request may leave one
--- interval after this moment); allowed 0 means wait wait_us and ask again; allowed -1 means
+-- Returns {allowed, wait_us, granted_us, next_us}: allowed 1 means send now (the next request
+-- may leave one interval after this moment: granted_us is this moment, next_us the new
+-- request_tat, both for give_back.lua should the request not leave right away); allowed 0 means wait wait_us and ask again; allowed -1 means
 -- the limits hash is missing: the caller reloads it and asks again (pacing never runs
 -- unlimited); allowed -2 means the claim no longer holds a live lease (it lapsed, or the job
 -- was reclaimed for a newer delivery): the worker is fenced out and must not send anything.
@@ -37,6 +38,6 @@ local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
 if now < tat then
   return {0, string.format('%d', tat - now)}
 end
-redis.call('SET', KEYS[1], string.format('%d', now + interval), 'PX',
-  math.floor(interval / 1000) + 1000)
-return {1, '0'}
+local next_us = string.format('%d', now + interval)
+redis.call('SET', KEYS[1], next_us, 'PX', math.floor(interval / 1000) + 1000)
+return {1, '0', string.format('%d', now), next_us}

@@ -8,7 +8,7 @@ from typing import Any
 
 import redis
 
-from workers.flow.backend import Admission, DueIntegrations, Held, Pace, Usage
+from workers.flow.backend import Admission, DueIntegrations, Held, Pace, Paced, Usage
 from workers.flow.keys import KNOWN_INTEGRATIONS, READY, IntegrationKeys, claim_member
 from workers.flow.limits import Limits
 
@@ -44,6 +44,7 @@ class RedisFlowControl:
         self._reclaim = client.register_script(_load("reclaim.lua"))
         self._enqueue_orphan = client.register_script(_load("enqueue_orphan.lua"))
         self._set_limits = client.register_script(_load("set_limits.lua"))
+        self._give_back = client.register_script(_load("give_back.lua"))
         self._pause = client.register_script(_load("pause.lua"))
         self._claim_due = client.register_script(_load("claim_due.lua"))
         self._reschedule = client.register_script(_load("reschedule.lua"))
@@ -150,14 +151,20 @@ class RedisFlowControl:
         reclaimed, _now = self._reclaim(keys=[keys.leases], args=[claim_member(job_id, delivery)])
         return bool(int(reclaimed))
 
-    def pace(self, integration_id: str, job_id: str, delivery: int) -> tuple[Pace, float]:
+    def pace(self, integration_id: str, job_id: str, delivery: int) -> Paced:
         keys = IntegrationKeys(integration_id)
-        state, wait_us = self._pace(
+        raw = self._pace(
             keys=[keys.request_tat, keys.paused_until, keys.limits, keys.leases],
             args=[claim_member(job_id, delivery)],
         )
-        decision = _PACE_STATES[int(state)]
-        return decision, int(_text(wait_us)) / 1_000_000
+        decision = _PACE_STATES[int(raw[0])]
+        slot = (int(_text(raw[2])), int(_text(raw[3]))) if len(raw) > 2 else None
+        return Paced(decision, int(_text(raw[1])) / 1_000_000, slot)
+
+    def give_back(self, integration_id: str, slot: tuple[int, int]) -> bool:
+        granted_us, next_us = slot
+        keys = IntegrationKeys(integration_id)
+        return bool(int(self._give_back(keys=[keys.request_tat], args=[next_us, granted_us])))
 
     def admission_live(self, integration_id: str, job_id: str) -> bool:
         expiry = self._redis.zscore(IntegrationKeys(integration_id).leases, job_id)
