@@ -68,7 +68,7 @@ from pmsq.crypto import CredentialCipher
 from pmsq.settings import Settings
 from workers.connectors import ConnectorFactory
 from workers.dispatch import Dispatcher
-from workers.flow.backend import Admission, DueIntegrations
+from workers.flow.backend import Admission, DueIntegrations, Held, Paced
 from workers.flow.limits import Limits
 from workers.flow.redis_backend import RedisFlowControl
 from workers.publisher import AdmittedJob
@@ -627,21 +627,21 @@ class LabelledFlow(RedisFlowControl):
         with labelled("reschedule"):
             super().reschedule(integration_id, claim_us, next_us)
 
-    def pace(self, integration_id: str) -> tuple[bool | None, float]:
+    def pace(self, integration_id: str, job_id: str, delivery: int) -> Paced:
         with labelled("pace"):
-            return super().pace(integration_id)
+            return super().pace(integration_id, job_id, delivery)
 
-    def extend(self, integration_id: str, job_id: str, lease_s: float) -> bool:
-        with labelled("extend"):
-            return super().extend(integration_id, job_id, lease_s)
+    def renew(self, integration_id: str, job_id: str, delivery: int, lease_s: float) -> Held:
+        with labelled("renew"):
+            return super().renew(integration_id, job_id, delivery, lease_s)
 
-    def hold(self, integration_id: str, job_id: str, lease_s: float) -> bool:
+    def hold(self, integration_id: str, job_id: str, delivery: int, lease_s: float) -> Held:
         with labelled("hold"):
-            return super().hold(integration_id, job_id, lease_s)
+            return super().hold(integration_id, job_id, delivery, lease_s)
 
-    def release(self, integration_id: str, job_id: str) -> int:
+    def release(self, integration_id: str, member: str) -> int:
         with labelled("release"):
-            return super().release(integration_id, job_id)
+            return super().release(integration_id, member)
 
     def record_pms_limits(self, integration_id: str, headers: dict[str, str]) -> None:
         with labelled("record_pms_limits"):

@@ -112,11 +112,9 @@ class PmsThrottled(PmsError):
     code = "pms_throttled"
 
 
-class LeaseLost(PmsError):
-    """Raised when a run finds its job no longer held under its delivery number (its lease
-    lapsed and the job went to another run): it stops without touching the PMS or the store."""
+class FencedOut(PmsqError):
+    """Raised before a PMS request when the worker's claim no longer holds the job's lease (it
+    lapsed while the worker was paused, or the job was handed to a newer delivery): the worker
+    stops without sending, records no outcome and releases nothing it no longer owns."""
 
-    code = "lease_lost"
-
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"job {job_id} is no longer held by this run", retryable=True)
+    code = "fenced_out"

@@ -37,26 +37,30 @@ class Settings(BaseSettings):
     #: First retry delay; doubles each attempt, with full jitter, capped at `retry_max_s`.
     retry_base_s: float = Field(default=1.0, gt=0)
     retry_max_s: float = Field(default=60.0, gt=0)
+    #: A job still throttled (PMS 429) this long after its write was accepted fails with a
+    #: clear error instead of waiting forever (429s burn no attempt).
+    max_throttled_s: float = Field(default=3600.0, gt=0)
     #: Broker deliveries a job may take without finishing before it fails as a poison message.
     max_deliveries: int = Field(default=5, ge=1)
     #: Largest number of jobs one write tree may hold; spawning past it fails the spawning job.
     max_jobs_per_tree: int = Field(default=10_000, ge=1)
     #: Timeout of one PMS HTTP request.
     pms_timeout_s: float = Field(default=10.0, gt=0)
-    #: Lease of an admitted job (its concurrency slot and its RUNNING claim). A live worker
-    #: extends it every third of it; a killed worker's lease lapses and the slot and the job
-    #: come back within this time.
+    #: Lease of an admitted job (its concurrency slot and its RUNNING claim), on Redis's clock.
+    #: A live worker renews it every third of it; a worker that dies or freezes loses it, and
+    #: the slot and the job come back within about this time (a job admitted but never
+    #: claimed, its message lost with a worker, too). A worker that lost it sends nothing more.
     job_lease_s: float = Field(default=10.0, gt=0)
     #: Longest sleep of the dispatcher loop (it wakes sooner when an admission is due).
     dispatch_interval_s: float = Field(default=0.2, gt=0)
     #: Period of the healing passes (expired leases, lost messages, jobs missing from Redis).
     maintenance_interval_s: float = Field(default=2.0, gt=0)
-    #: Each rate window is stretched by this much, so jitter between taking a request slot and
-    #: the request reaching the PMS never puts one request too many in a window.
+    #: Each rate window is stretched by this much: no window of one cadence unit at the PMS
+    #: holds more than the limit as long as the delay from the pacing decision (on Redis) to a
+    #: request's arrival at the PMS varies by less than this. Half of it bounds how much later than
+    #: the fastest a pacing pass may come back (a later one is stale and given back); half
+    #: covers worker -> PMS jitter.
     rate_margin_ms: float = Field(default=20.0, ge=0)
-    #: A QUEUED job not claimed for this long is published again (its first message may have
-    #: been lost between commit and publish); duplicates are dropped at claim.
-    queued_republish_s: float = Field(default=120.0, gt=0)
     #: `pmsq api` migrates the database to the latest schema at start (one-host setups);
     #: multi-host deployments run `pmsq migrate` once and turn this off.
     auto_migrate: bool = True

@@ -36,7 +36,7 @@ from models.job import Job
 from models.record import Record
 from models.sync import UNFINISHED_SYNC, DataDiff, SyncExecution, SyncStatus
 from pms.connector import Connector, ExchangeLog
-from pmsq.errors import LeaseLost, PmsError
+from pmsq.errors import FencedOut, PmsError
 from scheduler.cache import field_changes, record_key
 from workers.webhooks.events import on_sync_finished
 
@@ -138,7 +138,7 @@ class SyncRunner:
             select(Job).where(Job.id == lease.job_id).with_for_update()
         ).one_or_none()
         if job is None or job.status != JobStatus.RUNNING.value or job.deliveries != lease.delivery:
-            raise LeaseLost(lease.job_id)
+            raise FencedOut(f"sync job {lease.job_id} is no longer held by this run")
         execution = session.get(SyncExecution, execution_id)
         if execution is None:
             raise PmsError(f"sync execution {execution_id} does not exist", retryable=False)

@@ -1,12 +1,15 @@
-"""The admission step between the job store and the broker (DESIGN section 5).
+"""The admission step between the job store and the broker.
 
 A job waits PENDING in the job store and, by id, in its integration's backlog in Redis. The
 dispatcher asks flow control which jobs may start now (the atomic `admit.lua`), moves those to
-QUEUED and publishes them. It also heals: RUNNING jobs whose lease expired (their worker died)
-go back to the backlog, QUEUED jobs never claimed are re-admitted, and PENDING jobs missing from
-Redis (lost between commit and enqueue, or a flushed Redis) are enqueued again. Every job move
-is a row-locked transition and every admission a Lua script, so a dispatcher may run in every
-worker and in the API at once.
+QUEUED and publishes them. It also heals, within about one lease (`PMSQ_JOB_LEASE_S`):
+RUNNING jobs whose claim lease lapsed (their worker died or froze) go back to the backlog, QUEUED
+jobs whose admission lease lapsed before any worker claimed them (their message died with a
+worker) are admitted again, and PENDING jobs missing from Redis (lost between commit and
+enqueue, or a flushed Redis) are enqueued again. Every job move is a row-locked transition and
+every lease decision an atomic Lua script on Redis's clock (never this host's), so a dispatcher
+may run in every worker and in the API at once, and an extra broker message is harmless: it
+is dropped at claim.
 """
 
 from __future__ import annotations
@@ -25,8 +28,8 @@ from models.job import Job
 from pmsq.metrics import MetricsRecorder, NullMetrics
 from pmsq.settings import Settings
 from workers.aggregator import finish_job
-from workers.flow.backend import Admission, FlowControl
-from workers.flow.limits import Limits
+from workers.flow.backend import Admission, FlowControl, redis_time
+from workers.flow.limits import Limits, version_of
 from workers.publisher import AdmittedJob, Publisher
 from workers.repository import JobRepository
 from workers.transitions import transition
@@ -136,7 +139,8 @@ class Dispatcher:
                 job.due_at = None
                 admitted.append(AdmittedJob(job.id, job.integration_id, job.model, job.action))
         for job_id in stale:
-            # A duplicate backlog entry: give its slot back at once.
+            # A duplicate backlog entry: give back the admission lease this admission just
+            # took (the job's own claim, if it runs, is another member and stays).
             self._flow.release(integration_id, job_id)
         for message in admitted:
             self._publisher.publish(message)
@@ -167,22 +171,31 @@ class Dispatcher:
         self.reclaim_expired_leases()
         self.requeue_stale_queued()
         self.enqueue_orphans()
+        self.repair_ready()
+        self.refresh_limits()
         self._webhooks.kick()
 
     # -- healing -------------------------------------------------------------------------------
 
     def reclaim_expired_leases(self) -> int:
+        """RUNNING jobs whose claim lease lapsed on Redis's clock go back to the backlog.
+
+        The database's lease (written from Redis's clock by the claim and the heartbeat) only
+        picks the candidates; the decision is `reclaim.lua`'s, made under the job's row lock,
+        and it takes the lease away in the same step, so the old worker is fenced out before
+        the job can be claimed again. A host whose clock is off reclaims nothing live."""
         now = self._clock()
+        redis_now = redis_time(self._flow.now_us())
         with self._session_factory() as session:
-            expired = list(JobRepository(session).expired_running_ids(now, BATCH))
+            expired = list(JobRepository(session).expired_running_ids(redis_now, BATCH))
         requeue: dict[str, list[str]] = defaultdict(list)
         for job_id in expired:
             with self._session_factory.begin() as session:
                 job = JobRepository(session).lock(job_id)
                 if job is None or job.status != JobStatus.RUNNING.value:
                     continue
-                if job.lease_expires_at is None or job.lease_expires_at >= now:
-                    continue
+                if not self._flow.reclaim(job.integration_id, job.id, job.deliveries):
+                    continue  # its worker renews it: the database's lease lags behind
                 logger.warning("job %s: lease expired, its worker is presumed lost", job.id)
                 if job.unrecorded_claims >= self._settings.max_deliveries:
                     self._fail_poison(session, job, now)
@@ -195,16 +208,25 @@ class Dispatcher:
         return sum(len(ids) for ids in requeue.values())
 
     def requeue_stale_queued(self) -> int:
-        """QUEUED jobs no worker claimed in time (a message lost) go through admission again."""
+        """QUEUED jobs whose admission lease lapsed before any worker claimed them (their
+        message was lost, e.g. with a killed worker's prefetch) go through admission again.
+
+        Candidates are QUEUED for at least a lease by this host's clock; the decision is
+        Redis's (the admission lease is no longer live), under the row lock, so a job whose
+        claim is under way is left alone, and a duplicate message is dropped at claim."""
         now = self._clock()
-        before = now - timedelta(seconds=self._settings.queued_republish_s)
+        before = now - timedelta(seconds=self._settings.job_lease_s)
         requeue: dict[str, list[str]] = defaultdict(list)
-        with self._session_factory.begin() as session:
-            repo = JobRepository(session)
-            for job_id in repo.stale_queued_ids(before, BATCH):
-                job = repo.lock(job_id)
+        with self._session_factory() as session:
+            candidates = list(JobRepository(session).stale_queued_ids(before, BATCH))
+        for job_id in candidates:
+            with self._session_factory.begin() as session:
+                job = JobRepository(session).lock(job_id)
                 if job is None or job.status != JobStatus.QUEUED.value:
                     continue
+                if self._flow.admission_live(job.integration_id, job.id):
+                    continue
+                logger.warning("job %s: admitted but never claimed, admitted again", job.id)
                 self._back_to_pending(job, now)
                 requeue[job.integration_id].append(job.id)
         for integration_id, job_ids in requeue.items():
@@ -215,7 +237,9 @@ class Dispatcher:
         """PENDING jobs long due but absent from their backlog are put back in it.
 
         Walks the due PENDING jobs a page per pass with a cursor, so a long legitimate backlog
-        is not re-read every pass.
+        is not re-read every pass. A job that looks missing is re-checked under its row lock
+        (still PENDING) and enqueued only if it is neither in its backlog nor admitted
+        (`enqueue_orphan.lua`), so an admission racing the sweep never yields a second copy.
         """
         before = self._clock() - timedelta(seconds=ORPHAN_AGE_S)
         with self._session_factory() as session:
@@ -229,13 +253,48 @@ class Dispatcher:
         for integration_id, job_ids in by_integration.items():
             present = self._flow.in_backlog(integration_id, job_ids)
             missing = [j for j, ok in zip(job_ids, present, strict=True) if not ok]
-            if missing:
+            enqueued = [j for j in missing if self._enqueue_orphan(j)]
+            if enqueued:
                 logger.warning(
-                    "%d jobs of %s were missing from Redis", len(missing), integration_id
+                    "%d jobs of %s were missing from Redis", len(enqueued), integration_id
                 )
-                self.submit(integration_id, missing)
-                found += len(missing)
+                self.admit_integration(integration_id)
+                found += len(enqueued)
         return found
+
+    def repair_ready(self) -> int:
+        """Integrations with a backlog but missing from the ready set are put back in it."""
+        missing = self._flow.repair_ready()
+        if missing:
+            logger.warning("%d integrations were missing from the ready set", missing)
+        return missing
+
+    def refresh_limits(self) -> int:
+        """Reload the limits of every known integration whose limits in Redis are older than
+        the job store's (`updated_at`): a lost write, or two PUTs racing, cannot leave stale
+        limits for good. Returns how many were reloaded."""
+        known = self._flow.known_integrations()
+        stale = 0
+        for start in range(0, len(known), BATCH):
+            ids = known[start : start + BATCH]
+            with self._session_factory() as session:
+                versions = JobRepository(session).integration_versions(ids)
+            in_redis = self._flow.limits_versions(ids)
+            for integration_id, redis_version in zip(ids, in_redis, strict=True):
+                updated_at = versions.get(integration_id)
+                if updated_at is None:
+                    continue
+                if redis_version is None or redis_version < version_of(updated_at):
+                    self.load_limits(integration_id)
+                    stale += 1
+        return stale
+
+    def _enqueue_orphan(self, job_id: str) -> bool:
+        with self._session_factory.begin() as session:
+            job = JobRepository(session).lock(job_id)
+            if job is None or job.status != JobStatus.PENDING.value:
+                return False
+            return self._flow.enqueue_orphan(job.integration_id, job.id)
 
     def _back_to_pending(self, job: Job, now: datetime) -> None:
         transition(job, JobStatus.PENDING, now)

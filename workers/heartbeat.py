@@ -1,24 +1,28 @@
-"""Keeps a running job's leases alive while its worker lives.
+"""Keeps a running job's leases alive while its worker lives, and says when they are lost.
 
-A thread extends the job's concurrency lease (Redis) and its RUNNING claim (database) every
-third of the lease. When the worker dies the extensions stop, so the slot and the job come back
-within one lease, however long healthy jobs run.
+A thread renews the job's claim lease (Redis) and its RUNNING claim (database) every third of
+the lease. When the worker dies the renewals stop, so the slot and the job come back within one
+lease, however long healthy jobs run. When a renewal fails (the lease lapsed while the worker
+was paused, the job was reclaimed for a newer delivery, or Redis was out for longer than the
+lease) the heartbeat sets `lost` and stops; the request pacer checks it before every request.
+Expiries are taken from Redis's clock, never this host's.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
-from datetime import datetime, timedelta
+import time
+from datetime import timedelta
 from types import TracebackType
+from typing import Any, cast
 
-from sqlalchemy import update
+from sqlalchemy import CursorResult, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from models.enums import JobStatus
 from models.job import Job
-from workers.flow.backend import FlowControl
+from workers.flow.backend import FlowControl, redis_time
 
 logger = logging.getLogger(__name__)
 
@@ -33,7 +37,6 @@ class LeaseHeartbeat:
         job_id: str,
         delivery: int,
         lease_s: float,
-        clock: Callable[[], datetime],
     ) -> None:
         self._flow = flow
         self._session_factory = session_factory
@@ -41,8 +44,11 @@ class LeaseHeartbeat:
         self._job_id = job_id
         self._delivery = delivery
         self._lease_s = lease_s
-        self._clock = clock
+        #: Set once the claim is known lost; the job must send nothing more.
+        self.lost = threading.Event()
         self._stop = threading.Event()
+        #: Monotonic time by which the last renewal's lease runs out (the claim took one).
+        self._held_until_s = time.monotonic() + lease_s
         self._thread = threading.Thread(target=self._run, name=f"lease-{job_id}", daemon=True)
 
     def __enter__(self) -> LeaseHeartbeat:
@@ -59,18 +65,28 @@ class LeaseHeartbeat:
         self._thread.join()
 
     def _run(self) -> None:
-        while not self._stop.wait(self._lease_s / 3):
+        while not self._stop.wait(self._lease_s / 3) and not self.lost.is_set():
+            asked_at_s = time.monotonic()
             try:
-                self.beat()
+                self.beat(asked_at_s)
             except Exception:
-                logger.exception("job %s: lease extension failed", self._job_id)
+                logger.exception("job %s: lease renewal failed", self._job_id)
+                if time.monotonic() >= self._held_until_s:
+                    # No renewal got through for a whole lease: another worker may have it.
+                    self._lose("no lease renewal succeeded for a whole lease")
 
-    def beat(self) -> None:
-        if not self._flow.hold(self._integration_id, self._job_id, self._lease_s):
-            logger.warning("job %s: concurrency lease lapsed and its slot was taken", self._job_id)
-        expires = self._clock() + timedelta(seconds=self._lease_s)
+    def beat(self, asked_at_s: float | None = None) -> None:
+        """One renewal. `asked_at_s` (monotonic) is when it was asked, so the local bound on
+        the lease never runs past what Redis granted."""
+        asked_at_s = time.monotonic() if asked_at_s is None else asked_at_s
+        held = self._flow.renew(self._integration_id, self._job_id, self._delivery, self._lease_s)
+        if not held.held:
+            self._lose("its lease lapsed or the job was handed to a newer delivery")
+            return
+        self._held_until_s = asked_at_s + self._lease_s
+        expires = redis_time(held.now_us) + timedelta(seconds=self._lease_s)
         with self._session_factory.begin() as session:
-            session.execute(
+            result = session.execute(
                 update(Job)
                 .where(
                     Job.id == self._job_id,
@@ -79,3 +95,9 @@ class LeaseHeartbeat:
                 )
                 .values(lease_expires_at=expires)
             )
+        if not cast(CursorResult[Any], result).rowcount:
+            self._lose("the job is no longer RUNNING under this delivery")
+
+    def _lose(self, why: str) -> None:
+        logger.warning("job %s: claim %d lost (%s); stopping", self._job_id, self._delivery, why)
+        self.lost.set()

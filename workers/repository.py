@@ -47,6 +47,13 @@ class JobRepository:
             stmt = stmt.where(or_(Job.due_at > due_at, and_(Job.due_at == due_at, Job.id > job_id)))
         return self.session.scalars(stmt.order_by(Job.due_at, Job.id).limit(limit)).all()
 
+    def integration_versions(self, integration_ids: Sequence[str]) -> dict[str, datetime]:
+        """`updated_at` of each of the integrations that exists."""
+        stmt = select(Integration.id, Integration.updated_at).where(
+            Integration.id.in_(integration_ids)
+        )
+        return {row.id: row.updated_at for row in self.session.execute(stmt)}
+
     def expired_running_ids(self, now: datetime, limit: int) -> Sequence[str]:
         stmt = (
             select(Job.id)

@@ -1,14 +1,18 @@
 """Runs one job: claim -> execute at the PMS -> record the outcome (and spawn children).
 
 Claim and record are short transactions; the PMS call happens between them with no
-transaction open. The claim takes a lease and a delivery number; the record step only
-applies its outcome if the job is still RUNNING under that same delivery (a fencing token), so
-a worker that outlived its lease cannot overwrite the outcome of the job's next run.
+transaction open. The claim takes a delivery number (the fencing token) and, under the job's
+row lock, the claim lease `job_id:delivery` in Redis. Before every PMS request the pacer proves
+on Redis's clock that this claim still holds that lease; a worker that lost it (paused past its
+lease, or the job handed to a newer delivery) stops without sending (`FencedOut`). The record
+step only applies an outcome if the job is still RUNNING under the same delivery, so a worker
+that outlived its lease cannot overwrite the outcome of the job's next run either.
 """
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,7 +26,7 @@ from models.job import Job, JobLog
 from pms.connector import ChildSpec, Exchange, Step, StepResult
 from pms.profiles import CREATE, UPDATE
 from pms.workflow import children_after
-from pmsq.errors import PmsError, PmsThrottled
+from pmsq.errors import FencedOut, PmsError, PmsThrottled
 from pmsq.logs import log_context
 from pmsq.metrics import MetricsRecorder, NullMetrics
 from pmsq.settings import Settings
@@ -33,7 +37,8 @@ from workers.aggregator import finish_job
 from workers.backoff import retry_delay_s
 from workers.connectors import ConnectorFactory, IntegrationSnapshot
 from workers.dispatch import Dispatcher, poison_message
-from workers.flow.backend import FlowControl
+from workers.flow.backend import FlowControl, Pace, Paced, redis_time
+from workers.flow.keys import claim_member
 from workers.heartbeat import LeaseHeartbeat
 from workers.repository import JobRepository
 from workers.transitions import transition
@@ -82,33 +87,126 @@ class Recorded:
     sync_status: str | None = None
 
 
+class PaceLatency:
+    """The fastest pacing round trip this process has seen: the floor a pass is measured
+    against, so a constant Redis latency (which compresses nothing) never makes passes stale."""
+
+    def __init__(self) -> None:
+        self.fastest_s = float("inf")
+
+    def observe(self, round_trip_s: float) -> float:
+        """Record a round trip; returns how much slower than the fastest it was."""
+        self.fastest_s = min(self.fastest_s, round_trip_s)
+        return round_trip_s - self.fastest_s
+
+
 class RequestPacer:
-    """Holds each PMS request until the integration's pacing lets it leave.
+    """Holds each PMS request until the integration's pacing lets it leave, and stops a claim
+    that lost its lease.
 
     Admission already spaces jobs; this closes the gap between admission and the moment the
     request leaves, checked on Redis's clock at that moment, so the PMS sees requests no closer
-    than the limit allows (and none while the integration is paused after a 429).
+    than the limit allows (and none while the integration is paused after a 429). The same
+    atomic step proves the claim still holds the job's lease: a fenced-out claim raises
+    `FencedOut` and nothing is sent. A pass that came back late (the worker paused between the
+    check and the send) is stale: its slot is given back and a fresh one taken.
     """
 
     #: Longest single sleep; a pause or a change of limits is re-checked after it.
     MAX_WAIT_S = 1.0
+    #: Stale passes in a row after which a slow pass is used anyway, so a job never starves.
+    MAX_STALE_PASSES = 10
 
     def __init__(
-        self, flow: FlowControl, integration_id: str, reload_limits: Callable[[str], None]
+        self,
+        flow: FlowControl,
+        claim: Claim,
+        reload_limits: Callable[[str], None],
+        lost: threading.Event | None = None,
+        stale_after_s: float | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+        latency: PaceLatency | None = None,
     ) -> None:
+        """`stale_after_s`: a pacing pass whose round trip took this much longer than the
+        fastest seen (`latency`, shared by a process's pacers) is not used: half the rate
+        margin, see `Limits.from_values`. None: never stale."""
         self._flow = flow
-        self._integration_id = integration_id
+        self._claim = claim
         self._reload_limits = reload_limits
+        self._lost = lost or threading.Event()
+        self._stale_after_s = stale_after_s
+        self._monotonic = monotonic
+        self._latency = latency or PaceLatency()
 
     def wait_for_slot(self) -> None:
+        integration_id = self._claim.integration.id
+        stale_passes = 0
         while True:
-            allowed, wait_s = self._flow.pace(self._integration_id)
-            if allowed is None:
-                self._reload_limits(self._integration_id)
-            elif allowed:
-                return
+            if self._lost.is_set():
+                raise FencedOut(f"job {self._claim.job_id}: the heartbeat lost the lease")
+            asked_s = self._monotonic()
+            paced = self._ask(integration_id)
+            if paced.decision is Pace.FENCED:
+                raise FencedOut(f"job {self._claim.job_id}: the lease is no longer held")
+            if paced.decision is Pace.NO_LIMITS:
+                self._ask_to_reload(integration_id)
+            elif paced.decision is Pace.GO:
+                late_s = self._latency.observe(self._monotonic() - asked_s)
+                if self._fresh(late_s, stale_passes) or paced.slot is None:
+                    return
+                stale_passes += 1
+                self._give_back(integration_id, paced.slot)
             else:
-                time.sleep(min(wait_s, self.MAX_WAIT_S))
+                time.sleep(min(paced.wait_s, self.MAX_WAIT_S))
+
+    def _ask(self, integration_id: str) -> Paced:
+        try:
+            return self._flow.pace(integration_id, self._claim.job_id, self._claim.delivery)
+        except Exception as exc:
+            raise _unavailable("flow control", exc) from exc
+
+    def _give_back(self, integration_id: str, slot: tuple[int, int]) -> None:
+        try:
+            self._flow.give_back(integration_id, slot)
+        except Exception as exc:
+            raise _unavailable("flow control", exc) from exc
+
+    def _ask_to_reload(self, integration_id: str) -> None:
+        try:
+            self._reload_limits(integration_id)
+        except Exception as exc:
+            raise _unavailable("the job store", exc) from exc
+
+    def _fresh(self, late_s: float, stale_passes: int) -> bool:
+        """A slot granted on Redis's clock is only good if the request leaves right after:
+        one that leaves later lands too close to the next request at the PMS."""
+        if self._stale_after_s is None or late_s <= self._stale_after_s:
+            return True
+        if stale_passes >= self.MAX_STALE_PASSES:
+            logger.warning(
+                "job %s: %d pacing passes in a row came back late; sending anyway",
+                self._claim.job_id,
+                stale_passes,
+            )
+            return True
+        logger.info(
+            "job %s: pacing pass came back %.1f ms late (more than %.1f ms): slot given back",
+            self._claim.job_id,
+            late_s * 1000,
+            self._stale_after_s * 1000,
+        )
+        return False
+
+
+def _unavailable(what: str, exc: Exception) -> PmsError:
+    """A Redis or database blip while pacing: nothing was sent, so the job is retried (with
+    backoff, within PMSQ_MAX_ATTEMPTS) instead of failing as an internal error."""
+    logger.warning("pacing failed, %s unavailable: %s", what, type(exc).__name__)
+    return PmsError(f"{what} unavailable while pacing ({type(exc).__name__})", retryable=True)
+
+
+#: Stands in for the record id a step will create, to count the children it will spawn.
+_TO_BE_CREATED = "to-be-created"
 
 
 class JobRunner:
@@ -129,6 +227,7 @@ class JobRunner:
         self._settings = settings
         self._clock = clock
         self._syncs = SyncRunner(session_factory, clock)
+        self._pace_latency = PaceLatency()
 
     def run(self, job_id: str) -> JobStatus | None:
         """Run the job if it is QUEUED; returns its status afterwards, None if not run."""
@@ -142,27 +241,38 @@ class JobRunner:
             return self._run_claimed(claim)
 
     def _run_claimed(self, claim: Claim) -> JobStatus | None:
-        # The admission lease may have lapsed while the message waited in the broker: hold a
-        # slot again (on Redis's clock, never a worker's) before touching the PMS.
-        if not self._flow.hold(claim.integration.id, claim.job_id, self._settings.job_lease_s):
-            self._give_back(claim)
-            return JobStatus.PENDING
         exchanges: list[Exchange] = []
         started = time.monotonic()
-        with LeaseHeartbeat(
+        heartbeat = LeaseHeartbeat(
             flow=self._flow,
             session_factory=self._session_factory,
             integration_id=claim.integration.id,
             job_id=claim.job_id,
             delivery=claim.delivery,
             lease_s=self._settings.job_lease_s,
-            clock=self._clock,
-        ):
-            outcome = self.execute(claim, exchanges.append)
+        )
+        try:
+            with heartbeat:
+                outcome = self.execute(claim, exchanges.append, heartbeat.lost)
+        except FencedOut as fenced:
+            self._fenced_out(claim, exchanges, fenced)
+            return None
         recorded = self.record(claim, exchanges, outcome)
         self._after_record(claim, outcome, recorded)
         self._observe(claim, outcome, recorded, time.monotonic() - started)
         return recorded.status
+
+    def _fenced_out(self, claim: Claim, exchanges: list[Exchange], fenced: FencedOut) -> None:
+        """The claim lost its lease before a request: nothing was sent for it, no outcome is
+        recorded and nothing is released (the slot and the job are someone else's now, or come
+        back through the lease reclaim). Requests it did send before are kept in the job log."""
+        logger.warning("%s; stopped without sending", fenced.message)
+        if exchanges:
+            with self._session_factory.begin() as session:
+                session.add_all(_log_rows(claim, exchanges, self._clock()))
+        self._metrics.count(
+            "pmsq_job_outcomes", integration_id=claim.integration.id, outcome="fenced"
+        )
 
     def _observe(
         self, claim: Claim, outcome: Outcome, recorded: Recorded, duration_s: float
@@ -194,7 +304,7 @@ class JobRunner:
             self._flow.record_pms_limits(integration_id, exchanges_headers)
         if not recorded.applied:
             return  # fenced out: the slot belongs to the job's newer delivery
-        backlog = self._flow.release(integration_id, claim.job_id)
+        backlog = self._flow.release(integration_id, claim_member(claim.job_id, claim.delivery))
         if recorded.status == JobStatus.PENDING:
             self._dispatcher.submit(integration_id, [claim.job_id], recorded.retry_delay_s)
         if recorded.spawned:
@@ -203,32 +313,20 @@ class JobRunner:
             # The freed slot goes to the next waiting job at once, not at the next tick.
             self._dispatcher.admit_integration(integration_id)
 
-    def _give_back(self, claim: Claim) -> None:
-        """The job's concurrency lease lapsed while it waited and no slot is free: it goes
-        back to its backlog untouched (no attempt, no lost delivery counted)."""
-        logger.warning("job %s: no concurrency slot at claim, back to the backlog", claim.job_id)
-        now = self._clock()
-        with self._session_factory.begin() as session:
-            job = JobRepository(session).lock(claim.job_id)
-            if job is None or job.status != JobStatus.RUNNING.value:
-                return
-            if job.deliveries != claim.delivery:
-                return
-            transition(job, JobStatus.PENDING, now)
-            job.due_at = now
-            job.lease_expires_at = None
-            job.attempts -= 1
-            job.unrecorded_claims -= 1
-        self._dispatcher.submit(claim.integration.id, [claim.job_id])
-
     def _after_final(self, integration_id: str, job_id: str) -> None:
+        """A job that ended at claim (poison) gives back its admission lease."""
         self._flow.release(integration_id, job_id)
         self._dispatcher.admit_integration(integration_id)
 
     def claim(self, job_id: str) -> Claim | None:
-        """Take the job if it is QUEUED: RUNNING, with a lease and a new delivery number."""
+        """Take the job if it is QUEUED: RUNNING, with a new delivery number and its lease.
+
+        The lease is taken in Redis under the job's row lock, so deliveries take leases in
+        order. When the admission lease lapsed while the message waited in the broker and no
+        slot is free, the job goes back to its backlog untouched (no attempt, no delivery)."""
         now = self._clock()
         poisoned: Job | None = None
+        given_back: Job | None = None
         with self._session_factory.begin() as session:
             repo = JobRepository(session)
             job = repo.lock(job_id)
@@ -245,25 +343,52 @@ class JobRunner:
             else:
                 integration = repo.integration(job.integration_id)
                 assert integration is not None  # enforced by the foreign key
-                transition(job, JobStatus.RUNNING, now)
-                job.deliveries += 1
-                job.unrecorded_claims += 1
-                job.attempts += 1
-                job.lease_expires_at = now + timedelta(seconds=self._settings.job_lease_s)
-                return Claim(
-                    job_id=job.id,
-                    root_job_id=job.root_job_id,
-                    delivery=job.deliveries,
-                    attempt=job.attempts,
-                    step=_step_of(job),
-                    integration=IntegrationSnapshot.of(integration),
-                )
+                delivery = job.deliveries + 1
+                lease_s = self._settings.job_lease_s
+                held = self._flow.hold(job.integration_id, job.id, delivery, lease_s)
+                if not held.held:
+                    transition(job, JobStatus.PENDING, now)
+                    job.due_at = now
+                    given_back = job
+                else:
+                    transition(job, JobStatus.RUNNING, now)
+                    job.deliveries = delivery
+                    job.unrecorded_claims += 1
+                    job.attempts += 1
+                    job.lease_expires_at = redis_time(held.now_us) + timedelta(seconds=lease_s)
+                    return Claim(
+                        job_id=job.id,
+                        root_job_id=job.root_job_id,
+                        delivery=job.deliveries,
+                        attempt=job.attempts,
+                        step=_step_of(job),
+                        integration=IntegrationSnapshot.of(integration),
+                    )
+        if given_back is not None:
+            logger.warning("job %s: no concurrency slot at claim, back to the backlog", job_id)
+            self._dispatcher.submit(given_back.integration_id, [given_back.id])
+            return None
+        assert poisoned is not None
         self._after_final(poisoned.integration_id, poisoned.id)
         return None
 
-    def execute(self, claim: Claim, log: Callable[[Exchange], None]) -> Outcome:
+    def execute(
+        self,
+        claim: Claim,
+        log: Callable[[Exchange], None],
+        lost: threading.Event | None = None,
+    ) -> Outcome:
+        """Perform the claim's step at the PMS. Raises `FencedOut` (before sending anything
+        more) when the claim lost its lease; every other error becomes a `Failed` outcome."""
         try:
-            pacer = RequestPacer(self._flow, claim.integration.id, self._dispatcher.load_limits)
+            pacer = RequestPacer(
+                self._flow,
+                claim,
+                self._dispatcher.load_limits,
+                lost,
+                stale_after_s=self._settings.rate_margin_ms / 2 / 1000,
+                latency=self._pace_latency,
+            )
             connector, profile = self._connectors.build(claim.integration, pacer.wait_for_slot)
             if claim.step.action == SYNC_ACTION:
                 execution_id = str(claim.step.payload["execution_id"])
@@ -272,14 +397,34 @@ class JobRunner:
                     execution_id, claim.integration.id, lease, connector, log
                 )
                 return Succeeded(StepResult(), [], execution.status)
+            self._check_fan_out(claim, len(children_after(profile, claim.step, _TO_BE_CREATED)))
             result = connector.execute(claim.step, log)
             children = children_after(profile, claim.step, result.created_record_id)
             return Succeeded(result, children)
         except PmsError as error:
             return Failed(error)
+        except FencedOut:
+            raise
         except Exception as exc:  # a bug or an unexpected PMS answer: fail, don't loop
             logger.exception("job %s: unexpected error", claim.job_id)
             return Failed(PmsError(f"internal error: {type(exc).__name__}", retryable=False))
+
+    def _check_fan_out(self, claim: Claim, spawning: int) -> None:
+        """Fail a step whose children would breach PMSQ_MAX_JOBS_PER_TREE before it touches
+        the PMS: failing it after the PMS created its record would leave a record the write
+        reports as failed (and a retry of the write would create it again)."""
+        if not spawning:
+            return
+        with self._session_factory() as session:
+            root = JobRepository(session).get(claim.root_job_id)
+            total = root.tree_total if root is not None else 0
+        limit = self._settings.max_jobs_per_tree
+        if total + spawning > limit:
+            raise PmsError(
+                f"spawning {spawning} child jobs would exceed the limit of {limit} jobs per "
+                "write (PMSQ_MAX_JOBS_PER_TREE); nothing was sent to the PMS",
+                retryable=False,
+            )
 
     def record(self, claim: Claim, exchanges: list[Exchange], outcome: Outcome) -> Recorded:
         """Store the exchanges and apply the outcome, if this claim still holds the job."""
@@ -336,9 +481,18 @@ class JobRunner:
         """Defer or fail the job; returns the deferral in seconds (0 when it failed)."""
         # Kept on a failed job too: a retry-write copies it and must read back first.
         job.outcome_unknown = job.outcome_unknown or error.outcome_unknown
+        throttled_s = (now - job.created_at).total_seconds()
+        if isinstance(error, PmsThrottled) and throttled_s > self._settings.max_throttled_s:
+            message = (
+                f"{error.message} (still throttled {throttled_s:.0f} s after the write was "
+                f"accepted; gave up after PMSQ_MAX_THROTTLED_S={self._settings.max_throttled_s:g})"
+            )
+            self._finish(session, job, JobStatus.FAILURE, now, message)
+            return 0.0
         if isinstance(error, PmsThrottled):
             # The PMS's back-pressure is not the job's fault: no attempt is burned, and the
-            # integration's pause (not a job delay) holds it back until Retry-After.
+            # integration's pause (not a job delay) holds it back until Retry-After; but only
+            # for PMSQ_MAX_THROTTLED_S, so a PMS that answers 429 forever ends the write.
             job.attempts -= 1
             delay = 0.0
         elif error.retryable and job.attempts < self._settings.max_attempts:

@@ -21,6 +21,7 @@ from models.integration import Integration
 from models.job import Job
 from pmsq.settings import Settings
 from workers.dispatch import ORPHAN_AGE_S, Dispatcher
+from workers.flow.backend import Pace, redis_time
 from workers.flow.keys import READY, IntegrationKeys
 from workers.flow.limits import Limits
 from workers.flow.redis_backend import RedisFlowControl
@@ -29,7 +30,6 @@ from workers.publisher import AdmittedJob
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 LEASE_S = 30.0
 MAX_DELIVERIES = 3
-QUEUED_REPUBLISH_S = 120.0
 DISPATCH_INTERVAL_S = 10.0
 #: Requests are no constraint here (a slot every 11 us): concurrency is what is tested.
 REQUESTS_PER_SECOND = 100_000
@@ -149,7 +149,6 @@ def world(session_factory: sessionmaker[Session]) -> World:
         database_url=str(session_factory.kw["bind"].url),
         job_lease_s=LEASE_S,
         max_deliveries=MAX_DELIVERIES,
-        queued_republish_s=QUEUED_REPUBLISH_S,
         dispatch_interval_s=DISPATCH_INTERVAL_S,
     )
     return World(session_factory, settings)
@@ -322,21 +321,85 @@ def test_orphan_sweep_leaves_young_and_present_jobs_alone(world: World) -> None:
     assert world.dispatcher.enqueue_orphans() == 0  # found once
 
 
+def test_the_sweep_never_enqueues_a_job_admitted_meanwhile(world: World) -> None:
+    iid = world.add_integration(concurrency=5)
+    job = world.add_job(iid, due_at=T0 - timedelta(minutes=1))
+    world.flow.enqueue(iid, [job])
+    world.dispatcher.load_limits(iid)
+    # An admission popped it from its backlog; its dispatcher has not yet moved it to QUEUED,
+    # so the sweep still reads it PENDING and finds it missing from the backlog.
+    assert world.flow.admit(iid, 10, LEASE_S).job_ids == (job,)
+
+    assert world.dispatcher.enqueue_orphans() == 0
+
+    assert world.flow.in_backlog(iid, [job]) == [False]
+    assert world.publisher.ids == []  # published once, by the admission that took it
+    assert world.flow.usage(iid).in_flight == 1
+
+
+def test_a_stale_backlog_entry_never_frees_a_running_jobs_lease(world: World) -> None:
+    iid = world.add_integration(concurrency=2)
+    world.dispatcher.load_limits(iid)
+    running = world.add_job(iid, status=JobStatus.RUNNING, due_at=None, deliveries=1)
+    assert world.flow.hold(iid, running, 1, LEASE_S).held
+    waiting = world.add_job(iid)
+    world.flow.enqueue(iid, [running])  # a copy left behind, as a stale sweep did
+
+    world.dispatcher.submit(iid, [waiting])
+    world.dispatcher.admit_integration(iid)
+
+    assert world.publisher.ids == [waiting]
+    assert world.flow.pace(iid, running, 1)[0] is Pace.GO  # its claim still holds its lease
+    assert world.flow.usage(iid).in_flight == 2
+
+
+def test_a_lost_ready_set_is_repaired(world: World) -> None:
+    iid = world.add_integration(concurrency=5)
+    job = world.add_job(iid)
+    world.flow.enqueue(iid, [job])
+    world.redis.delete(READY)
+
+    world.dispatcher.maintain()
+    world.dispatcher.tick()
+
+    assert world.publisher.ids == [job]
+
+
+def test_limits_older_than_the_store_are_reloaded(world: World) -> None:
+    iid = world.add_integration(concurrency=1)
+    world.flow.enqueue(iid, [world.add_job(iid, due_at=T0 + timedelta(hours=1))], delay_s=3600)
+    world.dispatcher.load_limits(iid)
+    with world.session_factory.begin() as session:
+        integration = session.get(Integration, iid)
+        assert integration is not None
+        old = Limits.of(integration, world.settings.rate_margin_ms)
+        # A PUT raised the concurrency; its write to Redis was lost (or an older PUT's landed
+        # after it).
+        integration.max_job_concurrency = 3
+        integration.updated_at = integration.updated_at + timedelta(seconds=1)
+
+    assert world.dispatcher.refresh_limits() == 1
+    limits = world.flow.usage(iid).limits
+    assert limits is not None and limits.concurrency == 3
+    # The older limits arriving late change nothing; nothing is stale any more.
+    world.flow.set_limits(iid, old)
+    limits = world.flow.usage(iid).limits
+    assert limits is not None and limits.concurrency == 3
+    assert world.dispatcher.refresh_limits() == 0
+
+
 def test_a_queued_job_never_claimed_goes_through_admission_again(world: World) -> None:
     iid = world.add_integration(concurrency=5)
-    # Published long ago (its lease lapsed) and its message lost.
+    # Admitted over a lease ago, its admission lease lapsed and its message lost.
     lost = world.add_job(
-        iid,
-        status=JobStatus.QUEUED,
-        due_at=None,
-        updated_at=T0 - timedelta(seconds=QUEUED_REPUBLISH_S + 1),
+        iid, status=JobStatus.QUEUED, due_at=None, updated_at=T0 - timedelta(seconds=LEASE_S + 1)
     )
-    on_the_edge = world.add_job(
-        iid,
-        status=JobStatus.QUEUED,
-        due_at=None,
-        updated_at=T0 - timedelta(seconds=QUEUED_REPUBLISH_S),
+    # As old by this host's clock, but its admission lease is live on Redis's: a worker may
+    # still claim it (this host's clock may be fast).
+    waiting = world.add_job(
+        iid, status=JobStatus.QUEUED, due_at=None, updated_at=T0 - timedelta(seconds=LEASE_S + 1)
     )
+    world.redis.zadd(IntegrationKeys(iid).leases, {waiting: world.redis_now_us() + 10**9})
     recent = world.add_job(
         iid, status=JobStatus.QUEUED, due_at=None, updated_at=T0 - timedelta(seconds=5)
     )
@@ -349,12 +412,12 @@ def test_a_queued_job_never_claimed_goes_through_admission_again(world: World) -
     assert job.updated_at >= T0
     assert world.dispatcher.requeue_stale_queued() == 0  # republished: fresh again
     assert world.publisher.ids == [lost]
-    assert {world.status(j) for j in (on_the_edge, recent)} == {JobStatus.QUEUED.value}
+    assert {world.status(j) for j in (waiting, recent)} == {JobStatus.QUEUED.value}
 
 
 def test_a_running_job_whose_lease_expired_is_admitted_again(world: World) -> None:
     iid = world.add_integration(concurrency=5)
-    lease_end = T0 + timedelta(seconds=LEASE_S)
+    lease_end = redis_time(world.redis_now_us())
     lost = world.add_job(
         iid,
         status=JobStatus.RUNNING,
@@ -370,12 +433,11 @@ def test_a_running_job_whose_lease_expired_is_admitted_again(world: World) -> No
         due_at=None,
         deliveries=1,
         unrecorded_claims=1,
-        lease_expires_at=lease_end + timedelta(seconds=5),
+        lease_expires_at=lease_end,
     )
+    # Its worker renewed its claim lease in Redis; the database's copy has not caught up.
+    assert world.flow.hold(iid, alive, 1, LEASE_S).held
 
-    world.clock.now = lease_end  # not yet past it
-    assert world.dispatcher.reclaim_expired_leases() == 0
-    world.clock.advance(0.001)
     assert world.dispatcher.reclaim_expired_leases() == 1
 
     assert world.publisher.ids == [lost]
@@ -387,6 +449,28 @@ def test_a_running_job_whose_lease_expired_is_admitted_again(world: World) -> No
     )
     assert job.deliveries == 1  # a claim, not the dispatcher, counts deliveries
     assert world.status(alive) == JobStatus.RUNNING.value
+
+
+def test_a_dispatcher_whose_clock_runs_fast_reclaims_no_live_job(world: World) -> None:
+    iid = world.add_integration(concurrency=5)
+    alive = world.add_job(
+        iid,
+        status=JobStatus.RUNNING,
+        due_at=None,
+        deliveries=1,
+        unrecorded_claims=1,
+        lease_expires_at=redis_time(world.redis_now_us()) + timedelta(seconds=LEASE_S),
+    )
+    assert world.flow.hold(iid, alive, 1, LEASE_S).held
+    # This host's clock is a lease and 7 s ahead of Redis's (and the worker's).
+    world.clock.now = redis_time(world.redis_now_us()) + timedelta(seconds=LEASE_S + 7)
+
+    world.dispatcher.maintain()
+
+    assert world.status(alive) == JobStatus.RUNNING.value
+    assert world.publisher.ids == []
+    world.dispatcher.load_limits(iid)
+    assert world.flow.pace(iid, alive, 1)[0] is Pace.GO  # its worker may still send
 
 
 def test_a_job_lost_max_deliveries_times_fails_as_poison(world: World) -> None:
@@ -428,7 +512,7 @@ def test_maintain_runs_every_healing_pass(world: World) -> None:
         iid,
         status=JobStatus.QUEUED,
         due_at=None,
-        updated_at=T0 - timedelta(seconds=QUEUED_REPUBLISH_S + 1),
+        updated_at=T0 - timedelta(seconds=LEASE_S + 1),
     )
     lost = world.add_job(
         iid,

@@ -11,8 +11,10 @@ import fakeredis
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support.judge import max_in_window
 
 from models.enums import CADENCE_SECONDS, Cadence
+from workers.flow.backend import Pace
 from workers.flow.keys import KNOWN_INTEGRATIONS, READY, IntegrationKeys
 from workers.flow.limits import MAX_TOLERANCE_US, Limits
 from workers.flow.redis_backend import RedisFlowControl
@@ -249,7 +251,7 @@ def test_admitting_the_whole_backlog_reports_no_next_time(flow: RedisFlowControl
     assert (set(admission.job_ids), admission.next_us) == ({"a", "b"}, None)
 
 
-# --- release and extend --------------------------------------------------------------------------
+# --- leases and their fencing: release, hold, renew, reclaim -----------------------------------
 
 
 def test_release_frees_the_lease_and_returns_the_backlog_size(
@@ -265,34 +267,146 @@ def test_release_frees_the_lease_and_returns_the_backlog_size(
     assert flow.release("empty", "x") == 0
 
 
-def test_extend_pushes_a_live_lease_back(
+def test_hold_hands_the_admission_slot_to_the_claim(
     flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
 ) -> None:
     flow.set_limits(IID, Limits(**UNPACED, concurrency=1))
-    flow.enqueue(IID, ["a"])
-    flow.admit(IID, 1, 60)
-    first = score(client, keys.leases, "a")
+    flow.enqueue(IID, ["a", "b"])
+    assert flow.admit(IID, 1, 60).job_ids == ("a",)
 
     before = now_us(client)
-    assert flow.extend(IID, "a", 3600) is True
+    held = flow.hold(IID, "a", 1, 3600)
 
-    extended = score(client, keys.leases, "a")
-    assert first is not None and extended is not None
-    assert extended >= before + HOUR_US > first
+    assert held.held is True and held.now_us >= before
+    assert members(client, keys.leases) == {"a:1"}  # the admission member became the claim's
+    lease = score(client, keys.leases, "a:1")
+    assert lease is not None and lease >= before + HOUR_US
+    assert flow.admit(IID, 1, 60).job_ids == ()  # still one slot taken, not two
 
 
-def test_extend_of_a_pruned_lease_returns_false_and_takes_no_slot(
+def test_hold_after_a_lapsed_admission_takes_a_free_slot_only(
     flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
 ) -> None:
     flow.set_limits(IID, Limits(**UNPACED, concurrency=1))
-    flow.enqueue(IID, ["dead", "heir"])
-    flow.admit(IID, 1, 0)  # expired at once
-    assert flow.admit(IID, 1, 3600).job_ids == ("heir",)  # pruned "dead", took its slot
+    flow.enqueue(IID, ["late", "heir"])
+    flow.admit(IID, 1, 0)  # the admission lease of "late" lapses at once
+    assert flow.hold(IID, "late", 1, 3600).held is True  # the slot was free: taken again
 
-    assert flow.extend(IID, "dead", 3600) is False
+    flow.enqueue(IID, ["other"])
+    assert flow.release(IID, "late:1") == 2
+    assert flow.admit(IID, 1, 0).job_ids == ("heir",)  # lapses at once too
+    assert flow.admit(IID, 1, 3600).job_ids == ("other",)  # took the only slot
+    assert flow.hold(IID, "heir", 1, 3600).held is False  # none free: it must not run
+    assert members(client, keys.leases) == {"other"}
 
-    assert members(client, keys.leases) == {"heir"}
-    assert flow.extend(IID, "never-admitted", 3600) is False
+
+def test_renew_extends_a_live_claim_and_never_revives_a_lapsed_one(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=2))
+    flow.hold(IID, "a", 1, 60)
+    flow.hold(IID, "dead", 1, 0)  # its lease lapses at once (its worker froze)
+
+    before = now_us(client)
+    assert flow.renew(IID, "a", 1, 3600).held is True
+    lease = score(client, keys.leases, "a:1")
+    assert lease is not None and lease >= before + HOUR_US
+
+    assert flow.renew(IID, "dead", 1, 3600).held is False
+    assert flow.renew(IID, "a", 2, 3600).held is False  # another delivery's claim
+    assert flow.renew(IID, "never-claimed", 1, 3600).held is False
+    assert "a:2" not in members(client, keys.leases)
+
+
+def test_a_newer_delivery_fences_the_older_one_out(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=1))
+    assert flow.hold(IID, "a", 1, 0).held is True  # delivery 1, then its worker froze
+    assert flow.reclaim(IID, "a", 1) is True  # lapsed on Redis's clock: taken away
+    assert flow.hold(IID, "a", 2, 3600).held is True
+
+    assert flow.pace(IID, "a", 1)[0] is Pace.FENCED
+    assert flow.renew(IID, "a", 1, 3600).held is False
+    assert flow.pace(IID, "a", 2)[0] is Pace.GO
+    assert members(client, keys.leases) == {"a:2"}
+    # The stale worker releasing its claim frees nothing of the newer one's.
+    flow.release(IID, "a:1")
+    assert members(client, keys.leases) == {"a:2"}
+
+
+def test_reclaim_leaves_a_live_claim_alone(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=1))
+    flow.hold(IID, "a", 1, 3600)
+
+    assert flow.reclaim(IID, "a", 1) is False
+    assert members(client, keys.leases) == {"a:1"}
+    assert flow.pace(IID, "a", 1)[0] is Pace.GO
+
+
+def test_a_lapsed_claim_is_fenced_even_before_anyone_reclaims_it(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=1))
+    flow.hold(IID, "a", 1, 0)
+
+    assert flow.pace(IID, "a", 1)[:2] == (Pace.FENCED, 0.0)
+    assert client.get(keys.request_tat) is None  # no request slot taken
+
+
+def test_admit_drops_a_duplicate_of_an_admitted_job(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=5))
+    flow.enqueue(IID, ["a"])
+    assert flow.admit(IID, 10, 3600).job_ids == ("a",)
+    flow.enqueue(IID, ["a", "b"])  # a stale sweep put "a" back
+
+    assert flow.admit(IID, 10, 3600).job_ids == ("b",)
+    assert client.zcard(keys.backlog) == 0
+
+
+def test_enqueue_orphan_skips_a_job_in_the_backlog_or_admitted(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=5))
+    flow.enqueue(IID, ["waiting", "admitted"])
+    assert flow.admit(IID, 1, 3600).job_ids == ("waiting",)
+    flow.enqueue(IID, ["lapsed"])
+    flow.admit(IID, 0, 0)
+
+    assert flow.enqueue_orphan(IID, "admitted") is False  # still in the backlog
+    assert flow.enqueue_orphan(IID, "waiting") is False  # admitted, lease live
+    assert flow.enqueue_orphan(IID, "lost") is True
+    assert members(client, keys.backlog) == {"admitted", "lapsed", "lost"}
+
+
+def test_older_limits_never_replace_newer_ones(flow: RedisFlowControl) -> None:
+    newer = Limits(**UNPACED, concurrency=3, version_us=2_000)
+    flow.set_limits(IID, newer)
+
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=1, version_us=1_000))  # arrives late
+
+    assert flow.usage(IID).limits == newer
+    assert flow.limits_versions([IID, "none"]) == [2_000, None]
+
+
+def test_repair_ready_puts_back_integrations_with_a_backlog(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis
+) -> None:
+    flow.enqueue(IID, ["a"], delay_s=3600)
+    flow.enqueue("idle", ["b"])
+    client.zrem(READY, "idle")
+    client.delete(IntegrationKeys("idle").backlog)
+    due = score(client, READY, IID)
+    client.delete(READY)
+
+    assert flow.repair_ready() == 1
+    assert score(client, READY, IID) == due
+    assert score(client, READY, "idle") is None
+    assert flow.repair_ready() == 0
 
 
 # --- pace ----------------------------------------------------------------------------------------
@@ -302,46 +416,62 @@ def test_pace_lets_one_request_leave_per_interval(
     flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
 ) -> None:
     flow.set_limits(IID, Limits(interval_us=HOUR_US, tolerance_us=50_000, concurrency=1))
+    flow.hold(IID, "j", 1, 3600)
 
     before = now_us(client)
-    allowed, first_wait = flow.pace(IID)
+    allowed, first_wait, _ = flow.pace(IID, "j", 1)
     first_tat = int(client.get(keys.request_tat) or 0)
-    allowed_2, second_wait = flow.pace(IID)
+    allowed_2, second_wait, _ = flow.pace(IID, "j", 1)
     after = now_us(client)
 
-    assert (allowed, first_wait) == (True, 0.0)  # the first request leaves now
+    assert (allowed, first_wait) == (Pace.GO, 0.0)  # the first request leaves now
     assert before + HOUR_US <= first_tat <= after + HOUR_US
     # The second must wait for the interval, and nothing is reserved for it meanwhile.
-    assert allowed_2 is False
+    assert allowed_2 is Pace.WAIT
     elapsed_s = (after - before) / 1_000_000
     assert 3600 - elapsed_s - 1e-6 <= second_wait <= 3600
     assert int(client.get(keys.request_tat) or 0) == first_tat
 
 
-def test_pace_keeps_the_schedule_for_a_slightly_late_request_only(
+def test_a_late_request_wins_nothing_back(
     flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
 ) -> None:
-    catchup = 10_000
-    flow.set_limits(IID, Limits(HOUR_US, 50_000, 1, catchup))
-    # A request due 5 ms ago (within the catch-up) keeps its schedule: the next is due one
-    # interval after its due time, not after its late departure.
-    due = now_us(client) - 5_000
-    client.set(keys.request_tat, due)
-    assert flow.pace(IID)[0] is True
-    assert int(client.get(keys.request_tat) or 0) == due + HOUR_US
-    # One due an hour ago (idle integration) restarts the schedule from now, less the catch-up.
-    client.set(keys.request_tat, now_us(client) - HOUR_US)
+    limits = Limits.from_values(1, Cadence.HOUR, 1, margin_ms=20.0)  # as an integration's
+    flow.set_limits(IID, limits)
+    flow.hold(IID, "j", 1, 3600)
+    # A request due 5 ms ago leaves now: the next may leave a whole interval after it, never
+    # earlier (winning the lateness back would put two requests closer than an interval).
+    client.set(keys.request_tat, now_us(client) - 5_000)
     before = now_us(client)
-    assert flow.pace(IID)[0] is True
+    assert flow.pace(IID, "j", 1)[0] is Pace.GO
     after = now_us(client)
-    restarted = int(client.get(keys.request_tat) or 0)
-    assert before + HOUR_US - catchup <= restarted <= after + HOUR_US - catchup
+    next_tat = int(client.get(keys.request_tat) or 0)
+    assert before + limits.interval_us <= next_tat <= after + limits.interval_us
+
+
+def test_a_stale_slot_given_back_lets_the_next_pass_go_at_once(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.set_limits(IID, Limits(HOUR_US, 50_000, 1))
+    flow.hold(IID, "j", 1, 3600)
+    stale = flow.pace(IID, "j", 1)
+    assert stale.decision is Pace.GO and stale.slot is not None
+
+    assert flow.give_back(IID, stale.slot) is True
+    assert int(client.get(keys.request_tat) or 0) == stale.slot[0]  # back to its grant time
+    fresh = flow.pace(IID, "j", 1)
+    assert fresh.decision is Pace.GO and fresh.slot is not None
+    assert fresh.slot[0] >= stale.slot[0]  # still an interval after any earlier request
+    # A slot another pass was granted after is never given back.
+    assert flow.give_back(IID, stale.slot) is False
+    assert int(client.get(keys.request_tat) or 0) == fresh.slot[1]
 
 
 def test_pace_without_limits_asks_for_them(
     flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
 ) -> None:
-    assert flow.pace(IID) == (None, 0.0)
+    flow.hold(IID, "j", 1, 3600)
+    assert flow.pace(IID, "j", 1)[:2] == (Pace.NO_LIMITS, 0.0)
     assert client.get(keys.request_tat) is None
 
 
@@ -349,12 +479,13 @@ def test_pace_while_paused_reserves_nothing(
     flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
 ) -> None:
     flow.set_limits(IID, Limits(interval_us=1000, tolerance_us=1000, concurrency=1))
+    flow.hold(IID, "j", 1, 3600)
     until = flow.pause(IID, 3600)
 
     before = now_us(client)
-    allowed, wait_s = flow.pace(IID)
+    allowed, wait_s, _ = flow.pace(IID, "j", 1)
 
-    assert allowed is False
+    assert allowed is Pace.WAIT
     assert wait_s * 1_000_000 == pytest.approx(until - before, abs=1_000_000)
     assert client.get(keys.request_tat) is None
 
@@ -480,14 +611,14 @@ def test_usage_and_in_backlog_report_the_live_state(flow: RedisFlowControl) -> N
 
 
 @pytest.mark.parametrize(
-    ("frequency", "cadence", "margin_ms", "interval_us", "tolerance_us", "catchup_us"),
+    ("frequency", "cadence", "margin_ms", "interval_us", "tolerance_us"),
     [
-        (10, Cadence.SECOND, 20.0, 102_000, MAX_TOLERANCE_US, 10_000),  # (1 s + 20 ms) / 10
-        (1000, Cadence.SECOND, 0.0, 1000, 1000, 0),  # tolerance capped by one interval
-        (3, Cadence.SECOND, 0.0, 333_334, MAX_TOLERANCE_US, 0),  # rounded up, never down
-        (1, Cadence.MINUTE, 20.0, 60_020_000, MAX_TOLERANCE_US, 10_000),  # catch-up: margin/2
-        (1.5, Cadence.SECOND, 0.0, 1_000_000, MAX_TOLERANCE_US, 0),  # fractions round down
-        (2_000_000, Cadence.SECOND, 0.0, 1, 1, 0),  # never below 1 us
+        (10, Cadence.SECOND, 20.0, 102_000, MAX_TOLERANCE_US),  # (1 s + 20 ms) / 10
+        (1000, Cadence.SECOND, 0.0, 1000, 1000),  # tolerance capped by one interval
+        (3, Cadence.SECOND, 0.0, 333_334, MAX_TOLERANCE_US),  # rounded up, never down
+        (1, Cadence.MINUTE, 20.0, 60_020_000, MAX_TOLERANCE_US),
+        (1.5, Cadence.SECOND, 0.0, 1_000_000, MAX_TOLERANCE_US),  # fractions round down
+        (2_000_000, Cadence.SECOND, 0.0, 1, 1),  # never below 1 us
     ],
 )
 def test_limits_from_values(
@@ -496,10 +627,9 @@ def test_limits_from_values(
     margin_ms: float,
     interval_us: int,
     tolerance_us: int,
-    catchup_us: int,
 ) -> None:
     limits = Limits.from_values(frequency, cadence, 4, margin_ms)
-    assert limits == Limits(interval_us, tolerance_us, 4, catchup_us)
+    assert limits == Limits(interval_us, tolerance_us, 4)
 
 
 _MIN_PER_S = 1 / 60
@@ -521,3 +651,27 @@ def test_a_window_never_holds_more_than_frequency_slots(
     assert limits.interval_us >= 1
     assert limits.interval_us * frequency >= window_us
     assert limits.tolerance_us == min(limits.interval_us, MAX_TOLERANCE_US)
+
+
+@given(
+    frequency=st.integers(min_value=1, max_value=50),
+    margin_us=st.integers(min_value=1, max_value=100_000),
+    data=st.data(),
+)
+def test_the_margin_holds_the_limit_at_the_pms(
+    frequency: int, margin_us: int, data: st.DataObject
+) -> None:
+    """pace.lua lets requests leave at least one interval apart (and no catch-up); if each
+    request's delay from that decision to its arrival varies by less than the margin, no
+    one-second window at the PMS holds more than `frequency` requests."""
+    interval_us = Limits.from_values(frequency, Cadence.SECOND, 1, margin_us / 1000).interval_us
+    count = data.draw(st.integers(min_value=frequency + 1, max_value=4 * frequency + 2))
+    extra = data.draw(st.lists(st.integers(0, interval_us), min_size=count, max_size=count))
+    delay = data.draw(st.lists(st.integers(0, margin_us - 1), min_size=count, max_size=count))
+    decided, at = [], 0
+    for late_us in extra:
+        at += interval_us + late_us
+        decided.append(at)
+    arrivals = [t + d for t, d in zip(decided, delay, strict=True)]
+
+    assert max_in_window(arrivals, 1_000_000) <= frequency

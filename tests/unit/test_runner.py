@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import fakeredis
 import pytest
+import redis
 from fakeredis.commands_mixins import server_mixin
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -28,15 +29,17 @@ from models.integration import Integration
 from models.job import Job, JobLog
 from pms.connector import Exchange, Step, StepResult
 from pms.profiles import VALIDATE_THEN_CREATE, VendorProfile, profile_for
-from pmsq.errors import PmsError, PmsThrottled
+from pmsq.errors import FencedOut, PmsError, PmsThrottled
 from pmsq.settings import Settings
 from workers.aggregator import write_outcome
 from workers.connectors import IntegrationSnapshot
 from workers.dispatch import Dispatcher
-from workers.flow.keys import IntegrationKeys
+from workers.flow.backend import Pace, Paced
+from workers.flow.keys import IntegrationKeys, claim_member
 from workers.flow.redis_backend import RedisFlowControl
+from workers.heartbeat import LeaseHeartbeat
 from workers.publisher import AdmittedJob
-from workers.runner import JobRunner, Succeeded
+from workers.runner import Claim, JobRunner, PaceLatency, RequestPacer, Succeeded
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 #: Long enough that no real time elapsed in a test reaches a retry's due time by itself.
@@ -90,7 +93,8 @@ class ScriptedConnector:
     """Plays one behaviour per call (the last one repeats), logging `exchanges_per_call`.
 
     Takes a request slot (`before_request`, as the HTTP connector does) before each exchange;
-    `during` runs after the exchanges, while the job is still RUNNING.
+    `before` runs before the first of them and `during` after the last, while the job is
+    still RUNNING.
     """
 
     def __init__(
@@ -98,10 +102,12 @@ class ScriptedConnector:
         script: Sequence[Behaviour],
         exchanges_per_call: int = 1,
         during: Callable[[], None] | None = None,
+        before: Callable[[], None] | None = None,
     ) -> None:
         self.script = list(script)
         self.exchanges_per_call = exchanges_per_call
         self.during = during
+        self.before = before
         self.steps: list[Step] = []
         self.before_request: Callable[[], None] | None = None
         self.slots_taken = 0
@@ -109,6 +115,8 @@ class ScriptedConnector:
     def execute(self, step: Step, log: Callable[[Exchange], None]) -> StepResult:
         self.steps.append(step)
         call = len(self.steps)
+        if self.before is not None:
+            self.before()
         for n in range(self.exchanges_per_call):
             assert self.before_request is not None, "built without a before_request hook"
             self.before_request()
@@ -239,8 +247,9 @@ class Harness:
         score = self.redis.zscore(self.keys.backlog, job_id)
         return None if score is None else int(score)
 
-    def lease_us(self, job_id: str) -> int | None:
-        score = self.redis.zscore(self.keys.leases, job_id)
+    def lease_us(self, member: str) -> int | None:
+        """The lease of a leases member: a job id (admitted) or `claim_member` (claimed)."""
+        score = self.redis.zscore(self.keys.leases, member)
         return None if score is None else int(score)
 
     def paused_until_us(self) -> int | None:
@@ -534,8 +543,9 @@ def test_a_throttle_pauses_every_request_of_the_integration(harness: Harness) ->
     harness.runner(ScriptedConnector([throttled])).run(job_id)
 
     # A job already running takes no request slot until the pause ends (the pacer would wait).
-    reserved, wait_s = harness.flow.pace(harness.integration_id)
-    assert reserved is False
+    assert harness.flow.hold(harness.integration_id, "running", 1, LEASE_S).held
+    reserved, wait_s, _ = harness.flow.pace(harness.integration_id, "running", 1)
+    assert reserved is Pace.WAIT
     assert 59.0 < wait_s <= 60.0
 
 
@@ -565,6 +575,48 @@ def test_many_throttles_do_not_make_a_job_poison(make_harness: HarnessFactory) -
         harness.readmit_when_due(job_id)
     assert runner.run(job_id) == JobStatus.SUCCESS
     assert harness.job(job_id).deliveries == 3
+
+
+def test_a_pms_that_throttles_forever_fails_the_job_after_max_throttled_s(
+    make_harness: HarnessFactory,
+) -> None:
+    harness = make_harness(max_throttled_s=100.0)
+    job_id = harness.submit()
+    throttled = PmsThrottled("429", retryable=True, status_code=429, retry_after_s=60.0)
+    runner = harness.runner(ScriptedConnector([throttled]))
+
+    for _ in range(2):  # 0 s and 60 s after the write was accepted: it waits
+        assert runner.run(job_id) == JobStatus.PENDING
+        harness.readmit_when_due(job_id)
+    assert runner.run(job_id) == JobStatus.FAILURE  # 120 s: past the bound
+
+    job = harness.job(job_id)
+    assert job.error is not None
+    assert "still throttled 120 s" in job.error
+    assert "PMSQ_MAX_THROTTLED_S" in job.error
+    assert harness.outcome(job_id).write_status == WriteStatus.FAILURE
+
+
+def test_a_redis_blip_while_pacing_is_retried_not_failed(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = harness.submit()
+    connector = ScriptedConnector([StepResult(created_record_id="res-blip")])
+    runner = harness.runner(connector)
+
+    def redis_is_down(*args: object) -> tuple[Pace, float]:
+        raise redis.exceptions.ConnectionError("Connection refused")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(harness.flow, "pace", redis_is_down)
+        assert runner.run(job_id) == JobStatus.PENDING
+
+    job = harness.job(job_id)
+    assert job.error == "flow control unavailable while pacing (ConnectionError)"
+    assert (job.attempts, job.outcome_unknown) == (1, False)  # nothing was sent
+    assert connector.slots_taken == 0
+    harness.readmit_when_due(job_id)
+    assert runner.run(job_id) == JobStatus.SUCCESS
 
 
 # --- duplicates and poison messages ------------------------------------------------------------
@@ -716,9 +768,181 @@ def test_a_fenced_out_worker_leaves_the_newer_deliverys_lease_alone(harness: Har
     assert fresh_claim is not None and fresh_claim.delivery == 2
     job = harness.job(job_id)
     assert (job.status, job.deliveries) == (JobStatus.RUNNING.value, 2)
-    lease = harness.lease_us(job_id)
+    lease = harness.lease_us(claim_member(job_id, 2))
     assert lease is not None and lease > harness.redis_now_us()
     assert harness.backlog_due_us(job_id) is None  # not deferred by the stale outcome
+
+
+def test_a_worker_paused_past_its_lease_stops_without_sending(harness: Harness) -> None:
+    job_id = harness.submit()
+    fresh_claims = []
+
+    def freeze_past_the_lease() -> None:
+        # The worker is frozen (SIGSTOP, a long GC) after its claim and before its request;
+        # meanwhile its lease lapses and the job is handed to another worker.
+        harness.advance(LEASE_S + 1)
+        assert harness.dispatcher.reclaim_expired_leases() == 1
+        fresh_claims.append(harness.runner(ScriptedConnector([StepResult()])).claim(job_id))
+
+    stale = ScriptedConnector([StepResult(created_record_id="stale")], before=freeze_past_the_lease)
+    assert harness.runner(stale).run(job_id) is None
+
+    assert stale.slots_taken == 0  # no request left
+    assert harness.logs(job_id) == []
+    [fresh] = fresh_claims
+    assert fresh is not None and fresh.delivery == 2
+    job = harness.job(job_id)
+    assert (job.status, job.deliveries, job.created_record_id) == (JobStatus.RUNNING.value, 2, None)
+    # Nothing released: the newer claim keeps its slot, the stale one holds none.
+    assert harness.lease_us(claim_member(job_id, 2)) is not None
+    assert harness.lease_us(claim_member(job_id, 1)) is None
+    assert harness.flow.usage(harness.integration_id).in_flight == 1
+
+
+def test_a_lapsed_lease_stops_the_worker_even_before_a_reclaim(harness: Harness) -> None:
+    job_id = harness.submit()
+
+    def freeze_past_the_lease() -> None:
+        harness.advance(LEASE_S + 1)  # nobody has reclaimed the job yet
+
+    stale = ScriptedConnector([StepResult()], before=freeze_past_the_lease)
+    assert harness.runner(stale).run(job_id) is None
+
+    assert stale.slots_taken == 0
+    job = harness.job(job_id)
+    assert (job.status, job.deliveries) == (JobStatus.RUNNING.value, 1)
+    # The lease reclaim hands it out again at once, as for a dead worker.
+    assert harness.dispatcher.reclaim_expired_leases() == 1
+    assert harness.publisher.published[-1].job_id == job_id
+
+
+def test_a_failed_renewal_stops_the_job(harness: Harness) -> None:
+    job_id = harness.submit()
+    runner = harness.runner(ScriptedConnector([StepResult()]))
+    claim = runner.claim(job_id)
+    assert claim is not None
+    heartbeat = LeaseHeartbeat(
+        flow=harness.flow,
+        session_factory=harness.session_factory,
+        integration_id=harness.integration_id,
+        job_id=job_id,
+        delivery=claim.delivery,
+        lease_s=LEASE_S,
+    )
+
+    redis_before = harness.redis_now_us()
+    heartbeat.beat()
+    assert not heartbeat.lost.is_set()
+    renewed = harness.job(job_id).lease_expires_at
+    assert renewed is not None
+    assert renewed.timestamp() * 1_000_000 >= redis_before + LEASE_S * 1_000_000 - 1
+
+    harness.advance(LEASE_S + 1)  # a pause longer than the lease: the renewal comes too late
+    heartbeat.beat()
+    assert heartbeat.lost.is_set()
+    # Its pacer then refuses every request, even with a lease taken again by someone.
+    pacer = RequestPacer(harness.flow, claim, harness.dispatcher.load_limits, heartbeat.lost)
+    with pytest.raises(FencedOut):
+        pacer.wait_for_slot()
+
+
+def test_a_renewal_of_a_job_reclaimed_in_the_store_stops_it(harness: Harness) -> None:
+    job_id = harness.submit()
+    runner = harness.runner(ScriptedConnector([StepResult()]))
+    claim = runner.claim(job_id)
+    assert claim is not None
+    heartbeat = LeaseHeartbeat(
+        flow=harness.flow,
+        session_factory=harness.session_factory,
+        integration_id=harness.integration_id,
+        job_id=job_id,
+        delivery=claim.delivery,
+        lease_s=LEASE_S,
+    )
+    with harness.session_factory.begin() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        job.deliveries += 1  # another worker claimed it meanwhile
+
+    heartbeat.beat()
+
+    assert heartbeat.lost.is_set()
+
+
+class RoundTrips:
+    """A monotonic clock for the pacer: each pacing pass takes the next round trip given."""
+
+    def __init__(self, round_trips_s: Sequence[float]) -> None:
+        self.round_trips_s = list(round_trips_s)
+        self.now_s = 0.0
+        self.asking = False
+
+    def __call__(self) -> float:
+        if self.asking:
+            self.now_s += self.round_trips_s.pop(0) if self.round_trips_s else 0.0
+        self.asking = not self.asking
+        return self.now_s
+
+
+def paced_passes(harness: Harness, claim: Claim, round_trips_s: Sequence[float]) -> list[Pace]:
+    """The decisions a pacer got for one request, the fastest round trip seen being 1 ms."""
+    passes: list[Pace] = []
+
+    class Recording(RedisFlowControl):
+        def pace(self, integration_id: str, job_id: str, delivery: int) -> Paced:
+            paced = super().pace(integration_id, job_id, delivery)
+            passes.append(paced.decision)
+            return paced
+
+    latency = PaceLatency()
+    latency.observe(0.001)
+    pacer = RequestPacer(
+        Recording(harness.redis),
+        claim,
+        harness.dispatcher.load_limits,
+        stale_after_s=0.010,
+        monotonic=RoundTrips(round_trips_s),
+        latency=latency,
+    )
+    pacer.wait_for_slot()
+    return passes
+
+
+@pytest.fixture
+def slow_claim(make_harness: HarnessFactory) -> tuple[Harness, Claim]:
+    """A claimed job of an integration allowed one request a second."""
+    harness = make_harness()
+    with harness.session_factory.begin() as session:
+        integration = session.get(Integration, harness.integration_id)
+        assert integration is not None
+        integration.max_request_frequency = 1
+    job_id = harness.submit()
+    claim = harness.runner(ScriptedConnector([StepResult()])).claim(job_id)
+    assert claim is not None
+    harness.dispatcher.load_limits(harness.integration_id)
+    return harness, claim
+
+
+def test_a_pacing_pass_that_came_back_late_gives_its_slot_back(
+    slow_claim: tuple[Harness, Claim],
+) -> None:
+    harness, claim = slow_claim
+    # The first slot is granted but the answer came back 14 ms later than the fastest (a
+    # pause between the check and the send): the request would leave late and land too
+    # close to the next one. Its slot is given back, and a fresh pass goes at once (at one
+    # request a second, without the give-back it would have to wait a second).
+    assert paced_passes(harness, claim, [0.015, 0.001]) == [Pace.GO, Pace.GO]
+
+
+def test_a_constant_round_trip_is_never_stale(slow_claim: tuple[Harness, Claim]) -> None:
+    harness, claim = slow_claim
+    assert paced_passes(harness, claim, [0.001]) == [Pace.GO]
+
+
+def test_late_pacing_passes_do_not_starve_a_job(slow_claim: tuple[Harness, Claim]) -> None:
+    harness, claim = slow_claim
+    passes = paced_passes(harness, claim, [0.5] * 100)
+    assert passes == [Pace.GO] * (RequestPacer.MAX_STALE_PASSES + 1)
 
 
 # --- children ----------------------------------------------------------------------------------
@@ -808,13 +1032,17 @@ def test_children_past_the_tree_limit_fail_the_parent(make_harness: HarnessFacto
     contacts = [{"email": "a@example.com"}, {"email": "b@example.com"}]
     root_id = harness.submit("applicants", "CREATE", first_name="Ada", contacts=contacts)
 
-    runner = harness.runner(ScriptedConnector([StepResult(created_record_id="app-1")]))
+    connector = ScriptedConnector([StepResult(created_record_id="app-1")])
+    runner = harness.runner(connector)
     assert runner.run(root_id) == JobStatus.FAILURE
 
     assert len(harness.publisher.published) == 1  # only the root was ever published
     outcome = harness.outcome(root_id)
     assert outcome.write_status == WriteStatus.FAILURE
     assert "limit of 2 jobs per write" in outcome.errors[0]
+    # Decided before the PMS was asked: no record created there that the write calls failed.
+    assert connector.steps == []
+    assert "nothing was sent to the PMS" in outcome.errors[0]
 
 
 # --- lease reclaim -----------------------------------------------------------------------------
@@ -823,19 +1051,29 @@ def test_children_past_the_tree_limit_fail_the_parent(make_harness: HarnessFacto
 def test_expired_lease_goes_back_to_pending_with_outcome_unknown(harness: Harness) -> None:
     job_id = harness.submit()
     runner = harness.runner(ScriptedConnector([StepResult()]))
+    redis_before = harness.redis_now_us()
     claim = runner.claim(job_id)
     assert claim is not None
+    # The lease in the job store is on Redis's clock, as is the claim lease in Redis.
     lease_expires_at = harness.job(job_id).lease_expires_at
-    assert lease_expires_at == T0 + timedelta(seconds=LEASE_S)
+    assert lease_expires_at is not None
+    lease_end_us = round(lease_expires_at.timestamp() * 1_000_000)
+    assert (
+        redis_before + LEASE_S * 1_000_000
+        <= lease_end_us
+        <= harness.redis_now_us() + LEASE_S * 1_000_000
+    )
+    assert harness.lease_us(claim_member(job_id, 1)) == lease_end_us
 
-    harness.clock.now = lease_expires_at  # not yet past it
+    harness.advance(LEASE_S - 1)  # not yet past it
     assert harness.dispatcher.reclaim_expired_leases() == 0
     assert harness.job(job_id).status == JobStatus.RUNNING.value
 
     # Keep the integration paused so the reclaimed job stays PENDING for inspection.
     harness.flow.pause(harness.integration_id, 60.0)
-    harness.advance(0.001)
+    harness.advance(1.001)
     assert harness.dispatcher.reclaim_expired_leases() == 1
+    assert harness.lease_us(claim_member(job_id, 1)) is None
 
     job = harness.job(job_id)
     assert job.status == JobStatus.PENDING.value

@@ -17,7 +17,7 @@ from models.job import Job
 from models.record import Record
 from models.sync import DataDiff, SyncExecution, SyncStatus, SyncType
 from pms.connector import Exchange
-from pmsq.errors import LeaseLost, PmsError
+from pmsq.errors import FencedOut, PmsError
 from scheduler.cache import store
 from scheduler.starter import build_sync
 from scheduler.sync_runner import SyncLease, SyncRunner
@@ -198,7 +198,7 @@ def test_a_run_that_lost_its_job_writes_nothing(world: World) -> None:
         job.deliveries = 2  # the job was reclaimed and claimed again elsewhere
     before = world.execution().counts()
 
-    with pytest.raises(LeaseLost):
+    with pytest.raises(FencedOut):
         world.run(pms, delivery=1)
 
     assert world.execution().counts() == before

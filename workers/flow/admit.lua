@@ -1,7 +1,8 @@
 -- admit.lua: admit jobs of one integration from its backlog, if limits allow.
 --
 -- KEYS[1] backlog       ZSET job_id -> due time (us)
--- KEYS[2] leases        ZSET job_id -> lease expiry (us)
+-- KEYS[2] leases        ZSET member -> lease expiry (us): "job_id" while admitted, then
+--                       "job_id:delivery" once claimed (hold.lua)
 -- KEYS[3] admit_tat     STRING GCRA theoretical arrival time of admissions (us)
 -- KEYS[4] paused_until  STRING (us)
 -- KEYS[5] limits        HASH interval_us, tolerance_us, concurrency
@@ -15,7 +16,8 @@
 --   status "nolimits": the limits hash is missing; the caller writes it and calls again.
 -- A job is admitted only when: the integration is not paused, a concurrency slot is free
 -- (expired leases are pruned first, so a dead worker's slot comes back), and the admission
--- GCRA allows it (at most `tolerance_us` ahead of the evenly spaced schedule).
+-- GCRA allows it (at most `tolerance_us` ahead of the evenly spaced schedule). A backlog entry
+-- of a job whose admission lease is still live is dropped, not admitted twice.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 
@@ -49,22 +51,28 @@ for _ = 1, tonumber(ARGV[1]) do
     result[2] = due
     break
   end
-  if in_flight >= concurrency then
-    local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
-    result[2] = tonumber(oldest[2])
-    break
+  if redis.call('ZSCORE', KEYS[2], head[1]) then
+    -- Admitted already (expired leases were pruned above): a duplicate entry goes.
+    redis.call('ZREM', KEYS[1], head[1])
+    result[2] = now
+  else
+    if in_flight >= concurrency then
+      local oldest = redis.call('ZRANGE', KEYS[2], 0, 0, 'WITHSCORES')
+      result[2] = tonumber(oldest[2])
+      break
+    end
+    local start = math.max(tat, now)
+    if start - now > tolerance then
+      result[2] = start - tolerance
+      break
+    end
+    tat = start + interval
+    redis.call('ZREM', KEYS[1], head[1])
+    redis.call('ZADD', KEYS[2], now + lease_us, head[1])
+    in_flight = in_flight + 1
+    result[#result + 1] = head[1]
+    result[2] = now
   end
-  local start = math.max(tat, now)
-  if start - now > tolerance then
-    result[2] = start - tolerance
-    break
-  end
-  tat = start + interval
-  redis.call('ZREM', KEYS[1], head[1])
-  redis.call('ZADD', KEYS[2], now + lease_us, head[1])
-  in_flight = in_flight + 1
-  result[#result + 1] = head[1]
-  result[2] = now
 end
 
 if #result > 2 then

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import NamedTuple, Protocol
 
 from workers.flow.limits import Limits
 
@@ -22,6 +24,42 @@ class Admission:
     #: When the next admission may happen (us, Redis clock); None when the backlog is empty.
     next_us: int | None
     job_ids: Sequence[str] = field(default_factory=tuple)
+
+
+def redis_time(now_us: int) -> datetime:
+    """A reading of Redis's clock (us since the epoch) as an aware datetime: lease expiries
+    stored in the job store are on this clock, so no host's clock decides a lease."""
+    return datetime.fromtimestamp(now_us / 1_000_000, UTC)
+
+
+class Pace(StrEnum):
+    """What `pace` decided for one request."""
+
+    #: Send now: the request slot is taken.
+    GO = "go"
+    #: Not yet: ask again after the wait.
+    WAIT = "wait"
+    #: The integration's limits are missing from Redis: reload them and ask again.
+    NO_LIMITS = "no_limits"
+    #: The asking claim no longer holds the job's lease: stop, send nothing.
+    FENCED = "fenced"
+
+
+class Paced(NamedTuple):
+    """One pacing pass: the decision, how long to wait before asking again (WAIT), and on GO
+    the slot taken (granted_us, next_us on Redis's clock), for `give_back`."""
+
+    decision: Pace
+    wait_s: float
+    slot: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class Held:
+    """What `hold` or `renew` decided, and Redis's clock when it did."""
+
+    held: bool
+    now_us: int
 
 
 @dataclass(frozen=True)
@@ -48,7 +86,17 @@ class Usage:
 
 
 class FlowControl(Protocol):
-    def set_limits(self, integration_id: str, limits: Limits) -> None: ...
+    def set_limits(self, integration_id: str, limits: Limits) -> None:
+        """Write the limits unless Redis holds a newer version (`Limits.version_us`)."""
+        ...
+
+    def limits_versions(self, integration_ids: Sequence[str]) -> list[int | None]:
+        """The version of each integration's limits in Redis (None: none there)."""
+        ...
+
+    def known_integrations(self) -> list[str]:
+        """Every integration that ever had a backlog."""
+        ...
 
     def enqueue(self, integration_id: str, job_ids: Sequence[str], delay_s: float = 0.0) -> None:
         """Put jobs in the integration's backlog (due after `delay_s`) and wake a dispatcher."""
@@ -60,19 +108,49 @@ class FlowControl(Protocol):
 
     def admit(self, integration_id: str, max_jobs: int, lease_s: float) -> Admission: ...
 
-    def release(self, integration_id: str, job_id: str) -> int:
-        """Free the job's concurrency slot; returns the backlog size left."""
+    def release(self, integration_id: str, member: str) -> int:
+        """Free the lease of `member` (a claim member, or a job id for an admission lease)
+        and only that one; returns the backlog size left."""
         ...
 
-    def extend(self, integration_id: str, job_id: str, lease_s: float) -> bool: ...
-
-    def hold(self, integration_id: str, job_id: str, lease_s: float) -> bool:
-        """Extend the job's lease, or take a free slot again if it lapsed; False if none."""
+    def hold(self, integration_id: str, job_id: str, delivery: int, lease_s: float) -> Held:
+        """Claim delivery `delivery` takes the job's lease (the admission's slot, or a free
+        one if that lapsed); not held when every slot is taken. Call under the job's row lock."""
         ...
 
-    def pace(self, integration_id: str) -> tuple[bool | None, float]:
-        """May a request leave now? (allowed, seconds to wait before asking again); allowed
-        is None when the integration's limits are missing and must be reloaded."""
+    def renew(self, integration_id: str, job_id: str, delivery: int, lease_s: float) -> Held:
+        """Extend the claim's lease if it is still live; not held once it lapsed or was
+        reclaimed (the worker must stop)."""
+        ...
+
+    def reclaim(self, integration_id: str, job_id: str, delivery: int) -> bool:
+        """Remove the claim's lease if it has lapsed on Redis's clock; False while live."""
+        ...
+
+    def pace(self, integration_id: str, job_id: str, delivery: int) -> Paced:
+        """May the claim's request leave now? (decision, seconds to wait, slot taken)."""
+        ...
+
+    def give_back(self, integration_id: str, slot: tuple[int, int]) -> bool:
+        """Undo a GO whose request will not leave, unless a later pass was granted since."""
+        ...
+
+    def admission_live(self, integration_id: str, job_id: str) -> bool:
+        """Whether the job holds a live admission lease (admitted, no worker claimed it yet)."""
+        ...
+
+    def enqueue_orphan(self, integration_id: str, job_id: str) -> bool:
+        """Put a PENDING job back in its backlog unless it is there or admitted; call under the
+        job's row lock."""
+        ...
+
+    def now_us(self) -> int:
+        """Redis's clock, the one clock every lease decision uses."""
+        ...
+
+    def repair_ready(self) -> int:
+        """Put back in the ready set every known integration with a backlog missing from it;
+        returns how many were missing."""
         ...
 
     def pause(self, integration_id: str, seconds: float) -> int: ...

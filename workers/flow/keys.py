@@ -18,6 +18,11 @@ READY = f"{PREFIX}:ready"
 KNOWN_INTEGRATIONS = f"{PREFIX}:integrations"
 
 
+def claim_member(job_id: str, delivery: int) -> str:
+    """The leases ZSET member of a job's claim by delivery number `delivery`."""
+    return f"{job_id}:{delivery}"
+
+
 @dataclass(frozen=True)
 class IntegrationKeys:
     integration_id: str
@@ -32,7 +37,12 @@ class IntegrationKeys:
 
     @property
     def leases(self) -> str:
-        """ZSET job_id -> lease expiry (us). Admitted jobs; expired members stop counting."""
+        """ZSET member -> lease expiry (us): the integration's concurrency slots.
+
+        A member is `job_id` from admission until a worker claims the job, then
+        `claim_member(job_id, delivery)` for that claim (the fencing token): only the worker
+        holding that member may send requests (pace.lua) or renew it (renew.lua). Expired
+        members stop counting and are pruned; no key expiry."""
         return self._key("leases")
 
     @property
@@ -52,8 +62,9 @@ class IntegrationKeys:
 
     @property
     def limits(self) -> str:
-        """HASH interval_us, tolerance_us, concurrency. Written on every limits change; no
-        expiry; rebuilt from the database if missing."""
+        """HASH version_us, interval_us, tolerance_us, concurrency. Written on every
+        limits change unless a newer version is there (version_us: the integration's
+        updated_at); no expiry; rebuilt from the database if missing or older."""
         return self._key("limits")
 
     @property

@@ -8,12 +8,16 @@ from typing import Any
 
 import redis
 
-from workers.flow.backend import Admission, DueIntegrations, Usage
-from workers.flow.keys import KNOWN_INTEGRATIONS, READY, IntegrationKeys
+from workers.flow.backend import Admission, DueIntegrations, Held, Pace, Paced, Usage
+from workers.flow.keys import KNOWN_INTEGRATIONS, READY, IntegrationKeys, claim_member
 from workers.flow.limits import Limits
 
 #: Response headers a PMS uses to tell its own limits; kept for the rate-limits endpoint.
 PMS_LIMIT_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
+
+
+#: pace.lua's answers.
+_PACE_STATES = {1: Pace.GO, 0: Pace.WAIT, -1: Pace.NO_LIMITS, -2: Pace.FENCED}
 
 
 def _load(name: str) -> str:
@@ -35,22 +39,36 @@ class RedisFlowControl:
         self._pace = client.register_script(_load("pace.lua"))
         self._enqueue = client.register_script(_load("enqueue.lua"))
         self._release = client.register_script(_load("release.lua"))
-        self._extend = client.register_script(_load("extend.lua"))
         self._hold = client.register_script(_load("hold.lua"))
+        self._renew = client.register_script(_load("renew.lua"))
+        self._reclaim = client.register_script(_load("reclaim.lua"))
+        self._enqueue_orphan = client.register_script(_load("enqueue_orphan.lua"))
+        self._set_limits = client.register_script(_load("set_limits.lua"))
+        self._give_back = client.register_script(_load("give_back.lua"))
         self._pause = client.register_script(_load("pause.lua"))
         self._claim_due = client.register_script(_load("claim_due.lua"))
         self._reschedule = client.register_script(_load("reschedule.lua"))
 
     def set_limits(self, integration_id: str, limits: Limits) -> None:
-        self._redis.hset(
-            IntegrationKeys(integration_id).limits,
-            mapping={
-                "interval_us": limits.interval_us,
-                "tolerance_us": limits.tolerance_us,
-                "concurrency": limits.concurrency,
-                "catchup_us": limits.catchup_us,
-            },
+        """Write the limits unless Redis holds a newer version of them."""
+        self._set_limits(
+            keys=[IntegrationKeys(integration_id).limits],
+            args=[
+                limits.version_us,
+                limits.interval_us,
+                limits.tolerance_us,
+                limits.concurrency,
+            ],
         )
+
+    def limits_versions(self, integration_ids: Sequence[str]) -> list[int | None]:
+        pipe = self._redis.pipeline(transaction=False)
+        for integration_id in integration_ids:
+            pipe.hget(IntegrationKeys(integration_id).limits, "version_us")
+        return [None if v is None else int(_text(v)) for v in pipe.execute()]
+
+    def known_integrations(self) -> list[str]:
+        return sorted(_text(i) for i in self._redis.smembers(KNOWN_INTEGRATIONS))
 
     def enqueue(self, integration_id: str, job_ids: Sequence[str], delay_s: float = 0.0) -> None:
         """One round trip for jobs due now; a delayed batch takes a second for its wake time."""
@@ -111,23 +129,81 @@ class RedisFlowControl:
         status, next_us = _text(raw[0]), int(_text(raw[1]))
         return Admission(status, None if next_us < 0 else next_us, tuple(_text(j) for j in raw[2:]))
 
-    def release(self, integration_id: str, job_id: str) -> int:
+    def release(self, integration_id: str, member: str) -> int:
         keys = IntegrationKeys(integration_id)
-        return int(self._release(keys=[keys.leases, keys.backlog], args=[job_id]))
+        return int(self._release(keys=[keys.leases, keys.backlog], args=[member]))
 
-    def extend(self, integration_id: str, job_id: str, lease_s: float) -> bool:
+    def hold(self, integration_id: str, job_id: str, delivery: int, lease_s: float) -> Held:
         keys = IntegrationKeys(integration_id)
-        return bool(self._extend(keys=[keys.leases], args=[job_id, _us(lease_s)]))
+        held, now_us = self._hold(
+            keys=[keys.leases, keys.limits], args=[job_id, delivery, _us(lease_s)]
+        )
+        return Held(bool(int(held)), int(_text(now_us)))
 
-    def hold(self, integration_id: str, job_id: str, lease_s: float) -> bool:
+    def renew(self, integration_id: str, job_id: str, delivery: int, lease_s: float) -> Held:
         keys = IntegrationKeys(integration_id)
-        return bool(self._hold(keys=[keys.leases, keys.limits], args=[job_id, _us(lease_s)]))
+        member = claim_member(job_id, delivery)
+        held, now_us = self._renew(keys=[keys.leases], args=[member, _us(lease_s)])
+        return Held(bool(int(held)), int(_text(now_us)))
 
-    def pace(self, integration_id: str) -> tuple[bool | None, float]:
+    def reclaim(self, integration_id: str, job_id: str, delivery: int) -> bool:
         keys = IntegrationKeys(integration_id)
-        reserved, wait_us = self._pace(keys=[keys.request_tat, keys.paused_until, keys.limits])
-        state = int(reserved)
-        return (None if state < 0 else bool(state)), int(_text(wait_us)) / 1_000_000
+        reclaimed, _now = self._reclaim(keys=[keys.leases], args=[claim_member(job_id, delivery)])
+        return bool(int(reclaimed))
+
+    def pace(self, integration_id: str, job_id: str, delivery: int) -> Paced:
+        keys = IntegrationKeys(integration_id)
+        raw = self._pace(
+            keys=[keys.request_tat, keys.paused_until, keys.limits, keys.leases],
+            args=[claim_member(job_id, delivery)],
+        )
+        decision = _PACE_STATES[int(raw[0])]
+        slot = (int(_text(raw[2])), int(_text(raw[3]))) if len(raw) > 2 else None
+        return Paced(decision, int(_text(raw[1])) / 1_000_000, slot)
+
+    def give_back(self, integration_id: str, slot: tuple[int, int]) -> bool:
+        granted_us, next_us = slot
+        keys = IntegrationKeys(integration_id)
+        return bool(int(self._give_back(keys=[keys.request_tat], args=[next_us, granted_us])))
+
+    def admission_live(self, integration_id: str, job_id: str) -> bool:
+        expiry = self._redis.zscore(IntegrationKeys(integration_id).leases, job_id)
+        return expiry is not None and int(expiry) > self.now_us()
+
+    def enqueue_orphan(self, integration_id: str, job_id: str) -> bool:
+        keys = IntegrationKeys(integration_id)
+        added = bool(int(self._enqueue_orphan(keys=[keys.backlog, keys.leases], args=[job_id])))
+        if added:
+            self._redis.sadd(KNOWN_INTEGRATIONS, integration_id)
+        return added
+
+    def now_us(self) -> int:
+        seconds, micros = self._redis.time()
+        return int(seconds) * 1_000_000 + int(micros)
+
+    def repair_ready(self) -> int:
+        """Known integrations whose backlog is not empty but which are missing from the ready
+        set (lost with a Redis node, say) are put back, due at their backlog's head.
+
+        Not atomic across keys (the ready set lives in its own cluster slot), and it need not
+        be: an entry is only ever added (NX), never moved later, so a racing dispatcher's
+        reschedule still wins."""
+        known = self.known_integrations()
+        if not known:
+            return 0
+        pipe = self._redis.pipeline(transaction=False)
+        for integration_id in known:
+            pipe.zrange(IntegrationKeys(integration_id).backlog, 0, 0, withscores=True)
+            pipe.zscore(READY, integration_id)
+        answers = pipe.execute()
+        missing: dict[Any, Any] = {}
+        for n, integration_id in enumerate(known):
+            head, ready = answers[2 * n], answers[2 * n + 1]
+            if head and ready is None:
+                missing[integration_id] = int(head[0][1])
+        if missing:
+            self._redis.zadd(READY, missing, nx=True)
+        return len(missing)
 
     def pause(self, integration_id: str, seconds: float) -> int:
         keys = IntegrationKeys(integration_id)
@@ -177,9 +253,7 @@ class RedisFlowControl:
             backlog=int(backlog),
             next_admission_us=int(ready) if ready is not None and backlog else None,
             paused_until_us=paused_us if paused_us and paused_us > now_us else None,
-            limits=Limits(**{_text(k): int(_text(v)) for k, v in limits.items()})
-            if limits
-            else None,
+            limits=_limits_of(limits) if limits else None,
             pms_reported={_text(k): _text(v) for k, v in reported.items()},
             now_us=now_us,
         )
@@ -190,3 +264,10 @@ class RedisFlowControl:
         for job_id in job_ids:
             pipe.zscore(key, job_id)
         return [score is not None for score in pipe.execute()]
+
+
+def _limits_of(stored: dict[Any, Any]) -> Limits:
+    """The limits hash as `Limits`; fields an older version wrote and no longer uses are
+    ignored."""
+    values = {_text(k): int(_text(v)) for k, v in stored.items()}
+    return Limits(**{name: values[name] for name in Limits.__dataclass_fields__ if name in values})
