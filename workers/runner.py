@@ -499,6 +499,10 @@ class JobRunner:
             delay = retry_delay_s(
                 job.attempts, self._settings.retry_base_s, self._settings.retry_max_s
             )
+            if error.outcome_unknown:
+                # A PMS still working on the lost attempt gets as long again as we waited for
+                # it, before the next attempt looks for what that attempt did.
+                delay = max(delay, self._settings.pms_timeout_s)
         else:
             message = error.message
             if error.retryable:

@@ -413,6 +413,25 @@ def test_retryable_error_defers_with_backoff_then_gives_up_after_max_attempts(
     assert harness.lease_us(job_id) is None
 
 
+def test_an_unknown_outcome_is_retried_no_sooner_than_the_pms_timeout(
+    make_harness: HarnessFactory,
+) -> None:
+    """Found in review: a re-attempt a second after a timed-out POST could read back before a
+    slow PMS applied the first attempt, and then create the record a second time."""
+    harness = make_harness(Vendor.APPFOLIO, retry_base_s=0.1, pms_timeout_s=10.0)
+    job_id = harness.submit()
+    lost = PmsError("PMS request timed out (ReadTimeout)", retryable=True)
+    lost.outcome_unknown = True
+    runner = harness.runner(ScriptedConnector([lost]))
+
+    assert runner.run(job_id) == JobStatus.PENDING
+
+    job = harness.job(job_id)
+    assert job.outcome_unknown
+    assert job.due_at is not None
+    assert job.due_at - harness.clock.now >= timedelta(seconds=10)
+
+
 def test_retry_that_succeeds_leaves_no_error_on_the_write(harness: Harness) -> None:
     job_id = harness.submit()
     connector = ScriptedConnector(
