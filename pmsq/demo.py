@@ -327,14 +327,10 @@ def start_services(services: Services) -> str:
         "sandbox", [*pmsq, "sandbox", "--port", str(services.sandbox_port)], env
     )
     api = services.start("api", [*pmsq, "api", "--port", str(services.api_port)], env)
-    worker_args = ["-A", "pmsq.workers.app", "worker", "--loglevel", "warning"]
-    worker_args += ["--concurrency", "2"]
-    services.start(
-        "worker", [*celery_command(), *worker_args, "-Q", "pmsq.jobs", "--hostname", "demo@%h"], env
-    )
-    services.start(
-        "beat", [*celery_command(), "-A", "pmsq.workers.app", "beat", "--loglevel", "warning"], env
-    )
+    celery = [*celery_command(), "-A", "pmsq.workers.app"]
+    worker_args = ["worker", "--loglevel", "warning", "--concurrency", "2", "-Q", "pmsq.jobs"]
+    services.start("worker", [*celery, *worker_args, "--hostname", "demo@%h"], env)
+    services.start("beat", [*celery, "beat", "--loglevel", "warning"], env)
     wait_for("sandbox health", http_ok(f"{services.sandbox_url}/_sandbox/health"), [sandbox])
     wait_for("API /healthz", http_ok(f"{services.api_url}/healthz"), [api])
     return token
