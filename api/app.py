@@ -11,26 +11,26 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.context import ApiContext
-from api.errors import document_errors_as_served, install_error_handlers
-from api.routes import admin, logs, syncs, webhooks, writes
-from api.services.idempotency import IdempotencyKeys
-from api.services.integrations import IntegrationService
-from api.services.job_logs import JobLogService
-from api.services.records import RecordService
-from api.services.retry import RetryService
-from api.services.syncs import SyncService
-from api.services.webhooks import WebhookService
-from api.services.writes import WriteService
-from models.base import utcnow
 from pmsq import __version__
+from pmsq.api.context import ApiContext
+from pmsq.api.errors import document_errors_as_served, install_error_handlers
+from pmsq.api.routes import admin, logs, syncs, webhooks, writes
+from pmsq.api.services.idempotency import IdempotencyKeys
+from pmsq.api.services.integrations import IntegrationService
+from pmsq.api.services.job_logs import JobLogService
+from pmsq.api.services.records import RecordService
+from pmsq.api.services.retry import RetryService
+from pmsq.api.services.syncs import SyncService
+from pmsq.api.services.webhooks import WebhookService
+from pmsq.api.services.writes import WriteService
 from pmsq.crypto import CredentialCipher
 from pmsq.metrics import MetricsRecorder
+from pmsq.models.base import utcnow
 from pmsq.outbound import DestinationPolicy, parse_hosts
 from pmsq.settings import Settings
-from workers.dispatch import Dispatcher
-from workers.flow.backend import FlowControl
-from workers.publisher import Publisher
+from pmsq.workers.dispatch import Dispatcher
+from pmsq.workers.flow.backend import FlowControl
+from pmsq.workers.publisher import Publisher
 
 
 def create_app(

@@ -8,8 +8,8 @@ import secrets
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.account import Account, ApiToken
 from pmsq.errors import Unauthorized
+from pmsq.models.account import Account, ApiToken
 
 TOKEN_PREFIX = "pmsq_"
 

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.services.integrations import IntegrationService
-from api.services.job_logs import JobLogService
-from api.services.records import RecordService
-from api.services.retry import RetryService
-from api.services.syncs import SyncService
-from api.services.webhooks import WebhookService
-from api.services.writes import WriteService
+from pmsq.api.services.integrations import IntegrationService
+from pmsq.api.services.job_logs import JobLogService
+from pmsq.api.services.records import RecordService
+from pmsq.api.services.retry import RetryService
+from pmsq.api.services.syncs import SyncService
+from pmsq.api.services.webhooks import WebhookService
+from pmsq.api.services.writes import WriteService
 from pmsq.settings import Settings
 
 

@@ -5,18 +5,18 @@ from __future__ import annotations
 import redis
 import uvicorn
 
-from api.app import create_app
-from models.db import make_engine, make_session_factory
-from models.migrate import upgrade
+from pmsq.api.app import create_app
 from pmsq.metrics import ClusterCollector, MetricsRecorder
+from pmsq.models.db import make_engine, make_session_factory
+from pmsq.models.migrate import upgrade
 from pmsq.settings import Settings
-from workers.flow.redis_backend import RedisFlowControl
-from workers.publisher import CeleryPublisher
+from pmsq.workers.flow.redis_backend import RedisFlowControl
+from pmsq.workers.publisher import CeleryPublisher
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
     """Run the API until interrupted; migrates first when PMSQ_AUTO_MIGRATE is on."""
-    from workers.app import app as celery_app
+    from pmsq.workers.app import app as celery_app
 
     if settings.auto_migrate:
         upgrade(settings.database_url)

@@ -48,8 +48,8 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from models.job import Job
-from models.migrate import upgrade
+from pmsq.models.job import Job
+from pmsq.models.migrate import upgrade
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))

@@ -56,23 +56,23 @@ import redis.connection
 from celery import Celery
 from sqlalchemy import func, select
 
-from api.services.idempotency import IdempotencyKeys
-from api.services.writes import AcceptedWrite, WriteService
-from models.account import Account
-from models.db import make_engine, make_session_factory
-from models.enums import JobStatus
-from models.integration import Integration
-from models.job import Job
-from models.migrate import upgrade
+from pmsq.api.services.idempotency import IdempotencyKeys
+from pmsq.api.services.writes import AcceptedWrite, WriteService
 from pmsq.crypto import CredentialCipher
+from pmsq.models.account import Account
+from pmsq.models.db import make_engine, make_session_factory
+from pmsq.models.enums import JobStatus
+from pmsq.models.integration import Integration
+from pmsq.models.job import Job
+from pmsq.models.migrate import upgrade
 from pmsq.settings import Settings
-from workers.connectors import ConnectorFactory
-from workers.dispatch import Dispatcher
-from workers.flow.backend import Admission, DueIntegrations, Held, Paced
-from workers.flow.limits import Limits
-from workers.flow.redis_backend import RedisFlowControl
-from workers.publisher import AdmittedJob
-from workers.runner import JobRunner
+from pmsq.workers.connectors import ConnectorFactory
+from pmsq.workers.dispatch import Dispatcher
+from pmsq.workers.flow.backend import Admission, DueIntegrations, Held, Paced
+from pmsq.workers.flow.limits import Limits
+from pmsq.workers.flow.redis_backend import RedisFlowControl
+from pmsq.workers.publisher import AdmittedJob
+from pmsq.workers.runner import JobRunner
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))

@@ -1,4 +1,4 @@
-"""The bare-Celery baseline for `bench.pipeline`: same delivery settings as `workers.app`, no work.
+"""The bare-Celery baseline for `bench.pipeline`: delivery settings as `pmsq.workers.app`, no work.
 
 `celery -A bench.noop_app worker` with `BENCH_NOOP_BROKER_URL` (the broker) and
 `BENCH_NOOP_COUNTER_URL` (the Redis holding the counter) set. Each `bench.noop` task INCRs

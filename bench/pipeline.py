@@ -39,18 +39,18 @@ from celery import Celery
 from sqlalchemy import Engine, create_engine, func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.auth import create_token
 from bench import noop_app
-from models.account import Account
-from models.db import make_engine, make_session_factory
-from models.enums import TERMINAL_STATUSES, JobStatus, WriteStatus
-from models.integration import Integration
-from models.job import Job
-from models.migrate import upgrade
-from pms.connector import ChildSpec
-from workers.aggregator import finish_job, write_outcome
-from workers.repository import JobRepository
-from workers.transitions import transition
+from pmsq.api.auth import create_token
+from pmsq.models.account import Account
+from pmsq.models.db import make_engine, make_session_factory
+from pmsq.models.enums import TERMINAL_STATUSES, JobStatus, WriteStatus
+from pmsq.models.integration import Integration
+from pmsq.models.job import Job
+from pmsq.models.migrate import upgrade
+from pmsq.pms.connector import ChildSpec
+from pmsq.workers.aggregator import finish_job, write_outcome
+from pmsq.workers.repository import JobRepository
+from pmsq.workers.transitions import transition
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))
@@ -117,7 +117,7 @@ class Databases:
 def observer_engine(database_url: str) -> Engine:
     """An engine for the benchmark's own polling reads.
 
-    `models.db.make_engine` opens every SQLite transaction with `BEGIN IMMEDIATE`, so a poll
+    `pmsq.models.db.make_engine` opens every SQLite transaction with `BEGIN IMMEDIATE`, so a poll
     through it would queue for the write lock with the workers; a plain engine reads in WAL
     without taking it, and the poll does not slow down what it measures.
     """
@@ -209,7 +209,7 @@ class PmsqRun:
             [*cli, "api", "--port", str(self.api_port)],
             name="api", env=self.env, cwd=REPO_ROOT, log_dir=self.log_dir,
         )  # fmt: skip
-        worker = celery_worker("workers.app", "pmsq.jobs", "pmsq", self.env, self.log_dir)
+        worker = celery_worker("pmsq.workers.app", "pmsq.jobs", "pmsq", self.env, self.log_dir)
         engine = make_engine(self.database_url)
         observer = observer_engine(self.database_url)
         http = httpx.Client(

@@ -19,8 +19,8 @@ table; nothing is asserted. For each size N, in one run:
   `tick()` timed (it extends the lock, as pmsq's tick renews its lease).
 
 Figures are medians of `EMPTY_REPEATS` empty ticks and `DUE_REPEATS` due ticks, after one warm-up
-tick. Both peers run on a throwaway Celery app each (not `workers.app`). Everything started here
-is stopped on the way out.
+tick. Both peers run on a throwaway Celery app each (not `pmsq.workers.app`). Everything started
+here is stopped on the way out.
 """
 
 from __future__ import annotations
@@ -51,21 +51,21 @@ from celery.beat import PersistentScheduler
 from celery.schedules import crontab, schedule
 from sqlalchemy import Engine, func, insert, select, update
 
-from models.account import Account
-from models.base import new_id
-from models.db import make_engine, make_session_factory
-from models.integration import Integration
-from models.migrate import upgrade
-from models.sync import SyncExecution, SyncSchedule
+from pmsq.models.account import Account
+from pmsq.models.base import new_id
+from pmsq.models.db import make_engine, make_session_factory
+from pmsq.models.integration import Integration
+from pmsq.models.migrate import upgrade
+from pmsq.models.sync import SyncExecution, SyncSchedule
+from pmsq.scheduler.beat import DatabaseScheduler
+from pmsq.scheduler.cadence import next_sync_time
+from pmsq.scheduler.firing import SyncFirer
+from pmsq.scheduler.leader import LEADER_KEY
+from pmsq.scheduler.schedules import ACTIVE, cadence_signature
 from pmsq.settings import Settings, get_settings
-from scheduler.beat import DatabaseScheduler
-from scheduler.cadence import next_sync_time
-from scheduler.firing import SyncFirer
-from scheduler.leader import LEADER_KEY
-from scheduler.schedules import ACTIVE, cadence_signature
-from workers.dispatch import Dispatcher
-from workers.flow.redis_backend import RedisFlowControl
-from workers.publisher import AdmittedJob
+from pmsq.workers.dispatch import Dispatcher
+from pmsq.workers.flow.redis_backend import RedisFlowControl
+from pmsq.workers.publisher import AdmittedJob
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))

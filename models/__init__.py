@@ -1,14 +1,14 @@
 """The job store: ORM models, pydantic schemas, database engine and migrations."""
 
-from models.account import Account, ApiToken
-from models.base import Base
-from models.enums import Cadence, JobStatus, Vendor, WriteStatus
-from models.idempotency import IdempotencyRecord
-from models.integration import Integration
-from models.job import Job, JobLog
-from models.record import Record
-from models.sync import DataDiff, SyncExecution, SyncSchedule
-from models.webhook import WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from pmsq.models.account import Account, ApiToken
+from pmsq.models.base import Base
+from pmsq.models.enums import Cadence, JobStatus, Vendor, WriteStatus
+from pmsq.models.idempotency import IdempotencyRecord
+from pmsq.models.integration import Integration
+from pmsq.models.job import Job, JobLog
+from pmsq.models.record import Record
+from pmsq.models.sync import DataDiff, SyncExecution, SyncSchedule
+from pmsq.models.webhook import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 
 __all__ = [
     "Account",

@@ -6,7 +6,7 @@ from enum import StrEnum
 
 
 class JobStatus(StrEnum):
-    """Where one job stands; `workers.transitions` owns the moves between them."""
+    """Where one job stands; `pmsq.workers.transitions` owns the moves between them."""
 
     #: Stored, waiting for admission (new, or a retry waiting for its due time).
     PENDING = "PENDING"

@@ -8,8 +8,8 @@ from typing import Any
 from sqlalchemy import ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, new_id, utcnow
-from models.enums import JobStatus
+from pmsq.models.base import Base, new_id, utcnow
+from pmsq.models.enums import JobStatus
 
 
 class Job(Base):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import command
 from alembic.config import Config
 
-SCRIPT_LOCATION = "models:migrations"
+SCRIPT_LOCATION = "pmsq.models:migrations"
 
 
 def alembic_config(database_url: str) -> Config:

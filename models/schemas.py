@@ -10,8 +10,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from models.enums import CADENCE_SECONDS, Cadence, Vendor, WriteStatus
 from pmsq.errors import ValidationFailed
+from pmsq.models.enums import CADENCE_SECONDS, Cadence, Vendor, WriteStatus
 
 WEEKDAYS = ("SUNDAY", "MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY")
 HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from models.base import Base, new_id, utcnow
+from pmsq.models.base import Base, new_id, utcnow
 
 
 class WebhookEvent(StrEnum):

@@ -22,11 +22,11 @@ from typing import Any
 
 import httpx
 
-from pms.connector import Exchange, ExchangeLog, Step, StepResult
-from pms.profiles import CREATE, UPDATE, VALIDATE_THEN_CREATE, VendorProfile
-from pms.redact import Redactor
-from pms.workflow import request_body
 from pmsq.errors import DestinationRefused, PmsError, PmsThrottled
+from pmsq.pms.connector import Exchange, ExchangeLog, Step, StepResult
+from pmsq.pms.profiles import CREATE, UPDATE, VALIDATE_THEN_CREATE, VendorProfile
+from pmsq.pms.redact import Redactor
+from pmsq.pms.workflow import request_body
 
 #: Retry-After used when a 429 carries none.
 DEFAULT_RETRY_AFTER_S = 1.0

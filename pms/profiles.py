@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from models.enums import Vendor
 from pmsq.errors import NotFound, UnknownFields, UnsupportedOperation, ValidationFailed
+from pmsq.models.enums import Vendor
 
 #: Client-facing write actions.
 CREATE = "CREATE"

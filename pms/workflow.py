@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from pms.connector import ChildSpec, Step
-from pms.profiles import CREATE, VALIDATE_THEN_CREATE, VendorProfile
+from pmsq.pms.connector import ChildSpec, Step
+from pmsq.pms.profiles import CREATE, VALIDATE_THEN_CREATE, VendorProfile
 
 
 def first_step_action(profile: VendorProfile, model: str, client_action: str) -> str:

@@ -26,7 +26,6 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from models.enums import Cadence, Vendor
 from pmsq.cli_client import DEFAULT_API_URL, ApiError, ApiUnreachable, PmsqClient
 from pmsq.cli_views import (
     FINAL_WRITE_STATUSES,
@@ -37,6 +36,7 @@ from pmsq.cli_views import (
     jobs_from_attempts,
     write_view,
 )
+from pmsq.models.enums import Cadence, Vendor
 from pmsq.settings import get_settings
 
 EXIT_OK = 0
@@ -109,7 +109,7 @@ def api(host: str = "127.0.0.1", port: int = 8000) -> None:
 @app.command()
 def sandbox(host: str = "127.0.0.1", port: int = 8001) -> None:
     """Serve the simulated PMS."""
-    from pms.sandbox.server import run
+    from pmsq.pms.sandbox.server import run
 
     run(host, port)
 
@@ -117,7 +117,7 @@ def sandbox(host: str = "127.0.0.1", port: int = 8001) -> None:
 @app.command()
 def migrate() -> None:
     """Bring the database to the latest schema."""
-    from models.migrate import upgrade
+    from pmsq.models.migrate import upgrade
 
     upgrade(get_settings().database_url)
 
@@ -137,15 +137,15 @@ def demo() -> None:
 
 
 def _serve_api(host: str, port: int) -> None:
-    from api.server import serve
+    from pmsq.api.server import serve
 
     serve(get_settings(), host, port)
 
 
 def _create_token(account: str) -> str:
-    from api.auth import create_token
-    from models.db import make_engine, make_session_factory
-    from models.migrate import upgrade
+    from pmsq.api.auth import create_token
+    from pmsq.models.db import make_engine, make_session_factory
+    from pmsq.models.migrate import upgrade
 
     settings = get_settings()
     if settings.auto_migrate:

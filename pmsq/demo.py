@@ -327,13 +327,10 @@ def start_services(services: Services) -> str:
         "sandbox", [*pmsq, "sandbox", "--port", str(services.sandbox_port)], env
     )
     api = services.start("api", [*pmsq, "api", "--port", str(services.api_port)], env)
-    worker_args = ["-A", "workers.app", "worker", "--loglevel", "warning", "--concurrency", "2"]
-    services.start(
-        "worker", [*celery_command(), *worker_args, "-Q", "pmsq.jobs", "--hostname", "demo@%h"], env
-    )
-    services.start(
-        "beat", [*celery_command(), "-A", "workers.app", "beat", "--loglevel", "warning"], env
-    )
+    celery = [*celery_command(), "-A", "pmsq.workers.app"]
+    worker_args = ["worker", "--loglevel", "warning", "--concurrency", "2", "-Q", "pmsq.jobs"]
+    services.start("worker", [*celery, *worker_args, "--hostname", "demo@%h"], env)
+    services.start("beat", [*celery, "beat", "--loglevel", "warning"], env)
     wait_for("sandbox health", http_ok(f"{services.sandbox_url}/_sandbox/health"), [sandbox])
     wait_for("API /healthz", http_ok(f"{services.api_url}/healthz"), [api])
     return token
@@ -488,7 +485,9 @@ def _row(label: str, expected: str, got: str, record: str, ok: bool | str) -> No
 def print_hints(services: Services) -> None:
     print(f"\nLogs and the SQLite database are in {services.run_dir}")
     print("  (redis.log, sandbox.log, api.log, worker.log, beat.log, pmsq.db); remove when done.")
-    print("Run the pieces yourself: `pmsq sandbox`, `pmsq api`, `celery -A workers.app worker`;")
+    print(
+        "Run the pieces yourself: `pmsq sandbox`, `pmsq api`, `celery -A pmsq.workers.app worker`;"
+    )
     print("the API's OpenAPI document is at /docs while `pmsq api` runs.")
 
 

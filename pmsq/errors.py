@@ -1,4 +1,4 @@
-"""The one error hierarchy of pmsq. HTTP maps these to status codes in `api.errors`."""
+"""The one error hierarchy of pmsq. HTTP maps these to status codes in `pmsq.api.errors`."""
 
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-from workers.flow.keys import KNOWN_INTEGRATIONS, IntegrationKeys
+from pmsq.workers.flow.keys import KNOWN_INTEGRATIONS, IntegrationKeys
 
 #: HASH "<metric>|<label>=<value>,..." -> count. No expiry (counters are monotonic).
 COUNTERS_KEY = "pmsq:metrics:counters"

@@ -1,9 +1,9 @@
-"""The beat scheduler: `celery -A workers.app beat` runs it (set as `beat_scheduler`).
+"""The beat scheduler: `celery -A pmsq.workers.app beat` runs it (set as `beat_scheduler`).
 
 Schedules live in the database (one indexed row per integration), not in beat's memory, so
 changes made through the API are followed on the next tick and tens of thousands of
 integrations cost one range scan per tick. Only the holder of the leader lease fires, and
-only it purges what is past retention (`scheduler.retention`), one short batch per tick.
+only it purges what is past retention (`pmsq.scheduler.retention`), one short batch per tick.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from typing import Any
 import redis
 from celery.beat import Scheduler
 
-from models.base import utcnow
-from models.db import make_engine, make_session_factory
+from pmsq.models.base import utcnow
+from pmsq.models.db import make_engine, make_session_factory
+from pmsq.scheduler.firing import SyncFirer
+from pmsq.scheduler.leader import LeaderLease
+from pmsq.scheduler.retention import Retention, RetentionSweep
 from pmsq.settings import get_settings
-from scheduler.firing import SyncFirer
-from scheduler.leader import LeaderLease
-from scheduler.retention import Retention, RetentionSweep
-from workers.flow.redis_backend import RedisFlowControl
+from pmsq.workers.flow.redis_backend import RedisFlowControl
 
 logger = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from models.record import Record
-from models.sync import SyncExecution
+from pmsq.models.record import Record
+from pmsq.models.sync import SyncExecution
 
 
 @dataclass(frozen=True)

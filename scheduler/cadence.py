@@ -41,7 +41,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from models.enums import Cadence
+from pmsq.models.enums import Cadence
 
 #: Names of the weekdays as custom schedules spell them, indexed by `date.weekday()`.
 WEEKDAY_NAMES = ("MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY", "SUNDAY")
@@ -76,7 +76,7 @@ def next_sync_time(
 
     `anchor` is where the default cadence counts from (the schedule's creation or last change);
     a custom schedule ignores it. Returns None only for a custom schedule without any slot.
-    `custom_sync_schedule` is assumed valid (`models.schemas.CustomSyncSchedule`); with
+    `custom_sync_schedule` is assumed valid (`pmsq.models.schemas.CustomSyncSchedule`); with
     `use_custom_sync_schedule` set but no schedule stored, the default cadence applies.
     Raises ValueError for a frequency below 1.
     """
@@ -196,7 +196,7 @@ class _Slot:
 class _WeekSchedule:
     """A WEEK_BASED schedule whose weekdays are parsed on first use: a query touches about three.
 
-    The stored JSON shape is assumed valid (`models.schemas.CustomSyncSchedule`).
+    The stored JSON shape is assumed valid (`pmsq.models.schemas.CustomSyncSchedule`).
     """
 
     __slots__ = ("_interval", "_parsed", "zone")

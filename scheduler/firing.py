@@ -18,12 +18,12 @@ from sqlalchemy import func, select, tuple_
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.base import utcnow
-from models.integration import Integration
-from models.sync import SyncExecution, SyncSchedule, SyncType
-from scheduler.schedules import ACTIVE, next_due
-from scheduler.starter import backsyncs_running, build_sync
-from workers.flow.backend import FlowControl
+from pmsq.models.base import utcnow
+from pmsq.models.integration import Integration
+from pmsq.models.sync import SyncExecution, SyncSchedule, SyncType
+from pmsq.scheduler.schedules import ACTIVE, next_due
+from pmsq.scheduler.starter import backsyncs_running, build_sync
+from pmsq.workers.flow.backend import FlowControl
 
 logger = logging.getLogger(__name__)
 

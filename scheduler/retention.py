@@ -15,7 +15,7 @@ through an index on the time that makes them old, so a purge never holds a lock 
 costs nothing when nothing is due. Every delete names its rows by primary key, so a purge
 racing another (or the API re-taking an expired key) deletes nothing twice and nothing new.
 
-Beat's leader runs the passes (`RetentionSweep`, driven by `scheduler.beat`): one batch per
+Beat's leader runs the passes (`RetentionSweep`, driven by `pmsq.scheduler.beat`): one batch per
 tick while a pass has work, a pass every `PASS_INTERVAL_S`.
 """
 
@@ -29,12 +29,12 @@ from datetime import datetime, timedelta
 from sqlalchemy import delete, exists, select
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
-from models.base import utcnow
-from models.enums import TERMINAL_STATUSES
-from models.idempotency import IdempotencyRecord
-from models.job import Job, JobLog
-from models.sync import UNFINISHED_SYNC, DataDiff, SyncExecution
-from models.webhook import TERMINAL_DELIVERY, WebhookAttempt, WebhookDelivery
+from pmsq.models.base import utcnow
+from pmsq.models.enums import TERMINAL_STATUSES
+from pmsq.models.idempotency import IdempotencyRecord
+from pmsq.models.job import Job, JobLog
+from pmsq.models.sync import UNFINISHED_SYNC, DataDiff, SyncExecution
+from pmsq.models.webhook import TERMINAL_DELIVERY, WebhookAttempt, WebhookDelivery
 
 logger = logging.getLogger(__name__)
 

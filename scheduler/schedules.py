@@ -11,9 +11,9 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.integration import Integration
-from models.sync import SyncSchedule
-from scheduler.cadence import next_sync_time
+from pmsq.models.integration import Integration
+from pmsq.models.sync import SyncSchedule
+from pmsq.scheduler.cadence import next_sync_time
 
 ACTIVE = "ACTIVE"
 PAUSED = "PAUSED"

@@ -13,13 +13,13 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models.base import new_id
-from models.enums import JobStatus
-from models.integration import Integration
-from models.job import Job
-from models.sync import UNFINISHED_SYNC, SyncExecution, SyncStatus, SyncType
-from pms.profiles import profile_for
 from pmsq.errors import Conflict, ValidationFailed
+from pmsq.models.base import new_id
+from pmsq.models.enums import JobStatus
+from pmsq.models.integration import Integration
+from pmsq.models.job import Job
+from pmsq.models.sync import UNFINISHED_SYNC, SyncExecution, SyncStatus, SyncType
+from pmsq.pms.profiles import profile_for
 
 SYNC_MODEL = "sync"
 SYNC_ACTION = "SYNC"

@@ -29,16 +29,16 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.base import utcnow
-from models.enums import JobStatus
-from models.integration import Integration
-from models.job import Job
-from models.record import Record
-from models.sync import UNFINISHED_SYNC, DataDiff, SyncExecution, SyncStatus
-from pms.connector import Connector, ExchangeLog
 from pmsq.errors import FencedOut, PmsError
-from scheduler.cache import field_changes, record_key
-from workers.webhooks.events import on_sync_finished
+from pmsq.models.base import utcnow
+from pmsq.models.enums import JobStatus
+from pmsq.models.integration import Integration
+from pmsq.models.job import Job
+from pmsq.models.record import Record
+from pmsq.models.sync import UNFINISHED_SYNC, DataDiff, SyncExecution, SyncStatus
+from pmsq.pms.connector import Connector, ExchangeLog
+from pmsq.scheduler.cache import field_changes, record_key
+from pmsq.workers.webhooks.events import on_sync_finished
 
 #: Records asked for per page.
 PAGE_SIZE = 100

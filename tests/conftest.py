@@ -27,8 +27,8 @@ from support.services import (
     RedisServer,
 )
 
-from models.db import make_engine, make_session_factory
-from models.migrate import upgrade
+from pmsq.models.db import make_engine, make_session_factory
+from pmsq.models.migrate import upgrade
 
 TESTS_DIR = Path(__file__).parent
 #: Tier directory -> marker applied to every test collected under it.

@@ -14,16 +14,16 @@ from datetime import datetime
 
 from sqlalchemy.orm import Session
 
-from models.base import new_id
-from models.enums import JobStatus, WriteStatus
-from models.job import Job
-from pms.connector import ChildSpec
 from pmsq.errors import IllegalTransition
-from scheduler.starter import SYNC_ACTION
-from scheduler.sync_runner import mark_failed
-from workers.repository import JobRepository
-from workers.transitions import transition
-from workers.webhooks import events as webhook_events
+from pmsq.models.base import new_id
+from pmsq.models.enums import JobStatus, WriteStatus
+from pmsq.models.job import Job
+from pmsq.pms.connector import ChildSpec
+from pmsq.scheduler.starter import SYNC_ACTION
+from pmsq.scheduler.sync_runner import mark_failed
+from pmsq.workers.repository import JobRepository
+from pmsq.workers.transitions import transition
+from pmsq.workers.webhooks import events as webhook_events
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""The Celery app: `celery -A workers.app worker|beat|flower`.
+"""The Celery app: `celery -A pmsq.workers.app worker|beat|flower`.
 
 Delivery is at-least-once and safe: acks after the task ends (`acks_late`), a message whose
 worker died is handed back (`reject_on_worker_lost`), prefetch 1 so no job waits in a busy
@@ -15,11 +15,11 @@ from celery.signals import after_setup_logger, after_setup_task_logger
 
 from pmsq.logs import install
 from pmsq.settings import get_settings
-from workers.bootsteps import DispatcherLoop
+from pmsq.workers.bootsteps import DispatcherLoop
 
 settings = get_settings()
 
-app = Celery("pmsq", include=["workers.tasks"])
+app = Celery("pmsq", include=["pmsq.workers.tasks"])
 app.conf.update(
     broker_url=settings.celery_broker_url,
     broker_connection_retry_on_startup=True,
@@ -35,7 +35,7 @@ app.conf.update(
     task_send_sent_event=True,
     worker_hijack_root_logger=False,
     broker_transport_options={"visibility_timeout": 3600},
-    beat_scheduler="scheduler.beat:DatabaseScheduler",
+    beat_scheduler="pmsq.scheduler.beat:DatabaseScheduler",
     beat_max_loop_interval=1,
 )
 app.steps["worker"].add(DispatcherLoop)

@@ -28,7 +28,7 @@ class DispatcherLoop(bootsteps.StartStopStep):
         self._thread: threading.Thread | None = None
 
     def start(self, parent: Any) -> None:
-        from workers.context import WorkerContext
+        from pmsq.workers.context import WorkerContext
 
         context = WorkerContext.build(get_settings(), parent.app)
         port = context.settings.worker_metrics_port

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 
 import httpx
 
-from models.integration import Integration
-from pms.connector import Connector
-from pms.http_connector import HttpConnector
-from pms.profiles import VendorProfile, profile_for
 from pmsq.crypto import CredentialCipher
 from pmsq.errors import DestinationRefused, PmsError
+from pmsq.models.integration import Integration
 from pmsq.outbound import host_refusal
+from pmsq.pms.connector import Connector
+from pmsq.pms.http_connector import HttpConnector
+from pmsq.pms.profiles import VendorProfile, profile_for
 
 
 @dataclass(frozen=True)

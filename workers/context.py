@@ -14,16 +14,16 @@ from celery import Celery
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.db import make_engine, make_session_factory
 from pmsq.crypto import CredentialCipher
 from pmsq.metrics import MetricsRecorder
+from pmsq.models.db import make_engine, make_session_factory
 from pmsq.outbound import DestinationPolicy, outbound_client, parse_hosts
 from pmsq.settings import Settings
-from workers.connectors import ConnectorFactory
-from workers.dispatch import Dispatcher
-from workers.flow.redis_backend import RedisFlowControl
-from workers.publisher import CeleryPublisher
-from workers.runner import JobRunner
+from pmsq.workers.connectors import ConnectorFactory
+from pmsq.workers.dispatch import Dispatcher
+from pmsq.workers.flow.redis_backend import RedisFlowControl
+from pmsq.workers.publisher import CeleryPublisher
+from pmsq.workers.runner import JobRunner
 
 
 @dataclass

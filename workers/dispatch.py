@@ -22,18 +22,18 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.base import utcnow
-from models.enums import JobStatus
-from models.job import Job
 from pmsq.metrics import MetricsRecorder, NullMetrics
+from pmsq.models.base import utcnow
+from pmsq.models.enums import JobStatus
+from pmsq.models.job import Job
 from pmsq.settings import Settings
-from workers.aggregator import finish_job
-from workers.flow.backend import Admission, FlowControl, redis_time
-from workers.flow.limits import Limits, version_of
-from workers.publisher import AdmittedJob, Publisher
-from workers.repository import JobRepository
-from workers.transitions import transition
-from workers.webhooks.deliverer import DeliveryPump
+from pmsq.workers.aggregator import finish_job
+from pmsq.workers.flow.backend import Admission, FlowControl, redis_time
+from pmsq.workers.flow.limits import Limits, version_of
+from pmsq.workers.publisher import AdmittedJob, Publisher
+from pmsq.workers.repository import JobRepository
+from pmsq.workers.transitions import transition
+from pmsq.workers.webhooks.deliverer import DeliveryPump
 
 logger = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ class Dispatcher:
         self._clock = clock
         self._next_maintenance = 0.0
         self._sweep_cursor: tuple[datetime, str] | None = None
-        #: Sends due webhook deliveries off the loop's thread (see `workers.webhooks`).
+        #: Sends due webhook deliveries off the loop's thread (see `pmsq.workers.webhooks`).
         self._webhooks = DeliveryPump(session_factory, settings, clock)
 
     @property

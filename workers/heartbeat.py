@@ -20,9 +20,9 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.enums import JobStatus
-from models.job import Job
-from workers.flow.backend import FlowControl, redis_time
+from pmsq.models.enums import JobStatus
+from pmsq.models.job import Job
+from pmsq.workers.flow.backend import FlowControl, redis_time
 
 logger = logging.getLogger(__name__)
 

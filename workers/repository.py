@@ -8,9 +8,9 @@ from datetime import datetime
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from models.enums import JobStatus
-from models.integration import Integration
-from models.job import Job, JobLog
+from pmsq.models.enums import JobStatus
+from pmsq.models.integration import Integration
+from pmsq.models.job import Job, JobLog
 
 
 class JobRepository:

@@ -20,28 +20,28 @@ from datetime import datetime, timedelta
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.base import utcnow
-from models.enums import JobStatus
-from models.job import Job, JobLog
-from pms.connector import ChildSpec, Exchange, Step, StepResult
-from pms.profiles import CREATE, UPDATE
-from pms.workflow import children_after
 from pmsq.errors import FencedOut, PmsError, PmsThrottled
 from pmsq.logs import log_context
 from pmsq.metrics import MetricsRecorder, NullMetrics
+from pmsq.models.base import utcnow
+from pmsq.models.enums import JobStatus
+from pmsq.models.job import Job, JobLog
+from pmsq.pms.connector import ChildSpec, Exchange, Step, StepResult
+from pmsq.pms.profiles import CREATE, UPDATE
+from pmsq.pms.workflow import children_after
+from pmsq.scheduler.cache import record_key, store
+from pmsq.scheduler.starter import SYNC_ACTION
+from pmsq.scheduler.sync_runner import SyncLease, SyncRunner
 from pmsq.settings import Settings
-from scheduler.cache import record_key, store
-from scheduler.starter import SYNC_ACTION
-from scheduler.sync_runner import SyncLease, SyncRunner
-from workers.aggregator import finish_job
-from workers.backoff import retry_delay_s
-from workers.connectors import ConnectorFactory, IntegrationSnapshot
-from workers.dispatch import Dispatcher, poison_message
-from workers.flow.backend import FlowControl, Pace, Paced, redis_time
-from workers.flow.keys import claim_member
-from workers.heartbeat import LeaseHeartbeat
-from workers.repository import JobRepository
-from workers.transitions import transition
+from pmsq.workers.aggregator import finish_job
+from pmsq.workers.backoff import retry_delay_s
+from pmsq.workers.connectors import ConnectorFactory, IntegrationSnapshot
+from pmsq.workers.dispatch import Dispatcher, poison_message
+from pmsq.workers.flow.backend import FlowControl, Pace, Paced, redis_time
+from pmsq.workers.flow.keys import claim_member
+from pmsq.workers.heartbeat import LeaseHeartbeat
+from pmsq.workers.repository import JobRepository
+from pmsq.workers.transitions import transition
 
 logger = logging.getLogger(__name__)
 

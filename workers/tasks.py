@@ -7,10 +7,10 @@ from typing import Any
 from celery import Task
 
 from pmsq.settings import get_settings
-from workers.app import app
-from workers.context import WorkerContext
-from workers.publisher import RUN_JOB_TASK
-from workers.webhooks.deliverer import DELIVER_WEBHOOK_TASK, build_deliverer
+from pmsq.workers.app import app
+from pmsq.workers.context import WorkerContext
+from pmsq.workers.publisher import RUN_JOB_TASK
+from pmsq.workers.webhooks.deliverer import DELIVER_WEBHOOK_TASK, build_deliverer
 
 
 class JobTask(Task):

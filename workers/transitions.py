@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from models.enums import JobStatus
-from models.job import Job
 from pmsq.errors import IllegalTransition
+from pmsq.models.enums import JobStatus
+from pmsq.models.job import Job
 
 P, Q, R, S, F = (
     JobStatus.PENDING,

@@ -6,10 +6,10 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from api.context import ApiContext
-from api.pagination import PageRequest, page_request
-from api.routes.deps import account_dependency
-from models.schemas import (
+from pmsq.api.context import ApiContext
+from pmsq.api.pagination import PageRequest, page_request
+from pmsq.api.routes.deps import account_dependency
+from pmsq.models.schemas import (
     ErrorResponse,
     IntegrationCreate,
     IntegrationEnvelope,
@@ -17,7 +17,7 @@ from models.schemas import (
     RetryAccepted,
     WriteStatusOut,
 )
-from pms.profiles import capabilities, profile_for
+from pmsq.pms.profiles import capabilities, profile_for
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404)

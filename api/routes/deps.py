@@ -8,8 +8,8 @@ from typing import Any
 
 from fastapi import Header, Request
 
-from api.auth import account_for
-from api.context import ApiContext
+from pmsq.api.auth import account_for
+from pmsq.api.context import ApiContext
 from pmsq.errors import PayloadTooLarge, ValidationFailed
 
 

@@ -6,11 +6,11 @@ from typing import Any, Literal
 
 from fastapi import APIRouter, Depends, Query
 
-from api.context import ApiContext
-from api.pagination import PageRequest, page_request
-from api.routes.deps import account_dependency
-from models.enums import JobStatus, WriteStatus
-from models.schemas import ErrorResponse
+from pmsq.api.context import ApiContext
+from pmsq.api.pagination import PageRequest, page_request
+from pmsq.api.routes.deps import account_dependency
+from pmsq.models.enums import JobStatus, WriteStatus
+from pmsq.models.schemas import ErrorResponse
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404)

@@ -7,11 +7,11 @@ from typing import Any, Literal
 from fastapi import APIRouter, Body, Depends
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.context import ApiContext
-from api.pagination import PageRequest, page_request
-from api.routes.deps import account_dependency
-from models.schemas import ErrorResponse
-from models.sync import SyncType
+from pmsq.api.context import ApiContext
+from pmsq.api.pagination import PageRequest, page_request
+from pmsq.api.routes.deps import account_dependency
+from pmsq.models.schemas import ErrorResponse
+from pmsq.models.sync import SyncType
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 409)

@@ -6,11 +6,11 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
-from api.context import ApiContext
-from api.pagination import PageRequest, page_request
-from api.routes.deps import account_dependency
-from models.schemas import ErrorResponse
-from models.webhook import WebhookCreate, WebhookCreatedEnvelope, WebhookEnvelope
+from pmsq.api.context import ApiContext
+from pmsq.api.pagination import PageRequest, page_request
+from pmsq.api.routes.deps import account_dependency
+from pmsq.models.schemas import ErrorResponse
+from pmsq.models.webhook import WebhookCreate, WebhookCreatedEnvelope, WebhookEnvelope
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404)

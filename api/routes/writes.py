@@ -9,11 +9,11 @@ from typing import Any
 from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import JSONResponse
 
-from api.context import ApiContext
-from api.routes.deps import account_dependency, json_body_dependency
-from api.services.idempotency import IdempotentRequest, Replay, fingerprint
-from api.services.writes import AcceptedWrite
-from models.schemas import ErrorResponse, WriteAccepted
+from pmsq.api.context import ApiContext
+from pmsq.api.routes.deps import account_dependency, json_body_dependency
+from pmsq.api.services.idempotency import IdempotentRequest, Replay, fingerprint
+from pmsq.api.services.writes import AcceptedWrite
+from pmsq.models.schemas import ErrorResponse, WriteAccepted
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 422)

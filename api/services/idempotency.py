@@ -25,8 +25,8 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from models.idempotency import IdempotencyRecord
 from pmsq.errors import Conflict, IdempotencyKeyReused, ValidationFailed
+from pmsq.models.idempotency import IdempotencyRecord
 
 MAX_KEY_LENGTH = 255
 #: A record without an answer (left by an earlier version's reserve-then-answer protocol) is

@@ -8,19 +8,19 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.pagination import PageRequest, paginate
-from models.base import utcnow
-from models.enums import TERMINAL_STATUSES, Cadence
-from models.integration import Integration
-from models.job import Job
-from models.schemas import IntegrationCreate, IntegrationOut, IntegrationUpdate, check_rate
-from pms.profiles import profile_for
+from pmsq.api.pagination import PageRequest, paginate
 from pmsq.crypto import CredentialCipher
 from pmsq.errors import Conflict, DestinationRefused, NotFound, ValidationFailed
+from pmsq.models.base import utcnow
+from pmsq.models.enums import TERMINAL_STATUSES, Cadence
+from pmsq.models.integration import Integration
+from pmsq.models.job import Job
+from pmsq.models.schemas import IntegrationCreate, IntegrationOut, IntegrationUpdate, check_rate
 from pmsq.outbound import DestinationPolicy, host_refusal
-from scheduler.schedules import refresh_schedule
-from workers.flow.backend import FlowControl
-from workers.flow.limits import Limits
+from pmsq.pms.profiles import profile_for
+from pmsq.scheduler.schedules import refresh_schedule
+from pmsq.workers.flow.backend import FlowControl
+from pmsq.workers.flow.limits import Limits
 
 
 class IntegrationService:

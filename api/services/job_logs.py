@@ -9,14 +9,14 @@ from typing import Any
 from sqlalchemy import ColumnElement, and_, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.pagination import PageRequest, paginate
-from models.base import utcnow
-from models.enums import JobStatus, WriteStatus
-from models.job import Job, JobLog
-from pms.profiles import CREATE, UPDATE, VALIDATE_THEN_CREATE
+from pmsq.api.pagination import PageRequest, paginate
 from pmsq.errors import NotFound, ValidationFailed
-from scheduler.starter import SYNC_ACTION
-from workers.aggregator import status_from_counts
+from pmsq.models.base import utcnow
+from pmsq.models.enums import JobStatus, WriteStatus
+from pmsq.models.job import Job, JobLog
+from pmsq.pms.profiles import CREATE, UPDATE, VALIDATE_THEN_CREATE
+from pmsq.scheduler.starter import SYNC_ACTION
+from pmsq.workers.aggregator import status_from_counts
 
 TIME_RANGES = {
     "hour": timedelta(hours=1),

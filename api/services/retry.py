@@ -5,14 +5,14 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.services.integrations import owned_integration
-from models.base import new_id, utcnow
-from models.enums import JobStatus, WriteStatus
-from models.job import Job
+from pmsq.api.services.integrations import owned_integration
 from pmsq.errors import Conflict, NotFound
-from workers.aggregator import status_from_counts
-from workers.dispatch import Dispatcher
-from workers.repository import JobRepository
+from pmsq.models.base import new_id, utcnow
+from pmsq.models.enums import JobStatus, WriteStatus
+from pmsq.models.job import Job
+from pmsq.workers.aggregator import status_from_counts
+from pmsq.workers.dispatch import Dispatcher
+from pmsq.workers.repository import JobRepository
 
 #: Only these writes can be retried (Propexo's rule); anything else is a 409.
 RETRYABLE = frozenset({WriteStatus.FAILURE, WriteStatus.PARTIAL_SUCCESS})

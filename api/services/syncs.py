@@ -9,14 +9,14 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.pagination import PageRequest, paginate
-from api.services.integrations import owned_integration
-from models.base import utcnow
-from models.integration import Integration
-from models.sync import UNFINISHED_SYNC, DataDiff, SyncExecution, SyncSchedule, SyncType
+from pmsq.api.pagination import PageRequest, paginate
+from pmsq.api.services.integrations import owned_integration
 from pmsq.errors import NotFound
-from scheduler.starter import start_sync
-from workers.dispatch import Dispatcher
+from pmsq.models.base import utcnow
+from pmsq.models.integration import Integration
+from pmsq.models.sync import UNFINISHED_SYNC, DataDiff, SyncExecution, SyncSchedule, SyncType
+from pmsq.scheduler.starter import start_sync
+from pmsq.workers.dispatch import Dispatcher
 
 DIFF_SORTABLE = {"created_at": DataDiff.created_at, "model": DataDiff.model}
 SCHEDULE_SORTABLE = {"created_at": SyncSchedule.created_at}

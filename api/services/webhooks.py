@@ -7,9 +7,11 @@ from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.pagination import PageRequest, paginate
-from models.base import utcnow
-from models.webhook import (
+from pmsq.api.pagination import PageRequest, paginate
+from pmsq.crypto import CredentialCipher
+from pmsq.errors import DestinationRefused, NotFound, ValidationFailed
+from pmsq.models.base import utcnow
+from pmsq.models.webhook import (
     DeliveryStatus,
     WebhookAttempt,
     WebhookCreate,
@@ -18,10 +20,8 @@ from models.webhook import (
     WebhookEndpoint,
     WebhookOut,
 )
-from pmsq.crypto import CredentialCipher
-from pmsq.errors import DestinationRefused, NotFound, ValidationFailed
 from pmsq.outbound import DestinationPolicy
-from workers.webhooks.repository import WebhookRepository
+from pmsq.workers.webhooks.repository import WebhookRepository
 
 #: Fields the webhook list may be ordered by.
 SORTABLE = {"created_at": WebhookEndpoint.created_at, "url": WebhookEndpoint.url}

@@ -19,20 +19,20 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.services.idempotency import IdempotencyKeys, IdempotentRequest, Replay
-from api.services.integrations import owned_integration
-from models.base import new_id, utcnow
-from models.enums import JobStatus
-from models.integration import Integration
-from models.job import Job
-from models.record import Record
-from models.schemas import WriteAccepted
-from pms.profiles import CREATE, KNOWN_MODELS, UPDATE, profile_for
-from pms.workflow import first_step_action
+from pmsq.api.services.idempotency import IdempotencyKeys, IdempotentRequest, Replay
+from pmsq.api.services.integrations import owned_integration
 from pmsq.errors import NotFound, ValidationFailed
-from workers.aggregator import WriteOutcome, write_outcome
-from workers.dispatch import Dispatcher
-from workers.repository import JobRepository
+from pmsq.models.base import new_id, utcnow
+from pmsq.models.enums import JobStatus
+from pmsq.models.integration import Integration
+from pmsq.models.job import Job
+from pmsq.models.record import Record
+from pmsq.models.schemas import WriteAccepted
+from pmsq.pms.profiles import CREATE, KNOWN_MODELS, UPDATE, profile_for
+from pmsq.pms.workflow import first_step_action
+from pmsq.workers.aggregator import WriteOutcome, write_outcome
+from pmsq.workers.dispatch import Dispatcher
+from pmsq.workers.repository import JobRepository
 
 logger = logging.getLogger(__name__)
 

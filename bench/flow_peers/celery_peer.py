@@ -1,6 +1,6 @@
 """Celery's built-in `rate_limit`: `celery -A bench.flow_peers.celery_peer worker -Q bench.flow`.
 
-Broker URL from `BENCH_FLOW_CELERY_BROKER_URL`. Delivery settings are pmsq's (`workers.app`):
+Broker URL from `BENCH_FLOW_CELERY_BROKER_URL`. Delivery settings are pmsq's (`pmsq.workers.app`):
 acks late, prefetch 1, JSON. `write_a` carries `rate_limit="10/s"`, integration A's limit as
 Celery expresses it: a token bucket in each worker's consumer, for that task type only, with no
 notion of a PMS, a tenant or a concurrency cap. `write_b` is integration B: no limit. Both

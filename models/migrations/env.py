@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from alembic import context
 
-import models  # noqa: F401  (registers every table on Base.metadata)
-from models.base import Base
-from models.db import make_engine
+import pmsq.models  # noqa: F401  (registers every table on Base.metadata)
+from pmsq.models.base import Base
+from pmsq.models.db import make_engine
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url")

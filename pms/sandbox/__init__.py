@@ -8,6 +8,6 @@ applied, dropped connections) can be injected per tenant.
 
 from __future__ import annotations
 
-from pms.sandbox.server import create_app, run
+from pmsq.pms.sandbox.server import create_app, run
 
 __all__ = ["create_app", "run"]

@@ -10,9 +10,9 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from pms.sandbox.faults import FaultSpec
-from pms.sandbox.paths import TENANT_PATTERN
-from pms.sandbox.state import SandboxState
+from pmsq.pms.sandbox.faults import FaultSpec
+from pmsq.pms.sandbox.paths import TENANT_PATTERN
+from pmsq.pms.sandbox.state import SandboxState
 
 
 class LimitSpec(BaseModel):

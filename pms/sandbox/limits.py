@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from collections import deque
 
-from pms.sandbox.headers import RATE_LIMIT_LIMIT, RATE_LIMIT_REMAINING, format_header_number
+from pmsq.pms.sandbox.headers import RATE_LIMIT_LIMIT, RATE_LIMIT_REMAINING, format_header_number
 
 #: Width of the window `X-RateLimit-Remaining` counts writes in.
 WINDOW_S = 1.0

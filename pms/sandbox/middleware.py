@@ -12,10 +12,10 @@ import time
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from pms.sandbox.headers import IDEMPOTENCY_KEY
-from pms.sandbox.limits import TenantLimits
-from pms.sandbox.paths import parse_pms_path
-from pms.sandbox.recorder import Recorder, RequestRecord
+from pmsq.pms.sandbox.headers import IDEMPOTENCY_KEY
+from pmsq.pms.sandbox.limits import TenantLimits
+from pmsq.pms.sandbox.paths import parse_pms_path
+from pmsq.pms.sandbox.recorder import Recorder, RequestRecord
 
 #: Key of the request's log entry in the ASGI scope's per-request `state`.
 _ENTRY_STATE_KEY = "sandbox_request"

@@ -8,10 +8,10 @@ from fastapi import APIRouter, Path, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.types import Receive, Scope, Send
 
-from pms.sandbox.headers import IDEMPOTENCY_KEY
-from pms.sandbox.middleware import current_entry
-from pms.sandbox.paths import MODEL_PATTERN, TENANT_PATTERN
-from pms.sandbox.service import Call, PmsService, Reply
+from pmsq.pms.sandbox.headers import IDEMPOTENCY_KEY
+from pmsq.pms.sandbox.middleware import current_entry
+from pmsq.pms.sandbox.paths import MODEL_PATTERN, TENANT_PATTERN
+from pmsq.pms.sandbox.service import Call, PmsService, Reply
 
 Tenant = Annotated[str, Path(pattern=TENANT_PATTERN)]
 Model = Annotated[str, Path(pattern=MODEL_PATTERN)]

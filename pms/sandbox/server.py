@@ -10,11 +10,11 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from pms.sandbox.control_routes import build_control_router
-from pms.sandbox.middleware import RecordingMiddleware
-from pms.sandbox.pms_routes import build_pms_router
-from pms.sandbox.service import PmsService
-from pms.sandbox.state import SandboxState
+from pmsq.pms.sandbox.control_routes import build_control_router
+from pmsq.pms.sandbox.middleware import RecordingMiddleware
+from pmsq.pms.sandbox.pms_routes import build_pms_router
+from pmsq.pms.sandbox.service import PmsService
+from pmsq.pms.sandbox.state import SandboxState
 
 _VALUE_ERROR_PREFIX = "Value error, "
 

@@ -23,12 +23,12 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from pms.sandbox.errors import PayloadRejected, RecordNotFound
-from pms.sandbox.faults import APPLYING_KINDS, RESET_KINDS, STATUS_KINDS, FaultBook, FaultRule
-from pms.sandbox.headers import IDEMPOTENT_REPLAYED, RETRY_AFTER, format_header_number
-from pms.sandbox.recorder import RequestRecord
-from pms.sandbox.store import IdempotencyMemory, RememberedAnswer, Store
-from pms.sandbox.validation import check_create, check_fields, parse_body
+from pmsq.pms.sandbox.errors import PayloadRejected, RecordNotFound
+from pmsq.pms.sandbox.faults import APPLYING_KINDS, RESET_KINDS, STATUS_KINDS, FaultBook, FaultRule
+from pmsq.pms.sandbox.headers import IDEMPOTENT_REPLAYED, RETRY_AFTER, format_header_number
+from pmsq.pms.sandbox.recorder import RequestRecord
+from pmsq.pms.sandbox.store import IdempotencyMemory, RememberedAnswer, Store
+from pmsq.pms.sandbox.validation import check_create, check_fields, parse_body
 
 #: Query parameter of a list: only records created at or after this ISO 8601 instant.
 CREATED_AFTER_PARAM = "created_after"

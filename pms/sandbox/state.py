@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from pms.sandbox.faults import FaultBook
-from pms.sandbox.limits import TenantLimits
-from pms.sandbox.recorder import Recorder
-from pms.sandbox.store import IdempotencyMemory, Store
+from pmsq.pms.sandbox.faults import FaultBook
+from pmsq.pms.sandbox.limits import TenantLimits
+from pmsq.pms.sandbox.recorder import Recorder
+from pmsq.pms.sandbox.store import IdempotencyMemory, Store
 
 
 @dataclass

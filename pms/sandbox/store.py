@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pms.sandbox.errors import RecordNotFound
+from pmsq.pms.sandbox.errors import RecordNotFound
 
 JsonObject = dict[str, Any]
 

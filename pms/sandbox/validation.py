@@ -10,7 +10,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from pms.sandbox.errors import PayloadRejected
+from pmsq.pms.sandbox.errors import PayloadRejected
 
 JsonObject = dict[str, Any]
 

@@ -17,7 +17,7 @@ from support.processes import ManagedProcess, wait_until
 from support.services import RedisServer
 from support.stack import Stack
 
-from models.sync import SyncExecution
+from pmsq.models.sync import SyncExecution
 
 #: Separate from the other e2e modules' broker database.
 BEAT_REDIS_DB = 7

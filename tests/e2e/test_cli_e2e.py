@@ -13,7 +13,7 @@ import sys
 import uuid
 from pathlib import Path
 
-from support.stack import REPO_ROOT, Stack
+from support.stack import Stack
 
 #: Generous: `status --watch` waits for a real worker.
 CLI_DEADLINE_S = 90.0
@@ -27,7 +27,7 @@ def pmsq(stack: Stack, *args: str, token: str | None = None) -> subprocess.Compl
     result = subprocess.run(
         [sys.executable, "-m", "pmsq.cli", *args],
         env=env,
-        cwd=REPO_ROOT,
+        cwd=stack.log_dir,
         capture_output=True,
         text=True,
         timeout=CLI_DEADLINE_S,

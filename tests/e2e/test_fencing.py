@@ -22,8 +22,8 @@ from sqlalchemy import select
 from support.processes import ManagedProcess, wait_until
 from support.stack import Stack
 
-from models.job import Job
-from workers.flow.keys import IntegrationKeys
+from pmsq.models.job import Job
+from pmsq.workers.flow.keys import IntegrationKeys
 
 #: pmsq logs this when a claim finds its lease gone before a request.
 FENCED_LOG = "stopped without sending"

@@ -16,7 +16,7 @@ from support.judge import achieved_rate, max_in_flight, max_in_window
 from support.processes import wait_until
 from support.stack import Stack
 
-from models.job import Job
+from pmsq.models.job import Job
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,6 @@
 """Flower, as an operator uses it: every job is a task that says which job and integration it is.
 
-A real `celery -A workers.app flower` watches the stack's broker. Task events come from the
+A real `celery -A pmsq.workers.app flower` watches the stack's broker. Task events come from the
 app's own configuration (`worker_send_task_events`), so nothing is enabled from outside. The
 writes are then found through Flower's HTTP API (`/api/tasks`), by task name and by
 the operator's search `kwargs:integration_id=<id>`.
@@ -20,7 +20,7 @@ from support.processes import ManagedProcess, wait_until
 from support.services import free_port
 from support.stack import Stack
 
-from workers.publisher import RUN_JOB_TASK
+from pmsq.workers.publisher import RUN_JOB_TASK
 
 #: Flower's HTTP API answers only behind authentication.
 FLOWER_AUTH = ("ops", "flower-e2e-password")
@@ -50,7 +50,7 @@ def flower(stack: Stack) -> Iterator[Flower]:
     port = free_port()
     process = ManagedProcess(
         [
-            sys.executable, "-m", "celery", "-A", "workers.app", "flower",
+            sys.executable, "-m", "celery", "-A", "pmsq.workers.app", "flower",
             f"--port={port}", "--address=127.0.0.1",
             f"--basic-auth={FLOWER_AUTH[0]}:{FLOWER_AUTH[1]}",
         ],

@@ -21,8 +21,8 @@ from support.processes import wait_until
 from support.services import RedisServer
 from support.stack import Stack
 
-from models.enums import JobStatus
-from models.job import Job
+from pmsq.models.enums import JobStatus
+from pmsq.models.job import Job
 
 #: The PMS's answer time: long enough to catch requests in flight, well within this module's
 #: PMS timeout, so the requests in flight at the signal succeed rather than time out.

@@ -11,7 +11,7 @@ import httpx
 from sqlalchemy import select
 from support.stack import Stack
 
-from models.base import Base
+from pmsq.models.base import Base
 
 
 def test_credentials_never_leak(stack: Stack) -> None:

@@ -21,10 +21,10 @@ from support.processes import wait_until
 from support.services import RedisServer
 from support.stack import Stack
 
-from models.account import Account
-from models.integration import Integration
-from models.webhook import WebhookEndpoint
 from pmsq.crypto import CredentialCipher
+from pmsq.models.account import Account
+from pmsq.models.integration import Integration
+from pmsq.models.webhook import WebhookEndpoint
 from pmsq.settings import Settings
 
 #: Redis database of this module's broker (see tests/e2e/conftest.py); one stack at a time.

@@ -17,7 +17,7 @@ from support.processes import wait_until
 from support.services import RedisServer
 from support.stack import Stack
 
-from workers.webhooks import signing
+from pmsq.workers.webhooks import signing
 
 #: Redis database of this module's broker (see tests/e2e/conftest.py).
 E2E_REDIS_DB = 5

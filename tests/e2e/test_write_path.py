@@ -7,7 +7,7 @@ import uuid
 from sqlalchemy import select
 from support.stack import Stack
 
-from models.job import Job, JobLog
+from pmsq.models.job import Job, JobLog
 
 
 def tenant() -> str:

@@ -20,17 +20,17 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from support.api import ApiHarness, api_harness
 
-from models.enums import JobStatus, Vendor
-from models.integration import Integration
-from models.job import Job
-from models.record import Record
-from pms.connector import Exchange, Step, StepResult
-from pms.profiles import FIELD_TYPES, PROFILES, VendorProfile, profile_for
 from pmsq.errors import PmsError
+from pmsq.models.enums import JobStatus, Vendor
+from pmsq.models.integration import Integration
+from pmsq.models.job import Job
+from pmsq.models.record import Record
+from pmsq.pms.connector import Exchange, Step, StepResult
+from pmsq.pms.profiles import FIELD_TYPES, PROFILES, VendorProfile, profile_for
 from pmsq.settings import Settings
-from workers.connectors import IntegrationSnapshot
-from workers.dispatch import Dispatcher
-from workers.runner import JobRunner
+from pmsq.workers.connectors import IntegrationSnapshot
+from pmsq.workers.dispatch import Dispatcher
+from pmsq.workers.runner import JobRunner
 
 SECRET = "ADMIN-SECRET-" + uuid.uuid4().hex
 PASSWORD = "PW-" + uuid.uuid4().hex

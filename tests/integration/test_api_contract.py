@@ -10,8 +10,8 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from support.api import ApiHarness, api_harness
 
-from models.enums import JobStatus
-from models.job import Job
+from pmsq.models.enums import JobStatus
+from pmsq.models.job import Job
 
 SECRET = "s3cr3t-api-key-7f1d"
 

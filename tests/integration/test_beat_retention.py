@@ -13,14 +13,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from support.processes import wait_until
 
-from models.account import Account
-from models.base import new_id, utcnow
-from models.enums import JobStatus, Vendor
-from models.integration import Integration
-from models.job import Job
+from pmsq.models.account import Account
+from pmsq.models.base import new_id, utcnow
+from pmsq.models.enums import JobStatus, Vendor
+from pmsq.models.integration import Integration
+from pmsq.models.job import Job
+from pmsq.scheduler.beat import DatabaseScheduler
+from pmsq.scheduler.leader import LEADER_KEY
 from pmsq.settings import get_settings
-from scheduler.beat import DatabaseScheduler
-from scheduler.leader import LEADER_KEY
 
 RETENTION_DAYS = 2
 

@@ -23,14 +23,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from support.api import ApiHarness, api_harness
 from support.processes import wait_until
 
-from api.auth import account_for
-from api.services.idempotency import IN_FLIGHT_RELEASE_S, IdempotencyKeys, fingerprint
-from models.base import utcnow
-from models.enums import JobStatus
-from models.idempotency import IdempotencyRecord
-from models.job import Job
+from pmsq.api.auth import account_for
+from pmsq.api.services.idempotency import IN_FLIGHT_RELEASE_S, IdempotencyKeys, fingerprint
+from pmsq.models.base import utcnow
+from pmsq.models.enums import JobStatus
+from pmsq.models.idempotency import IdempotencyRecord
+from pmsq.models.job import Job
 from pmsq.settings import Settings
-from workers.dispatch import ORPHAN_AGE_S, Dispatcher
+from pmsq.workers.dispatch import ORPHAN_AGE_S, Dispatcher
 
 TTL_S = 86_400.0
 

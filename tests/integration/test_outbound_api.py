@@ -19,14 +19,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from support.api import ApiHarness, api_harness
 from support.outbound import CountingServer, StubDns, counting_server
 
-from models.integration import Integration
-from models.webhook import WebhookEndpoint
 from pmsq.crypto import CredentialCipher
+from pmsq.models.integration import Integration
+from pmsq.models.webhook import WebhookEndpoint
 from pmsq.outbound import DestinationPolicy, outbound_client, parse_hosts
 from pmsq.settings import Settings
-from workers.connectors import ConnectorFactory
-from workers.dispatch import Dispatcher
-from workers.runner import JobRunner
+from pmsq.workers.connectors import ConnectorFactory
+from pmsq.workers.dispatch import Dispatcher
+from pmsq.workers.runner import JobRunner
 
 INTERNAL_NAME = "pms.internal.test"
 

@@ -19,10 +19,10 @@ import pytest
 from support.processes import ManagedProcess
 from support.services import free_port
 
-from pms.connector import Exchange, Step, StepResult
-from pms.http_connector import HttpConnector
-from pms.profiles import CREATE, profile_for
 from pmsq.errors import PmsError
+from pmsq.pms.connector import Exchange, Step, StepResult
+from pmsq.pms.http_connector import HttpConnector
+from pmsq.pms.profiles import CREATE, profile_for
 
 PAYLOAD = {"last_name": "Curie", "email": "m@c.fr"}
 

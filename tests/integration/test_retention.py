@@ -17,17 +17,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from support.api import ApiHarness, api_harness
 
-from models.account import Account
-from models.base import new_id, utcnow
-from models.enums import JobStatus, Vendor
-from models.idempotency import IdempotencyRecord
-from models.integration import Integration
-from models.job import Job, JobLog
-from models.sync import DataDiff, SyncExecution, SyncStatus, SyncType
-from models.webhook import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEndpoint
-from pms.connector import ChildSpec
-from scheduler.retention import Retention
-from workers.aggregator import finish_job
+from pmsq.models.account import Account
+from pmsq.models.base import new_id, utcnow
+from pmsq.models.enums import JobStatus, Vendor
+from pmsq.models.idempotency import IdempotencyRecord
+from pmsq.models.integration import Integration
+from pmsq.models.job import Job, JobLog
+from pmsq.models.sync import DataDiff, SyncExecution, SyncStatus, SyncType
+from pmsq.models.webhook import DeliveryStatus, WebhookAttempt, WebhookDelivery, WebhookEndpoint
+from pmsq.pms.connector import ChildSpec
+from pmsq.scheduler.retention import Retention
+from pmsq.workers.aggregator import finish_job
 
 RETENTION_DAYS = 30.0
 TTL_S = 86_400.0

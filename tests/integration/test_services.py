@@ -11,7 +11,7 @@ from sqlalchemy import inspect, text
 from sqlalchemy.orm import Session, sessionmaker
 from support.services import PostgresServer, RedisServer
 
-from models.db import make_engine
+from pmsq.models.db import make_engine
 
 #: Tables the initial migration must create.
 EXPECTED_TABLES = {"jobs", "job_logs", "integrations"}

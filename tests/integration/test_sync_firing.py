@@ -10,13 +10,13 @@ import pytest
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.account import Account
-from models.enums import Vendor
-from models.integration import Integration
-from models.sync import SyncExecution, SyncSchedule, SyncType
-from scheduler.firing import SyncFirer
-from scheduler.schedules import refresh_schedule
-from scheduler.starter import build_sync
+from pmsq.models.account import Account
+from pmsq.models.enums import Vendor
+from pmsq.models.integration import Integration
+from pmsq.models.sync import SyncExecution, SyncSchedule, SyncType
+from pmsq.scheduler.firing import SyncFirer
+from pmsq.scheduler.schedules import refresh_schedule
+from pmsq.scheduler.starter import build_sync
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 from support.api import ApiHarness, api_harness
 
-from models.base import utcnow
-from models.webhook import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from pmsq.crypto import CredentialCipher
+from pmsq.models.base import utcnow
+from pmsq.models.webhook import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from pmsq.settings import Settings
 
 URL = "https://hooks.example.com/pmsq"

@@ -15,10 +15,10 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import inspect, text
 from support.services import PostgresServer
 
-import models  # noqa: F401  (registers every table on Base.metadata)
-from models.base import Base
-from models.db import make_engine
-from models.migrate import alembic_config, upgrade
+import pmsq.models  # noqa: F401  (registers every table on Base.metadata)
+from pmsq.models.base import Base
+from pmsq.models.db import make_engine
+from pmsq.models.migrate import alembic_config, upgrade
 
 _numbers = itertools.count(1)
 

@@ -11,14 +11,14 @@ import fakeredis
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.app import create_app
-from api.auth import create_token
-from models.base import utcnow
+from pmsq.api.app import create_app
+from pmsq.api.auth import create_token
+from pmsq.models.base import utcnow
 from pmsq.outbound import DestinationPolicy, Resolver
 from pmsq.settings import Settings
+from pmsq.workers.flow.redis_backend import RedisFlowControl
+from pmsq.workers.publisher import AdmittedJob
 from support.outbound import TEST_OUTBOUND_SETTINGS, StubDns
-from workers.flow.redis_backend import RedisFlowControl
-from workers.publisher import AdmittedJob
 
 
 @dataclass

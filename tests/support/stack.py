@@ -16,12 +16,11 @@ from typing import Any
 import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
-from api.auth import create_token
-from models.db import make_engine, make_session_factory
+from pmsq.api.auth import create_token
+from pmsq.models.db import make_engine, make_session_factory
 from support.processes import ManagedProcess, wait_until
 from support.services import free_port
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
 FINAL = {"SUCCESS", "FAILURE", "PARTIAL_SUCCESS"}
 _workers = itertools.count(1)
 
@@ -47,13 +46,16 @@ class Stack:
         }
         self.sandbox_port = free_port()
         self.api_port = free_port()
+        # Every process runs in its log directory, not the checkout: `python -m` puts its cwd first
+        # on sys.path, and in the checkout that would make the bare folder names (`workers`, ...)
+        # importable, which an installed pmsq never offers.
         self.sandbox = ManagedProcess(
             [sys.executable, "-m", "pmsq.cli", "sandbox", "--port", str(self.sandbox_port)],
-            name="sandbox", env=self.env, cwd=REPO_ROOT, log_dir=self.log_dir,
+            name="sandbox", env=self.env, cwd=self.log_dir, log_dir=self.log_dir,
         )  # fmt: skip
         self.api = ManagedProcess(
             [sys.executable, "-m", "pmsq.cli", "api", "--port", str(self.api_port)],
-            name="api", env=self.env, cwd=REPO_ROOT, log_dir=self.log_dir,
+            name="api", env=self.env, cwd=self.log_dir, log_dir=self.log_dir,
         )  # fmt: skip
         self.workers: list[ManagedProcess] = []
         self.beats: list[ManagedProcess] = []
@@ -81,11 +83,11 @@ class Stack:
         n = next(_workers)
         worker = ManagedProcess(
             [
-                sys.executable, "-m", "celery", "-A", "workers.app", "worker",
+                sys.executable, "-m", "celery", "-A", "pmsq.workers.app", "worker",
                 "-Q", "pmsq.jobs", "--concurrency", str(concurrency), "--loglevel", "info",
                 "--hostname", f"e2e{n}@%h", "--without-gossip", "--without-mingle",
             ],
-            name=f"worker{n}", env=self.env, cwd=REPO_ROOT, log_dir=self.log_dir,
+            name=f"worker{n}", env=self.env, cwd=self.log_dir, log_dir=self.log_dir,
         ).start()  # fmt: skip
         worker.wait_until(lambda: "ready." in worker.log_text(), deadline_s=60)
         self.workers.append(worker)
@@ -94,7 +96,10 @@ class Stack:
     def start_beat(self) -> ManagedProcess:
         n = next(_workers)
         beat = ManagedProcess(
-            [sys.executable, "-m", "celery", "-A", "workers.app", "beat", "--loglevel", "info"],
+            [
+                sys.executable, "-m", "celery", "-A", "pmsq.workers.app", "beat",
+                "--loglevel", "info",
+            ],
             name=f"beat{n}", env=self.env, cwd=self.log_dir, log_dir=self.log_dir,
         ).start()  # fmt: skip
         self.beats.append(beat)

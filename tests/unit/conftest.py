@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.db import make_engine, make_session_factory
-from models.migrate import upgrade
+from pmsq.models.db import make_engine, make_session_factory
+from pmsq.models.migrate import upgrade
 
 
 @pytest.fixture(scope="session")

@@ -19,16 +19,16 @@ from hypothesis import strategies as st
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.account import Account
-from models.base import Base
-from models.db import make_engine, make_session_factory
-from models.enums import TERMINAL_STATUSES, JobStatus, WriteStatus
-from models.integration import Integration
-from models.job import Job, JobLog
-from pms.connector import ChildSpec
 from pmsq.errors import IllegalTransition
-from workers.aggregator import WriteOutcome, finish_job, status_from_counts, write_outcome
-from workers.transitions import transition
+from pmsq.models.account import Account
+from pmsq.models.base import Base
+from pmsq.models.db import make_engine, make_session_factory
+from pmsq.models.enums import TERMINAL_STATUSES, JobStatus, WriteStatus
+from pmsq.models.integration import Integration
+from pmsq.models.job import Job, JobLog
+from pmsq.pms.connector import ChildSpec
+from pmsq.workers.aggregator import WriteOutcome, finish_job, status_from_counts, write_outcome
+from pmsq.workers.transitions import transition
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 #: Roomy enough that random trees never reach it; the limit has its own tests below.

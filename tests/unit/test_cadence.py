@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from scheduler.cadence import add_months, next_sync_time, sync_times_between
+from pmsq.scheduler.cadence import add_months, next_sync_time, sync_times_between
 
 NEW_YORK = "America/New_York"
 ANCHOR = datetime(2026, 1, 1, tzinfo=UTC)

@@ -20,7 +20,7 @@ from zoneinfo import ZoneInfo
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from scheduler.cadence import next_sync_time, sync_times_between
+from pmsq.scheduler.cadence import next_sync_time, sync_times_between
 
 ZONES = (
     "America/New_York",

@@ -250,10 +250,10 @@ def test_api_and_sandbox_take_host_and_port(
 ) -> None:
     served: list[tuple[str, str, int]] = []
     monkeypatch.setattr(cli, "_serve_api", lambda host, port: served.append(("api", host, port)))
-    import pms.sandbox.server
+    import pmsq.pms.sandbox.server
 
     monkeypatch.setattr(
-        pms.sandbox.server, "run", lambda host, port: served.append(("sandbox", host, port))
+        pmsq.pms.sandbox.server, "run", lambda host, port: served.append(("sandbox", host, port))
     )
     assert run("api", "--port", "9001", token=False).exit_code == 0
     assert run("sandbox", "--host", "0.0.0.0", "--port", "9002", token=False).exit_code == 0

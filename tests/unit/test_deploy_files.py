@@ -2,7 +2,7 @@
 
 Docker is not needed: the compose file, the Kubernetes manifests, the Procfile and the
 Dockerfile are parsed, and every command they run is checked against the project itself:
-`pmsq <sub>` against `python -m pmsq.cli <sub> --help`, `celery -A workers.app <sub>` against
+`pmsq <sub>` against `python -m pmsq.cli <sub> --help`, `celery -A pmsq.workers.app <sub>` against
 the real Celery app and Celery's (and Flower's) own option tables, and every `PMSQ_*` name they
 mention against the fields of `pmsq.settings.Settings` (which ignores unknown names, so a typo
 would otherwise be silently dropped at run time).
@@ -39,7 +39,7 @@ PROCFILE = REPO_ROOT / "Procfile"
 README = DEPLOY / "README.md"
 
 #: The Celery app every `celery -A` must name.
-CELERY_APP = "workers.app"
+CELERY_APP = "pmsq.workers.app"
 #: Celery subcommands a deployment may run.
 CELERY_ROLES = {"worker", "beat", "flower", "inspect"}
 #: The roles every way of running pmsq must offer.
@@ -320,7 +320,7 @@ def test_the_celery_app_named_everywhere_is_the_real_one() -> None:
     assert isinstance(module.app, Celery)
     # `celery beat` runs without -S: the scheduler class comes from the app's config.
     scheduler = symbol_by_name(module.app.conf.beat_scheduler)
-    assert scheduler.__module__.startswith("scheduler.")
+    assert scheduler.__module__.startswith("pmsq.scheduler.")
     assert module.app.conf.task_default_queue == Settings().job_queue
     assert module.app.conf.worker_send_task_events, "Flower needs task events"
 
@@ -480,7 +480,7 @@ def test_k8s_roles_replicas_resources_and_probes() -> None:
 
 
 def _api_paths() -> set[str]:
-    from api.app import create_app
+    from pmsq.api.app import create_app
 
     app = create_app(Settings(), MagicMock(), MagicMock(), MagicMock())
     return {route.path for route in app.routes if hasattr(route, "path")}

@@ -14,18 +14,18 @@ import fakeredis
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.account import Account
-from models.base import new_id
-from models.enums import Cadence, JobStatus, Vendor
-from models.integration import Integration
-from models.job import Job
+from pmsq.models.account import Account
+from pmsq.models.base import new_id
+from pmsq.models.enums import Cadence, JobStatus, Vendor
+from pmsq.models.integration import Integration
+from pmsq.models.job import Job
 from pmsq.settings import Settings
-from workers.dispatch import ORPHAN_AGE_S, Dispatcher
-from workers.flow.backend import Pace, redis_time
-from workers.flow.keys import READY, IntegrationKeys
-from workers.flow.limits import Limits
-from workers.flow.redis_backend import RedisFlowControl
-from workers.publisher import AdmittedJob
+from pmsq.workers.dispatch import ORPHAN_AGE_S, Dispatcher
+from pmsq.workers.flow.backend import Pace, redis_time
+from pmsq.workers.flow.keys import READY, IntegrationKeys
+from pmsq.workers.flow.limits import Limits
+from pmsq.workers.flow.redis_backend import RedisFlowControl
+from pmsq.workers.publisher import AdmittedJob
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 LEASE_S = 30.0

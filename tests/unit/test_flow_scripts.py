@@ -13,11 +13,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 from support.judge import max_in_window
 
-from models.enums import CADENCE_SECONDS, Cadence
-from workers.flow.backend import Pace
-from workers.flow.keys import KNOWN_INTEGRATIONS, READY, IntegrationKeys
-from workers.flow.limits import MAX_TOLERANCE_US, Limits
-from workers.flow.redis_backend import RedisFlowControl
+from pmsq.models.enums import CADENCE_SECONDS, Cadence
+from pmsq.workers.flow.backend import Pace
+from pmsq.workers.flow.keys import KNOWN_INTEGRATIONS, READY, IntegrationKeys
+from pmsq.workers.flow.limits import MAX_TOLERANCE_US, Limits
+from pmsq.workers.flow.redis_backend import RedisFlowControl
 
 HOUR_US = 3_600_000_000
 #: No rate limit worth the name: an interval of 1 us and a tolerance of a day.

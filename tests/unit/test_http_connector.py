@@ -14,10 +14,10 @@ from typing import Any
 import httpx
 import pytest
 
-from pms.connector import Exchange, Step
-from pms.http_connector import HttpConnector
-from pms.profiles import CREATE, UPDATE, VendorProfile, profile_for
 from pmsq.errors import PmsError, PmsThrottled
+from pmsq.pms.connector import Exchange, Step
+from pmsq.pms.http_connector import HttpConnector
+from pmsq.pms.profiles import CREATE, UPDATE, VendorProfile, profile_for
 
 Handler = Callable[[httpx.Request], httpx.Response]
 BASE_URL = "http://pms.test/t/acme"

@@ -11,8 +11,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from pmsq.logs import install, log_context
 from pmsq.metrics import ClusterCollector, MetricsRecorder
-from workers.flow.limits import Limits
-from workers.flow.redis_backend import RedisFlowControl
+from pmsq.workers.flow.limits import Limits
+from pmsq.workers.flow.redis_backend import RedisFlowControl
 
 
 def scrape(client: fakeredis.FakeRedis) -> dict[str, float]:

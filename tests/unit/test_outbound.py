@@ -20,15 +20,15 @@ import httpx
 import pytest
 from support.outbound import StubDns, counting_server, self_signed_certificate
 
-from models.enums import Vendor
-from pms.connector import Exchange, Step
-from pms.http_connector import HttpConnector
-from pms.profiles import CREATE, profile_for
 from pmsq.crypto import CredentialCipher
 from pmsq.errors import DestinationRefused, PmsError
+from pmsq.models.enums import Vendor
 from pmsq.outbound import DestinationPolicy, OutboundTransport, outbound_client, parse_networks
+from pmsq.pms.connector import Exchange, Step
+from pmsq.pms.http_connector import HttpConnector
+from pmsq.pms.profiles import CREATE, profile_for
 from pmsq.settings import DEV_SECRET_KEY, Settings
-from workers.connectors import ConnectorFactory, IntegrationSnapshot
+from pmsq.workers.connectors import ConnectorFactory, IntegrationSnapshot
 
 LOOPBACK_ONLY = parse_networks("127.0.0.0/8")
 STEP = Step("residents", CREATE, None, {"last_name": "Lovelace"}, "idem-key-1")

@@ -6,9 +6,10 @@ from typing import Any
 
 import pytest
 
-from models.enums import Vendor
-from pms.connector import ChildSpec, Step
-from pms.profiles import (
+from pmsq.errors import NotFound, UnknownFields, UnsupportedOperation, ValidationFailed
+from pmsq.models.enums import Vendor
+from pmsq.pms.connector import ChildSpec, Step
+from pmsq.pms.profiles import (
     CREATE,
     FIELD_TYPES,
     PROFILES,
@@ -18,8 +19,7 @@ from pms.profiles import (
     capabilities,
     profile_for,
 )
-from pms.workflow import children_after, first_step_action, request_body
-from pmsq.errors import NotFound, UnknownFields, UnsupportedOperation, ValidationFailed
+from pmsq.pms.workflow import children_after, first_step_action, request_body
 
 BUILDIUM = profile_for("BUILDIUM")
 RENT_MANAGER = profile_for("RENT_MANAGER")

@@ -9,10 +9,10 @@ from cryptography.fernet import Fernet
 from hypothesis import given
 from hypothesis import strategies as st
 
-from pms.redact import REDACTED, Redactor
 from pmsq.crypto import CredentialCipher
 from pmsq.errors import PmsqError
-from workers.backoff import retry_delay_s
+from pmsq.pms.redact import REDACTED, Redactor
+from pmsq.workers.backoff import retry_delay_s
 
 CREDENTIALS = {
     "api_key": "sk_live_4f9a8b7c",

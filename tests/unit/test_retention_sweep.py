@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from scheduler.retention import BATCH_PAUSE_S, Retention, RetentionSweep
+from pmsq.scheduler.retention import BATCH_PAUSE_S, Retention, RetentionSweep
 
 INTERVAL_S = 600.0
 
@@ -65,7 +65,7 @@ def test_a_failing_batch_is_logged_and_ends_the_pass(caplog: pytest.LogCaptureFi
     sweep = RetentionSweep(retention, INTERVAL_S, clock)
     sweep.tick()
     clock.now += BATCH_PAUSE_S
-    with caplog.at_level(logging.ERROR, logger="scheduler.retention"):
+    with caplog.at_level(logging.ERROR, logger="pmsq.scheduler.retention"):
         assert sweep.tick() == pytest.approx(INTERVAL_S)
     assert "retention purge failed" in caplog.text
     clock.now += INTERVAL_S

@@ -22,24 +22,24 @@ from fakeredis.commands_mixins import server_mixin
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.account import Account
-from models.base import new_id
-from models.enums import Cadence, JobStatus, Vendor, WriteStatus
-from models.integration import Integration
-from models.job import Job, JobLog
-from pms.connector import Exchange, Step, StepResult
-from pms.profiles import VALIDATE_THEN_CREATE, VendorProfile, profile_for
 from pmsq.errors import FencedOut, PmsError, PmsThrottled
+from pmsq.models.account import Account
+from pmsq.models.base import new_id
+from pmsq.models.enums import Cadence, JobStatus, Vendor, WriteStatus
+from pmsq.models.integration import Integration
+from pmsq.models.job import Job, JobLog
+from pmsq.pms.connector import Exchange, Step, StepResult
+from pmsq.pms.profiles import VALIDATE_THEN_CREATE, VendorProfile, profile_for
 from pmsq.settings import Settings
-from workers.aggregator import write_outcome
-from workers.connectors import IntegrationSnapshot
-from workers.dispatch import Dispatcher
-from workers.flow.backend import Pace, Paced
-from workers.flow.keys import IntegrationKeys, claim_member
-from workers.flow.redis_backend import RedisFlowControl
-from workers.heartbeat import LeaseHeartbeat
-from workers.publisher import AdmittedJob
-from workers.runner import Claim, JobRunner, PaceLatency, RequestPacer, Succeeded
+from pmsq.workers.aggregator import write_outcome
+from pmsq.workers.connectors import IntegrationSnapshot
+from pmsq.workers.dispatch import Dispatcher
+from pmsq.workers.flow.backend import Pace, Paced
+from pmsq.workers.flow.keys import IntegrationKeys, claim_member
+from pmsq.workers.flow.redis_backend import RedisFlowControl
+from pmsq.workers.heartbeat import LeaseHeartbeat
+from pmsq.workers.publisher import AdmittedJob
+from pmsq.workers.runner import Claim, JobRunner, PaceLatency, RequestPacer, Succeeded
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 #: Long enough that no real time elapsed in a test reaches a retry's due time by itself.

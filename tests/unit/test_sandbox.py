@@ -16,11 +16,11 @@ import httpx
 import pytest
 from starlette.types import Receive, Scope, Send
 
-from pms.sandbox import create_app
-from pms.sandbox.limits import TenantLimits
-from pms.sandbox.middleware import NO_ANSWER_STATUS, RecordingMiddleware
-from pms.sandbox.recorder import Recorder
-from pms.sandbox.state import SandboxState
+from pmsq.pms.sandbox import create_app
+from pmsq.pms.sandbox.limits import TenantLimits
+from pmsq.pms.sandbox.middleware import NO_ANSWER_STATUS, RecordingMiddleware
+from pmsq.pms.sandbox.recorder import Recorder
+from pmsq.pms.sandbox.state import SandboxState
 
 pytestmark = pytest.mark.anyio
 

@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.account import Account
-from models.enums import JobStatus, Vendor
-from models.integration import Integration
-from models.job import Job
-from models.sync import SyncExecution, SyncStatus, SyncType
-from scheduler.starter import backsync_running, build_sync
-from workers.aggregator import finish_job
+from pmsq.models.account import Account
+from pmsq.models.enums import JobStatus, Vendor
+from pmsq.models.integration import Integration
+from pmsq.models.job import Job
+from pmsq.models.sync import SyncExecution, SyncStatus, SyncType
+from pmsq.scheduler.starter import backsync_running, build_sync
+from pmsq.workers.aggregator import finish_job
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

@@ -10,17 +10,17 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.account import Account
-from models.enums import JobStatus, Vendor
-from models.integration import Integration
-from models.job import Job
-from models.record import Record
-from models.sync import DataDiff, SyncExecution, SyncStatus, SyncType
-from pms.connector import Exchange
 from pmsq.errors import FencedOut, PmsError
-from scheduler.cache import store
-from scheduler.starter import build_sync
-from scheduler.sync_runner import SyncLease, SyncRunner
+from pmsq.models.account import Account
+from pmsq.models.enums import JobStatus, Vendor
+from pmsq.models.integration import Integration
+from pmsq.models.job import Job
+from pmsq.models.record import Record
+from pmsq.models.sync import DataDiff, SyncExecution, SyncStatus, SyncType
+from pmsq.pms.connector import Exchange
+from pmsq.scheduler.cache import store
+from pmsq.scheduler.starter import build_sync
+from pmsq.scheduler.sync_runner import SyncLease, SyncRunner
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

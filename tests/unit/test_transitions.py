@@ -7,10 +7,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from models.enums import TERMINAL_STATUSES, JobStatus
-from models.job import Job
 from pmsq.errors import IllegalTransition
-from workers.transitions import transition
+from pmsq.models.enums import TERMINAL_STATUSES, JobStatus
+from pmsq.models.job import Job
+from pmsq.workers.transitions import transition
 
 P, Q, R, S, F = (
     JobStatus.PENDING,
@@ -20,7 +20,7 @@ P, Q, R, S, F = (
     JobStatus.FAILURE,
 )
 
-#: Written out from the design, independently of `workers.transitions.ALLOWED`:
+#: Written out from the design, independently of `pmsq.workers.transitions.ALLOWED`:
 #: the happy path, a retry (RUNNING -> PENDING), an admission handed back (QUEUED -> PENDING),
 #: poison messages and tree-limit breaches (-> FAILURE before running).
 EXPECTED_MOVES = {

@@ -16,27 +16,27 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from support.outbound import counting_server
 
-from models.account import Account
-from models.base import new_id
-from models.enums import JobStatus, Vendor
-from models.integration import Integration
-from models.job import Job
-from models.sync import SyncExecution, SyncStatus
-from models.webhook import (
+from pmsq.crypto import CredentialCipher
+from pmsq.models.account import Account
+from pmsq.models.base import new_id
+from pmsq.models.enums import JobStatus, Vendor
+from pmsq.models.integration import Integration
+from pmsq.models.job import Job
+from pmsq.models.sync import SyncExecution, SyncStatus
+from pmsq.models.webhook import (
     DeliveryStatus,
     WebhookAttempt,
     WebhookDelivery,
     WebhookEndpoint,
     WebhookEvent,
 )
-from pms.connector import ChildSpec
-from pmsq.crypto import CredentialCipher
 from pmsq.outbound import DestinationPolicy, outbound_client, parse_networks
+from pmsq.pms.connector import ChildSpec
+from pmsq.scheduler.sync_runner import mark_failed
 from pmsq.settings import DEV_SECRET_KEY, Settings
-from scheduler.sync_runner import mark_failed
-from workers.aggregator import finish_job
-from workers.webhooks import signing
-from workers.webhooks.deliverer import Claimed, WebhookDeliverer
+from pmsq.workers.aggregator import finish_job
+from pmsq.workers.webhooks import signing
+from pmsq.workers.webhooks.deliverer import Claimed, WebhookDeliverer
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 SECRET = "whsec-test-0123456789"

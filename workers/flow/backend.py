@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from enum import StrEnum
 from typing import NamedTuple, Protocol
 
-from workers.flow.limits import Limits
+from pmsq.workers.flow.limits import Limits
 
 
 @dataclass(frozen=True)

@@ -6,8 +6,8 @@ import math
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 
-from models.enums import CADENCE_SECONDS, Cadence
-from models.integration import Integration
+from pmsq.models.enums import CADENCE_SECONDS, Cadence
+from pmsq.models.integration import Integration
 
 #: Admissions may run this far ahead of the request slots they will use, so a dispatcher that
 #: wakes a little late does not lose throughput; capped by one interval.

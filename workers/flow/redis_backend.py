@@ -8,9 +8,9 @@ from typing import Any
 
 import redis
 
-from workers.flow.backend import Admission, DueIntegrations, Held, Pace, Paced, Usage
-from workers.flow.keys import KNOWN_INTEGRATIONS, READY, IntegrationKeys, claim_member
-from workers.flow.limits import Limits
+from pmsq.workers.flow.backend import Admission, DueIntegrations, Held, Pace, Paced, Usage
+from pmsq.workers.flow.keys import KNOWN_INTEGRATIONS, READY, IntegrationKeys, claim_member
+from pmsq.workers.flow.limits import Limits
 
 #: Response headers a PMS uses to tell its own limits; kept for the rate-limits endpoint.
 PMS_LIMIT_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
@@ -21,7 +21,7 @@ _PACE_STATES = {1: Pace.GO, 0: Pace.WAIT, -1: Pace.NO_LIMITS, -2: Pace.FENCED}
 
 
 def _load(name: str) -> str:
-    return resources.files("workers.flow").joinpath(name).read_text()
+    return resources.files("pmsq.workers.flow").joinpath(name).read_text()
 
 
 def _us(seconds: float) -> int:

@@ -21,19 +21,19 @@ from datetime import datetime, timedelta
 import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
-from models.base import utcnow
-from models.webhook import DeliveryStatus, WebhookAttempt, WebhookEndpoint
 from pmsq.crypto import CredentialCipher
 from pmsq.errors import DestinationRefused
+from pmsq.models.base import utcnow
+from pmsq.models.webhook import DeliveryStatus, WebhookAttempt, WebhookEndpoint
 from pmsq.outbound import DestinationPolicy, outbound_client
 from pmsq.settings import Settings
-from workers.backoff import retry_delay_s
-from workers.webhooks import signing
-from workers.webhooks.repository import WebhookRepository
+from pmsq.workers.backoff import retry_delay_s
+from pmsq.workers.webhooks import signing
+from pmsq.workers.webhooks.repository import WebhookRepository
 
 logger = logging.getLogger(__name__)
 
-#: Name of the Celery task that attempts one delivery on demand (`workers.tasks`).
+#: Name of the Celery task that attempts one delivery on demand (`pmsq.workers.tasks`).
 DELIVER_WEBHOOK_TASK = "pmsq.deliver_webhook"
 #: Longest response text kept in the delivery log.
 MAX_ERROR_CHARS = 500

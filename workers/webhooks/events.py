@@ -15,14 +15,14 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from models.enums import JobStatus
-from models.integration import Integration
-from models.job import Job
-from models.sync import SyncExecution, SyncStatus
-from models.webhook import DeliveryStatus, WebhookDelivery, WebhookEvent
-from workers.webhooks.repository import WebhookRepository
+from pmsq.models.enums import JobStatus
+from pmsq.models.integration import Integration
+from pmsq.models.job import Job
+from pmsq.models.sync import SyncExecution, SyncStatus
+from pmsq.models.webhook import DeliveryStatus, WebhookDelivery, WebhookEvent
+from pmsq.workers.webhooks.repository import WebhookRepository
 
-#: Action of the jobs that run syncs (`scheduler.starter.SYNC_ACTION`; not imported, to keep
+#: Action of the jobs that run syncs (`pmsq.scheduler.starter.SYNC_ACTION`; not imported, to keep
 #: the aggregator free of the scheduler).
 SYNC_ACTION = "SYNC"
 
@@ -110,7 +110,7 @@ def on_job_finished(session: Session, job: Job, root: Job, now: datetime) -> Non
     if root.action == SYNC_ACTION or root.tree_finished != root.tree_total:
         return
     # Imported here: the aggregator imports this module.
-    from workers.aggregator import write_outcome
+    from pmsq.workers.aggregator import write_outcome
 
     failed = root.tree_failed > 0
     event = WebhookEvent.WRITE_OPERATION_FAILURE if failed else WebhookEvent.WRITE_OPERATION_SUCCESS

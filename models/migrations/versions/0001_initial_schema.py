@@ -10,7 +10,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import models.base
+import pmsq.models.base
 
 
 revision = '0001'
@@ -24,7 +24,7 @@ def upgrade() -> None:
     op.create_table('accounts',
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('name', sa.String(length=200), nullable=False),
-    sa.Column('created_at', models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', pmsq.models.base.UTCDateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_accounts')),
     sa.UniqueConstraint('name', name=op.f('uq_accounts_name'))
     )
@@ -32,7 +32,7 @@ def upgrade() -> None:
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('account_id', sa.String(length=36), nullable=False),
     sa.Column('token_sha256', sa.String(length=64), nullable=False),
-    sa.Column('created_at', models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', pmsq.models.base.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_api_tokens_account_id_accounts')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_api_tokens')),
     sa.UniqueConstraint('token_sha256', name=op.f('uq_api_tokens_token_sha256'))
@@ -47,7 +47,7 @@ def upgrade() -> None:
     sa.Column('request_sha256', sa.String(length=64), nullable=False),
     sa.Column('response_status', sa.Integer(), nullable=True),
     sa.Column('response_body', sa.JSON(), nullable=True),
-    sa.Column('created_at', models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', pmsq.models.base.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_idempotency_records_account_id_accounts')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_idempotency_records')),
     sa.UniqueConstraint('account_id', 'key', name=op.f('uq_idempotency_records_account_id'))
@@ -69,9 +69,9 @@ def upgrade() -> None:
     sa.Column('max_job_concurrency', sa.Integer(), nullable=False),
     sa.Column('custom_sync_schedule', sa.JSON(), nullable=True),
     sa.Column('use_custom_sync_schedule', sa.Boolean(), nullable=False),
-    sa.Column('deleted_at', models.base.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('created_at', models.base.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('deleted_at', pmsq.models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', pmsq.models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', pmsq.models.base.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_integrations_account_id_accounts')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_integrations'))
     )
@@ -85,8 +85,8 @@ def upgrade() -> None:
     sa.Column('events', sa.JSON(), nullable=False),
     sa.Column('secret_encrypted', sa.LargeBinary(), nullable=False),
     sa.Column('active', sa.Boolean(), nullable=False),
-    sa.Column('deleted_at', models.base.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('created_at', models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('deleted_at', pmsq.models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', pmsq.models.base.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['account_id'], ['accounts.id'], name=op.f('fk_webhook_endpoints_account_id_accounts')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_endpoints'))
     )
@@ -108,17 +108,17 @@ def upgrade() -> None:
     sa.Column('attempts', sa.Integer(), nullable=False),
     sa.Column('deliveries', sa.Integer(), nullable=False),
     sa.Column('unrecorded_claims', sa.Integer(), nullable=False),
-    sa.Column('due_at', models.base.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('lease_expires_at', models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('due_at', pmsq.models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('lease_expires_at', pmsq.models.base.UTCDateTime(timezone=True), nullable=True),
     sa.Column('outcome_unknown', sa.Boolean(), nullable=False),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('created_record_id', sa.String(length=200), nullable=True),
     sa.Column('idempotency_key', sa.String(length=64), nullable=False),
     sa.Column('finish_seq', sa.Integer(), nullable=True),
-    sa.Column('created_at', models.base.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', models.base.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('started_at', models.base.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('finished_at', models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', pmsq.models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', pmsq.models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('started_at', pmsq.models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('finished_at', pmsq.models.base.UTCDateTime(timezone=True), nullable=True),
     sa.Column('tree_total', sa.Integer(), nullable=False),
     sa.Column('tree_finished', sa.Integer(), nullable=False),
     sa.Column('tree_succeeded', sa.Integer(), nullable=False),
@@ -142,7 +142,7 @@ def upgrade() -> None:
     sa.Column('model', sa.String(length=60), nullable=False),
     sa.Column('pms_id', sa.String(length=200), nullable=False),
     sa.Column('data', sa.JSON(), nullable=False),
-    sa.Column('synced_at', models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('synced_at', pmsq.models.base.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['integration_id'], ['integrations.id'], name=op.f('fk_records_integration_id_integrations')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_records')),
     sa.UniqueConstraint('integration_id', 'model', 'pms_id', name=op.f('uq_records_integration_id'))
@@ -155,12 +155,12 @@ def upgrade() -> None:
     sa.Column('integration_id', sa.String(length=36), nullable=False),
     sa.Column('job_type', sa.String(length=20), nullable=False),
     sa.Column('status', sa.String(length=10), nullable=False),
-    sa.Column('anchor_at', models.base.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('next_run_at', models.base.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('last_run_at', models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('anchor_at', pmsq.models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('next_run_at', pmsq.models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('last_run_at', pmsq.models.base.UTCDateTime(timezone=True), nullable=True),
     sa.Column('parameters', sa.JSON(), nullable=False),
-    sa.Column('created_at', models.base.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('updated_at', models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', pmsq.models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('updated_at', pmsq.models.base.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['integration_id'], ['integrations.id'], name=op.f('fk_sync_schedules_integration_id_integrations')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_sync_schedules')),
     sa.UniqueConstraint('integration_id', name=op.f('uq_sync_schedules_integration_id'))
@@ -175,11 +175,11 @@ def upgrade() -> None:
     sa.Column('payload', sa.JSON(), nullable=False),
     sa.Column('status', sa.String(length=10), nullable=False),
     sa.Column('attempts', sa.Integer(), nullable=False),
-    sa.Column('next_attempt_at', models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('next_attempt_at', pmsq.models.base.UTCDateTime(timezone=True), nullable=True),
     sa.Column('last_status_code', sa.Integer(), nullable=True),
     sa.Column('last_error', sa.Text(), nullable=True),
-    sa.Column('created_at', models.base.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('delivered_at', models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', pmsq.models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('delivered_at', pmsq.models.base.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['endpoint_id'], ['webhook_endpoints.id'], name=op.f('fk_webhook_deliveries_endpoint_id_webhook_endpoints')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_deliveries'))
     )
@@ -200,7 +200,7 @@ def upgrade() -> None:
     sa.Column('response_body', sa.Text(), nullable=True),
     sa.Column('duration_ms', sa.Double(), nullable=False),
     sa.Column('error', sa.Text(), nullable=True),
-    sa.Column('created_at', models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', pmsq.models.base.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['job_id'], ['jobs.id'], name=op.f('fk_job_logs_job_id_jobs')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_job_logs'))
     )
@@ -211,7 +211,7 @@ def upgrade() -> None:
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('integration_id', sa.String(length=36), nullable=False),
     sa.Column('schedule_id', sa.String(length=36), nullable=True),
-    sa.Column('scheduled_for', models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('scheduled_for', pmsq.models.base.UTCDateTime(timezone=True), nullable=True),
     sa.Column('type', sa.String(length=10), nullable=False),
     sa.Column('status', sa.String(length=10), nullable=False),
     sa.Column('models', sa.JSON(), nullable=False),
@@ -223,9 +223,9 @@ def upgrade() -> None:
     sa.Column('warning_count', sa.Integer(), nullable=False),
     sa.Column('total_count', sa.Integer(), nullable=False),
     sa.Column('errors', sa.JSON(), nullable=False),
-    sa.Column('created_at', models.base.UTCDateTime(timezone=True), nullable=False),
-    sa.Column('started_at', models.base.UTCDateTime(timezone=True), nullable=True),
-    sa.Column('completed_at', models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('created_at', pmsq.models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('started_at', pmsq.models.base.UTCDateTime(timezone=True), nullable=True),
+    sa.Column('completed_at', pmsq.models.base.UTCDateTime(timezone=True), nullable=True),
     sa.ForeignKeyConstraint(['integration_id'], ['integrations.id'], name=op.f('fk_sync_executions_integration_id_integrations')),
     sa.ForeignKeyConstraint(['schedule_id'], ['sync_schedules.id'], name=op.f('fk_sync_executions_schedule_id_sync_schedules')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_sync_executions')),
@@ -241,7 +241,7 @@ def upgrade() -> None:
     sa.Column('status_code', sa.Integer(), nullable=True),
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('duration_ms', sa.Double(), nullable=False),
-    sa.Column('created_at', models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', pmsq.models.base.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['delivery_id'], ['webhook_deliveries.id'], name=op.f('fk_webhook_attempts_delivery_id_webhook_deliveries')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_webhook_attempts'))
     )
@@ -256,7 +256,7 @@ def upgrade() -> None:
     sa.Column('pms_id', sa.String(length=200), nullable=False),
     sa.Column('diff_type', sa.String(length=10), nullable=False),
     sa.Column('changes', sa.JSON(), nullable=False),
-    sa.Column('created_at', models.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('created_at', pmsq.models.base.UTCDateTime(timezone=True), nullable=False),
     sa.ForeignKeyConstraint(['execution_id'], ['sync_executions.id'], name=op.f('fk_data_diffs_execution_id_sync_executions')),
     sa.ForeignKeyConstraint(['integration_id'], ['integrations.id'], name=op.f('fk_data_diffs_integration_id_integrations')),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_data_diffs'))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-import models.base
+import pmsq.models.base
 
 
 revision = '0003'
@@ -28,7 +28,7 @@ def upgrade() -> None:
         batch_op.create_index(batch_op.f('ix_idempotency_records_created_at'), ['created_at'], unique=False)
 
     with op.batch_alter_table('jobs', schema=None) as batch_op:
-        batch_op.add_column(sa.Column('tree_finished_at', models.base.UTCDateTime(timezone=True), nullable=True))
+        batch_op.add_column(sa.Column('tree_finished_at', pmsq.models.base.UTCDateTime(timezone=True), nullable=True))
         batch_op.create_index(batch_op.f('ix_jobs_tree_finished_at'), ['tree_finished_at'], unique=False)
 
     op.execute(
