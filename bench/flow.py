@@ -615,9 +615,9 @@ class LabelledFlow(RedisFlowControl):
         with labelled("enqueue"):
             super().enqueue(integration_id, job_ids, delay_s)
 
-    def enqueue_many(self, batches: Mapping[str, Sequence[str]]) -> None:
+    def enqueue_many(self, batches: Mapping[str, Sequence[str]], *, ahead: bool = False) -> None:
         with labelled("enqueue"):
-            super().enqueue_many(batches)
+            super().enqueue_many(batches, ahead=ahead)
 
     def admit(self, integration_id: str, max_jobs: int, lease_s: float) -> Admission:
         with labelled("admit"):

@@ -85,6 +85,13 @@ class Dispatcher:
         self._flow.enqueue(integration_id, job_ids, delay_s)
         return self.admit_integration(integration_id) if delay_s <= 0 else 0
 
+    def resubmit_interrupted(self, integration_id: str, job_ids: Sequence[str]) -> int:
+        """Put jobs whose run a lost worker interrupted back at the head of their backlog (they
+        had their turn already), so they resume within about a lease however long the
+        backlog, and admit what may start at once."""
+        self._flow.enqueue_many({integration_id: job_ids}, ahead=True)
+        return self.admit_integration(integration_id)
+
     def admit_integration(self, integration_id: str, claim_us: int | None = None) -> int:
         """Admit what the integration's limits allow now; returns how many were published."""
         admission = self._admit(integration_id)
@@ -204,7 +211,7 @@ class Dispatcher:
                 job.outcome_unknown = True
                 requeue[job.integration_id].append(job.id)
         for integration_id, job_ids in requeue.items():
-            self.submit(integration_id, job_ids)
+            self.resubmit_interrupted(integration_id, job_ids)
         return sum(len(ids) for ids in requeue.values())
 
     def requeue_stale_queued(self) -> int:
@@ -230,7 +237,7 @@ class Dispatcher:
                 self._back_to_pending(job, now)
                 requeue[job.integration_id].append(job.id)
         for integration_id, job_ids in requeue.items():
-            self.submit(integration_id, job_ids)
+            self.resubmit_interrupted(integration_id, job_ids)
         return sum(len(ids) for ids in requeue.values())
 
     def enqueue_orphans(self) -> int:

@@ -27,7 +27,7 @@ class RecordingFlow:
     def __init__(self) -> None:
         self.enqueued: dict[str, list[str]] = {}
 
-    def enqueue_many(self, batches: Mapping[str, Sequence[str]]) -> None:
+    def enqueue_many(self, batches: Mapping[str, Sequence[str]], *, ahead: bool = False) -> None:
         for integration_id, job_ids in batches.items():
             self.enqueued.setdefault(integration_id, []).extend(job_ids)
 

@@ -451,6 +451,29 @@ def test_a_running_job_whose_lease_expired_is_admitted_again(world: World) -> No
     assert world.status(alive) == JobStatus.RUNNING.value
 
 
+def test_a_reclaimed_job_keeps_its_turn_ahead_of_the_backlog(world: World) -> None:
+    """A job a lost worker interrupted goes back at the head of its backlog, so it resumes
+    within about a lease however long the backlog. Before, it queued behind every waiting job
+    (in the chaos bench, up to 160 s behind a 1,000-write backlog)."""
+    iid = world.add_integration(concurrency=1)
+    lost = world.add_job(
+        iid,
+        status=JobStatus.RUNNING,
+        due_at=None,
+        deliveries=1,
+        unrecorded_claims=1,
+        attempts=1,
+        lease_expires_at=redis_time(world.redis_now_us()),
+    )
+    waiting = [world.add_job(iid) for _ in range(3)]
+    world.flow.enqueue(iid, waiting)
+
+    assert world.dispatcher.reclaim_expired_leases() == 1
+
+    assert world.publisher.ids == [lost]
+    assert all(world.status(job_id) == JobStatus.PENDING.value for job_id in waiting)
+
+
 def test_a_dispatcher_whose_clock_runs_fast_reclaims_no_live_job(world: World) -> None:
     iid = world.add_integration(concurrency=5)
     alive = world.add_job(

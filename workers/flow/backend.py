@@ -102,8 +102,9 @@ class FlowControl(Protocol):
         """Put jobs in the integration's backlog (due after `delay_s`) and wake a dispatcher."""
         ...
 
-    def enqueue_many(self, batches: Mapping[str, Sequence[str]]) -> None:
-        """Jobs due now of several integrations (id -> job ids), woken together."""
+    def enqueue_many(self, batches: Mapping[str, Sequence[str]], *, ahead: bool = False) -> None:
+        """Jobs due now of several integrations (id -> job ids), woken together; with `ahead`,
+        ahead of every job already waiting (jobs whose run was interrupted keep their turn)."""
         ...
 
     def admit(self, integration_id: str, max_jobs: int, lease_s: float) -> Admission: ...

@@ -90,15 +90,16 @@ class RedisFlowControl:
         earliest = min(int(float(r)) for r in results[: len(job_ids)])
         self._redis.zadd(READY, {integration_id: earliest}, lt=True)
 
-    def enqueue_many(self, batches: Mapping[str, Sequence[str]]) -> None:
+    def enqueue_many(self, batches: Mapping[str, Sequence[str]], *, ahead: bool = False) -> None:
         """Jobs due now, of any number of integrations, in one round trip."""
+        delay = "ahead" if ahead else 0
 
         def build() -> Any:
             pipe = self._redis.pipeline(transaction=False)
             for integration_id, job_ids in batches.items():
                 backlog = IntegrationKeys(integration_id).backlog
                 for job_id in job_ids:
-                    pipe.evalsha(self._enqueue.sha, 1, backlog, job_id, 0)
+                    pipe.evalsha(self._enqueue.sha, 1, backlog, job_id, delay)
             if batches:
                 pipe.sadd(KNOWN_INTEGRATIONS, *batches)
                 # Due at once: a score of 0 ("long due") wakes each integration; LT keeps any
