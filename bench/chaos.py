@@ -48,7 +48,7 @@ from typing import Any
 import httpx
 from sqlalchemy import select
 
-from pmsq.models.job import Job
+from pmsq.models.job import Job, JobLog
 from pmsq.models.migrate import upgrade
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +63,9 @@ KINDS = (
     ("APPFOLIO", "residents", 0),
     ("RENT_MANAGER", "applicants", 2),
 )
-#: Answers later than the client waits (PMSQ_PMS_TIMEOUT_S is 2 s in the stack).
+#: The stack's PMSQ_PMS_TIMEOUT_S, and an answer later than that (also the longest a request
+#: stays at the PMS).
+PMS_TIMEOUT_S = 2.0
 LATE_ANSWER_MS = 2500
 #: The PMS's faults, each on a share of the creates it receives (seeded).
 FAULTS: tuple[dict[str, Any], ...] = (
@@ -120,6 +122,11 @@ class Report:
     max_in_window: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: Per vendor: (most requests in flight at once, the cap).
     max_in_flight: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: Per vendor: the most requests in flight at once around Redis's loss of its data (from
+    #: the kill to the longest PMS request after it answers again), when the leases of running jobs
+    #: are gone: those jobs are fenced out at their next request, but one request each may
+    #: still be at the PMS while new jobs are admitted. Not counted in `max_in_flight`.
+    in_flight_at_redis_loss: dict[str, int] = field(default_factory=dict)
     longest_recovery_s: float = 0.0
     duration_s: float = 0.0
     problems: list[str] = field(default_factory=list)
@@ -133,11 +140,12 @@ class Report:
     def lines(self) -> list[str]:
         window = ", ".join(f"{v} {s}/{lim}" for v, (s, lim) in self.max_in_window.items())
         flight = ", ".join(f"{v} {s}/{cap}" for v, (s, cap) in self.max_in_flight.items())
+        at_loss = ", ".join(f"{v} {n}" for v, n in self.in_flight_at_redis_loss.items())
         return [
             f"writes {self.writes}, lost {self.lost}, doubled {self.doubled}, "
             f"merged {self.merged}, not final {self.not_final}, failed {self.failed}",
             f"max requests in a 1 s window / limit: {window}",
-            f"max in flight / cap: {flight}",
+            f"max in flight / cap: {flight} (around Redis's data loss: {at_loss or '-'})",
             f"kills {self.kills}, restarts {', '.join(self.restarts) or 'none'}, "
             f"longest kill-to-finish {self.longest_recovery_s:.1f} s, run {self.duration_s:.0f} s",
             *self.problems[:20],
@@ -195,10 +203,15 @@ class Round:
         for i in range(plan.writes):
             vendor, model, contacts = KINDS[i % len(KINDS)]
             self.writes.append(Write(i, vendor, model, f"w{self.run_id}x{i}", contacts))
-        #: Per kill: when, and the RUNNING jobs then with their delivery numbers.
+        #: Per kill: when, and the RUNNING jobs then with the attempt each was on.
         self.kills: list[tuple[float, dict[str, int]]] = []
         self.restarts: list[str] = []
+        #: When Redis was killed and when it answered again (time.time()).
+        self.redis_loss: tuple[float, float] | None = None
         self.started = time.monotonic()
+        self.wall_start = time.time()
+        #: (seconds since the start, what) of each restart, for the report.
+        self.events: list[tuple[float, str]] = []
         self._done = threading.Event()
 
     # -- load ------------------------------------------------------------------------------
@@ -284,9 +297,13 @@ class Round:
         while not self._done.wait(self.rng.uniform(low, high)):
             self._kill_one()
             if len(self.kills) == self.plan.redis_restart_after:
+                killed = time.time()
                 redis_server.restart(signal.SIGKILL)
+                self.redis_loss = (killed, time.time())
+                self.events.append((round(killed - self.wall_start, 1), "redis killed"))
                 self.restarts.append("redis (SIGKILL, data lost)")
             if postgres is not None and len(self.kills) == self.plan.postgres_restart_after:
+                self.events.append((round(time.time() - self.wall_start, 1), "postgres restart"))
                 postgres.restart()
                 self.restarts.append("postgresql")
 
@@ -304,12 +321,13 @@ class Round:
         self.kills.append((when, running))
 
     def _running_job_ids(self) -> dict[str, int]:
+        """The RUNNING jobs and the attempt each is on."""
         try:
             with self.stack.session_factory() as session:
                 rows = session.execute(
-                    select(Job.id, Job.deliveries).where(Job.status == "RUNNING")
+                    select(Job.id, Job.attempts).where(Job.status == "RUNNING")
                 ).all()
-                return {job_id: deliveries for job_id, deliveries in rows}
+                return {job_id: attempt for job_id, attempt in rows}
         except Exception:  # the database is restarting: this kill's jobs go unmeasured
             return {}
 
@@ -353,26 +371,57 @@ class Round:
         for vendor, tenant in self.tenants.items():
             requests = self.stack.sandbox_requests(tenant)
             report.max_in_window[vendor] = (_max_in_window(requests, 1.0), RATE_PER_S)
-            report.max_in_flight[vendor] = (_max_in_flight(requests), CAP)
-        report.longest_recovery_s = self._longest_recovery_s()
+            if self.redis_loss is None:
+                report.max_in_flight[vendor] = (_max_in_flight(requests), CAP)
+                continue
+            start, end = self.redis_loss[0], self.redis_loss[1] + LATE_ANSWER_MS / 1000
+            around = [r for r in requests if _overlaps(r, start, end)]
+            others = [r for r in requests if not _overlaps(r, start, end)]
+            report.max_in_flight[vendor] = (_max_in_flight(others), CAP)
+            report.in_flight_at_redis_loss[vendor] = _max_in_flight(around)
+        report.longest_recovery_s, slowest = self._longest_recovery_s()
+        if slowest:
+            report.problems.append(f"slowest recovery: {slowest}")
         return report
 
-    def _longest_recovery_s(self) -> float:
-        """The longest time from a kill to the end of a job it interrupted: one RUNNING at the
-        kill that had to be delivered again afterwards (its run died with the process)."""
-        ended: dict[str, tuple[float, int]] = {}
+    def _longest_recovery_s(self) -> tuple[float, str]:
+        """The longest time from a kill to the end of the next attempt of a job it interrupted.
+
+        A job RUNNING at a kill was interrupted when its attempt then left no job log after the
+        kill (its run died, or was fenced out, before recording); it recovered when a later
+        attempt was recorded (or the job ended)."""
+        jobs = {job_id for _when, running in self.kills for job_id in running}
+        logs: dict[str, list[tuple[int, float]]] = {}
+        finished: dict[str, float] = {}
         with self.stack.session_factory() as session:
-            rows = session.execute(select(Job.id, Job.finished_at, Job.deliveries)).all()
-            for job_id, at, deliveries in rows:
+            for job_id, attempt, at in session.execute(
+                select(JobLog.job_id, JobLog.attempt, JobLog.created_at).where(
+                    JobLog.job_id.in_(jobs)
+                )
+            ).all():
+                logs.setdefault(job_id, []).append((attempt, at.timestamp()))
+            for job_id, at in session.execute(
+                select(Job.id, Job.finished_at).where(Job.id.in_(jobs))
+            ).all():
                 if at is not None:
-                    ended[job_id] = (at.timestamp(), deliveries)
-        longest = 0.0
+                    finished[job_id] = at.timestamp()
+        longest, slowest = 0.0, ""
         for when, running in self.kills:
-            for job_id, deliveries_then in running.items():
-                finished_at, deliveries = ended.get(job_id, (0.0, 0))
-                if deliveries > deliveries_then:
-                    longest = max(longest, finished_at - when)
-        return longest
+            for job_id, attempt in running.items():
+                after = [(a, at) for a, at in logs.get(job_id, []) if at >= when]
+                if any(a == attempt for a, _at in after):
+                    continue  # that attempt was recorded: the kill did not interrupt it
+                later = [at for a, at in after if a > attempt]
+                recovered = min(later) if later else finished.get(job_id)
+                if recovered is not None and recovered - when > longest:
+                    longest = recovered - when
+                    slowest = (
+                        f"job {job_id} attempt {attempt},"
+                        f" killed at +{when - self.wall_start:.1f} s,"
+                        f" next attempt recorded at +{recovered - self.wall_start:.1f} s;"
+                        f" events: {self.events}"
+                    )
+        return longest, slowest
 
 
 def _max_in_window(requests: list[dict[str, Any]], window_s: float) -> int:
@@ -386,11 +435,21 @@ def _max_in_window(requests: list[dict[str, Any]], window_s: float) -> int:
     return most
 
 
+def _overlaps(request: dict[str, Any], start: float, end: float) -> bool:
+    began = float(request["started_at"])
+    ended = float(request["ended_at"] or began)
+    return began <= end and ended >= start
+
+
 def _max_in_flight(requests: list[dict[str, Any]]) -> int:
+    """The most requests in flight at once, each from its arrival until its answer or until
+    the client gave up on it (PMSQ_PMS_TIMEOUT_S): a PMS still working on a request pmsq
+    abandoned is past what a concurrency cap can hold."""
     edges: list[tuple[float, int]] = []
     for r in requests:
-        edges.append((float(r["started_at"]), 1))
-        edges.append((float(r["ended_at"] or r["started_at"]), -1))
+        began = float(r["started_at"])
+        edges.append((began, 1))
+        edges.append((min(float(r["ended_at"] or began), began + PMS_TIMEOUT_S), -1))
     most = current = 0
     for _at, step in sorted(edges, key=lambda e: (e[0], e[1])):
         current += step
