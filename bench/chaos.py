@@ -53,7 +53,7 @@ from pmsq.models.migrate import upgrade
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))
-from support.processes import wait_until  # noqa: E402
+from support.processes import pool_children, wait_until  # noqa: E402
 from support.services import PostgresServer, RedisServer  # noqa: E402
 from support.stack import FINAL, Stack  # noqa: E402
 
@@ -310,7 +310,7 @@ class Round:
     def _kill_one(self) -> None:
         running = self._running_job_ids()
         worker = self.rng.choice([w for w in self.stack.workers if w.is_running()])
-        children = _pool_children(worker.pid)
+        children = pool_children(worker.pid)
         when = time.time()
         if children and self.rng.random() < 0.5:
             os.kill(self.rng.choice(children), signal.SIGKILL)
@@ -455,19 +455,6 @@ def _max_in_flight(requests: list[dict[str, Any]]) -> int:
         current += step
         most = max(most, current)
     return most
-
-
-def _pool_children(pid: int) -> list[int]:
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                children.append(int(entry.name))
-    return children
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,12 +14,11 @@ import os
 import signal
 import uuid
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import redis
 from sqlalchemy import select
-from support.processes import ManagedProcess, wait_until
+from support.processes import ManagedProcess, pool_children, wait_until
 from support.stack import Stack
 
 from pmsq.models.job import Job
@@ -27,19 +26,6 @@ from pmsq.workers.flow.keys import IntegrationKeys
 
 #: pmsq logs this when a claim finds its lease gone before a request.
 FENCED_LOG = "stopped without sending"
-
-
-def pool_children(pid: int) -> list[int]:
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                children.append(int(entry.name))
-    return children
 
 
 @pytest.fixture

@@ -11,28 +11,14 @@ from __future__ import annotations
 import os
 import signal
 import uuid
-from pathlib import Path
 
 import pytest
-from support.processes import wait_until
+from support.processes import pool_children, wait_until
 from support.stack import Stack
 
 
 def in_flight(stack: Stack, tenant: str) -> bool:
     return any(r["ended_at"] is None for r in stack.sandbox_requests(tenant))
-
-
-def pool_children(pid: int) -> list[int]:
-    children = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-                children.append(int(entry.name))
-    return children
 
 
 @pytest.mark.parametrize(

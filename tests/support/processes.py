@@ -26,6 +26,20 @@ T = TypeVar("T")
 LOG_TAIL_LINES = 40
 
 
+def pool_children(pid: int) -> list[int]:
+    """The ids of the processes whose parent is `pid` (a Celery worker's pool processes)."""
+    children = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                children.append(int(entry.name))
+    return children
+
+
 class ProcessExitedError(RuntimeError):
     """Raised when a process being waited on exits before the awaited condition held."""
 
