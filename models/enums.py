@@ -32,7 +32,7 @@ class WriteStatus(StrEnum):
 
 
 class Cadence(StrEnum):
-    """Time unit of sync and request-rate settings (seed 003)."""
+    """Time unit of sync and request-rate settings."""
 
     SECOND = "SECOND"
     MINUTE = "MINUTE"

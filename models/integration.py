@@ -1,4 +1,4 @@
-"""A customer's connection to one PMS, with its limits and sync cadence (seed 003's fields)."""
+"""A customer's connection to one PMS, with its limits and sync cadence."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The cache of PMS records that reads are served from (seed 001, "Source of Truth")."""
+"""The cache of PMS records that reads are served from: the PMS is the source of truth."""
 
 from __future__ import annotations
 

@@ -15,7 +15,7 @@ from pmsq.models.enums import CADENCE_SECONDS, Cadence, Vendor, WriteStatus
 
 WEEKDAYS = ("SUNDAY", "MONDAY", "TUESDAY", "WEDNESDAY", "THURSDAY", "FRIDAY", "SATURDAY")
 HHMM = re.compile(r"^([01]\d|2[0-3]):[0-5]\d$")
-#: Slowest request rate an integration may be given: one request per minute (seed 003).
+#: Slowest request rate an integration may be given: one request per minute.
 MIN_REQUESTS_PER_S = 1 / 60
 #: Largest frequency accepted (sync_frequency, max_request_frequency): far beyond any real
 #: cadence, small enough for every column and every date computation.
@@ -142,7 +142,7 @@ class IntegrationUpdate(IntegrationFields):
 
 
 def check_rate(frequency: float, cadence: Cadence) -> None:
-    """Refuses a request rate below one per minute (seed 003)."""
+    """Refuses a request rate below one per minute."""
     if frequency / CADENCE_SECONDS[cadence] < MIN_REQUESTS_PER_S - 1e-12:
         raise ValueError(
             f"max_request_frequency {frequency:g} per {cadence.value} is below the minimum "

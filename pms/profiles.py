@@ -81,7 +81,7 @@ class VendorProfile:
         """The payload limited to fields the vendor supports.
 
         Raises UnknownFields naming every unsupported field unless `ignore_unknown`, in which
-        case they are stripped (seed 001, "Validation Utility").
+        case they are stripped.
         """
         allowed = self.support(model, action).writable_fields()
         unknown = sorted(set(payload) - allowed)

@@ -1,4 +1,4 @@
-"""The record cache reads are served from: the PMS's version of each record (seed 001)."""
+"""The record cache reads are served from: the PMS's version of each record."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The result aggregator: a write's status, errors and created record id (DESIGN section 4).
+"""The result aggregator: a write's status, errors and created record id.
 
 Counters on the root row are updated under the root's row lock as each job of the tree
 finishes, in the same transaction that records the job's outcome and inserts its children:

@@ -473,7 +473,7 @@ class JobRunner:
     def _cache_written_record(
         session: Session, job: Job, result: StepResult, now: datetime
     ) -> None:
-        """Read-back: the cache keeps the PMS's version of what was written (seed 001)."""
+        """Read-back: the cache keeps the PMS's version of what was written."""
         if job.action in (CREATE, UPDATE) and result.record and record_key(result.record):
             store(session, job.integration_id, job.model, result.record, now)
 

@@ -69,7 +69,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
     ) -> dict[str, Any]:
         return {"result": ctx.syncs.schedule(account_id, integration_id, schedule_id)}
 
-    @router.get(f"{base}/sync-status", responses=ERRORS, summary="Sync status (seed 002)")
+    @router.get(f"{base}/sync-status", responses=ERRORS, summary="Sync status")
     def sync_status(
         integration_id: str, account_id: str = Depends(current_account)
     ) -> dict[str, Any]:

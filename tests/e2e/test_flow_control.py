@@ -1,4 +1,4 @@
-"""The flow-control invariants of DESIGN section 5, judged by the sandbox's request records.
+"""The flow-control invariants (README, "Flow control"), judged by the sandbox's request records.
 
 Two worker nodes of two processes each (four processes, as two hosts would run them) share one
 Redis; every limit must hold across all of them.

@@ -1,6 +1,6 @@
-"""Contract of the admin API (DESIGN section 7, issue 3) on SQLite and PostgreSQL alike.
+"""Contract of the admin API (README, "The API") on SQLite and PostgreSQL alike.
 
-Integrations (paging, partial update, delete guard, seed 003's validation, write-only
+Integrations (paging, partial update, delete guard, the integration fields' validation, write-only
 credentials), capabilities, retry-write, job and write logs, and account isolation on every
 endpoint. Jobs reach final states through the real `JobRunner` with a scripted connector, so
 no worker process is needed.
@@ -390,7 +390,7 @@ def test_delete_with_a_pending_job_is_409(api: ApiHarness, database_url: str) ->
     )
 
 
-# -- integrations: seed 003's validation ----------------------------------------------------
+# -- integrations: field validation ----------------------------------------------------------
 
 VALID_SCHEDULE: dict[str, Any] = {
     "type": "WEEK_BASED",
@@ -1042,7 +1042,7 @@ def test_another_accounts_lists_and_writes_reveal_nothing(api: ApiHarness) -> No
 
 # -- the OpenAPI document --------------------------------------------------------------------
 
-#: DESIGN section 7's admin paths, as (method, path) in FastAPI's spelling.
+#: The admin paths, as (method, path) in FastAPI's spelling.
 DESIGN_ADMIN_OPERATIONS = [
     ("get", "/v1/admin/write-status/{root_job_id}"),
     ("post", "/v1/admin/retry-write/{root_job_id}"),

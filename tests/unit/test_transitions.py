@@ -1,4 +1,4 @@
-"""The job state machine accepts exactly the moves DESIGN section 4 allows, and stamps times."""
+"""The job state machine accepts exactly the moves its table allows, and stamps times."""
 
 from __future__ import annotations
 

@@ -3,8 +3,9 @@
 Payloads follow Propexo's webhook shape (`{trigger, data: {event, job_id, root_job_id,
 integration_id, job_type, vendor, ...}, meta}`, its public OpenAPI `webhooks` section), with
 pmsq's additions: a top-level `timestamp`, the write's `write_status`, `errors` and
-`created_record_id` (section 4 of the design) on write events, and the execution's id, status and
-counts on SYNC_COMPLETE. Only the account's active endpoints subscribed to an event get a row.
+`created_record_id` (as write-status answers them) on write events, and the execution's id,
+status and counts on SYNC_COMPLETE. Only the account's active endpoints subscribed to an event
+get a row.
 """
 
 from __future__ import annotations
