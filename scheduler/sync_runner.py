@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -37,7 +37,7 @@ from pmsq.models.job import Job
 from pmsq.models.record import Record
 from pmsq.models.sync import UNFINISHED_SYNC, DataDiff, SyncExecution, SyncStatus
 from pmsq.pms.connector import Connector, ExchangeLog
-from pmsq.scheduler.cache import field_changes, record_key
+from pmsq.scheduler.cache import current_generation, field_changes, record_key
 from pmsq.workers.webhooks.events import on_sync_finished
 
 #: Records asked for per page.
@@ -253,12 +253,7 @@ def _next_generation(session: Session, integration_id: str) -> int:
     session.execute(
         select(Integration.id).where(Integration.id == integration_id).with_for_update()
     )
-    newest = session.scalar(
-        select(func.max(SyncExecution.generation)).where(
-            SyncExecution.integration_id == integration_id
-        )
-    )
-    return (newest or 0) + 1
+    return (current_generation(session, integration_id) or 0) + 1
 
 
 def _diff(
