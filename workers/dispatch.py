@@ -86,9 +86,11 @@ class Dispatcher:
         return self.admit_integration(integration_id) if delay_s <= 0 else 0
 
     def resubmit_interrupted(self, integration_id: str, job_ids: Sequence[str]) -> int:
-        """Put jobs whose run a lost worker interrupted back at the head of their backlog (they
-        had their turn already), so they resume within about a lease however long the
-        backlog, and admit what may start at once."""
+        """Put jobs that were admitted once but did not run to the end (a lost worker
+        interrupted them, their message was lost, or it reached a worker only after its
+        admission lease lapsed and every slot was taken) back at the head of their backlog:
+        they had their turn already, so they resume within about a lease however long the
+        backlog. Then admit what may start at once."""
         self._flow.enqueue_many({integration_id: job_ids}, ahead=True)
         return self.admit_integration(integration_id)
 

@@ -323,7 +323,8 @@ class JobRunner:
 
         The lease is taken in Redis under the job's row lock, so deliveries take leases in
         order. When the admission lease lapsed while the message waited in the broker and no
-        slot is free, the job goes back to its backlog untouched (no attempt, no delivery)."""
+        slot is free, the job goes back to the head of its backlog untouched (no attempt, no
+        delivery)."""
         now = self._clock()
         poisoned: Job | None = None
         given_back: Job | None = None
@@ -365,8 +366,9 @@ class JobRunner:
                         integration=IntegrationSnapshot.of(integration),
                     )
         if given_back is not None:
+            # It was admitted once: it keeps its turn, at the head of its backlog.
             logger.warning("job %s: no concurrency slot at claim, back to the backlog", job_id)
-            self._dispatcher.submit(given_back.integration_id, [given_back.id])
+            self._dispatcher.resubmit_interrupted(given_back.integration_id, [given_back.id])
             return None
         assert poisoned is not None
         self._after_final(poisoned.integration_id, poisoned.id)

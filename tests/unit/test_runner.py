@@ -1156,3 +1156,44 @@ def test_a_job_waiting_in_the_broker_past_its_lease_keeps_the_concurrency_limit(
         runner.run(undelivered.pop(0))
 
     assert most_at_once == 1
+
+
+def test_a_job_given_back_at_claim_keeps_its_turn(make_harness: HarnessFactory) -> None:
+    # Admitted, then its message waited in the broker past the admission lease while another
+    # job took the only slot: at claim it cannot run and goes back to its backlog. It had its
+    # turn already, so it goes back at the head, not behind every job that arrived meanwhile
+    # (behind a long backlog it would wait minutes for a slot it was once given).
+    harness = make_harness()
+    with harness.session_factory.begin() as session:
+        integration = session.get(Integration, harness.integration_id)
+        assert integration is not None
+        integration.max_job_concurrency = 1
+    first = harness.submit()
+    harness.redis_clock.advance_us(round((LEASE_S + 1) * 1_000_000))
+    second = harness.submit()  # admitted at once: the first one's admission lease lapsed
+    waiting = [new_id() for _ in range(3)]  # arrive while the slot is taken
+    with harness.session_factory.begin() as session:
+        for job_id in waiting:
+            session.add(
+                Job(
+                    id=job_id,
+                    root_job_id=job_id,
+                    account_id=harness.account_id,
+                    integration_id=harness.integration_id,
+                    model="residents",
+                    action="CREATE",
+                    payload={"first_name": "Ada"},
+                    due_at=harness.clock.now,
+                )
+            )
+    assert harness.dispatcher.submit(harness.integration_id, waiting) == 0
+    published = [message.job_id for message in harness.publisher.published]
+    assert published == [first, second]
+
+    runner = harness.runner(ScriptedConnector([]))
+    assert runner.run(first) is None  # no slot: given back, not run
+
+    assert harness.job(first).status == JobStatus.PENDING.value
+    head = harness.redis.zrange(harness.keys.backlog, 0, 0)
+    assert head == [first.encode()]
+    assert all(harness.backlog_due_us(job_id) is not None for job_id in waiting)
