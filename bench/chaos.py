@@ -387,9 +387,9 @@ class Round:
     def _longest_recovery_s(self) -> tuple[float, str]:
         """The longest time from a kill to the end of the next attempt of a job it interrupted.
 
-        A job RUNNING at a kill was interrupted when its attempt then left no job log after the
-        kill (its run died, or was fenced out, before recording); it recovered when a later
-        attempt was recorded (or the job ended)."""
+        A job RUNNING at a kill was interrupted when its attempt never left a job log (its run
+        died, or was fenced out, before recording); it recovered when a later attempt was
+        recorded (or the job ended)."""
         jobs = {job_id for _when, running in self.kills for job_id in running}
         logs: dict[str, list[tuple[int, float]]] = {}
         finished: dict[str, float] = {}
@@ -408,9 +408,11 @@ class Round:
         longest, slowest = 0.0, ""
         for when, running in self.kills:
             for job_id, attempt in running.items():
+                if any(a == attempt for a, _at in logs.get(job_id, [])):
+                    # That attempt was recorded (possibly just before the kill, after the
+                    # snapshot of RUNNING jobs was read): the kill did not interrupt it.
+                    continue
                 after = [(a, at) for a, at in logs.get(job_id, []) if at >= when]
-                if any(a == attempt for a, _at in after):
-                    continue  # that attempt was recorded: the kill did not interrupt it
                 later = [at for a, at in after if a > attempt]
                 recovered = min(later) if later else finished.get(job_id)
                 if recovered is not None and recovered - when > longest:
@@ -419,9 +421,37 @@ class Round:
                         f"job {job_id} attempt {attempt},"
                         f" killed at +{when - self.wall_start:.1f} s,"
                         f" next attempt recorded at +{recovered - self.wall_start:.1f} s;"
-                        f" events: {self.events}"
+                        f" events: {self.events}; {self._timeline(job_id)}"
                     )
         return longest, slowest
+
+    def _timeline(self, job_id: str) -> str:
+        """What the job store says of one job: its row and each logged request, in run time."""
+        with self.stack.session_factory() as session:
+            job = session.get(Job, job_id)
+            rows = session.execute(
+                select(
+                    JobLog.attempt,
+                    JobLog.created_at,
+                    JobLog.method,
+                    JobLog.response_status,
+                    JobLog.error,
+                )
+                .where(JobLog.job_id == job_id)
+                .order_by(JobLog.created_at)
+            ).all()
+        start = self.wall_start
+        steps = "; ".join(
+            f"attempt {a} +{at.timestamp() - start:.1f} s {m} {st} {(err or '')[:60]}"
+            for a, at, m, st, err in rows
+        )
+        head = (
+            f"{job.model} {job.action} {job.status}, attempts {job.attempts}, "
+            f"deliveries {job.deliveries}, created +{job.created_at.timestamp() - start:.1f} s"
+            if job is not None
+            else "gone"
+        )
+        return f"{head}; logs: {steps}"
 
 
 def _max_in_window(requests: list[dict[str, Any]], window_s: float) -> int:
