@@ -24,14 +24,17 @@ services:
 test: venv services
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	cd typecheck && ../$(BIN)/lint-imports ../pyproject.toml
 	$(BIN)/pytest -q
 
-## lint: ruff check and format check
+## lint: ruff check and format check, mypy, and the import contract (layers import one way)
 lint: venv
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	cd typecheck && ../$(BIN)/lint-imports ../pyproject.toml
 
 ## demo: run the demo against a local redis-server
 demo: venv
 	deploy/ensure-services.sh redis
-	$(BIN)/python -m pmsq.demo
+	$(BIN)/python -m pmsq.cli.demo

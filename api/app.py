@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 
 from fastapi import FastAPI
@@ -38,7 +38,7 @@ def create_app(
     session_factory: sessionmaker[Session],
     publisher: Publisher,
     flow: FlowControl,
-    metrics: Collector | None = None,
+    metrics: Sequence[Collector] = (),
     recorder: MetricsRecorder | None = None,
     clock: Callable[[], datetime] = utcnow,
     destinations: DestinationPolicy | None = None,
@@ -88,9 +88,10 @@ def create_app(
     def healthz() -> dict[str, bool]:
         return {"ok": True}
 
-    if metrics is not None:
+    if metrics:
         registry = CollectorRegistry(auto_describe=True)
-        registry.register(metrics)
+        for collector in metrics:
+            registry.register(collector)
 
         @app.get("/metrics", tags=["ops"], response_class=PlainTextResponse)
         def prometheus_metrics() -> PlainTextResponse:

@@ -10,6 +10,7 @@ from pmsq.metrics import ClusterCollector, MetricsRecorder
 from pmsq.models.db import make_engine, make_session_factory
 from pmsq.models.migrate import upgrade
 from pmsq.settings import Settings
+from pmsq.workers.flow.gauges import FlowGauges
 from pmsq.workers.flow.redis_backend import RedisFlowControl
 from pmsq.workers.publisher import CeleryPublisher
 
@@ -28,7 +29,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
             make_session_factory(engine),
             CeleryPublisher(celery_app, settings.job_queue),
             RedisFlowControl(redis_client),
-            metrics=ClusterCollector(redis_client),
+            metrics=[ClusterCollector(redis_client), FlowGauges(redis_client)],
             recorder=MetricsRecorder(redis_client),
         )
         uvicorn.run(app, host=host, port=port, log_level="warning")

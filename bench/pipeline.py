@@ -48,7 +48,8 @@ from pmsq.models.integration import Integration
 from pmsq.models.job import Job
 from pmsq.models.migrate import upgrade
 from pmsq.pms.connector import ChildSpec
-from pmsq.workers.aggregator import finish_job, write_outcome
+from pmsq.workers.aggregator import finish_job
+from pmsq.workers.outcome import write_outcome
 from pmsq.workers.repository import JobRepository
 from pmsq.workers.transitions import transition
 

@@ -11,6 +11,11 @@ from sqlalchemy.orm import Mapped, mapped_column
 from pmsq.models.base import Base, new_id, utcnow
 from pmsq.models.enums import JobStatus
 
+#: Model and action of the jobs that run syncs: a sync is a job like a write, so it is admitted
+#: under the integration's concurrency cap and its page reads are paced under its request rate.
+SYNC_MODEL = "sync"
+SYNC_ACTION = "SYNC"
+
 
 class Job(Base):
     """One step of a write. A root job's id is its write's id (`root_job_id == id`).

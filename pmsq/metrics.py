@@ -4,7 +4,7 @@ Workers, dispatchers and the API record events into Redis hashes (one pipelined 
 event batch), and any process exposes the whole cluster's figures: the API at `/metrics`, a
 worker on `PMSQ_WORKER_METRICS_PORT`. No per-process registries to aggregate, no multiprocess
 directory, and a scrape of any one endpoint sees every host. Live gauges (backlog, jobs in
-flight) are read from flow control at scrape time.
+flight) are read from flow control at scrape time (`pmsq.workers.flow.gauges`).
 """
 
 from __future__ import annotations
@@ -16,12 +16,9 @@ from typing import Any
 import redis
 from prometheus_client.core import (
     CounterMetricFamily,
-    GaugeMetricFamily,
     HistogramMetricFamily,
 )
 from prometheus_client.registry import Collector
-
-from pmsq.workers.flow.keys import KNOWN_INTEGRATIONS, IntegrationKeys
 
 #: HASH "<metric>|<label>=<value>,..." -> count. No expiry (counters are monotonic).
 COUNTERS_KEY = "pmsq:metrics:counters"
@@ -93,7 +90,8 @@ class NullMetrics(MetricsRecorder):
 
 
 class ClusterCollector(Collector):
-    """Exposes the Redis-held counters and histograms and live flow-control gauges."""
+    """Exposes the Redis-held counters and histograms (flow control's live gauges are
+    `pmsq.workers.flow.gauges.FlowGauges`, registered next to it)."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
@@ -101,7 +99,6 @@ class ClusterCollector(Collector):
     def collect(self) -> Iterator[Any]:
         yield from self._counters()
         yield from self._histograms()
-        yield from self._gauges()
 
     def _counters(self) -> Iterable[CounterMetricFamily]:
         families = {
@@ -125,24 +122,3 @@ class ClusterCollector(Collector):
             family = HistogramMetricFamily(name, doc)
             family.add_metric([], buckets, sum_value=raw.get(f"{name}|sum", 0.0))
             yield family
-
-    def _gauges(self) -> Iterable[GaugeMetricFamily]:
-        backlog = GaugeMetricFamily(
-            "pmsq_backlog_jobs", "Jobs waiting for admission", labels=["integration_id"]
-        )
-        in_flight = GaugeMetricFamily(
-            "pmsq_jobs_in_flight", "Admitted jobs holding a lease", labels=["integration_id"]
-        )
-        ids = sorted(_text(i) for i in self._redis.smembers(KNOWN_INTEGRATIONS))
-        now_s, now_us = self._redis.time()
-        now = now_s * 1_000_000 + now_us
-        pipe = self._redis.pipeline(transaction=False)
-        for integration_id in ids:
-            keys = IntegrationKeys(integration_id)
-            pipe.zcard(keys.backlog)
-            pipe.zcount(keys.leases, now, "+inf")
-        values = pipe.execute()
-        for i, integration_id in enumerate(ids):
-            backlog.add_metric([integration_id], values[2 * i])
-            in_flight.add_metric([integration_id], values[2 * i + 1])
-        return [backlog, in_flight]

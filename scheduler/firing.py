@@ -22,8 +22,8 @@ from pmsq.models.base import utcnow
 from pmsq.models.integration import Integration
 from pmsq.models.sync import SyncExecution, SyncSchedule, SyncType
 from pmsq.scheduler.schedules import ACTIVE, next_due
-from pmsq.scheduler.starter import backsyncs_running, build_sync
 from pmsq.workers.flow.backend import FlowControl
+from pmsq.workers.sync_starter import backsyncs_running, build_sync
 
 logger = logging.getLogger(__name__)
 

@@ -9,49 +9,19 @@ list is O(failed jobs).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy.orm import Session
 
 from pmsq.errors import IllegalTransition
 from pmsq.models.base import new_id
-from pmsq.models.enums import JobStatus, WriteStatus
-from pmsq.models.job import Job
+from pmsq.models.enums import JobStatus
+from pmsq.models.job import SYNC_ACTION, Job
 from pmsq.pms.connector import ChildSpec
-from pmsq.scheduler.starter import SYNC_ACTION
-from pmsq.scheduler.sync_runner import mark_failed
 from pmsq.workers.repository import JobRepository
+from pmsq.workers.sync_runner import mark_failed
 from pmsq.workers.transitions import transition
 from pmsq.workers.webhooks import events as webhook_events
-
-
-@dataclass(frozen=True)
-class WriteOutcome:
-    write_status: WriteStatus
-    errors: list[str]
-    created_record_id: str | None
-
-
-def status_from_counts(total: int, finished: int, succeeded: int, failed: int) -> WriteStatus:
-    """PENDING while any job is unfinished; then SUCCESS, FAILURE or PARTIAL_SUCCESS."""
-    if finished < total:
-        return WriteStatus.PENDING
-    if failed == 0:
-        return WriteStatus.SUCCESS
-    if succeeded == 0:
-        return WriteStatus.FAILURE
-    return WriteStatus.PARTIAL_SUCCESS
-
-
-def write_outcome(session: Session, root: Job) -> WriteOutcome:
-    status = status_from_counts(
-        root.tree_total, root.tree_finished, root.tree_succeeded, root.tree_failed
-    )
-    errors = [
-        job.error or "unknown error" for job in JobRepository(session).failed_in_tree(root.id)
-    ]
-    return WriteOutcome(status, errors, root.tree_created_record_id)
 
 
 def finish_job(

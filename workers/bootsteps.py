@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from pmsq.metrics import ClusterCollector
 from pmsq.settings import get_settings
+from pmsq.workers.flow.gauges import FlowGauges
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +36,7 @@ class DispatcherLoop(bootsteps.StartStopStep):
         if port:
             registry = CollectorRegistry(auto_describe=True)
             registry.register(ClusterCollector(context.redis))
+            registry.register(FlowGauges(context.redis))
             start_http_server(port, addr=context.settings.worker_metrics_host, registry=registry)
         self._thread = threading.Thread(
             target=self._loop, args=(context,), name="pmsq-dispatcher", daemon=True

@@ -25,13 +25,10 @@ from pmsq.logs import log_context
 from pmsq.metrics import MetricsRecorder, NullMetrics
 from pmsq.models.base import utcnow
 from pmsq.models.enums import JobStatus
-from pmsq.models.job import Job, JobLog
+from pmsq.models.job import SYNC_ACTION, Job, JobLog
 from pmsq.pms.connector import ChildSpec, Exchange, Step, StepResult
 from pmsq.pms.profiles import CREATE, UPDATE
 from pmsq.pms.workflow import children_after
-from pmsq.scheduler.cache import record_key, store
-from pmsq.scheduler.starter import SYNC_ACTION
-from pmsq.scheduler.sync_runner import SyncLease, SyncRunner
 from pmsq.settings import Settings
 from pmsq.workers.aggregator import finish_job
 from pmsq.workers.backoff import retry_delay_s
@@ -40,7 +37,9 @@ from pmsq.workers.dispatch import Dispatcher, poison_message
 from pmsq.workers.flow.backend import FlowControl, Pace, Paced, redis_time
 from pmsq.workers.flow.keys import claim_member
 from pmsq.workers.heartbeat import LeaseHeartbeat
+from pmsq.workers.record_cache import record_key, store
 from pmsq.workers.repository import JobRepository
+from pmsq.workers.sync_runner import SyncLease, SyncRunner
 from pmsq.workers.transitions import transition
 
 logger = logging.getLogger(__name__)

@@ -13,10 +13,9 @@ from pmsq.api.pagination import PageRequest, paginate
 from pmsq.errors import NotFound, ValidationFailed
 from pmsq.models.base import utcnow
 from pmsq.models.enums import JobStatus, WriteStatus
-from pmsq.models.job import Job, JobLog
+from pmsq.models.job import SYNC_ACTION, Job, JobLog
 from pmsq.pms.profiles import CREATE, UPDATE, VALIDATE_THEN_CREATE
-from pmsq.scheduler.starter import SYNC_ACTION
-from pmsq.workers.aggregator import status_from_counts
+from pmsq.workers.outcome import status_from_counts
 
 TIME_RANGES = {
     "hour": timedelta(hours=1),

@@ -10,8 +10,8 @@ from pmsq.errors import Conflict, NotFound
 from pmsq.models.base import new_id, utcnow
 from pmsq.models.enums import JobStatus, WriteStatus
 from pmsq.models.job import Job
-from pmsq.workers.aggregator import status_from_counts
 from pmsq.workers.dispatch import Dispatcher
+from pmsq.workers.outcome import status_from_counts
 from pmsq.workers.repository import JobRepository
 
 #: Only these writes can be retried (Propexo's rule); anything else is a 409.

@@ -15,8 +15,8 @@ from pmsq.errors import NotFound
 from pmsq.models.base import utcnow
 from pmsq.models.integration import Integration
 from pmsq.models.sync import UNFINISHED_SYNC, DataDiff, SyncExecution, SyncSchedule, SyncType
-from pmsq.scheduler.starter import start_sync
 from pmsq.workers.dispatch import Dispatcher
+from pmsq.workers.sync_starter import start_sync
 
 DIFF_SORTABLE = {"created_at": DataDiff.created_at, "model": DataDiff.model}
 SCHEDULE_SORTABLE = {"created_at": SyncSchedule.created_at}

@@ -30,8 +30,8 @@ from pmsq.models.record import Record
 from pmsq.models.schemas import WriteAccepted
 from pmsq.pms.profiles import CREATE, KNOWN_MODELS, UPDATE, profile_for
 from pmsq.pms.workflow import first_step_action
-from pmsq.workers.aggregator import WriteOutcome, write_outcome
 from pmsq.workers.dispatch import Dispatcher
+from pmsq.workers.outcome import WriteOutcome, write_outcome
 from pmsq.workers.repository import JobRepository
 
 logger = logging.getLogger(__name__)

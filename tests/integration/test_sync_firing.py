@@ -16,7 +16,7 @@ from pmsq.models.integration import Integration
 from pmsq.models.sync import SyncExecution, SyncSchedule, SyncType
 from pmsq.scheduler.firing import SyncFirer
 from pmsq.scheduler.schedules import refresh_schedule
-from pmsq.scheduler.starter import build_sync
+from pmsq.workers.sync_starter import build_sync
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

@@ -27,7 +27,8 @@ from pmsq.models.enums import TERMINAL_STATUSES, JobStatus, WriteStatus
 from pmsq.models.integration import Integration
 from pmsq.models.job import Job, JobLog
 from pmsq.pms.connector import ChildSpec
-from pmsq.workers.aggregator import WriteOutcome, finish_job, status_from_counts, write_outcome
+from pmsq.workers.aggregator import finish_job
+from pmsq.workers.outcome import WriteOutcome, status_from_counts, write_outcome
 from pmsq.workers.transitions import transition
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

@@ -18,9 +18,9 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner, Result
 
-from pmsq import cli
-from pmsq.cli import CliWiring, app, main, watch_write
-from pmsq.cli_client import PmsqClient
+from pmsq.cli import commands as cli
+from pmsq.cli.client import PmsqClient
+from pmsq.cli.commands import CliWiring, app, main, watch_write
 
 TOKEN = "pmsq_secret-token-value-0123456789"
 ROOT = "job-root-1"
@@ -263,11 +263,11 @@ def test_api_and_sandbox_take_host_and_port(
 def test_demo_exits_with_the_demos_code(
     run: Callable[..., Result], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import pmsq.demo
+    import pmsq.cli.demo
 
-    monkeypatch.setattr(pmsq.demo, "main", lambda: 2)
+    monkeypatch.setattr(pmsq.cli.demo, "main", lambda: 2)
     assert run("demo", token=False).exit_code == 2
-    monkeypatch.setattr(pmsq.demo, "main", lambda: 0)
+    monkeypatch.setattr(pmsq.cli.demo, "main", lambda: 0)
     assert run("demo", token=False).exit_code == 0
 
 

@@ -11,6 +11,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from pmsq.logs import install, log_context
 from pmsq.metrics import ClusterCollector, MetricsRecorder
+from pmsq.workers.flow.gauges import FlowGauges
 from pmsq.workers.flow.limits import Limits
 from pmsq.workers.flow.redis_backend import RedisFlowControl
 
@@ -18,6 +19,7 @@ from pmsq.workers.flow.redis_backend import RedisFlowControl
 def scrape(client: fakeredis.FakeRedis) -> dict[str, float]:
     registry = CollectorRegistry()
     registry.register(ClusterCollector(client))
+    registry.register(FlowGauges(client))
     samples = {}
     for line in generate_latest(registry).decode().splitlines():
         if line and not line.startswith("#"):

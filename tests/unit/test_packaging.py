@@ -60,3 +60,25 @@ def test_the_mapped_names_are_the_ones_python_imports() -> None:
         module = importlib.import_module(package)
         assert module.__file__ is not None
         assert Path(module.__file__).parent == REPO_ROOT / folder, package
+
+
+def test_the_typecheck_tree_mirrors_the_installed_layout() -> None:
+    """mypy and import-linter read typecheck/pmsq (they cannot follow the editable install's
+    hook): one relative symlink per entry of pmsq/ and per mapped folder. A module missing
+    there would be skipped by both without a word."""
+    package_dir: dict[str, str] = _setuptools()["package-dir"]
+    mirror = REPO_ROOT / "typecheck" / "pmsq"
+    expected = {
+        entry.name: entry
+        for entry in (REPO_ROOT / "pmsq").iterdir()
+        if entry.name != "__pycache__"
+    } | {
+        package.removeprefix("pmsq."): REPO_ROOT / folder
+        for package, folder in package_dir.items()
+    }
+    found = {link.name: link for link in mirror.iterdir()}
+    assert set(found) == set(expected)
+    for name, link in found.items():
+        assert link.is_symlink(), name
+        assert not Path(link.readlink()).is_absolute(), name
+        assert link.resolve() == expected[name].resolve(), name

@@ -31,13 +31,13 @@ from pmsq.models.job import Job, JobLog
 from pmsq.pms.connector import Exchange, Step, StepResult
 from pmsq.pms.profiles import VALIDATE_THEN_CREATE, VendorProfile, profile_for
 from pmsq.settings import Settings
-from pmsq.workers.aggregator import write_outcome
 from pmsq.workers.connectors import IntegrationSnapshot
 from pmsq.workers.dispatch import Dispatcher
 from pmsq.workers.flow.backend import Pace, Paced
 from pmsq.workers.flow.keys import IntegrationKeys, claim_member
 from pmsq.workers.flow.redis_backend import RedisFlowControl
 from pmsq.workers.heartbeat import LeaseHeartbeat
+from pmsq.workers.outcome import write_outcome
 from pmsq.workers.publisher import AdmittedJob
 from pmsq.workers.runner import Claim, JobRunner, PaceLatency, RequestPacer, Succeeded
 

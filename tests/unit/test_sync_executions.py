@@ -13,8 +13,8 @@ from pmsq.models.enums import JobStatus, Vendor
 from pmsq.models.integration import Integration
 from pmsq.models.job import Job
 from pmsq.models.sync import SyncExecution, SyncStatus, SyncType
-from pmsq.scheduler.starter import backsync_running, build_sync
 from pmsq.workers.aggregator import finish_job
+from pmsq.workers.sync_starter import backsync_running, build_sync
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

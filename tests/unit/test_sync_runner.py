@@ -18,9 +18,9 @@ from pmsq.models.job import Job
 from pmsq.models.record import Record
 from pmsq.models.sync import DataDiff, SyncExecution, SyncStatus, SyncType
 from pmsq.pms.connector import Exchange
-from pmsq.scheduler.cache import store
-from pmsq.scheduler.starter import build_sync
-from pmsq.scheduler.sync_runner import SyncLease, SyncRunner
+from pmsq.workers.record_cache import store
+from pmsq.workers.sync_runner import SyncLease, SyncRunner
+from pmsq.workers.sync_starter import build_sync
 
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 

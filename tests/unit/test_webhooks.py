@@ -32,9 +32,9 @@ from pmsq.models.webhook import (
 )
 from pmsq.outbound import DestinationPolicy, outbound_client, parse_networks
 from pmsq.pms.connector import ChildSpec
-from pmsq.scheduler.sync_runner import mark_failed
 from pmsq.settings import DEV_SECRET_KEY, Settings
 from pmsq.workers.aggregator import finish_job
+from pmsq.workers.sync_runner import mark_failed
 from pmsq.workers.webhooks import signing
 from pmsq.workers.webhooks.deliverer import Claimed, WebhookDeliverer
 

@@ -18,14 +18,11 @@ from sqlalchemy.orm import Session
 
 from pmsq.models.enums import JobStatus
 from pmsq.models.integration import Integration
-from pmsq.models.job import Job
+from pmsq.models.job import SYNC_ACTION, Job
 from pmsq.models.sync import SyncExecution, SyncStatus
 from pmsq.models.webhook import DeliveryStatus, WebhookDelivery, WebhookEvent
+from pmsq.workers.outcome import write_outcome
 from pmsq.workers.webhooks.repository import WebhookRepository
-
-#: Action of the jobs that run syncs (`pmsq.scheduler.starter.SYNC_ACTION`; not imported, to keep
-#: the aggregator free of the scheduler).
-SYNC_ACTION = "SYNC"
 
 
 def _iso(instant: datetime) -> str:
@@ -110,9 +107,6 @@ def on_job_finished(session: Session, job: Job, root: Job, now: datetime) -> Non
         emit(session, job.account_id, WebhookEvent.JOB_FAILURE, job_failure, now)
     if root.action == SYNC_ACTION or root.tree_finished != root.tree_total:
         return
-    # Imported here: the aggregator imports this module.
-    from pmsq.workers.aggregator import write_outcome
-
     failed = root.tree_failed > 0
     event = WebhookEvent.WRITE_OPERATION_FAILURE if failed else WebhookEvent.WRITE_OPERATION_SUCCESS
 

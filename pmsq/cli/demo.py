@@ -26,7 +26,7 @@ from typing import Any, NoReturn, TypeVar
 import httpx
 import redis
 
-from pmsq.processes import Supervised, free_port
+from pmsq.cli.supervisor import Supervised, free_port
 
 T = TypeVar("T")
 

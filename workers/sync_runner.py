@@ -37,7 +37,7 @@ from pmsq.models.job import Job
 from pmsq.models.record import Record
 from pmsq.models.sync import UNFINISHED_SYNC, DataDiff, SyncExecution, SyncStatus
 from pmsq.pms.connector import Connector, ExchangeLog
-from pmsq.scheduler.cache import current_generation, field_changes, record_key
+from pmsq.workers.record_cache import current_generation, field_changes, record_key
 from pmsq.workers.webhooks.events import on_sync_finished
 
 #: Records asked for per page.

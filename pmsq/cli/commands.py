@@ -26,8 +26,8 @@ from rich.console import Console
 from rich.live import Live
 from rich.text import Text
 
-from pmsq.cli_client import DEFAULT_API_URL, ApiError, ApiUnreachable, PmsqClient
-from pmsq.cli_views import (
+from pmsq.cli.client import DEFAULT_API_URL, ApiError, ApiUnreachable, PmsqClient
+from pmsq.cli.views import (
     FINAL_WRITE_STATUSES,
     JobRow,
     api_error_view,
@@ -131,7 +131,7 @@ def token_create(account: str) -> None:
 @app.command()
 def demo() -> None:
     """Run the whole write path end to end on this machine."""
-    from pmsq.demo import main as demo_main
+    from pmsq.cli.demo import main as demo_main
 
     raise typer.Exit(demo_main())
 
@@ -518,7 +518,3 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(code, file=sys.stderr)
         return 1
     return EXIT_OK
-
-
-if __name__ == "__main__":
-    sys.exit(main())

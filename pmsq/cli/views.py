@@ -18,7 +18,7 @@ from rich.table import Table
 from rich.text import Text
 from rich.tree import Tree
 
-from pmsq.cli_client import ApiError
+from pmsq.cli.client import ApiError
 
 #: Write statuses a write never leaves (the API's `WriteStatus` minus PENDING).
 FINAL_WRITE_STATUSES = frozenset({"SUCCESS", "FAILURE", "PARTIAL_SUCCESS"})

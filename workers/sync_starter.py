@@ -17,12 +17,9 @@ from pmsq.errors import Conflict, ValidationFailed
 from pmsq.models.base import new_id
 from pmsq.models.enums import JobStatus
 from pmsq.models.integration import Integration
-from pmsq.models.job import Job
+from pmsq.models.job import SYNC_ACTION, SYNC_MODEL, Job
 from pmsq.models.sync import UNFINISHED_SYNC, SyncExecution, SyncStatus, SyncType
 from pmsq.pms.profiles import profile_for
-
-SYNC_MODEL = "sync"
-SYNC_ACTION = "SYNC"
 
 
 def backsync_running(session: Session, integration_id: str) -> bool:

@@ -1,0 +1,1 @@
+../../pmsq/crypto.py

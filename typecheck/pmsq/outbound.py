@@ -1,0 +1,1 @@
+../../pmsq/outbound.py
