@@ -15,7 +15,7 @@ from celery.signals import after_setup_logger, after_setup_task_logger
 
 from pmsq.logs import install
 from pmsq.settings import get_settings
-from pmsq.workers.bootsteps import DispatcherLoop
+from pmsq.workers.bootsteps import DispatcherLoop, WebhookDeliveryLoop
 
 settings = get_settings()
 
@@ -39,6 +39,7 @@ app.conf.update(
     beat_max_loop_interval=1,
 )
 app.steps["worker"].add(DispatcherLoop)
+app.steps["worker"].add(WebhookDeliveryLoop)
 
 
 @after_setup_logger.connect

@@ -1,21 +1,28 @@
-"""A worker bootstep running the dispatcher loop in a thread of the worker's main process.
+"""Worker bootsteps: loops on threads of the worker's main process.
 
-Every worker runs one; the dispatcher's row-locked transitions make that safe, and it means
-no extra process is needed to admit due retries or reclaim the leases of killed workers.
+`DispatcherLoop` admits due jobs (`pmsq.workers.dispatch`) and heals what lost workers, messages
+or Redis data left behind (`pmsq.workers.healing`); `WebhookDeliveryLoop` sends due webhook
+deliveries. Every worker runs both; row-locked transitions and atomic Lua decisions make that
+safe, and it means no extra process is needed to admit due retries, reclaim the leases of killed
+workers or deliver webhooks.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from typing import Any
 
 from celery import bootsteps
 from prometheus_client import CollectorRegistry, start_http_server
+from sqlalchemy import Engine
 
 from pmsq.metrics import ClusterCollector
+from pmsq.models.db import make_engine, make_session_factory
 from pmsq.settings import get_settings
 from pmsq.workers.flow.gauges import FlowGauges
+from pmsq.workers.webhooks.deliverer import DeliveryLoop
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +57,46 @@ class DispatcherLoop(bootsteps.StartStopStep):
 
     def _loop(self, context: Any) -> None:
         try:
+            next_heal_s = 0.0
             while not self._stop.is_set():
                 try:
                     sleep_s = context.dispatcher.tick()
                 except Exception:
                     logger.exception("dispatcher tick failed; retrying")
                     sleep_s = context.settings.dispatch_interval_s
+                if time.monotonic() >= next_heal_s:
+                    next_heal_s = time.monotonic() + context.settings.maintenance_interval_s
+                    try:
+                        context.healer.heal()
+                    except Exception:
+                        logger.exception("healing pass failed; the next pass retries")
                 if sleep_s > 0:
                     self._stop.wait(sleep_s)
         finally:
             context.close()
+
+
+class WebhookDeliveryLoop(bootsteps.StartStopStep):
+    requires = ("celery.worker.components:Pool",)
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._engine: Engine | None = None
+
+    def start(self, parent: Any) -> None:
+        settings = get_settings()
+        self._engine = make_engine(settings.database_url)
+        loop = DeliveryLoop(make_session_factory(self._engine), settings)
+        self._thread = threading.Thread(
+            target=loop.run, args=(self._stop,), name="pmsq-webhooks", daemon=True
+        )
+        self._thread.start()
+
+    def stop(self, parent: Any) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        if self._engine is not None:
+            self._engine.dispose()

@@ -22,6 +22,7 @@ from pmsq.settings import Settings
 from pmsq.workers.connectors import ConnectorFactory
 from pmsq.workers.dispatch import Dispatcher
 from pmsq.workers.flow.redis_backend import RedisFlowControl
+from pmsq.workers.healing import Healer
 from pmsq.workers.publisher import CeleryPublisher
 from pmsq.workers.runner import JobRunner
 
@@ -34,6 +35,7 @@ class WorkerContext:
     http: httpx.Client
     redis: redis.Redis
     dispatcher: Dispatcher
+    healer: Healer
     runner: JobRunner
 
     @classmethod
@@ -53,7 +55,10 @@ class WorkerContext:
             CredentialCipher(settings.fernet_keys), http, parse_hosts(settings.allowed_pms_hosts)
         )
         runner = JobRunner(session_factory, connectors, dispatcher, settings, metrics=metrics)
-        return cls(settings, engine, session_factory, http, redis_client, dispatcher, runner)
+        healer = Healer(session_factory, dispatcher, settings)
+        return cls(
+            settings, engine, session_factory, http, redis_client, dispatcher, healer, runner
+        )
 
     def close(self) -> None:
         self.http.close()

@@ -33,14 +33,14 @@ from pmsq.settings import Settings
 from pmsq.workers.aggregator import finish_job
 from pmsq.workers.backoff import retry_delay_s
 from pmsq.workers.connectors import ConnectorFactory, IntegrationSnapshot
-from pmsq.workers.dispatch import Dispatcher, poison_message
+from pmsq.workers.dispatch import Dispatcher
 from pmsq.workers.flow.backend import FlowControl, Pace, Paced, redis_time
-from pmsq.workers.flow.keys import claim_member
+from pmsq.workers.healing import poison_message
 from pmsq.workers.heartbeat import LeaseHeartbeat
 from pmsq.workers.record_cache import record_key, store
 from pmsq.workers.repository import JobRepository
 from pmsq.workers.sync_runner import SyncLease, SyncRunner
-from pmsq.workers.transitions import transition
+from pmsq.workers.transitions import requeue, transition
 
 logger = logging.getLogger(__name__)
 
@@ -303,14 +303,10 @@ class JobRunner:
             self._flow.record_pms_limits(integration_id, exchanges_headers)
         if not recorded.applied:
             return  # fenced out: the slot belongs to the job's newer delivery
-        backlog = self._flow.release(integration_id, claim_member(claim.job_id, claim.delivery))
-        if recorded.status == JobStatus.PENDING:
-            self._dispatcher.submit(integration_id, [claim.job_id], recorded.retry_delay_s)
-        if recorded.spawned:
-            self._dispatcher.submit(integration_id, recorded.spawned)
-        elif backlog:
-            # The freed slot goes to the next waiting job at once, not at the next tick.
-            self._dispatcher.admit_integration(integration_id)
+        retry_delay_s = recorded.retry_delay_s if recorded.status == JobStatus.PENDING else None
+        self._dispatcher.after_run(
+            integration_id, claim.job_id, claim.delivery, retry_delay_s, recorded.spawned
+        )
 
     def _after_final(self, integration_id: str, job_id: str) -> None:
         """A job that ended at claim (poison) gives back its admission lease."""
@@ -347,8 +343,7 @@ class JobRunner:
                 lease_s = self._settings.job_lease_s
                 held = self._flow.hold(job.integration_id, job.id, delivery, lease_s)
                 if not held.held:
-                    transition(job, JobStatus.PENDING, now)
-                    job.due_at = now
+                    requeue(job, now)
                     given_back = job
                 else:
                     transition(job, JobStatus.RUNNING, now)
@@ -514,9 +509,7 @@ class JobRunner:
         return delay
 
     def _defer(self, job: Job, now: datetime, delay_s: float, last_error: str) -> None:
-        transition(job, JobStatus.PENDING, now)
-        job.due_at = now + timedelta(seconds=delay_s)
-        job.lease_expires_at = None
+        requeue(job, now, now + timedelta(seconds=delay_s))
         job.error = last_error
 
     def _finish(

@@ -43,3 +43,12 @@ def transition(job: Job, new: JobStatus, now: datetime) -> None:
         job.finished_at = now
         job.lease_expires_at = None
         job.due_at = None
+
+
+def requeue(job: Job, now: datetime, due_at: datetime | None = None) -> None:
+    """Back to PENDING, due at `due_at` (now by default), holding no lease: the one way a job
+    waits again, whether its admission was handed back, its attempt is to be retried, or its
+    worker was lost."""
+    transition(job, P, now)
+    job.due_at = now if due_at is None else due_at
+    job.lease_expires_at = None

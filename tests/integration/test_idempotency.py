@@ -30,7 +30,8 @@ from pmsq.models.enums import JobStatus
 from pmsq.models.idempotency import IdempotencyRecord
 from pmsq.models.job import Job
 from pmsq.settings import Settings
-from pmsq.workers.dispatch import ORPHAN_AGE_S, Dispatcher
+from pmsq.workers.dispatch import Dispatcher
+from pmsq.workers.healing import ORPHAN_AGE_S, Healer
 
 TTL_S = 86_400.0
 
@@ -249,10 +250,11 @@ def test_an_enqueue_failure_after_commit_answers_the_job_and_the_sweep_runs_it(
 
     # The dispatcher's orphan sweep finds the stored job missing from Redis and admits it.
     later = utcnow() + timedelta(seconds=ORPHAN_AGE_S + 1)
-    sweeper = Dispatcher(
+    dispatcher = Dispatcher(
         api.session_factory, api.publisher, api.flow, Settings(), clock=lambda: later
     )
-    assert sweeper.enqueue_orphans() >= 1
+    healer = Healer(api.session_factory, dispatcher, Settings(), clock=lambda: later)
+    assert healer.enqueue_orphans() >= 1
     assert published_of(api, integration_id) == [job_id]
     with api.session_factory() as session:
         job = session.get(Job, job_id)

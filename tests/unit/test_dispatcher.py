@@ -20,11 +20,12 @@ from pmsq.models.enums import Cadence, JobStatus, Vendor
 from pmsq.models.integration import Integration
 from pmsq.models.job import Job
 from pmsq.settings import Settings
-from pmsq.workers.dispatch import ORPHAN_AGE_S, Dispatcher
+from pmsq.workers.dispatch import Dispatcher
 from pmsq.workers.flow.backend import Pace, redis_time
 from pmsq.workers.flow.keys import READY, IntegrationKeys
 from pmsq.workers.flow.limits import Limits
 from pmsq.workers.flow.redis_backend import RedisFlowControl
+from pmsq.workers.healing import ORPHAN_AGE_S, Healer
 from pmsq.workers.publisher import AdmittedJob
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -71,6 +72,7 @@ class World:
         self.dispatcher = Dispatcher(
             self.session_factory, self.publisher, self.flow, self.settings, self.clock
         )
+        self.healer = Healer(self.session_factory, self.dispatcher, self.settings, self.clock)
         with self.session_factory.begin() as session:
             account = Account(name="acme")
             session.add(account)
@@ -293,7 +295,7 @@ def test_a_pending_job_missing_from_redis_is_enqueued_and_published(world: World
     iid = world.add_integration(concurrency=5)
     orphan = world.add_job(iid, due_at=T0 - timedelta(minutes=1))
 
-    assert world.dispatcher.enqueue_orphans() == 1
+    assert world.healer.enqueue_orphans() == 1
 
     assert world.publisher.ids == [orphan]
     assert world.status(orphan) == JobStatus.QUEUED.value
@@ -309,7 +311,7 @@ def test_orphan_sweep_leaves_young_and_present_jobs_alone(world: World) -> None:
     young = world.add_job(iid, due_at=T0 - timedelta(seconds=ORPHAN_AGE_S / 2))
     delayed = world.add_job(iid, due_at=T0 + timedelta(minutes=5))
 
-    assert world.dispatcher.enqueue_orphans() == 1
+    assert world.healer.enqueue_orphans() == 1
 
     assert world.flow.in_backlog(iid, [present, orphan, young, delayed]) == [
         True,
@@ -318,7 +320,7 @@ def test_orphan_sweep_leaves_young_and_present_jobs_alone(world: World) -> None:
         False,
     ]
     assert world.publisher.ids == [running]
-    assert world.dispatcher.enqueue_orphans() == 0  # found once
+    assert world.healer.enqueue_orphans() == 0  # found once
 
 
 def test_the_sweep_never_enqueues_a_job_admitted_meanwhile(world: World) -> None:
@@ -330,7 +332,7 @@ def test_the_sweep_never_enqueues_a_job_admitted_meanwhile(world: World) -> None
     # so the sweep still reads it PENDING and finds it missing from the backlog.
     assert world.flow.admit(iid, 10, LEASE_S).job_ids == (job,)
 
-    assert world.dispatcher.enqueue_orphans() == 0
+    assert world.healer.enqueue_orphans() == 0
 
     assert world.flow.in_backlog(iid, [job]) == [False]
     assert world.publisher.ids == []  # published once, by the admission that took it
@@ -359,7 +361,7 @@ def test_a_lost_ready_set_is_repaired(world: World) -> None:
     world.flow.enqueue(iid, [job])
     world.redis.delete(READY)
 
-    world.dispatcher.maintain()
+    world.healer.heal()
     world.dispatcher.tick()
 
     assert world.publisher.ids == [job]
@@ -378,14 +380,14 @@ def test_limits_older_than_the_store_are_reloaded(world: World) -> None:
         integration.max_job_concurrency = 3
         integration.updated_at = integration.updated_at + timedelta(seconds=1)
 
-    assert world.dispatcher.refresh_limits() == 1
+    assert world.healer.refresh_limits() == 1
     limits = world.flow.usage(iid).limits
     assert limits is not None and limits.concurrency == 3
     # The older limits arriving late change nothing; nothing is stale any more.
     world.flow.set_limits(iid, old)
     limits = world.flow.usage(iid).limits
     assert limits is not None and limits.concurrency == 3
-    assert world.dispatcher.refresh_limits() == 0
+    assert world.healer.refresh_limits() == 0
 
 
 def test_a_queued_job_never_claimed_goes_through_admission_again(world: World) -> None:
@@ -404,13 +406,13 @@ def test_a_queued_job_never_claimed_goes_through_admission_again(world: World) -
         iid, status=JobStatus.QUEUED, due_at=None, updated_at=T0 - timedelta(seconds=5)
     )
 
-    assert world.dispatcher.requeue_stale_queued() == 1
+    assert world.healer.requeue_stale_queued() == 1
 
     assert world.publisher.ids == [lost]
     job = world.job(lost)
     assert job.status == JobStatus.QUEUED.value
     assert job.updated_at >= T0
-    assert world.dispatcher.requeue_stale_queued() == 0  # republished: fresh again
+    assert world.healer.requeue_stale_queued() == 0  # republished: fresh again
     assert world.publisher.ids == [lost]
     assert {world.status(j) for j in (waiting, recent)} == {JobStatus.QUEUED.value}
 
@@ -438,7 +440,7 @@ def test_a_running_job_whose_lease_expired_is_admitted_again(world: World) -> No
     # Its worker renewed its claim lease in Redis; the database's copy has not caught up.
     assert world.flow.hold(iid, alive, 1, LEASE_S).held
 
-    assert world.dispatcher.reclaim_expired_leases() == 1
+    assert world.healer.reclaim_expired_leases() == 1
 
     assert world.publisher.ids == [lost]
     job = world.job(lost)
@@ -468,7 +470,7 @@ def test_a_reclaimed_job_keeps_its_turn_ahead_of_the_backlog(world: World) -> No
     waiting = [world.add_job(iid) for _ in range(3)]
     world.flow.enqueue(iid, waiting)
 
-    assert world.dispatcher.reclaim_expired_leases() == 1
+    assert world.healer.reclaim_expired_leases() == 1
 
     assert world.publisher.ids == [lost]
     assert all(world.status(job_id) == JobStatus.PENDING.value for job_id in waiting)
@@ -488,7 +490,7 @@ def test_a_dispatcher_whose_clock_runs_fast_reclaims_no_live_job(world: World) -
     # This host's clock is a lease and 7 s ahead of Redis's (and the worker's).
     world.clock.now = redis_time(world.redis_now_us()) + timedelta(seconds=LEASE_S + 7)
 
-    world.dispatcher.maintain()
+    world.healer.heal()
 
     assert world.status(alive) == JobStatus.RUNNING.value
     assert world.publisher.ids == []
@@ -517,7 +519,7 @@ def test_a_job_lost_max_deliveries_times_fails_as_poison(world: World) -> None:
     )
     world.clock.now = lease_end + timedelta(seconds=1)
 
-    assert world.dispatcher.reclaim_expired_leases() == 1
+    assert world.healer.reclaim_expired_leases() == 1
 
     job = world.job(poison)
     assert job.status == JobStatus.FAILURE.value
@@ -546,7 +548,7 @@ def test_maintain_runs_every_healing_pass(world: World) -> None:
         lease_expires_at=T0 - timedelta(seconds=1),
     )
 
-    world.dispatcher.maintain()
+    world.healer.heal()
 
     assert sorted(world.publisher.ids) == sorted([orphan, stale, lost])
 

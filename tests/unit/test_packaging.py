@@ -69,12 +69,9 @@ def test_the_typecheck_tree_mirrors_the_installed_layout() -> None:
     package_dir: dict[str, str] = _setuptools()["package-dir"]
     mirror = REPO_ROOT / "typecheck" / "pmsq"
     expected = {
-        entry.name: entry
-        for entry in (REPO_ROOT / "pmsq").iterdir()
-        if entry.name != "__pycache__"
+        entry.name: entry for entry in (REPO_ROOT / "pmsq").iterdir() if entry.name != "__pycache__"
     } | {
-        package.removeprefix("pmsq."): REPO_ROOT / folder
-        for package, folder in package_dir.items()
+        package.removeprefix("pmsq."): REPO_ROOT / folder for package, folder in package_dir.items()
     }
     found = {link.name: link for link in mirror.iterdir()}
     assert set(found) == set(expected)

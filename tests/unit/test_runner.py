@@ -36,6 +36,7 @@ from pmsq.workers.dispatch import Dispatcher
 from pmsq.workers.flow.backend import Pace, Paced
 from pmsq.workers.flow.keys import IntegrationKeys, claim_member
 from pmsq.workers.flow.redis_backend import RedisFlowControl
+from pmsq.workers.healing import Healer
 from pmsq.workers.heartbeat import LeaseHeartbeat
 from pmsq.workers.outcome import write_outcome
 from pmsq.workers.publisher import AdmittedJob
@@ -178,6 +179,7 @@ class Harness:
         self.dispatcher = Dispatcher(
             self.session_factory, self.publisher, self.flow, self.settings, self.clock
         )
+        self.healer = Healer(self.session_factory, self.dispatcher, self.settings, self.clock)
 
     @property
     def keys(self) -> IntegrationKeys:
@@ -711,7 +713,7 @@ def test_job_whose_worker_is_lost_every_time_fails_as_poison(
         assert runner.claim(job_id) is not None  # the worker dies after its claim
         assert harness.job(job_id).unrecorded_claims == delivery
         harness.advance(LEASE_S + 1)
-        reclaimed = harness.dispatcher.reclaim_expired_leases()
+        reclaimed = harness.healer.reclaim_expired_leases()
         if delivery < 3:
             assert reclaimed == 1
             # Back through admission at once: published again.
@@ -739,7 +741,7 @@ def test_outcome_of_a_worker_that_lost_its_lease_is_dropped(harness: Harness) ->
 
     # The slow worker's lease passes; the job is handed out again and claimed anew.
     harness.advance(LEASE_S + 1)
-    assert harness.dispatcher.reclaim_expired_leases() == 1
+    assert harness.healer.reclaim_expired_leases() == 1
     assert harness.publisher.published[-1].job_id == job_id
     fresh = harness.runner(ScriptedConnector([StepResult(created_record_id="fresh")]))
     fresh_claim = fresh.claim(job_id)
@@ -772,7 +774,7 @@ def test_a_fenced_out_worker_leaves_the_newer_deliverys_lease_alone(harness: Har
         # While the slow worker's request is in flight its lease passes; the job is admitted
         # again (a new concurrency lease) and claimed by another worker.
         harness.advance(LEASE_S + 1)
-        assert harness.dispatcher.reclaim_expired_leases() == 1
+        assert harness.healer.reclaim_expired_leases() == 1
         fresh_claims.append(harness.runner(ScriptedConnector([StepResult()])).claim(job_id))
 
     slow = harness.runner(
@@ -800,7 +802,7 @@ def test_a_worker_paused_past_its_lease_stops_without_sending(harness: Harness) 
         # The worker is frozen (SIGSTOP, a long GC) after its claim and before its request;
         # meanwhile its lease lapses and the job is handed to another worker.
         harness.advance(LEASE_S + 1)
-        assert harness.dispatcher.reclaim_expired_leases() == 1
+        assert harness.healer.reclaim_expired_leases() == 1
         fresh_claims.append(harness.runner(ScriptedConnector([StepResult()])).claim(job_id))
 
     stale = ScriptedConnector([StepResult(created_record_id="stale")], before=freeze_past_the_lease)
@@ -831,7 +833,7 @@ def test_a_lapsed_lease_stops_the_worker_even_before_a_reclaim(harness: Harness)
     job = harness.job(job_id)
     assert (job.status, job.deliveries) == (JobStatus.RUNNING.value, 1)
     # The lease reclaim hands it out again at once, as for a dead worker.
-    assert harness.dispatcher.reclaim_expired_leases() == 1
+    assert harness.healer.reclaim_expired_leases() == 1
     assert harness.publisher.published[-1].job_id == job_id
 
 
@@ -1085,13 +1087,13 @@ def test_expired_lease_goes_back_to_pending_with_outcome_unknown(harness: Harnes
     assert harness.lease_us(claim_member(job_id, 1)) == lease_end_us
 
     harness.advance(LEASE_S - 1)  # not yet past it
-    assert harness.dispatcher.reclaim_expired_leases() == 0
+    assert harness.healer.reclaim_expired_leases() == 0
     assert harness.job(job_id).status == JobStatus.RUNNING.value
 
     # Keep the integration paused so the reclaimed job stays PENDING for inspection.
     harness.flow.pause(harness.integration_id, 60.0)
     harness.advance(1.001)
-    assert harness.dispatcher.reclaim_expired_leases() == 1
+    assert harness.healer.reclaim_expired_leases() == 1
     assert harness.lease_us(claim_member(job_id, 1)) is None
 
     job = harness.job(job_id)
@@ -1102,7 +1104,7 @@ def test_expired_lease_goes_back_to_pending_with_outcome_unknown(harness: Harnes
     assert job.deliveries == 1
     assert harness.flow.in_backlog(harness.integration_id, [job_id]) == [True]
     # A second reclaim finds nothing; once the pause ends the next tick admits it again.
-    assert harness.dispatcher.reclaim_expired_leases() == 0
+    assert harness.healer.reclaim_expired_leases() == 0
     assert len(harness.publisher.published) == 1
     harness.advance(60.0)
     harness.dispatcher.tick()

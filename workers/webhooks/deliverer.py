@@ -219,11 +219,13 @@ def build_deliverer(
     )
 
 
-class DeliveryPump:
-    """Runs `deliver_due` passes on a background thread, one at a time per process.
+class DeliveryLoop:
+    """Sends due deliveries every `PMSQ_MAINTENANCE_INTERVAL_S` until stopped.
 
-    The dispatcher kicks it from its maintenance step; a slow or dead endpoint then delays
-    only other webhooks, never job admissions. The HTTP client is made on the first pass.
+    It runs on a thread of its own (the worker's `WebhookDeliveryLoop` bootstep), so a slow or
+    dead endpoint delays only other webhooks, never job admissions or healing. Passes claim due
+    deliveries with a conditional UPDATE, so loops in many workers never send one twice at once.
+    The HTTP client is made on the first pass.
     """
 
     def __init__(
@@ -236,24 +238,13 @@ class DeliveryPump:
         self._settings = settings
         self._clock = clock
         self._deliverer: WebhookDeliverer | None = None
-        self._thread: threading.Thread | None = None
-        self._lock = threading.Lock()
 
-    def kick(self) -> bool:
-        """Start a pass unless one is running; returns whether one was started."""
-        with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                return False
-            self._thread = threading.Thread(target=self._pass, name="pmsq-webhooks", daemon=True)
-            self._thread.start()
-            return True
+    def run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            self.deliver_once()
+            stop.wait(self._settings.maintenance_interval_s)
 
-    def join(self, timeout_s: float | None = None) -> None:
-        thread = self._thread
-        if thread is not None:
-            thread.join(timeout_s)
-
-    def _pass(self) -> None:
+    def deliver_once(self) -> None:
         try:
             if self._deliverer is None:
                 policy = DestinationPolicy.from_settings(self._settings)
