@@ -25,10 +25,9 @@ from pmsq.logs import log_context
 from pmsq.metrics import MetricsRecorder, NullMetrics
 from pmsq.models.base import utcnow
 from pmsq.models.enums import JobStatus
-from pmsq.models.job import SYNC_ACTION, Job, JobLog
-from pmsq.pms.connector import ChildSpec, Exchange, Step, StepResult
+from pmsq.models.job import Job, JobLog
+from pmsq.pms.connector import Exchange, Step, StepResult
 from pmsq.pms.profiles import CREATE, UPDATE
-from pmsq.pms.workflow import children_after
 from pmsq.settings import Settings
 from pmsq.workers.aggregator import finish_job
 from pmsq.workers.backoff import retry_delay_s
@@ -39,35 +38,10 @@ from pmsq.workers.healing import poison_message
 from pmsq.workers.heartbeat import LeaseHeartbeat
 from pmsq.workers.record_cache import record_key, store
 from pmsq.workers.repository import JobRepository
-from pmsq.workers.sync_runner import SyncLease, SyncRunner
+from pmsq.workers.steps import Claim, Failed, Outcome, StepHandlers, Succeeded
 from pmsq.workers.transitions import requeue, transition
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Claim:
-    job_id: str
-    root_job_id: str
-    delivery: int
-    attempt: int
-    step: Step
-    integration: IntegrationSnapshot
-
-
-@dataclass(frozen=True)
-class Succeeded:
-    result: StepResult
-    children: list[ChildSpec]
-    sync_status: str | None = None
-
-
-@dataclass(frozen=True)
-class Failed:
-    error: PmsError
-
-
-Outcome = Succeeded | Failed
 
 
 @dataclass(frozen=True)
@@ -204,10 +178,6 @@ def _unavailable(what: str, exc: Exception) -> PmsError:
     return PmsError(f"{what} unavailable while pacing ({type(exc).__name__})", retryable=True)
 
 
-#: Stands in for the record id a step will create, to count the children it will spawn.
-_TO_BE_CREATED = "to-be-created"
-
-
 class JobRunner:
     def __init__(
         self,
@@ -225,7 +195,7 @@ class JobRunner:
         self._flow = dispatcher.flow
         self._settings = settings
         self._clock = clock
-        self._syncs = SyncRunner(session_factory, clock)
+        self._steps = StepHandlers(session_factory, settings, clock)
         self._pace_latency = PaceLatency()
 
     def run(self, job_id: str) -> JobStatus | None:
@@ -286,12 +256,9 @@ class JobRunner:
         self._metrics.observe("pmsq_job_duration_seconds", duration_s)
         if recorded.write_latency_s is not None:
             self._metrics.observe("pmsq_write_latency_seconds", recorded.write_latency_s)
-        if claim.step.action == SYNC_ACTION and recorded.status in (
-            JobStatus.SUCCESS,
-            JobStatus.FAILURE,
-        ):
-            status = recorded.sync_status or recorded.status.value
-            self._metrics.count("pmsq_sync_outcomes", integration_id=integration_id, status=status)
+        self._steps.handler_for(claim.step).observe(
+            integration_id, recorded.status, recorded.sync_status, self._metrics
+        )
 
     def _after_record(self, claim: Claim, outcome: Outcome, recorded: Recorded) -> None:
         """Flow-control side of an outcome, once it is committed."""
@@ -386,17 +353,7 @@ class JobRunner:
                 latency=self._pace_latency,
             )
             connector, profile = self._connectors.build(claim.integration, pacer.wait_for_slot)
-            if claim.step.action == SYNC_ACTION:
-                execution_id = str(claim.step.payload["execution_id"])
-                lease = SyncLease(claim.job_id, claim.delivery)
-                execution = self._syncs.run(
-                    execution_id, claim.integration.id, lease, connector, log
-                )
-                return Succeeded(StepResult(), [], execution.status)
-            self._check_fan_out(claim, len(children_after(profile, claim.step, _TO_BE_CREATED)))
-            result = connector.execute(claim.step, log)
-            children = children_after(profile, claim.step, result.created_record_id)
-            return Succeeded(result, children)
+            return self._steps.handler_for(claim.step).run(claim, connector, profile, log)
         except PmsError as error:
             return Failed(error)
         except FencedOut:
@@ -404,23 +361,6 @@ class JobRunner:
         except Exception as exc:  # a bug or an unexpected PMS answer: fail, don't loop
             logger.exception("job %s: unexpected error", claim.job_id)
             return Failed(PmsError(f"internal error: {type(exc).__name__}", retryable=False))
-
-    def _check_fan_out(self, claim: Claim, spawning: int) -> None:
-        """Fail a step whose children would breach PMSQ_MAX_JOBS_PER_TREE before it touches
-        the PMS: failing it after the PMS created its record would leave a record the write
-        reports as failed (and a retry of the write would create it again)."""
-        if not spawning:
-            return
-        with self._session_factory() as session:
-            root = JobRepository(session).get(claim.root_job_id)
-            total = root.tree_total if root is not None else 0
-        limit = self._settings.max_jobs_per_tree
-        if total + spawning > limit:
-            raise PmsError(
-                f"spawning {spawning} child jobs would exceed the limit of {limit} jobs per "
-                "write (PMSQ_MAX_JOBS_PER_TREE); nothing was sent to the PMS",
-                retryable=False,
-            )
 
     def record(self, claim: Claim, exchanges: list[Exchange], outcome: Outcome) -> Recorded:
         """Store the exchanges and apply the outcome, if this claim still holds the job."""

@@ -79,3 +79,19 @@ def test_the_typecheck_tree_mirrors_the_installed_layout() -> None:
         assert link.is_symlink(), name
         assert not Path(link.readlink()).is_absolute(), name
         assert link.resolve() == expected[name].resolve(), name
+
+
+def test_the_entry_point_contract_names_every_module_of_the_domain() -> None:
+    """import-linter's forbidden contract lists the domain's modules one by one: a new module
+    left out of it could import the Celery entry points unchecked."""
+    with open(REPO_ROOT / "pyproject.toml", "rb") as file:
+        contracts = tomllib.load(file)["tool"]["importlinter"]["contracts"]
+    [contract] = [c for c in contracts if c["type"] == "forbidden"]
+    listed = set(contract["source_modules"]) | set(contract["forbidden_modules"])
+    modules = {
+        f"pmsq.workers.{entry.stem}"
+        for entry in (REPO_ROOT / "workers").iterdir()
+        if (entry.suffix == ".py" and entry.stem != "__init__")
+        or (entry.is_dir() and (entry / "__init__.py").is_file())
+    }
+    assert modules == listed

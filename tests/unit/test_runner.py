@@ -40,7 +40,8 @@ from pmsq.workers.healing import Healer
 from pmsq.workers.heartbeat import LeaseHeartbeat
 from pmsq.workers.outcome import write_outcome
 from pmsq.workers.publisher import AdmittedJob
-from pmsq.workers.runner import Claim, JobRunner, PaceLatency, RequestPacer, Succeeded
+from pmsq.workers.runner import JobRunner, PaceLatency, RequestPacer
+from pmsq.workers.steps import Claim, Succeeded
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 #: Long enough that no real time elapsed in a test reaches a retry's due time by itself.
