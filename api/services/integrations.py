@@ -17,7 +17,7 @@ from pmsq.models.integration import Integration
 from pmsq.models.job import Job
 from pmsq.models.schemas import IntegrationCreate, IntegrationOut, IntegrationUpdate, check_rate
 from pmsq.outbound import DestinationPolicy, host_refusal
-from pmsq.pms.profiles import profile_for
+from pmsq.pms.registry import profile_for
 from pmsq.scheduler.schedules import refresh_schedule
 from pmsq.workers.flow.backend import FlowControl
 from pmsq.workers.flow.limits import Limits
