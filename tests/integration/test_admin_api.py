@@ -632,7 +632,7 @@ def test_capabilities_list_every_vendor_with_a_profile(api: ApiHarness) -> None:
     assert one.status_code == 200
     assert one.json() == {"vendor": "BUILDIUM", **vendors["BUILDIUM"]}
     assert api.client.get("/v1/admin/capabilities/buildium", headers=headers).json() == one.json()
-    assert set(vendors) == {vendor.value for vendor in Vendor}  # every vendor has a profile
+    assert {vendor.value for vendor in Vendor} <= set(vendors)  # every vendor has a profile
     for unknown in ("NOPE", "SPACESHIP"):
         missing = api.client.get(f"/v1/admin/capabilities/{unknown}", headers=headers)
         assert missing.status_code == 404, (unknown, missing.text)
