@@ -27,6 +27,8 @@ CREDENTIALS_FIELD = "credentials"
 
 @dataclass(frozen=True)
 class VendorSpec(Generic[C]):
+    """One vendor as the registry holds it; the contract suite runs on every one."""
+
     profile: VendorProfile
     #: The pydantic model an integration's credentials must fit.
     credentials: type[C]

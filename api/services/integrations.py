@@ -207,8 +207,7 @@ class IntegrationService:
         """A vendor with fixed API hosts takes a base_url only on them (or an allowed host)."""
         if base_url is None:
             return
-        api_hosts = vendor.profile.api_hosts
-        reason = host_refusal(base_url, api_hosts, self._allowed_pms_hosts)
+        reason = host_refusal(base_url, vendor.profile.api_hosts, self._allowed_pms_hosts)
         if reason is not None:
             raise _refused_base_url(reason)
 
