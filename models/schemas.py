@@ -117,7 +117,9 @@ class IntegrationFields(BaseModel):
 
 
 class IntegrationCreate(IntegrationFields):
-    integration_vendor: Vendor
+    #: One of the installed vendors (`GET /v1/admin/capabilities` lists them): a string checked
+    #: by the integration service, since packages may add vendors.
+    integration_vendor: str = Field(max_length=40, examples=[Vendor.BUILDIUM.value])
     name: str = Field(min_length=1, max_length=200)
     sync_frequency: int = Field(default=12, ge=1, le=MAX_FREQUENCY)
     sync_cadence: Cadence = Cadence.HOUR
@@ -138,7 +140,7 @@ class IntegrationCreate(IntegrationFields):
 
 
 class IntegrationUpdate(IntegrationFields):
-    integration_vendor: Vendor | None = None
+    integration_vendor: str | None = Field(default=None, max_length=40)
 
 
 def check_rate(frequency: float, cadence: Cadence) -> None:

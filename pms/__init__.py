@@ -1,1 +1,2 @@
-"""PMS connectors: the connector interface, vendor capability profiles, the sandbox PMS."""
+"""PMS connectors: the connector interface, the HTTP machinery and dialects they share, the
+vendors (one module each, plus packages registered by entry point), the sandbox PMS."""

@@ -1,7 +1,9 @@
-"""What each vendor's PMS can do: models, actions, writable fields, and multi-call workflows.
+"""What a vendor's PMS can do: models, actions, writable fields, and multi-call workflows.
 
-The write validator, the job runner and `GET /v1/admin/capabilities` all read these profiles,
-so what the API accepts and what the workers send can never disagree.
+Each vendor module (`pmsq.pms.vendors.*`, or a package registered under the `pmsq.vendors`
+entry point) declares its profile with these types; the write validator, the job runner and
+`GET /v1/admin/capabilities` all read the profiles through the registry
+(`pmsq.pms.registry`), so what the API accepts and what the workers send can never disagree.
 """
 
 from __future__ import annotations
@@ -10,8 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from pmsq.errors import NotFound, UnknownFields, UnsupportedOperation, ValidationFailed
-from pmsq.models.enums import Vendor
+from pmsq.errors import UnknownFields, UnsupportedOperation, ValidationFailed
 
 #: Client-facing write actions.
 CREATE = "CREATE"
@@ -46,7 +47,8 @@ class ModelSupport:
 
 @dataclass(frozen=True)
 class VendorProfile:
-    vendor: Vendor
+    #: The vendor's name as integrations store it (`integration_vendor`).
+    vendor: str
     models: Mapping[str, ModelSupport]
     #: The PMS honours an `Idempotency-Key` header; otherwise a re-attempt whose earlier
     #: outcome is unknown reads back before it writes again (see `reference_field`).
@@ -65,12 +67,12 @@ class VendorProfile:
         support = self.models.get(model)
         if support is None:
             raise UnsupportedOperation(
-                f"{self.vendor.value} does not support the model '{model}'",
-                [{"field": "model", "reason": f"not supported by {self.vendor.value}"}],
+                f"{self.vendor} does not support the model '{model}'",
+                [{"field": "model", "reason": f"not supported by {self.vendor}"}],
             )
         if action not in support.actions:
             raise UnsupportedOperation(
-                f"{self.vendor.value} does not support {action} on {model}",
+                f"{self.vendor} does not support {action} on {model}",
                 [{"field": "action", "reason": f"{action} not supported on {model}"}],
             )
         return support
@@ -87,7 +89,7 @@ class VendorProfile:
         unknown = sorted(set(payload) - allowed)
         if unknown and not ignore_unknown:
             raise UnknownFields(
-                f"{self.vendor.value} does not support these fields on {model}: "
+                f"{self.vendor} does not support these fields on {model}: "
                 + ", ".join(unknown)
                 + " (add ?ignore_unknown_fields=true to strip them)",
                 [{"field": name, "reason": "unknown field for this PMS"} for name in unknown],
@@ -145,134 +147,11 @@ FIELD_TYPES: dict[str, tuple[type, ...]] = {
 }
 TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", list: "a list"}
 
+# Building blocks the vendor modules share: pmsq's models and their writable fields are the
+# same for every vendor; a profile says which of them its PMS takes.
 PERSON_FIELDS = frozenset({"first_name", "last_name", "email", "phone", "move_in_date", "unit_id"})
 LEASE_FIELDS = frozenset({"resident_id", "unit_id", "start_date", "end_date", "rent_amount"})
 UNIT_FIELDS = frozenset({"name", "property_id", "bedrooms", "bathrooms", "market_rent"})
 CONTACT_FIELDS = frozenset({"applicant_id", "email", "phone", "kind"})
 CONTACTS = {"contacts": NestedChildren(model="contacts", link_field="applicant_id")}
 BOTH = frozenset({CREATE, UPDATE})
-
-PROFILES: dict[Vendor, VendorProfile] = {
-    Vendor.SANDBOX: VendorProfile(
-        Vendor.SANDBOX,
-        {
-            "residents": ModelSupport(BOTH, PERSON_FIELDS | {"notes"}),
-            "applicants": ModelSupport(BOTH, PERSON_FIELDS | {"notes"}, CONTACTS),
-            "contacts": ModelSupport(BOTH, CONTACT_FIELDS),
-            "leases": ModelSupport(BOTH, LEASE_FIELDS),
-            "units": ModelSupport(BOTH, UNIT_FIELDS),
-        },
-    ),
-    #: Buildium takes `notes` on residents and units of its own.
-    Vendor.BUILDIUM: VendorProfile(
-        Vendor.BUILDIUM,
-        {
-            "residents": ModelSupport(BOTH, PERSON_FIELDS | {"notes"}),
-            "applicants": ModelSupport(BOTH, PERSON_FIELDS | {"notes"}, CONTACTS),
-            "contacts": ModelSupport(BOTH, CONTACT_FIELDS),
-            "leases": ModelSupport(BOTH, LEASE_FIELDS),
-            "units": ModelSupport(BOTH, UNIT_FIELDS),
-        },
-        api_hosts=("api.buildium.com", "apisandbox.buildium.com"),
-    ),
-    #: Rent Manager has no `notes` on residents, refuses unit creation, and creates applicants
-    #: as a workflow: validate at the PMS, then create, then attach contacts.
-    Vendor.RENT_MANAGER: VendorProfile(
-        Vendor.RENT_MANAGER,
-        {
-            "residents": ModelSupport(BOTH, PERSON_FIELDS),
-            "applicants": ModelSupport(
-                BOTH, PERSON_FIELDS, CONTACTS, create_step=VALIDATE_THEN_CREATE
-            ),
-            "contacts": ModelSupport(BOTH, CONTACT_FIELDS),
-            "leases": ModelSupport(BOTH, LEASE_FIELDS),
-            "units": ModelSupport(frozenset({UPDATE}), UNIT_FIELDS),
-        },
-    ),
-    #: AppFolio has no idempotency keys (re-attempts read back by the `external_id` each create
-    #: carries) and updates leases only.
-    Vendor.APPFOLIO: VendorProfile(
-        Vendor.APPFOLIO,
-        {
-            "residents": ModelSupport(BOTH, PERSON_FIELDS | {"notes"}),
-            "applicants": ModelSupport(frozenset({CREATE}), PERSON_FIELDS, CONTACTS),
-            "contacts": ModelSupport(frozenset({CREATE}), CONTACT_FIELDS),
-            "leases": ModelSupport(frozenset({UPDATE}), LEASE_FIELDS),
-            "units": ModelSupport(frozenset({UPDATE}), UNIT_FIELDS),
-        },
-        supports_idempotency_key=False,
-        reference_field="external_id",
-    ),
-    Vendor.YARDI: VendorProfile(
-        Vendor.YARDI,
-        {
-            "residents": ModelSupport(frozenset({UPDATE}), PERSON_FIELDS),
-            "applicants": ModelSupport(
-                frozenset({CREATE}), PERSON_FIELDS, CONTACTS, create_step=VALIDATE_THEN_CREATE
-            ),
-            "contacts": ModelSupport(frozenset({CREATE}), CONTACT_FIELDS),
-            "leases": ModelSupport(BOTH, LEASE_FIELDS),
-        },
-    ),
-    Vendor.ENTRATA: VendorProfile(
-        Vendor.ENTRATA,
-        {
-            "residents": ModelSupport(BOTH, PERSON_FIELDS | {"notes"}),
-            "applicants": ModelSupport(BOTH, PERSON_FIELDS, CONTACTS),
-            "contacts": ModelSupport(frozenset({CREATE}), CONTACT_FIELDS),
-            "leases": ModelSupport(frozenset({UPDATE}), LEASE_FIELDS),
-        },
-    ),
-    #: ResMan has neither idempotency keys nor a field for an external reference: re-attempts
-    #: read back records created since the write was accepted.
-    Vendor.RESMAN: VendorProfile(
-        Vendor.RESMAN,
-        {
-            "residents": ModelSupport(BOTH, PERSON_FIELDS),
-            "applicants": ModelSupport(frozenset({CREATE}), PERSON_FIELDS, CONTACTS),
-            "contacts": ModelSupport(frozenset({CREATE}), CONTACT_FIELDS),
-        },
-        supports_idempotency_key=False,
-    ),
-    Vendor.REALPAGE: VendorProfile(
-        Vendor.REALPAGE,
-        {
-            "residents": ModelSupport(frozenset({UPDATE}), PERSON_FIELDS),
-            "applicants": ModelSupport(
-                frozenset({CREATE}), PERSON_FIELDS, CONTACTS, create_step=VALIDATE_THEN_CREATE
-            ),
-            "contacts": ModelSupport(frozenset({CREATE}), CONTACT_FIELDS),
-            "units": ModelSupport(frozenset({UPDATE}), UNIT_FIELDS),
-        },
-    ),
-}
-
-
-#: Every model some vendor writes; a model outside it is unknown to pmsq altogether.
-KNOWN_MODELS = frozenset(m for p in PROFILES.values() for m in p.models)
-
-
-def profile_for(vendor: str) -> VendorProfile:
-    """The vendor's profile; NotFound when pmsq has no connector for it."""
-    try:
-        return PROFILES[Vendor(vendor)]
-    except (ValueError, KeyError):
-        raise NotFound(f"no PMS profile for vendor '{vendor}'") from None
-
-
-def capabilities() -> dict[str, Any]:
-    """Every vendor's models, actions and fields, as `GET /v1/admin/capabilities` shows them."""
-    return {
-        profile.vendor.value: {
-            "supports_idempotency_key": profile.supports_idempotency_key,
-            "reference_field": profile.reference_field,
-            "models": {
-                name: {
-                    "actions": sorted(support.actions),
-                    "fields": sorted(support.writable_fields()),
-                }
-                for name, support in sorted(profile.models.items())
-            },
-        }
-        for profile in PROFILES.values()
-    }

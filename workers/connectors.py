@@ -1,4 +1,5 @@
-"""Builds the connector for an integration: its vendor profile, decrypted credentials, HTTP."""
+"""Builds the connector for an integration through the vendor registry: the vendor's profile,
+dialect and credentials model, the decrypted credentials, the outbound HTTP client."""
 
 from __future__ import annotations
 
@@ -12,8 +13,8 @@ from pmsq.errors import DestinationRefused, PmsError
 from pmsq.models.integration import Integration
 from pmsq.outbound import host_refusal
 from pmsq.pms.connector import Connector
-from pmsq.pms.http_connector import HttpConnector
-from pmsq.pms.profiles import VendorProfile, profile_for
+from pmsq.pms.profiles import VendorProfile
+from pmsq.pms.registry import VENDORS, Registry
 
 
 @dataclass(frozen=True)
@@ -41,18 +42,25 @@ class ConnectorFactory:
         cipher: CredentialCipher,
         client: httpx.Client,
         allowed_pms_hosts: frozenset[str] = frozenset(),
+        vendors: Registry = VENDORS,
     ) -> None:
         """`client` must be the outbound client (`pmsq.outbound.outbound_client`) outside
-        tests; `allowed_pms_hosts` are hosts a fixed-host vendor may use besides its own."""
+        tests; `allowed_pms_hosts` are hosts a fixed-host vendor may use besides its own;
+        `vendors` says which vendors exist (the installed ones outside tests)."""
         self._cipher = cipher
         self._client = client
         self._allowed_pms_hosts = allowed_pms_hosts
+        self._vendors = vendors
 
     def build(
         self, integration: IntegrationSnapshot, before_request: Callable[[], None]
     ) -> tuple[Connector, VendorProfile]:
-        """The integration's connector; it calls `before_request` before every PMS request."""
-        profile = profile_for(integration.vendor)
+        """The integration's connector; it calls `before_request` before every PMS request.
+
+        Raises a final PmsError when the integration cannot be reached as stored (no
+        base_url, a refused host, credentials that do not fit its vendor's model)."""
+        vendor = self._vendors.get(integration.vendor)
+        profile = vendor.profile
         base_url = integration.base_url or default_base_url(profile)
         if not base_url:
             raise PmsError(f"integration {integration.id} has no base_url", retryable=False)
@@ -60,10 +68,9 @@ class ConnectorFactory:
         reason = host_refusal(base_url, profile.api_hosts, self._allowed_pms_hosts)
         if reason is not None:
             raise DestinationRefused(f"destination refused: base_url {reason}")
-        connector = HttpConnector(
+        connector = vendor.connector(
             base_url=base_url,
             credentials=self._cipher.decrypt(integration.credentials_encrypted),
-            profile=profile,
             client=self._client,
             before_request=before_request,
         )

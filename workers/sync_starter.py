@@ -19,7 +19,7 @@ from pmsq.models.enums import JobStatus
 from pmsq.models.integration import Integration
 from pmsq.models.job import SYNC_ACTION, SYNC_MODEL, Job
 from pmsq.models.sync import UNFINISHED_SYNC, SyncExecution, SyncStatus, SyncType
-from pmsq.pms.profiles import profile_for
+from pmsq.pms.registry import profile_for
 
 
 def backsync_running(session: Session, integration_id: str) -> bool:
@@ -48,7 +48,7 @@ def check_models(integration: Integration, models: Sequence[str] | None) -> list
     unknown = sorted(set(models) - set(profile.models))
     if unknown:
         raise ValidationFailed(
-            f"{profile.vendor.value} has no model(s) {', '.join(unknown)}",
+            f"{profile.vendor} has no model(s) {', '.join(unknown)}",
             [{"field": "models_to_sync", "reason": f"unknown model {name}"} for name in unknown],
         )
     return list(dict.fromkeys(models))

@@ -17,7 +17,7 @@ from pmsq.models.schemas import (
     RetryAccepted,
     WriteStatusOut,
 )
-from pmsq.pms.profiles import capabilities, profile_for
+from pmsq.pms.registry import capabilities, profile_for
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404)
@@ -127,6 +127,6 @@ def build_router(ctx: ApiContext) -> APIRouter:
         vendor: str, _account_id: str = Depends(current_account)
     ) -> dict[str, Any]:
         profile = profile_for(vendor.upper())
-        return {"vendor": profile.vendor.value, **capabilities()[profile.vendor.value]}
+        return {"vendor": profile.vendor, **capabilities()[profile.vendor]}
 
     return router

@@ -1,4 +1,5 @@
-"""Integrations: create, read, list, update; credentials encrypted on the way in."""
+"""Integrations: create, read, list, update; credentials checked against the vendor's model
+and encrypted on the way in."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from pmsq.models.integration import Integration
 from pmsq.models.job import Job
 from pmsq.models.schemas import IntegrationCreate, IntegrationOut, IntegrationUpdate, check_rate
 from pmsq.outbound import DestinationPolicy, host_refusal
-from pmsq.pms.profiles import profile_for
+from pmsq.pms.registry import VENDORS, Registry
+from pmsq.pms.vendor import VendorSpec
 from pmsq.scheduler.schedules import refresh_schedule
 from pmsq.workers.flow.backend import FlowControl
 from pmsq.workers.flow.limits import Limits
@@ -32,19 +34,27 @@ class IntegrationService:
         rate_margin_ms: float,
         destinations: DestinationPolicy,
         allowed_pms_hosts: frozenset[str] = frozenset(),
+        vendors: Registry = VENDORS,
     ) -> None:
         """`destinations` judges base_urls as they are saved (the workers judge them again at
         every connection); `allowed_pms_hosts` are hosts a fixed-host vendor may use besides
-        its own (PMSQ_ALLOWED_PMS_HOSTS)."""
+        its own (PMSQ_ALLOWED_PMS_HOSTS); `vendors` are the vendors an integration may name
+        (the installed ones outside tests)."""
         self._session_factory = session_factory
         self._cipher = cipher
         self._flow = flow
         self._rate_margin_ms = rate_margin_ms
         self._destinations = destinations
         self._allowed_pms_hosts = allowed_pms_hosts
+        self._vendors = vendors
 
     def create(self, account_id: str, spec: IntegrationCreate) -> IntegrationOut:
-        self._check_base_url(spec.integration_vendor.value, spec.base_url)
+        """A 400 (ValidationFailed) names the field at fault: an unknown vendor, a refused
+        base_url, a credentials field that does not fit the vendor's model."""
+        vendor = self._vendor(spec.integration_vendor)
+        if spec.credentials:
+            vendor.check_credentials(spec.credentials)
+        self._check_base_url(vendor, spec.base_url)
         values = spec.model_dump(exclude={"credentials"}, mode="json")
         with self._session_factory.begin() as session:
             integration = Integration(account_id=account_id, **values)
@@ -62,6 +72,8 @@ class IntegrationService:
         self, account_id: str, integration_id: str, spec: IntegrationUpdate
     ) -> IntegrationOut:
         changes = spec.model_dump(exclude_unset=True, exclude={"credentials"}, mode="json")
+        if changes.get("integration_vendor") is not None:
+            self._vendor(changes["integration_vendor"])
         if changes.get("base_url") is not None:
             # Resolved before the transaction opens: a slow DNS answer holds no row lock.
             self._check_address(changes["base_url"])
@@ -73,8 +85,9 @@ class IntegrationService:
                         f"{name} cannot be null", [{"field": name, "reason": "cannot be null"}]
                     )
                 setattr(integration, name, value)
+            vendor = self._vendor(integration.integration_vendor)
             if changes.keys() & {"base_url", "integration_vendor"}:
-                self._check_host(integration.integration_vendor, integration.base_url)
+                self._check_host(vendor, integration.base_url)
             try:
                 check_rate(
                     integration.max_request_frequency, Cadence(integration.max_request_cadence)
@@ -83,6 +96,13 @@ class IntegrationService:
                 raise ValidationFailed(
                     str(exc), [{"field": "max_request_frequency", "reason": str(exc)}]
                 ) from None
+            if spec.credentials:
+                vendor.check_credentials(spec.credentials)
+            elif "integration_vendor" in changes and "credentials" not in spec.model_fields_set:
+                # The credentials kept must fit the new vendor as well.
+                kept = self._cipher.decrypt(integration.credentials_encrypted)
+                if kept:
+                    vendor.check_credentials(kept)
             if "credentials" in spec.model_fields_set:
                 integration.credentials_encrypted = (
                     self._cipher.encrypt(spec.credentials) if spec.credentials else None
@@ -168,16 +188,26 @@ class IntegrationService:
     def _owned(session: Session, account_id: str, integration_id: str) -> Integration:
         return owned_integration(session, account_id, integration_id)
 
-    def _check_base_url(self, vendor: str, base_url: str | None) -> None:
+    def _vendor(self, name: str) -> VendorSpec[Any]:
+        """The installed vendor called `name`, or a 400 naming `integration_vendor`."""
+        if name not in self._vendors:
+            reason = f"not an installed vendor (one of {', '.join(self._vendors.names())})"
+            raise ValidationFailed(
+                f"integration_vendor '{name}' is {reason}",
+                [{"field": "integration_vendor", "reason": reason}],
+            )
+        return self._vendors.get(name)
+
+    def _check_base_url(self, vendor: VendorSpec[Any], base_url: str | None) -> None:
         if base_url is not None:
             self._check_host(vendor, base_url)
             self._check_address(base_url)
 
-    def _check_host(self, vendor: str, base_url: str | None) -> None:
+    def _check_host(self, vendor: VendorSpec[Any], base_url: str | None) -> None:
         """A vendor with fixed API hosts takes a base_url only on them (or an allowed host)."""
         if base_url is None:
             return
-        reason = host_refusal(base_url, profile_for(vendor).api_hosts, self._allowed_pms_hosts)
+        reason = host_refusal(base_url, vendor.profile.api_hosts, self._allowed_pms_hosts)
         if reason is not None:
             raise _refused_base_url(reason)
 

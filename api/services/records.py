@@ -11,7 +11,7 @@ from pmsq.api.pagination import PageRequest, paginate
 from pmsq.errors import NotFound
 from pmsq.models.integration import Integration
 from pmsq.models.record import Record
-from pmsq.pms.profiles import KNOWN_MODELS
+from pmsq.pms.registry import KNOWN_MODELS
 
 SORTABLE = {"synced_at": Record.synced_at, "record_id": Record.pms_id}
 

@@ -28,7 +28,8 @@ from pmsq.models.integration import Integration
 from pmsq.models.job import Job
 from pmsq.models.record import Record
 from pmsq.models.schemas import WriteAccepted
-from pmsq.pms.profiles import CREATE, KNOWN_MODELS, UPDATE, profile_for
+from pmsq.pms.profiles import CREATE, UPDATE
+from pmsq.pms.registry import KNOWN_MODELS, profile_for
 from pmsq.pms.workflow import first_step_action
 from pmsq.workers.dispatch import Dispatcher
 from pmsq.workers.outcome import WriteOutcome, write_outcome

@@ -22,7 +22,8 @@ from support.services import free_port
 from pmsq.errors import PmsError
 from pmsq.pms.connector import Exchange, Step, StepResult
 from pmsq.pms.http_connector import HttpConnector
-from pmsq.pms.profiles import CREATE, profile_for
+from pmsq.pms.profiles import CREATE
+from pmsq.pms.registry import VENDORS
 
 PAYLOAD = {"last_name": "Curie", "email": "m@c.fr"}
 
@@ -70,10 +71,9 @@ def client() -> Iterator[httpx.Client]:
 
 
 def connector(sandbox: Sandbox, tenant: str, vendor: str, client: httpx.Client) -> HttpConnector:
-    return HttpConnector(
+    return VENDORS.get(vendor).connector(
         base_url=f"{sandbox.url}/t/{tenant}",
         credentials={"api_key": "secret-key-0123456789"},
-        profile=profile_for(vendor),
         client=client,
     )
 

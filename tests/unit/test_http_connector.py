@@ -17,7 +17,8 @@ import pytest
 from pmsq.errors import PmsError, PmsThrottled
 from pmsq.pms.connector import Exchange, Step
 from pmsq.pms.http_connector import HttpConnector
-from pmsq.pms.profiles import CREATE, UPDATE, VendorProfile, profile_for
+from pmsq.pms.profiles import CREATE, UPDATE, VendorProfile
+from pmsq.pms.registry import VENDORS, profile_for
 
 Handler = Callable[[httpx.Request], httpx.Response]
 BASE_URL = "http://pms.test/t/acme"
@@ -26,10 +27,9 @@ ACCEPTED_AT = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
 
 def connector(profile: VendorProfile, handler: Handler) -> HttpConnector:
-    return HttpConnector(
+    return VENDORS.get(profile.vendor).connector(
         base_url=BASE_URL,
         credentials={"api_key": "secret-key-0123456789"},
-        profile=profile,
         client=httpx.Client(transport=httpx.MockTransport(handler)),
     )
 

@@ -26,7 +26,8 @@ from pmsq.models.enums import Vendor
 from pmsq.outbound import DestinationPolicy, OutboundTransport, outbound_client, parse_networks
 from pmsq.pms.connector import Exchange, Step
 from pmsq.pms.http_connector import HttpConnector
-from pmsq.pms.profiles import CREATE, profile_for
+from pmsq.pms.profiles import CREATE
+from pmsq.pms.registry import VENDORS
 from pmsq.settings import DEV_SECRET_KEY, Settings
 from pmsq.workers.connectors import ConnectorFactory, IntegrationSnapshot
 
@@ -265,11 +266,8 @@ def test_a_followed_redirect_to_a_refused_address_is_refused_at_connect() -> Non
 
 
 def connector_for(base_url: str, http: httpx.Client) -> HttpConnector:
-    return HttpConnector(
-        base_url=base_url,
-        credentials={"api_key": "key-0123456789"},
-        profile=profile_for(Vendor.SANDBOX.value),
-        client=http,
+    return VENDORS.get(Vendor.SANDBOX.value).connector(
+        base_url=base_url, credentials={"api_key": "key-0123456789"}, client=http
     )
 
 

@@ -9,16 +9,8 @@ import pytest
 from pmsq.errors import NotFound, UnknownFields, UnsupportedOperation, ValidationFailed
 from pmsq.models.enums import Vendor
 from pmsq.pms.connector import ChildSpec, Step
-from pmsq.pms.profiles import (
-    CREATE,
-    FIELD_TYPES,
-    PROFILES,
-    UPDATE,
-    VALIDATE_THEN_CREATE,
-    VendorProfile,
-    capabilities,
-    profile_for,
-)
+from pmsq.pms.profiles import CREATE, FIELD_TYPES, UPDATE, VALIDATE_THEN_CREATE, VendorProfile
+from pmsq.pms.registry import VENDORS, capabilities, profile_for
 from pmsq.pms.workflow import children_after, first_step_action, request_body
 
 BUILDIUM = profile_for("BUILDIUM")
@@ -166,7 +158,8 @@ def listed_capabilities() -> list[tuple[str, str, str, list[str]]]:
 
 def test_capabilities_list_every_vendor_with_a_profile() -> None:
     caps = capabilities()
-    assert set(caps) == {vendor.value for vendor in PROFILES}
+    assert set(caps) == set(VENDORS.names())
+    assert {vendor.value for vendor in Vendor} <= set(caps)  # every built-in vendor has a profile
     assert caps[Vendor.APPFOLIO.value]["supports_idempotency_key"] is False
     assert caps[Vendor.BUILDIUM.value]["supports_idempotency_key"] is True
 
@@ -272,7 +265,7 @@ def test_request_body_leaves_nested_lists_to_the_children() -> None:
 
 def test_a_reference_field_is_written_by_pmsq_only() -> None:
     """A client able to set the reference could make two writes look like one at read-back."""
-    for profile in PROFILES.values():
+    for profile in (vendor.profile for vendor in VENDORS):
         if profile.reference_field is None:
             continue
         assert not profile.supports_idempotency_key, profile.vendor

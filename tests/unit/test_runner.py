@@ -29,7 +29,8 @@ from pmsq.models.enums import Cadence, JobStatus, Vendor, WriteStatus
 from pmsq.models.integration import Integration
 from pmsq.models.job import Job, JobLog
 from pmsq.pms.connector import Exchange, Step, StepResult
-from pmsq.pms.profiles import VALIDATE_THEN_CREATE, VendorProfile, profile_for
+from pmsq.pms.profiles import VALIDATE_THEN_CREATE, VendorProfile
+from pmsq.pms.registry import profile_for
 from pmsq.settings import Settings
 from pmsq.workers.connectors import IntegrationSnapshot
 from pmsq.workers.dispatch import Dispatcher
