@@ -34,7 +34,7 @@ class Settings(BaseSettings):
 
     #: Attempts a job gets for retryable PMS errors (5xx, timeouts) before it fails.
     max_attempts: int = Field(default=4, ge=1)
-    #: First retry delay; doubles each attempt, with full jitter, capped at `retry_max_s`.
+    #: First retry delay; doubles each attempt, with equal jitter, capped at `retry_max_s`.
     retry_base_s: float = Field(default=1.0, gt=0)
     retry_max_s: float = Field(default=60.0, gt=0)
     #: A job still throttled (PMS 429) this long after its write was accepted fails with a
