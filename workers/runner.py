@@ -33,9 +33,10 @@ from pmsq.workers.aggregator import finish_job
 from pmsq.workers.backoff import retry_delay_s
 from pmsq.workers.connectors import ConnectorFactory, IntegrationSnapshot
 from pmsq.workers.dispatch import Dispatcher
-from pmsq.workers.flow.backend import FlowControl, Pace, Paced, redis_time
+from pmsq.workers.flow.backend import redis_time
 from pmsq.workers.healing import poison_message
 from pmsq.workers.heartbeat import LeaseHeartbeat
+from pmsq.workers.pacing import PaceLatency, RequestPacer
 from pmsq.workers.record_cache import record_key, store
 from pmsq.workers.repository import JobRepository
 from pmsq.workers.steps import Claim, Failed, Outcome, StepHandlers, Succeeded
@@ -58,124 +59,6 @@ class Recorded:
     write_latency_s: float | None = None
     #: A sync job's own verdict (its execution's status).
     sync_status: str | None = None
-
-
-class PaceLatency:
-    """The fastest pacing round trip this process has seen: the floor a pass is measured
-    against, so a constant Redis latency (which compresses nothing) never makes passes stale."""
-
-    def __init__(self) -> None:
-        self.fastest_s = float("inf")
-
-    def observe(self, round_trip_s: float) -> float:
-        """Record a round trip; returns how much slower than the fastest it was."""
-        self.fastest_s = min(self.fastest_s, round_trip_s)
-        return round_trip_s - self.fastest_s
-
-
-class RequestPacer:
-    """Holds each PMS request until the integration's pacing lets it leave, and stops a claim
-    that lost its lease.
-
-    Admission already spaces jobs; this closes the gap between admission and the moment the
-    request leaves, checked on Redis's clock at that moment, so the PMS sees requests no closer
-    than the limit allows (and none while the integration is paused after a 429). The same
-    atomic step proves the claim still holds the job's lease: a fenced-out claim raises
-    `FencedOut` and nothing is sent. A pass that came back late (the worker paused between the
-    check and the send) is stale: its slot is given back and a fresh one taken.
-    """
-
-    #: Longest single sleep; a pause or a change of limits is re-checked after it.
-    MAX_WAIT_S = 1.0
-    #: Stale passes in a row after which a slow pass is used anyway, so a job never starves.
-    MAX_STALE_PASSES = 10
-
-    def __init__(
-        self,
-        flow: FlowControl,
-        claim: Claim,
-        reload_limits: Callable[[str], None],
-        lost: threading.Event | None = None,
-        stale_after_s: float | None = None,
-        monotonic: Callable[[], float] = time.monotonic,
-        latency: PaceLatency | None = None,
-    ) -> None:
-        """`stale_after_s`: a pacing pass whose round trip took this much longer than the
-        fastest seen (`latency`, shared by a process's pacers) is not used: half the rate
-        margin, see `Limits.from_values`. None: never stale."""
-        self._flow = flow
-        self._claim = claim
-        self._reload_limits = reload_limits
-        self._lost = lost or threading.Event()
-        self._stale_after_s = stale_after_s
-        self._monotonic = monotonic
-        self._latency = latency or PaceLatency()
-
-    def wait_for_slot(self) -> None:
-        integration_id = self._claim.integration.id
-        stale_passes = 0
-        while True:
-            if self._lost.is_set():
-                raise FencedOut(f"job {self._claim.job_id}: the heartbeat lost the lease")
-            asked_s = self._monotonic()
-            paced = self._ask(integration_id)
-            if paced.decision is Pace.FENCED:
-                raise FencedOut(f"job {self._claim.job_id}: the lease is no longer held")
-            if paced.decision is Pace.NO_LIMITS:
-                self._ask_to_reload(integration_id)
-            elif paced.decision is Pace.GO:
-                late_s = self._latency.observe(self._monotonic() - asked_s)
-                if self._fresh(late_s, stale_passes) or paced.slot is None:
-                    return
-                stale_passes += 1
-                self._give_back(integration_id, paced.slot)
-            else:
-                time.sleep(min(paced.wait_s, self.MAX_WAIT_S))
-
-    def _ask(self, integration_id: str) -> Paced:
-        try:
-            return self._flow.pace(integration_id, self._claim.job_id, self._claim.delivery)
-        except Exception as exc:
-            raise _unavailable("flow control", exc) from exc
-
-    def _give_back(self, integration_id: str, slot: tuple[int, int]) -> None:
-        try:
-            self._flow.give_back(integration_id, slot)
-        except Exception as exc:
-            raise _unavailable("flow control", exc) from exc
-
-    def _ask_to_reload(self, integration_id: str) -> None:
-        try:
-            self._reload_limits(integration_id)
-        except Exception as exc:
-            raise _unavailable("the job store", exc) from exc
-
-    def _fresh(self, late_s: float, stale_passes: int) -> bool:
-        """A slot granted on Redis's clock is only good if the request leaves right after:
-        one that leaves later lands too close to the next request at the PMS."""
-        if self._stale_after_s is None or late_s <= self._stale_after_s:
-            return True
-        if stale_passes >= self.MAX_STALE_PASSES:
-            logger.warning(
-                "job %s: %d pacing passes in a row came back late; sending anyway",
-                self._claim.job_id,
-                stale_passes,
-            )
-            return True
-        logger.info(
-            "job %s: pacing pass came back %.1f ms late (more than %.1f ms): slot given back",
-            self._claim.job_id,
-            late_s * 1000,
-            self._stale_after_s * 1000,
-        )
-        return False
-
-
-def _unavailable(what: str, exc: Exception) -> PmsError:
-    """A Redis or database blip while pacing: nothing was sent, so the job is retried (with
-    backoff, within PMSQ_MAX_ATTEMPTS) instead of failing as an internal error."""
-    logger.warning("pacing failed, %s unavailable: %s", what, type(exc).__name__)
-    return PmsError(f"{what} unavailable while pacing ({type(exc).__name__})", retryable=True)
 
 
 class JobRunner:

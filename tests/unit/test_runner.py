@@ -40,8 +40,9 @@ from pmsq.workers.flow.redis_backend import RedisFlowControl
 from pmsq.workers.healing import Healer
 from pmsq.workers.heartbeat import LeaseHeartbeat
 from pmsq.workers.outcome import write_outcome
+from pmsq.workers.pacing import PaceLatency, RequestPacer
 from pmsq.workers.publisher import AdmittedJob
-from pmsq.workers.runner import JobRunner, PaceLatency, RequestPacer
+from pmsq.workers.runner import JobRunner
 from pmsq.workers.steps import Claim, Succeeded
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
