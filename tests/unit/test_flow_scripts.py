@@ -538,7 +538,8 @@ def test_reschedule_to_nothing_removes_only_an_untouched_claim(
     flow.enqueue("touched", ["b"])
     due = flow.claim_due(10, 5.0)
     assert set(due.integration_ids) == {IID, "touched"}
-    flow.wake("touched")  # e.g. a release moved it meanwhile
+    # Made due now meanwhile, as a release or an enqueue does.
+    client.zadd(READY, {"touched": now_us(client)}, lt=True)
 
     flow.reschedule(IID, due.claim_us, None)
     flow.reschedule("touched", due.claim_us, None)
@@ -576,17 +577,6 @@ def test_a_reschedule_without_a_claim_only_moves_earlier(
     assert score(client, READY, IID) == ready - 1
     flow.reschedule(IID, -1, None)
     assert score(client, READY, IID) == ready - 1
-
-
-def test_wake_makes_an_integration_due_now_but_never_later(
-    flow: RedisFlowControl, client: fakeredis.FakeRedis
-) -> None:
-    flow.enqueue(IID, ["a"], delay_s=3600)
-    before = now_us(client)
-    flow.wake(IID)
-    woken = score(client, READY, IID)
-    assert woken is not None and before <= woken <= now_us(client)
-    assert list(flow.claim_due(10, 5.0).integration_ids) == [IID]
 
 
 # --- usage and in_backlog ------------------------------------------------------------------------

@@ -227,10 +227,6 @@ class RedisFlowControl:
             keys=[READY], args=[integration_id, claim_us, -1 if next_us is None else next_us]
         )
 
-    def wake(self, integration_id: str) -> None:
-        now_s, now_frac_us = self._redis.time()
-        self._redis.zadd(READY, {integration_id: now_s * 1_000_000 + now_frac_us}, lt=True)
-
     def record_pms_limits(self, integration_id: str, headers: dict[str, str]) -> None:
         seen: dict[Any, Any] = {k: v for k, v in headers.items() if k.lower() in PMS_LIMIT_HEADERS}
         if seen:
