@@ -1,8 +1,9 @@
 """The Celery app: `celery -A pmsq.workers.app worker|beat|flower`.
 
-Delivery is at-least-once and safe: acks after the task ends (`acks_late`), a message whose
-worker died is handed back (`reject_on_worker_lost`), prefetch 1 so no job waits in a busy
-worker's buffer, JSON only, results ignored (the job store is the source of truth).
+Delivery is at-least-once and safe: acks after the task ends (`acks_late`), also when it raised
+(a failed job), a message whose worker died is handed back (`reject_on_worker_lost`), prefetch 1
+so no job waits in a busy worker's buffer, JSON only, results ignored (the job store is the
+source of truth).
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ app.conf.update(
     task_default_queue=settings.job_queue,
     task_acks_late=True,
     task_reject_on_worker_lost=True,
+    # A job task raises once the job store holds its failure (so Flower shows it failed):
+    # that message must be acked, not redelivered. Celery's default, pinned here.
+    task_acks_on_failure_or_timeout=True,
     worker_prefetch_multiplier=1,
     task_serializer="json",
     accept_content=["json"],

@@ -6,10 +6,12 @@ from typing import Any
 
 from celery import Task
 
+from pmsq.errors import JobFailed
 from pmsq.settings import get_settings
 from pmsq.workers.app import app
 from pmsq.workers.context import WorkerContext
 from pmsq.workers.publisher import RUN_JOB_TASK
+from pmsq.workers.task_state import task_result
 from pmsq.workers.webhooks.deliverer import DELIVER_WEBHOOK_TASK, build_deliverer
 
 
@@ -25,11 +27,15 @@ class JobTask(Task):
         return JobTask._context
 
 
-@app.task(name=RUN_JOB_TASK, base=JobTask, bind=True, acks_late=True)
+# A failed job is an expected outcome, not a bug: `throws` has Celery log it without a traceback.
+@app.task(name=RUN_JOB_TASK, base=JobTask, bind=True, acks_late=True, throws=(JobFailed,))
 def run_job(self: JobTask, job_id: str, **labels: Any) -> str | None:
-    """Run job `job_id`. `labels` (integration_id, step) are there for Flower only."""
+    """Run job `job_id`. `labels` (integration_id, step) are there for Flower only.
+
+    Raises `JobFailed` or Celery's `Retry` once the job store holds a failure or a retry, so
+    the task's state in Flower is the job's (`pmsq.workers.task_state`)."""
     status = self.context.runner.run(job_id)
-    return status.value if status is not None else None
+    return task_result(self.context.session_factory, job_id, status)
 
 
 @app.task(name=DELIVER_WEBHOOK_TASK, base=JobTask, bind=True, acks_late=True)
