@@ -39,6 +39,17 @@ COUNTERS = {
     "pmsq_pms_429": ("429 answers from the PMS", ("integration_id",)),
     "pmsq_job_outcomes": ("Job attempts by outcome", ("integration_id", "outcome")),
     "pmsq_sync_outcomes": ("Finished syncs by status", ("integration_id", "status")),
+    "pmsq_poison_jobs": (
+        "Jobs failed as poison: delivered PMSQ_MAX_DELIVERIES times without an outcome",
+        ("integration_id",),
+    ),
+    "pmsq_beat_ticks": ("Ticks of the beat leader (the one beat that fires syncs)", ()),
+    "pmsq_syncs_fired": ("Syncs the beat leader started", ()),
+    "pmsq_webhook_attempts": (
+        "Webhook delivery attempts by outcome (success; retry: failed, tried again later; "
+        "failure: failed for good)",
+        ("outcome",),
+    ),
 }
 HISTOGRAMS = {
     "pmsq_job_duration_seconds": "Time a job spent running (claim to outcome)",
@@ -133,6 +144,11 @@ class ClusterCollector(Collector):
         in_flight = GaugeMetricFamily(
             "pmsq_jobs_in_flight", "Admitted jobs holding a lease", labels=["integration_id"]
         )
+        paused = GaugeMetricFamily(
+            "pmsq_pause_remaining_seconds",
+            "How long the integration stays paused after the PMS's 429s (0: not paused)",
+            labels=["integration_id"],
+        )
         ids = sorted(_text(i) for i in self._redis.smembers(KNOWN_INTEGRATIONS))
         now_s, now_us = self._redis.time()
         now = now_s * 1_000_000 + now_us
@@ -141,8 +157,12 @@ class ClusterCollector(Collector):
             keys = IntegrationKeys(integration_id)
             pipe.zcard(keys.backlog)
             pipe.zcount(keys.leases, now, "+inf")
+            pipe.get(keys.paused_until)
         values = pipe.execute()
         for i, integration_id in enumerate(ids):
-            backlog.add_metric([integration_id], values[2 * i])
-            in_flight.add_metric([integration_id], values[2 * i + 1])
-        return [backlog, in_flight]
+            backlog_jobs, leases, paused_until_us = values[3 * i : 3 * i + 3]
+            backlog.add_metric([integration_id], backlog_jobs)
+            in_flight.add_metric([integration_id], leases)
+            remaining_us = int(paused_until_us) - now if paused_until_us is not None else 0
+            paused.add_metric([integration_id], max(0, remaining_us) / 1_000_000)
+        return [backlog, in_flight, paused]

@@ -70,7 +70,7 @@ class Dispatcher:
         self._next_maintenance = 0.0
         self._sweep_cursor: tuple[datetime, str] | None = None
         #: Sends due webhook deliveries off the loop's thread (see `pmsq.workers.webhooks`).
-        self._webhooks = DeliveryPump(session_factory, settings, clock)
+        self._webhooks = DeliveryPump(session_factory, settings, clock, self._metrics)
 
     @property
     def flow(self) -> FlowControl:
@@ -309,6 +309,7 @@ class Dispatcher:
         job.lease_expires_at = None
 
     def _fail_poison(self, session: Session, job: Job, now: datetime) -> None:
+        self._metrics.count("pmsq_poison_jobs", integration_id=job.integration_id)
         finish_job(
             session,
             job,

@@ -7,6 +7,7 @@ from typing import Any
 from celery import Task
 
 from pmsq.errors import JobFailed
+from pmsq.metrics import MetricsRecorder
 from pmsq.settings import get_settings
 from pmsq.workers.app import app
 from pmsq.workers.context import WorkerContext
@@ -43,6 +44,8 @@ def deliver_webhook(self: JobTask, delivery_id: str) -> str | None:
     """Attempt webhook delivery `delivery_id` now if it is due and unclaimed (the dispatchers'
     maintenance passes send every due delivery anyway; this is the on-demand path)."""
     ctx = self.context
-    deliverer = build_deliverer(ctx.session_factory, ctx.settings, ctx.http)
+    deliverer = build_deliverer(
+        ctx.session_factory, ctx.settings, ctx.http, metrics=MetricsRecorder(ctx.redis)
+    )
     status = deliverer.deliver(delivery_id)
     return status.value if status is not None else None

@@ -13,6 +13,7 @@ from typing import Any
 import fakeredis
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
+from support.metrics import CountingMetrics
 
 from pmsq.models.account import Account
 from pmsq.models.base import new_id
@@ -516,9 +517,14 @@ def test_a_job_lost_max_deliveries_times_fails_as_poison(world: World) -> None:
         lease_expires_at=lease_end,
     )
     world.clock.now = lease_end + timedelta(seconds=1)
+    metrics = CountingMetrics()
+    dispatcher = Dispatcher(
+        world.session_factory, world.publisher, world.flow, world.settings, world.clock, metrics
+    )
 
-    assert world.dispatcher.reclaim_expired_leases() == 1
+    assert dispatcher.reclaim_expired_leases() == 1
 
+    assert metrics.total("pmsq_poison_jobs", integration_id=iid) == 1
     job = world.job(poison)
     assert job.status == JobStatus.FAILURE.value
     assert job.error is not None

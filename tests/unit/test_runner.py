@@ -21,8 +21,10 @@ import redis
 from fakeredis.commands_mixins import server_mixin
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
+from support.metrics import CountingMetrics
 
 from pmsq.errors import FencedOut, PmsError, PmsThrottled
+from pmsq.metrics import MetricsRecorder
 from pmsq.models.account import Account
 from pmsq.models.base import new_id
 from pmsq.models.enums import Cadence, JobStatus, Vendor, WriteStatus
@@ -183,13 +185,16 @@ class Harness:
     def keys(self) -> IntegrationKeys:
         return IntegrationKeys(self.integration_id)
 
-    def runner(self, connector: ScriptedConnector) -> JobRunner:
+    def runner(
+        self, connector: ScriptedConnector, metrics: MetricsRecorder | None = None
+    ) -> JobRunner:
         return JobRunner(
             self.session_factory,
             FakeConnectorFactory(connector),  # type: ignore[arg-type]
             self.dispatcher,
             self.settings,
             self.clock,
+            metrics=metrics,
         )
 
     def add_integration(self, vendor: Vendor) -> None:
@@ -674,10 +679,12 @@ def test_queued_job_claimed_max_deliveries_times_unrecorded_fails_as_poison(
         assert job is not None
         job.deliveries = job.unrecorded_claims = harness.settings.max_deliveries
     connector = ScriptedConnector([StepResult()])
+    metrics = CountingMetrics()
 
-    assert harness.runner(connector).run(job_id) is None
+    assert harness.runner(connector, metrics).run(job_id) is None
 
     assert connector.steps == []
+    assert metrics.total("pmsq_poison_jobs", integration_id=harness.integration_id) == 1
     job = harness.job(job_id)
     assert job.status == JobStatus.FAILURE.value
     assert job.error is not None
