@@ -10,6 +10,7 @@ from pmsq.metrics import ClusterCollector, MetricsRecorder
 from pmsq.models.db import make_engine, make_session_factory
 from pmsq.models.migrate import upgrade
 from pmsq.settings import Settings
+from pmsq.tracing import configure as configure_tracing
 from pmsq.workers.flow.redis_backend import RedisFlowControl
 from pmsq.workers.publisher import CeleryPublisher
 
@@ -20,6 +21,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
 
     if settings.auto_migrate:
         upgrade(settings.database_url)
+    configure_tracing("pmsq-api")
     engine = make_engine(settings.database_url)
     redis_client = redis.Redis.from_url(settings.redis_url)
     try:

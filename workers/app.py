@@ -12,10 +12,11 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger
+from celery.signals import after_setup_logger, after_setup_task_logger, worker_init
 
 from pmsq.logs import install
 from pmsq.settings import get_settings
+from pmsq.tracing import configure as configure_tracing
 from pmsq.workers.bootsteps import DispatcherLoop
 
 settings = get_settings()
@@ -50,3 +51,10 @@ app.steps["worker"].add(DispatcherLoop)
 def _structured_logs(logger: logging.Logger, **_: Any) -> None:
     for handler in logger.handlers:
         install(handler, settings.log_format)
+
+
+@worker_init.connect
+def _tracing(**_: Any) -> None:
+    """Traces are on when OTEL_TRACES_EXPORTER says so; set up before the pool forks (the
+    span exporter's thread restarts in each pool process)."""
+    configure_tracing("pmsq-worker")

@@ -43,7 +43,7 @@ class WorkerContext:
         # Every PMS call, read-back and sync page goes through this client, so through the
         # destination policy checked at connect time.
         policy = DestinationPolicy.from_settings(settings)
-        http = outbound_client(policy, timeout_s=settings.pms_timeout_s)
+        http = outbound_client(policy, timeout_s=settings.pms_timeout_s, trace_as="PMS")
         redis_client = redis.Redis.from_url(settings.redis_url)
         flow = RedisFlowControl(redis_client)
         publisher = CeleryPublisher(app, settings.job_queue)

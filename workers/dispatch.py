@@ -27,6 +27,7 @@ from pmsq.models.base import utcnow
 from pmsq.models.enums import JobStatus
 from pmsq.models.job import Job
 from pmsq.settings import Settings
+from pmsq.tracing import traced
 from pmsq.workers.aggregator import finish_job
 from pmsq.workers.flow.backend import Admission, FlowControl, redis_time
 from pmsq.workers.flow.limits import Limits, version_of
@@ -92,6 +93,7 @@ class Dispatcher:
         self._flow.enqueue_many({integration_id: job_ids}, ahead=True)
         return self.admit_integration(integration_id)
 
+    @traced("pmsq.admit")
     def admit_integration(self, integration_id: str, claim_us: int | None = None) -> int:
         """Admit what the integration's limits allow now; returns how many were published."""
         admission = self._admit(integration_id)

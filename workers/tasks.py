@@ -9,6 +9,7 @@ from celery import Task
 from pmsq.errors import JobFailed
 from pmsq.metrics import MetricsRecorder
 from pmsq.settings import get_settings
+from pmsq.tracing import task_span
 from pmsq.workers.app import app
 from pmsq.workers.context import WorkerContext
 from pmsq.workers.publisher import RUN_JOB_TASK
@@ -35,8 +36,14 @@ def run_job(self: JobTask, job_id: str, **labels: Any) -> str | None:
 
     Raises `JobFailed` or Celery's `Retry` once the job store holds a failure or a retry, so
     the task's state in Flower is the job's (`pmsq.workers.task_state`)."""
-    status = self.context.runner.run(job_id)
-    return task_result(self.context.session_factory, job_id, status)
+    with task_span(self.request, RUN_JOB_TASK, job_id=job_id, **_ids(labels)):
+        status = self.context.runner.run(job_id)
+        return task_result(self.context.session_factory, job_id, status)
+
+
+def _ids(labels: dict[str, Any]) -> dict[str, str | None]:
+    integration_id = labels.get("integration_id")
+    return {"integration_id": integration_id if isinstance(integration_id, str) else None}
 
 
 @app.task(name=DELIVER_WEBHOOK_TASK, base=JobTask, bind=True, acks_late=True)
