@@ -12,7 +12,7 @@ from pmsq.models.migrate import upgrade
 from pmsq.settings import Settings
 from pmsq.tracing import configure as configure_tracing
 from pmsq.workers.flow.redis_backend import RedisFlowControl
-from pmsq.workers.publisher import CeleryPublisher
+from pmsq.workers.publisher import CeleryPublisher, WriteTraces
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
@@ -28,7 +28,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
         app = create_app(
             settings,
             make_session_factory(engine),
-            CeleryPublisher(celery_app, settings.job_queue),
+            CeleryPublisher(celery_app, settings.job_queue, WriteTraces(redis_client)),
             RedisFlowControl(redis_client),
             metrics=ClusterCollector(redis_client),
             recorder=MetricsRecorder(redis_client),

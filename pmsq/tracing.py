@@ -12,8 +12,9 @@ continues a caller's W3C `traceparent`) > `pmsq.admit` (flow control admitting j
 `pmsq.run_job` (the job's task on a worker: its parent travels in the Celery message's headers
 as W3C trace context) > `PMS POST` (each request to the PMS). Child spans are only made under a
 current span, so the dispatcher's own ticks and the webhook pump's passes start no traces of
-their own. A job admitted later by a dispatcher (a retry when it is due, a job that waited in
-its backlog) runs in a trace of its own, found by its attributes.
+their own. A job a dispatcher admits later (a retry when it is due, a job that waited in its
+backlog) joins its write's trace through the context the write was first admitted under,
+which the publisher keeps in Redis (`pmsq.workers.publisher.WriteTraces`).
 
 Every span started inside `pmsq.logs.log_context` carries the job id, root job id and
 integration id it sets (as `pmsq.job_id`, `pmsq.root_job_id`, `pmsq.integration_id`). Secrets
@@ -115,6 +116,11 @@ def _fail(span: Span, exc: BaseException) -> None:
     """Mark the span failed, naming the exception's type only: a message may carry secrets."""
     span.set_attribute("error.type", type(exc).__qualname__)
     span.set_status(Status(StatusCode.ERROR, type(exc).__qualname__))
+
+
+def tracing_on() -> bool:
+    """Whether a tracer provider is installed (by `configure`, or by a test)."""
+    return not isinstance(trace.get_tracer_provider(), trace.ProxyTracerProvider)
 
 
 def _in_trace() -> bool:

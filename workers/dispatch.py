@@ -146,7 +146,9 @@ class Dispatcher:
                     continue
                 transition(job, JobStatus.QUEUED, now)
                 job.due_at = None
-                admitted.append(AdmittedJob(job.id, job.integration_id, job.model, job.action))
+                admitted.append(
+                    AdmittedJob(job.id, job.integration_id, job.model, job.action, job.root_job_id)
+                )
         for job_id in stale:
             # A duplicate backlog entry: give back the admission lease this admission just
             # took (the job's own claim, if it runs, is another member and stays).

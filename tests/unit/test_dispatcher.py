@@ -167,7 +167,7 @@ def test_submit_publishes_no_more_than_the_concurrency(world: World) -> None:
     after = world.redis_now_us()
 
     [first] = world.publisher.published
-    assert first == AdmittedJob(job_ids[0], iid, "residents", "CREATE")
+    assert first == AdmittedJob(job_ids[0], iid, "residents", "CREATE", job_ids[0])
     assert [world.status(j) for j in job_ids] == ["QUEUED", "PENDING", "PENDING"]
     assert world.job(job_ids[0]).due_at is None
     usage = world.flow.usage(iid)

@@ -337,7 +337,7 @@ def harness(make_harness: HarnessFactory) -> Harness:
 def test_success_is_recorded_with_one_log_per_exchange(harness: Harness) -> None:
     job_id = harness.submit(first_name="Ada", last_name="Lovelace")
     assert harness.publisher.published == [
-        AdmittedJob(job_id, harness.integration_id, "residents", "CREATE")
+        AdmittedJob(job_id, harness.integration_id, "residents", "CREATE", job_id)
     ]
     assert harness.lease_us(job_id) is not None  # admission took a concurrency slot
     connector = ScriptedConnector([StepResult(created_record_id="res-1")], exchanges_per_call=2)
@@ -549,7 +549,7 @@ def test_throttled_job_waits_for_retry_after_without_burning_an_attempt(
     assert harness.flow.in_backlog(harness.integration_id, [job_id]) == [True]
     assert harness.lease_us(job_id) is None
     assert harness.publisher.published[-1:] == [
-        AdmittedJob(job_id, harness.integration_id, "residents", "CREATE")
+        AdmittedJob(job_id, harness.integration_id, "residents", "CREATE", job_id)
     ]  # only its first admission so far
 
     harness.advance(7.0)

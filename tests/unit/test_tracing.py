@@ -27,6 +27,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind, StatusCode
 from sqlalchemy.orm import Session, sessionmaker
 from support.outbound import TEST_OUTBOUND_SETTINGS, StubDns
+from support.processes import wait_until
 
 from pmsq import tracing
 from pmsq.api.app import create_app
@@ -38,7 +39,7 @@ from pmsq.workers import tasks
 from pmsq.workers.connectors import ConnectorFactory
 from pmsq.workers.dispatch import Dispatcher
 from pmsq.workers.flow.redis_backend import RedisFlowControl
-from pmsq.workers.publisher import RUN_JOB_TASK, CeleryPublisher
+from pmsq.workers.publisher import RUN_JOB_TASK, CeleryPublisher, WriteTraces
 from pmsq.workers.runner import JobRunner
 
 API_KEY = "secret-api-key-0123456789"
@@ -77,15 +78,21 @@ class CapturingCelery:
 class Pms:
     """The PMS: validates, creates applicants and contacts; records every request."""
 
-    def __init__(self, fail_with: tuple[int, str] | None = None) -> None:
+    def __init__(
+        self, fail_with: tuple[int, str] | None = None, fail_first: int | None = None
+    ) -> None:
+        """`fail_with` answers every request; `fail_first` (a status) only the first."""
         self.requests: list[httpx.Request] = []
         self.fail_with = fail_with
+        self.fail_first = fail_first
 
     def __call__(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
         if self.fail_with is not None:
             status, message = self.fail_with
             return httpx.Response(status, json={"error": message})
+        if self.fail_first is not None and len(self.requests) == 1:
+            return httpx.Response(self.fail_first, json={"error": "try again"})
         if request.url.path.endswith("/validate"):
             return httpx.Response(200, json={"valid": True})
         body = json.loads(request.content)
@@ -99,6 +106,7 @@ class World:
     session_factory: sessionmaker[Session]
     settings: Settings
     flow: RedisFlowControl
+    redis: fakeredis.FakeRedis
     headers: dict[str, str]
 
     def integration(self, vendor: str) -> str:
@@ -114,15 +122,15 @@ class World:
         assert response.status_code == 201, response.text
         return str(response.json()["result"]["id"])
 
+    def dispatcher(self) -> Dispatcher:
+        """A worker's dispatcher: publishes through a `CeleryPublisher` like the API's."""
+        publisher = CeleryPublisher(self.celery, "q", WriteTraces(self.redis))  # type: ignore[arg-type]
+        return Dispatcher(self.session_factory, publisher, self.flow, self.settings)
+
     def run_worker(self, pms: Pms) -> int:
         """Runs every message sent (and those their jobs send) as a worker would."""
         http = httpx.Client(transport=tracing.TracedTransport(httpx.MockTransport(pms), "PMS"))
-        dispatcher = Dispatcher(
-            self.session_factory,
-            CeleryPublisher(self.celery, "q"),
-            self.flow,
-            self.settings,  # type: ignore[arg-type]
-        )
+        dispatcher = self.dispatcher()
         connectors = ConnectorFactory(CredentialCipher(self.settings.fernet_keys), http)
         runner = JobRunner(self.session_factory, connectors, dispatcher, self.settings)
         tasks.JobTask._context = SimpleNamespace(  # type: ignore[assignment]
@@ -143,21 +151,24 @@ class World:
 def world(
     session_factory: sessionmaker[Session], exporter: InMemorySpanExporter
 ) -> Iterator[World]:
-    settings = Settings(database_url="sqlite://", **TEST_OUTBOUND_SETTINGS)  # type: ignore[arg-type]
+    # Retries due at once: a 5xx's retry waits at least the PMS timeout.
+    quick = {"retry_base_s": 0.001, "retry_max_s": 0.001, "pms_timeout_s": 0.001}
+    settings = Settings(database_url="sqlite://", **TEST_OUTBOUND_SETTINGS, **quick)  # type: ignore[arg-type]
     celery = CapturingCelery()
-    flow = RedisFlowControl(fakeredis.FakeRedis())
+    client = fakeredis.FakeRedis()
+    flow = RedisFlowControl(client)
     app = create_app(
         settings,
         session_factory,
-        CeleryPublisher(celery, settings.job_queue),  # type: ignore[arg-type]
+        CeleryPublisher(celery, settings.job_queue, WriteTraces(client)),  # type: ignore[arg-type]
         flow,
         destinations=DestinationPolicy.from_settings(settings, StubDns()),
     )
     with session_factory.begin() as session:
         headers = {"Authorization": f"Bearer {create_token(session, 'acme')}"}
-    with TestClient(app) as client:
+    with TestClient(app) as http:
         exporter.clear()
-        yield World(client, celery, session_factory, settings, flow, headers)
+        yield World(http, celery, session_factory, settings, flow, client, headers)
 
 
 def by_id(spans: tuple[ReadableSpan, ...]) -> dict[int, ReadableSpan]:
@@ -281,6 +292,40 @@ def test_a_failed_job_fails_its_task_span_with_the_job_error_only(
     for span in spans:
         for text in texts_of(span):
             assert API_KEY not in text, (span.name, text)
+
+
+def test_a_retry_a_dispatcher_admits_later_joins_its_write_trace(
+    world: World, exporter: InMemorySpanExporter
+) -> None:
+    integration_id = world.integration("SANDBOX")
+    exporter.clear()
+    body = {"integration_id": integration_id, "last_name": "Lovelace"}
+    accepted = world.client.post("/v1/residents/", json=body, headers=world.headers)
+    job_id = accepted.json()["job_id"]
+    pms = Pms(fail_first=503)
+    assert world.run_worker(pms) == 1  # the 503: the job waits for its retry
+    assert world.celery.sent == []
+
+    # A worker's dispatcher admits the retry when it is due, in no trace of its own.
+    dispatcher = world.dispatcher()
+    assert not trace.get_current_span().get_span_context().is_valid
+    wait_until(lambda: dispatcher.tick() >= 0 and world.celery.sent, 10, 0.01)
+    [retry] = world.celery.sent
+    assert "traceparent" in retry.headers
+    assert world.run_worker(pms) == 1
+    assert len(pms.requests) == 2
+
+    spans = exporter.get_finished_spans()
+    runs = [span for span in spans if span.name == RUN_JOB_TASK]
+    requests = [span for span in spans if span.name == "PMS POST"]
+    assert len(runs) == 2 and len(requests) == 2
+    assert len({span.context.trace_id for span in spans}) == 1, "the retry is in the write's trace"
+    tree = by_id(spans)
+    for run in runs:  # each run hangs off the write's admission in the API request
+        assert run.parent is not None
+        assert tree[run.parent.span_id].name == "pmsq.admit"
+        assert (run.attributes or {})["pmsq.job_id"] == job_id
+    assert [(r.attributes or {})["http.response.status_code"] for r in requests] == [503, 201]
 
 
 def test_no_span_is_made_outside_a_trace(exporter: InMemorySpanExporter) -> None:
