@@ -10,9 +10,10 @@ from pmsq.metrics import ClusterCollector, MetricsRecorder
 from pmsq.models.db import make_engine, make_session_factory
 from pmsq.models.migrate import upgrade
 from pmsq.settings import Settings
+from pmsq.tracing import configure as configure_tracing
 from pmsq.workers.flow.gauges import FlowGauges
 from pmsq.workers.flow.redis_backend import RedisFlowControl
-from pmsq.workers.publisher import CeleryPublisher
+from pmsq.workers.publisher import CeleryPublisher, WriteTraces
 
 
 def serve(settings: Settings, host: str, port: int) -> None:
@@ -21,13 +22,14 @@ def serve(settings: Settings, host: str, port: int) -> None:
 
     if settings.auto_migrate:
         upgrade(settings.database_url)
+    configure_tracing("pmsq-api")
     engine = make_engine(settings.database_url)
     redis_client = redis.Redis.from_url(settings.redis_url)
     try:
         app = create_app(
             settings,
             make_session_factory(engine),
-            CeleryPublisher(celery_app, settings.job_queue),
+            CeleryPublisher(celery_app, settings.job_queue, WriteTraces(redis_client)),
             RedisFlowControl(redis_client),
             metrics=[ClusterCollector(redis_client), FlowGauges(redis_client)],
             recorder=MetricsRecorder(redis_client),

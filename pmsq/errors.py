@@ -118,3 +118,18 @@ class FencedOut(PmsqError):
     stops without sending, records no outcome and releases nothing it no longer owns."""
 
     code = "fenced_out"
+
+
+class JobFailed(PmsqError):
+    """Raised by the job task after the job store recorded the job's FAILURE, so Celery marks
+    the task failed and Flower lists it with the job's error (the PMS's message). The message is
+    acked all the same: the outcome is already committed and nothing is run again."""
+
+    code = "job_failed"
+
+
+class JobRetrying(PmsqError):
+    """Carried by the `Retry` the job task raises when the job went back to PENDING for another
+    attempt: the error that attempt ended with, as Flower shows it on the retried task."""
+
+    code = "job_retrying"

@@ -36,6 +36,17 @@ COUNTERS = {
     "pmsq_pms_429": ("429 answers from the PMS", ("integration_id",)),
     "pmsq_job_outcomes": ("Job attempts by outcome", ("integration_id", "outcome")),
     "pmsq_sync_outcomes": ("Finished syncs by status", ("integration_id", "status")),
+    "pmsq_poison_jobs": (
+        "Jobs failed as poison: delivered PMSQ_MAX_DELIVERIES times without an outcome",
+        ("integration_id",),
+    ),
+    "pmsq_beat_ticks": ("Ticks of the beat leader (the one beat that fires syncs)", ()),
+    "pmsq_syncs_fired": ("Syncs the beat leader started", ()),
+    "pmsq_webhook_attempts": (
+        "Webhook delivery attempts by outcome (success; retry: failed, tried again later; "
+        "failure: failed for good)",
+        ("outcome",),
+    ),
 }
 HISTOGRAMS = {
     "pmsq_job_duration_seconds": "Time a job spent running (claim to outcome)",

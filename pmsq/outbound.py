@@ -27,6 +27,7 @@ import httpx
 
 from pmsq.errors import DestinationRefused
 from pmsq.settings import Settings
+from pmsq.tracing import TracedTransport
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -252,14 +253,20 @@ class OutboundTransport(httpx.HTTPTransport):
         )
 
 
-def outbound_client(policy: DestinationPolicy, *, timeout_s: float) -> httpx.Client:
+def outbound_client(
+    policy: DestinationPolicy, *, timeout_s: float, trace_as: str | None = None
+) -> httpx.Client:
     """The HTTP client of every request pmsq sends to an account's destination.
 
     Redirects are not followed (a 3xx is the answer), and the environment is not trusted:
     a proxy would be the address connected to, and netrc would add credentials to requests.
+    With `trace_as` ("PMS"), each request made inside a trace gets a span of that name.
     """
+    transport: httpx.BaseTransport = OutboundTransport(policy)
+    if trace_as is not None:
+        transport = TracedTransport(transport, trace_as)
     return httpx.Client(
-        transport=OutboundTransport(policy),
+        transport=transport,
         timeout=timeout_s,
         follow_redirects=False,
         trust_env=False,

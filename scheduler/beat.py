@@ -16,6 +16,7 @@ from typing import Any
 import redis
 from celery.beat import Scheduler
 
+from pmsq.metrics import MetricsRecorder
 from pmsq.models.base import utcnow
 from pmsq.models.db import make_engine, make_session_factory
 from pmsq.scheduler.firing import SyncFirer
@@ -37,6 +38,7 @@ class DatabaseScheduler(Scheduler):
         self._redis = redis.Redis.from_url(settings.redis_url)
         session_factory = make_session_factory(self._engine)
         self._firer = SyncFirer(session_factory, RedisFlowControl(self._redis))
+        self._metrics = MetricsRecorder(self._redis)
         retention = Retention(
             session_factory,
             retention_days=settings.retention_days,
@@ -60,6 +62,9 @@ class DatabaseScheduler(Scheduler):
         if not leading:
             return self._retry_s
         result = self._firer.fire_due()
+        # Counted so an alert can tell a beat that stopped firing from one with nothing due.
+        self._metrics.count("pmsq_beat_ticks")
+        self._metrics.count("pmsq_syncs_fired", result.fired)
         if result.fired or result.skipped:
             logger.info("fired %d syncs (%d skipped)", result.fired, result.skipped)
         purge_wait_s = self._retention.tick()

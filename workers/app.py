@@ -1,8 +1,9 @@
 """The Celery app: `celery -A pmsq.workers.app worker|beat|flower`.
 
-Delivery is at-least-once and safe: acks after the task ends (`acks_late`), a message whose
-worker died is handed back (`reject_on_worker_lost`), prefetch 1 so no job waits in a busy
-worker's buffer, JSON only, results ignored (the job store is the source of truth).
+Delivery is at-least-once and safe: acks after the task ends (`acks_late`), also when it raised
+(a failed job), a message whose worker died is handed back (`reject_on_worker_lost`), prefetch 1
+so no job waits in a busy worker's buffer, JSON only, results ignored (the job store is the
+source of truth).
 """
 
 from __future__ import annotations
@@ -11,10 +12,11 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger
+from celery.signals import after_setup_logger, after_setup_task_logger, worker_init
 
 from pmsq.logs import install
 from pmsq.settings import get_settings
+from pmsq.tracing import configure as configure_tracing
 from pmsq.workers.bootsteps import DispatcherLoop, WebhookDeliveryLoop
 
 settings = get_settings()
@@ -26,6 +28,9 @@ app.conf.update(
     task_default_queue=settings.job_queue,
     task_acks_late=True,
     task_reject_on_worker_lost=True,
+    # A job task raises once the job store holds its failure (so Flower shows it failed):
+    # that message must be acked, not redelivered. Celery's default, pinned here.
+    task_acks_on_failure_or_timeout=True,
     worker_prefetch_multiplier=1,
     task_serializer="json",
     accept_content=["json"],
@@ -47,3 +52,10 @@ app.steps["worker"].add(WebhookDeliveryLoop)
 def _structured_logs(logger: logging.Logger, **_: Any) -> None:
     for handler in logger.handlers:
         install(handler, settings.log_format)
+
+
+@worker_init.connect
+def _tracing(**_: Any) -> None:
+    """Traces are on when OTEL_TRACES_EXPORTER says so; set up before the pool forks (the
+    span exporter's thread restarts in each pool process)."""
+    configure_tracing("pmsq-worker")

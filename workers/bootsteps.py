@@ -14,11 +14,12 @@ import threading
 import time
 from typing import Any
 
+import redis
 from celery import bootsteps
 from prometheus_client import CollectorRegistry, start_http_server
 from sqlalchemy import Engine
 
-from pmsq.metrics import ClusterCollector
+from pmsq.metrics import ClusterCollector, MetricsRecorder
 from pmsq.models.db import make_engine, make_session_factory
 from pmsq.settings import get_settings
 from pmsq.workers.flow.gauges import FlowGauges
@@ -84,11 +85,15 @@ class WebhookDeliveryLoop(bootsteps.StartStopStep):
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._engine: Engine | None = None
+        self._redis: redis.Redis | None = None
 
     def start(self, parent: Any) -> None:
         settings = get_settings()
         self._engine = make_engine(settings.database_url)
-        loop = DeliveryLoop(make_session_factory(self._engine), settings)
+        self._redis = redis.Redis.from_url(settings.redis_url)
+        loop = DeliveryLoop(
+            make_session_factory(self._engine), settings, metrics=MetricsRecorder(self._redis)
+        )
         self._thread = threading.Thread(
             target=loop.run, args=(self._stop,), name="pmsq-webhooks", daemon=True
         )
@@ -100,3 +105,5 @@ class WebhookDeliveryLoop(bootsteps.StartStopStep):
             self._thread.join(timeout=10)
         if self._engine is not None:
             self._engine.dispose()
+        if self._redis is not None:
+            self._redis.close()

@@ -23,7 +23,7 @@ from pmsq.workers.connectors import ConnectorFactory
 from pmsq.workers.dispatch import Dispatcher
 from pmsq.workers.flow.redis_backend import RedisFlowControl
 from pmsq.workers.healing import Healer
-from pmsq.workers.publisher import CeleryPublisher
+from pmsq.workers.publisher import CeleryPublisher, WriteTraces
 from pmsq.workers.runner import JobRunner
 
 
@@ -45,10 +45,10 @@ class WorkerContext:
         # Every PMS call, read-back and sync page goes through this client, so through the
         # destination policy checked at connect time.
         policy = DestinationPolicy.from_settings(settings)
-        http = outbound_client(policy, timeout_s=settings.pms_timeout_s)
+        http = outbound_client(policy, timeout_s=settings.pms_timeout_s, trace_as="PMS")
         redis_client = redis.Redis.from_url(settings.redis_url)
         flow = RedisFlowControl(redis_client)
-        publisher = CeleryPublisher(app, settings.job_queue)
+        publisher = CeleryPublisher(app, settings.job_queue, WriteTraces(redis_client))
         metrics = MetricsRecorder(redis_client)
         dispatcher = Dispatcher(session_factory, publisher, flow, settings, metrics=metrics)
         connectors = ConnectorFactory(

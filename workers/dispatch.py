@@ -22,6 +22,7 @@ from pmsq.metrics import MetricsRecorder, NullMetrics
 from pmsq.models.base import utcnow
 from pmsq.models.enums import JobStatus
 from pmsq.settings import Settings
+from pmsq.tracing import traced
 from pmsq.workers.flow.backend import Admission, FlowControl
 from pmsq.workers.flow.keys import claim_member
 from pmsq.workers.flow.limits import Limits
@@ -62,6 +63,10 @@ class Dispatcher:
     def flow(self) -> FlowControl:
         return self._flow
 
+    @property
+    def metrics(self) -> MetricsRecorder:
+        return self._metrics
+
     # -- admission ---------------------------------------------------------------------------
 
     def submit(self, integration_id: str, job_ids: Sequence[str], delay_s: float = 0.0) -> int:
@@ -80,6 +85,7 @@ class Dispatcher:
         self._flow.enqueue_many({integration_id: job_ids}, ahead=True)
         return self.admit_integration(integration_id)
 
+    @traced("pmsq.admit")
     def admit_integration(self, integration_id: str, claim_us: int | None = None) -> int:
         """Admit what the integration's limits allow now; returns how many were published."""
         admission = self._admit(integration_id)
@@ -151,7 +157,9 @@ class Dispatcher:
                     continue
                 transition(job, JobStatus.QUEUED, now)
                 job.due_at = None
-                admitted.append(AdmittedJob(job.id, job.integration_id, job.model, job.action))
+                admitted.append(
+                    AdmittedJob(job.id, job.integration_id, job.model, job.action, job.root_job_id)
+                )
         for job_id in stale:
             # A duplicate backlog entry: give back the admission lease this admission just
             # took (the job's own claim, if it runs, is another member and stays).

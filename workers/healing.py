@@ -50,6 +50,7 @@ class Healer:
         self._session_factory = session_factory
         self._dispatcher = dispatcher
         self._flow = dispatcher.flow
+        self._metrics = dispatcher.metrics
         self._settings = settings
         self._clock = clock
         self._sweep_cursor: tuple[datetime, str] | None = None
@@ -182,6 +183,7 @@ class Healer:
             return self._flow.enqueue_orphan(job.integration_id, job.id)
 
     def _fail_poison(self, session: Session, job: Job, now: datetime) -> None:
+        self._metrics.count("pmsq_poison_jobs", integration_id=job.integration_id)
         finish_job(
             session,
             job,

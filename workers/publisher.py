@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass
 from typing import Protocol
 
+import redis
 from celery import Celery
+
+from pmsq.tracing import headers_to_send, tracing_on
+from pmsq.workers.flow.keys import WRITE_TRACE_TTL_S, IntegrationKeys
+
+logger = logging.getLogger(__name__)
 
 #: Name of the Celery task that runs one job.
 RUN_JOB_TASK = "pmsq.run_job"
@@ -17,27 +25,63 @@ class AdmittedJob:
     integration_id: str
     model: str
     action: str
+    #: The write the job belongs to (None: not known to the caller).
+    root_job_id: str | None = None
 
 
 class Publisher(Protocol):
     def publish(self, job: AdmittedJob) -> None: ...
 
 
+class WriteTraces:
+    """Remembers, in Redis, the trace context each write's jobs were first admitted under, so
+    the write stays one trace: a job admitted later by a dispatcher (a retry when it is due, a
+    job that waited in its backlog) has no trace of its own to continue, and joins its write's.
+
+    Costs nothing while tracing is off; with it on, one SET per message published in a trace
+    and one GET per message published outside one. Redis failing here never stops a publish.
+    """
+
+    def __init__(self, client: redis.Redis, ttl_s: int = WRITE_TRACE_TTL_S) -> None:
+        self._redis = client
+        self._ttl_s = ttl_s
+
+    def headers(self, job: AdmittedJob) -> dict[str, str]:
+        """The trace headers `job`'s message carries: the current trace's, else its write's."""
+        current = headers_to_send()
+        if job.root_job_id is None or not tracing_on():
+            return current
+        key = IntegrationKeys(job.integration_id).write_trace(job.root_job_id)
+        try:
+            if current:
+                self._redis.set(key, json.dumps(current), ex=self._ttl_s, nx=True)
+                return current
+            stored = self._redis.get(key)
+        except redis.RedisError as exc:
+            logger.warning("write trace context unavailable: %s", type(exc).__name__)
+            return current
+        return dict(json.loads(stored)) if stored else {}
+
+
 class CeleryPublisher:
     """Publishes one `pmsq.run_job` message per admitted job.
 
     The integration, model and action travel as keyword arguments only so that Flower shows
-    operators which integration each task belongs to; the worker trusts the job store.
+    operators which integration each task belongs to; the worker trusts the job store. The
+    message's headers carry a trace context (W3C), so the task continues its write's trace.
     """
 
-    def __init__(self, app: Celery, queue: str) -> None:
+    def __init__(self, app: Celery, queue: str, traces: WriteTraces | None = None) -> None:
         self._app = app
         self._queue = queue
+        self._traces = traces
 
     def publish(self, job: AdmittedJob) -> None:
+        headers = self._traces.headers(job) if self._traces is not None else headers_to_send()
         self._app.send_task(
             RUN_JOB_TASK,
             args=[job.job_id],
             kwargs={"integration_id": job.integration_id, "step": f"{job.model}.{job.action}"},
             queue=self._queue,
+            headers=headers,
         )

@@ -160,6 +160,7 @@ class JobRunner:
 
     def _after_final(self, integration_id: str, job_id: str) -> None:
         """A job that ended at claim (poison) gives back its admission lease."""
+        self._metrics.count("pmsq_poison_jobs", integration_id=integration_id)
         self._flow.release(integration_id, job_id)
         self._dispatcher.admit_integration(integration_id)
 

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from pmsq.api.services.idempotency import IdempotencyKeys, IdempotentRequest, Replay
 from pmsq.api.services.integrations import owned_integration
 from pmsq.errors import NotFound, ValidationFailed
+from pmsq.logs import log_context
 from pmsq.models.base import new_id, utcnow
 from pmsq.models.enums import JobStatus
 from pmsq.models.integration import Integration
@@ -107,7 +108,12 @@ class WriteService:
             return stored
         integration_id, accepted = stored
         try:
-            self._dispatcher.submit(integration_id, [accepted.job_id])
+            # A new write's root job is its own root: the request's span (and the admission's,
+            # and its logs) carry its ids.
+            with log_context(
+                job_id=accepted.job_id, root_job_id=accepted.job_id, integration_id=integration_id
+            ):
+                self._dispatcher.submit(integration_id, [accepted.job_id])
         except Exception as exc:
             logger.warning(
                 "write %s is stored but was not enqueued (%s); the orphan sweep enqueues it",

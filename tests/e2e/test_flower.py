@@ -9,6 +9,7 @@ the operator's search `kwargs:integration_id=<id>`.
 from __future__ import annotations
 
 import ast
+import json
 import sys
 import uuid
 from collections.abc import Iterator
@@ -16,6 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis
 from support.processes import ManagedProcess, wait_until
 from support.services import free_port
 from support.stack import Stack
@@ -124,6 +126,74 @@ def test_flower_shows_each_job_with_its_integration_and_step(stack: Stack, flowe
     found = wait_until(searched, 10, 0.25, message="search by integration finds its tasks")
     assert other_job not in found
     assert found == set(job_ids)
+
+
+def test_flower_shows_a_failed_write_as_failed_and_a_retry_as_retried(
+    stack: Stack, flower: Flower
+) -> None:
+    """The task's state is the job's: FAILURE with the PMS's error for a job that failed, RETRY
+    with the attempt's error for one that will be retried, SUCCESS for one that succeeded; and
+    every one of those messages is acked (none is left for the broker to deliver again)."""
+    headers = stack.token("acme")
+    tenant = f"fl{uuid.uuid4().hex[:8]}"
+    integration_id = stack.integration(headers, "SANDBOX", tenant)
+    # The sandbox answers 422 "last_name is required".
+    failing = stack.write(headers, "residents", {"integration_id": integration_id}).json()
+    succeeding = stack.write(
+        headers, "residents", {"integration_id": integration_id, "last_name": "Fine"}
+    ).json()
+    stack.fault(tenant=tenant, method="POST", model="leases", kind="status", status=503, times=1)
+    retried = stack.write(
+        headers, "leases", {"integration_id": integration_id, "unit_id": "u1", "rent_amount": 900}
+    ).json()
+    assert stack.wait_final(headers, failing["job_id"])["write_status"] == "FAILURE"
+    assert stack.wait_final(headers, succeeding["job_id"])["write_status"] == "SUCCESS"
+    assert stack.wait_final(headers, retried["job_id"])["write_status"] == "SUCCESS"
+    # Runs of each job, as Flower shows them. A message delivered twice (an admission lease
+    # that lapsed on a loaded machine) is dropped at claim: a SUCCESS whose result is None.
+    wanted = {
+        failing["job_id"]: ["FAILURE"],
+        succeeding["job_id"]: ["SUCCESS"],
+        retried["job_id"]: ["RETRY", "SUCCESS"],
+    }
+
+    def runs_by_job() -> dict[str, list[dict[str, Any]]] | None:
+        found: dict[str, list[dict[str, Any]]] = {}
+        for uuid_, task in flower.tasks(search=f"kwargs:integration_id={integration_id}").items():
+            if task["state"] in ("FAILURE", "RETRY") or (
+                task["state"] == "SUCCESS" and task["result"] != "None"
+            ):
+                found.setdefault(_job_id(task), []).append({**task, "uuid": uuid_})
+        states = {job_id: sorted(t["state"] for t in runs) for job_id, runs in found.items()}
+        return found if all(states.get(j) == s for j, s in wanted.items()) else None
+
+    by_job = flower.process.wait_until(
+        runs_by_job, deadline_s=60, interval_s=0.25, message="Flower shows every run's end"
+    )
+    [failed] = by_job[failing["job_id"]]
+    assert "JobFailed" in failed["exception"]
+    assert "PMS answered 422" in failed["exception"]
+    assert "last_name is required" in failed["exception"]
+    [succeeded] = by_job[succeeding["job_id"]]
+    assert succeeded["result"] == "'SUCCESS'"
+    assert succeeded["exception"] is None
+    [first] = [task for task in by_job[retried["job_id"]] if task["state"] == "RETRY"]
+    assert "PMS answered 503" in first["exception"]
+
+    # Acked: a late-acked message stays in the broker's `unacked` hash until acked, and one
+    # left there would be delivered again.
+    task_ids = {task["uuid"] for tasks in by_job.values() for task in tasks}
+    broker = redis.Redis.from_url(stack.env["PMSQ_REDIS_URL"])
+    try:
+
+        def unacked() -> set[str]:
+            return {
+                json.loads(raw)[0]["headers"]["id"] for raw in broker.hvals("unacked")
+            } & task_ids
+
+        wait_until(lambda: not unacked(), 10, 0.1, message="every task's message acked")
+    finally:
+        broker.close()
 
 
 def test_flower_knows_the_job_task(flower: Flower) -> None:

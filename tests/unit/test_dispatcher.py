@@ -13,6 +13,7 @@ from typing import Any
 import fakeredis
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
+from support.metrics import CountingMetrics
 
 from pmsq.models.account import Account
 from pmsq.models.base import new_id
@@ -168,7 +169,7 @@ def test_submit_publishes_no_more_than_the_concurrency(world: World) -> None:
     after = world.redis_now_us()
 
     [first] = world.publisher.published
-    assert first == AdmittedJob(job_ids[0], iid, "residents", "CREATE")
+    assert first == AdmittedJob(job_ids[0], iid, "residents", "CREATE", job_ids[0])
     assert [world.status(j) for j in job_ids] == ["QUEUED", "PENDING", "PENDING"]
     assert world.job(job_ids[0]).due_at is None
     usage = world.flow.usage(iid)
@@ -518,9 +519,15 @@ def test_a_job_lost_max_deliveries_times_fails_as_poison(world: World) -> None:
         lease_expires_at=lease_end,
     )
     world.clock.now = lease_end + timedelta(seconds=1)
+    metrics = CountingMetrics()
+    dispatcher = Dispatcher(
+        world.session_factory, world.publisher, world.flow, world.settings, world.clock, metrics
+    )
+    healer = Healer(world.session_factory, dispatcher, world.settings, world.clock)
 
-    assert world.healer.reclaim_expired_leases() == 1
+    assert healer.reclaim_expired_leases() == 1
 
+    assert metrics.total("pmsq_poison_jobs", integration_id=iid) == 1
     job = world.job(poison)
     assert job.status == JobStatus.FAILURE.value
     assert job.error is not None

@@ -66,6 +66,29 @@ def test_backlog_and_in_flight_gauges_are_live() -> None:
     assert samples['pmsq_jobs_in_flight{integration_id="i1"}'] == 1
 
 
+def test_pause_gauge_says_how_long_a_429_pause_lasts() -> None:
+    client = fakeredis.FakeRedis()
+    flow = RedisFlowControl(client)
+    flow.set_limits("i1", Limits(interval_us=1, tolerance_us=1, concurrency=1))
+    flow.enqueue("i1", ["a"])
+    flow.enqueue("i2", ["b"])
+    flow.pause("i1", 120.0)
+    samples = scrape(client)
+    assert 119 < samples['pmsq_pause_remaining_seconds{integration_id="i1"}'] <= 120
+    assert samples['pmsq_pause_remaining_seconds{integration_id="i2"}'] == 0
+
+
+def test_counters_without_labels_are_exported() -> None:
+    client = fakeredis.FakeRedis()
+    recorder = MetricsRecorder(client)
+    recorder.count("pmsq_beat_ticks")
+    recorder.count("pmsq_beat_ticks")
+    recorder.count("pmsq_webhook_attempts", outcome="retry")
+    samples = scrape(client)
+    assert samples["pmsq_beat_ticks_total"] == 2
+    assert samples['pmsq_webhook_attempts_total{outcome="retry"}'] == 1
+
+
 def test_json_logs_carry_the_job_context() -> None:
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)

@@ -21,8 +21,10 @@ import redis
 from fakeredis.commands_mixins import server_mixin
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
+from support.metrics import CountingMetrics
 
 from pmsq.errors import FencedOut, PmsError, PmsThrottled
+from pmsq.metrics import MetricsRecorder
 from pmsq.models.account import Account
 from pmsq.models.base import new_id
 from pmsq.models.enums import Cadence, JobStatus, Vendor, WriteStatus
@@ -188,13 +190,16 @@ class Harness:
     def keys(self) -> IntegrationKeys:
         return IntegrationKeys(self.integration_id)
 
-    def runner(self, connector: ScriptedConnector) -> JobRunner:
+    def runner(
+        self, connector: ScriptedConnector, metrics: MetricsRecorder | None = None
+    ) -> JobRunner:
         return JobRunner(
             self.session_factory,
             FakeConnectorFactory(connector),  # type: ignore[arg-type]
             self.dispatcher,
             self.settings,
             self.clock,
+            metrics=metrics,
         )
 
     def add_integration(self, vendor: Vendor) -> None:
@@ -337,7 +342,7 @@ def harness(make_harness: HarnessFactory) -> Harness:
 def test_success_is_recorded_with_one_log_per_exchange(harness: Harness) -> None:
     job_id = harness.submit(first_name="Ada", last_name="Lovelace")
     assert harness.publisher.published == [
-        AdmittedJob(job_id, harness.integration_id, "residents", "CREATE")
+        AdmittedJob(job_id, harness.integration_id, "residents", "CREATE", job_id)
     ]
     assert harness.lease_us(job_id) is not None  # admission took a concurrency slot
     connector = ScriptedConnector([StepResult(created_record_id="res-1")], exchanges_per_call=2)
@@ -549,7 +554,7 @@ def test_throttled_job_waits_for_retry_after_without_burning_an_attempt(
     assert harness.flow.in_backlog(harness.integration_id, [job_id]) == [True]
     assert harness.lease_us(job_id) is None
     assert harness.publisher.published[-1:] == [
-        AdmittedJob(job_id, harness.integration_id, "residents", "CREATE")
+        AdmittedJob(job_id, harness.integration_id, "residents", "CREATE", job_id)
     ]  # only its first admission so far
 
     harness.advance(7.0)
@@ -679,10 +684,12 @@ def test_queued_job_claimed_max_deliveries_times_unrecorded_fails_as_poison(
         assert job is not None
         job.deliveries = job.unrecorded_claims = harness.settings.max_deliveries
     connector = ScriptedConnector([StepResult()])
+    metrics = CountingMetrics()
 
-    assert harness.runner(connector).run(job_id) is None
+    assert harness.runner(connector, metrics).run(job_id) is None
 
     assert connector.steps == []
+    assert metrics.total("pmsq_poison_jobs", integration_id=harness.integration_id) == 1
     job = harness.job(job_id)
     assert job.status == JobStatus.FAILURE.value
     assert job.error is not None

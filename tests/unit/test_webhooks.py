@@ -14,9 +14,11 @@ import httpx
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
+from support.metrics import CountingMetrics
 from support.outbound import counting_server
 
 from pmsq.crypto import CredentialCipher
+from pmsq.metrics import MetricsRecorder
 from pmsq.models.account import Account
 from pmsq.models.base import new_id
 from pmsq.models.enums import JobStatus, Vendor
@@ -319,18 +321,25 @@ class Receiver:
 
 
 def make_deliverer(
-    world: World, receiver: Receiver, clock: Clock, **settings: object
+    world: World,
+    receiver: Receiver,
+    clock: Clock,
+    metrics: MetricsRecorder | None = None,
+    **settings: object,
 ) -> WebhookDeliverer:
     config = Settings(webhook_retry_base_s=10, webhook_retry_max_s=100, **settings)  # type: ignore[arg-type]
     http = httpx.Client(transport=httpx.MockTransport(receiver))
-    return WebhookDeliverer(world.session_factory, CIPHER, http, config, clock, random.Random(1))
+    return WebhookDeliverer(
+        world.session_factory, CIPHER, http, config, clock, random.Random(1), metrics
+    )
 
 
 def test_delivery_is_signed_and_recorded(world: World) -> None:
     world.endpoint([WebhookEvent.JOB_FAILURE], url="http://receiver.test/hook")
     world.finish(world.root(), JobStatus.FAILURE, error="boom")
-    receiver, clock = Receiver(), Clock()
-    assert make_deliverer(world, receiver, clock).deliver_due() == 1
+    receiver, clock, metrics = Receiver(), Clock(), CountingMetrics()
+    assert make_deliverer(world, receiver, clock, metrics).deliver_due() == 1
+    assert metrics.counts == {("pmsq_webhook_attempts", (("outcome", "success"),)): 1}
     (request,) = receiver.requests
     (delivery,) = world.deliveries()
     timestamp = int(request.headers["X-Pmsq-Timestamp"])
@@ -346,8 +355,8 @@ def test_delivery_is_signed_and_recorded(world: World) -> None:
 def test_failures_are_retried_with_backoff_then_given_up(world: World) -> None:
     world.endpoint([WebhookEvent.JOB_FAILURE])
     world.finish(world.root(), JobStatus.FAILURE, error="boom")
-    receiver, clock = Receiver(statuses=[500, 503, 500]), Clock()
-    deliverer = make_deliverer(world, receiver, clock, webhook_max_attempts=3)
+    receiver, clock, metrics = Receiver(statuses=[500, 503, 500]), Clock(), CountingMetrics()
+    deliverer = make_deliverer(world, receiver, clock, metrics, webhook_max_attempts=3)
     assert deliverer.deliver_due() == 1
     (delivery,) = world.deliveries()
     assert (delivery.status, delivery.attempts, delivery.last_status_code) == ("PENDING", 1, 500)
@@ -364,6 +373,8 @@ def test_failures_are_retried_with_backoff_then_given_up(world: World) -> None:
         log = session.scalars(select(WebhookAttempt).order_by(WebhookAttempt.attempt)).all()
         assert [(a.attempt, a.status_code) for a in log] == [(1, 500), (2, 503), (3, 500)]
         assert log[0].error is not None and log[0].error.startswith("HTTP 500")
+    assert metrics.total("pmsq_webhook_attempts", outcome="retry") == 2
+    assert metrics.total("pmsq_webhook_attempts", outcome="failure") == 1
     clock.now += timedelta(days=1)
     assert deliverer.deliver_due() == 0
 

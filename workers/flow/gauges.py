@@ -16,7 +16,8 @@ from pmsq.workers.flow.keys import KNOWN_INTEGRATIONS, IntegrationKeys
 
 
 class FlowGauges(Collector):
-    """`pmsq_backlog_jobs` and `pmsq_jobs_in_flight` per integration."""
+    """`pmsq_backlog_jobs`, `pmsq_jobs_in_flight` and `pmsq_pause_remaining_seconds` per
+    integration."""
 
     def __init__(self, client: redis.Redis) -> None:
         self._redis = client
@@ -27,6 +28,11 @@ class FlowGauges(Collector):
         )
         in_flight = GaugeMetricFamily(
             "pmsq_jobs_in_flight", "Admitted jobs holding a lease", labels=["integration_id"]
+        )
+        paused = GaugeMetricFamily(
+            "pmsq_pause_remaining_seconds",
+            "How long the integration stays paused after the PMS's 429s (0: not paused)",
+            labels=["integration_id"],
         )
         ids = sorted(
             i.decode() if isinstance(i, bytes) else i
@@ -39,9 +45,14 @@ class FlowGauges(Collector):
             keys = IntegrationKeys(integration_id)
             pipe.zcard(keys.backlog)
             pipe.zcount(keys.leases, now, "+inf")
+            pipe.get(keys.paused_until)
         values = pipe.execute()
         for i, integration_id in enumerate(ids):
-            backlog.add_metric([integration_id], values[2 * i])
-            in_flight.add_metric([integration_id], values[2 * i + 1])
+            backlog_jobs, leases, paused_until_us = values[3 * i : 3 * i + 3]
+            backlog.add_metric([integration_id], backlog_jobs)
+            in_flight.add_metric([integration_id], leases)
+            remaining_us = int(paused_until_us) - now if paused_until_us is not None else 0
+            paused.add_metric([integration_id], max(0, remaining_us) / 1_000_000)
         yield backlog
         yield in_flight
+        yield paused

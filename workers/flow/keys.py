@@ -71,3 +71,13 @@ class IntegrationKeys:
     def pms_limits(self) -> str:
         """HASH of the rate-limit headers the PMS last sent (limit, remaining, seen_at)."""
         return self._key("pms_limits")
+
+    def write_trace(self, root_job_id: str) -> str:
+        """STRING: JSON of the W3C trace headers of the write `root_job_id`'s first admission,
+        so its jobs admitted later (retries, a waiting backlog) join its trace. Written only
+        while tracing is on; expires `WRITE_TRACE_TTL_S` after it was set."""
+        return self._key(f"trace:{root_job_id}")
+
+
+#: How long a write's trace context is kept for its later jobs; after that they start their own.
+WRITE_TRACE_TTL_S = 86_400

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pmsq.crypto import CredentialCipher
 from pmsq.errors import DestinationRefused
+from pmsq.metrics import MetricsRecorder, NullMetrics
 from pmsq.models.base import utcnow
 from pmsq.models.webhook import DeliveryStatus, WebhookAttempt, WebhookEndpoint
 from pmsq.outbound import DestinationPolicy, outbound_client
@@ -75,6 +76,7 @@ class WebhookDeliverer:
         settings: Settings,
         clock: Callable[[], datetime] = utcnow,
         rng: random.Random | None = None,
+        metrics: MetricsRecorder | None = None,
     ) -> None:
         self._session_factory = session_factory
         self._cipher = cipher
@@ -82,6 +84,7 @@ class WebhookDeliverer:
         self._settings = settings
         self._clock = clock
         self._rng = rng
+        self._metrics = metrics or NullMetrics()
 
     # -- the passes --------------------------------------------------------------------------
 
@@ -101,7 +104,11 @@ class WebhookDeliverer:
         claimed = self.claim(delivery_id)
         if claimed is None:
             return None
-        return self.record(claimed, self.send(claimed))
+        status = self.record(claimed, self.send(claimed))
+        if status is not None:
+            outcome = "retry" if status == DeliveryStatus.PENDING else status.value.lower()
+            self._metrics.count("pmsq_webhook_attempts", outcome=outcome)
+        return status
 
     # -- steps -------------------------------------------------------------------------------
 
@@ -213,9 +220,15 @@ def build_deliverer(
     settings: Settings,
     http: httpx.Client,
     clock: Callable[[], datetime] = utcnow,
+    metrics: MetricsRecorder | None = None,
 ) -> WebhookDeliverer:
     return WebhookDeliverer(
-        session_factory, CredentialCipher(settings.fernet_keys), http, settings, clock
+        session_factory,
+        CredentialCipher(settings.fernet_keys),
+        http,
+        settings,
+        clock,
+        metrics=metrics,
     )
 
 
@@ -233,10 +246,12 @@ class DeliveryLoop:
         session_factory: sessionmaker[Session],
         settings: Settings,
         clock: Callable[[], datetime] = utcnow,
+        metrics: MetricsRecorder | None = None,
     ) -> None:
         self._session_factory = session_factory
         self._settings = settings
         self._clock = clock
+        self._metrics = metrics
         self._deliverer: WebhookDeliverer | None = None
 
     def run(self, stop: threading.Event) -> None:
@@ -250,7 +265,7 @@ class DeliveryLoop:
                 policy = DestinationPolicy.from_settings(self._settings)
                 http = outbound_client(policy, timeout_s=self._settings.webhook_timeout_s)
                 self._deliverer = build_deliverer(
-                    self._session_factory, self._settings, http, self._clock
+                    self._session_factory, self._settings, http, self._clock, self._metrics
                 )
             self._deliverer.deliver_due()
         except Exception:

@@ -1,0 +1,1 @@
+../../pmsq/tracing.py
