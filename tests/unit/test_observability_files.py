@@ -1,8 +1,8 @@
 """The Grafana dashboard and the Prometheus alert rules cannot drift from what pmsq exports.
 
-Every metric they name is one `ClusterCollector` exports (with the suffix its type gives it),
-every metric pmsq exports is on the dashboard, each alert has its runbook section, and the
-dashboard's layout is one Grafana can place. With `promtool` on the PATH (Debian's
+Every metric they name is one `ClusterCollector` or `FlowGauges` exports (with the suffix its
+type gives it), every metric pmsq exports is on the dashboard, each alert has its runbook
+section, and the dashboard's layout is one Grafana can place. With `promtool` on the PATH (Debian's
 `prometheus` package; or PROMTOOL=/path/to/promtool), the rules also pass `promtool check
 rules`, their unit tests (`pmsq-alerts.test.yml`: each alert fires on its case and not on the
 healthy look-alike) pass `promtool test rules`, and every dashboard query parses as PromQL.
@@ -25,6 +25,7 @@ import yaml
 from prometheus_client.core import CounterMetricFamily, HistogramMetricFamily
 
 from pmsq.metrics import ClusterCollector
+from pmsq.workers.flow.gauges import FlowGauges
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 DASHBOARD = REPO_ROOT / "deploy" / "grafana" / "pmsq-dashboard.json"
@@ -38,7 +39,8 @@ GRAFANA_VARIABLES = {"$__rate_interval": "5m", "$__range": "6h", "$integration":
 
 def exported() -> dict[str, set[str]]:
     """Each metric family pmsq exports -> the series names it is scraped as."""
-    families = ClusterCollector(fakeredis.FakeRedis()).collect()
+    client = fakeredis.FakeRedis()
+    families = [*ClusterCollector(client).collect(), *FlowGauges(client).collect()]
     names: dict[str, set[str]] = {}
     for family in families:
         if isinstance(family, CounterMetricFamily):
