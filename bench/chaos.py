@@ -221,11 +221,11 @@ class Round:
             "integration_id": self.integrations[write.vendor],
             "first_name": "Chaos",
             "last_name": write.marker,
-            "email": f"{write.marker}@example.test",
+            "email_1": f"{write.marker}@example.test",
         }
         if write.contacts:
             body["contacts"] = [
-                {"email": f"{write.marker}c{k}@example.test", "kind": "email"}
+                {"email_1": f"{write.marker}c{k}@example.test", "kind": "email"}
                 for k in range(write.contacts)
             ]
         return body
@@ -342,7 +342,7 @@ class Round:
         }
         contacts = self.stack.sandbox_records(self.tenants["RENT_MANAGER"], "contacts")
         by_marker = Counter(r.get("last_name") for rs in records.values() for r in rs)
-        contact_emails = Counter(r.get("email") for r in contacts)
+        contact_emails = Counter(r.get("email_1") for r in contacts)
         # Record ids are per tenant, so each vendor's ids map to markers of its own.
         markers = {
             vendor: {str(r["id"]): r.get("last_name") for r in rs} for vendor, rs in records.items()

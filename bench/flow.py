@@ -249,7 +249,7 @@ class Pmsq:
         response = self._http.post(
             f"{self.stack.api_url}/v1/residents/", json=body, headers=self.headers
         )
-        if response.status_code != 202:
+        if response.status_code != 200:
             raise RuntimeError(f"write refused: {response.status_code} {response.text}")
 
     def submit_a(self, n: int) -> None:

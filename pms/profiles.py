@@ -8,6 +8,7 @@ entry point) declares its profile with these types; the write validator, the job
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -120,6 +121,8 @@ class VendorProfile:
             if isinstance(value, bool) or not isinstance(value, expected):
                 names = " or ".join(TYPE_NAMES[t] for t in expected)
                 problems.append({"field": where, "reason": f"must be {names}"})
+            elif name in NUMERIC_TEXT and isinstance(value, str) and not _NUMBER.match(value):
+                problems.append({"field": where, "reason": 'must be a number ("2", "1.5")'})
         return problems
 
     def _nested_problems(
@@ -138,20 +141,48 @@ class VendorProfile:
         return problems
 
 
-#: JSON types of writable fields; a field not listed is a string.
+#: JSON types of writable fields; a field not listed is a string. Money is in integer cents,
+#: as Propexo's unified models carry it; bedrooms and bathrooms are strings there ("2", "1.5")
+#: and numbers are accepted too.
 FIELD_TYPES: dict[str, tuple[type, ...]] = {
-    "rent_amount": (int, float),
-    "market_rent": (int, float),
-    "bedrooms": (int,),
-    "bathrooms": (int, float),
+    "rent_amount_in_cents": (int,),
+    "rent_amount_market_in_cents": (int, float),
+    "bedrooms": (str, int),
+    "bathrooms": (str, int, float),
 }
+#: Fields given as text that must read as a number ("2", "1.5").
+NUMERIC_TEXT = frozenset({"bedrooms", "bathrooms"})
+_NUMBER = re.compile(r"^[0-9]+(\.[0-9]+)?$")
 TYPE_NAMES = {str: "a string", int: "an integer", float: "a number", list: "a list"}
 
-# Building blocks the vendor modules share: pmsq's models and their writable fields are the
-# same for every vendor; a profile says which of them its PMS takes.
-PERSON_FIELDS = frozenset({"first_name", "last_name", "email", "phone", "move_in_date", "unit_id"})
-LEASE_FIELDS = frozenset({"resident_id", "unit_id", "start_date", "end_date", "rent_amount"})
-UNIT_FIELDS = frozenset({"name", "property_id", "bedrooms", "bathrooms", "market_rent"})
-CONTACT_FIELDS = frozenset({"applicant_id", "email", "phone", "kind"})
+# Building blocks the vendor modules share: pmsq's unified models and their writable fields
+# (Propexo's field names: `email_1`, `phone_1`, `rent_amount_in_cents`...) are the same for
+# every vendor; a profile says which of them its PMS takes. `unit_id` and `move_in_date` on a
+# resident, and the `contacts` model, are pmsq's additions.
+PERSON_FIELDS = frozenset(
+    {
+        "first_name",
+        "middle_name",
+        "last_name",
+        "email_1",
+        "email_2",
+        "phone_1",
+        "phone_1_type",
+        "phone_2",
+        "phone_2_type",
+        "date_of_birth",
+        "move_in_date",
+        "property_id",
+        "lease_id",
+        "unit_id",
+    }
+)
+LEASE_FIELDS = frozenset(
+    {"resident_id", "property_id", "unit_id", "start_date", "end_date", "rent_amount_in_cents"}
+)
+UNIT_FIELDS = frozenset(
+    {"name", "property_id", "bedrooms", "bathrooms", "rent_amount_market_in_cents"}
+)
+CONTACT_FIELDS = frozenset({"applicant_id", "email_1", "phone_1", "kind"})
 CONTACTS = {"contacts": NestedChildren(model="contacts", link_field="applicant_id")}
 BOTH = frozenset({CREATE, UPDATE})

@@ -28,7 +28,7 @@ BODY_DOC: dict[str, Any] = {
                     "integration_id": "8b0f2f0e-3c53-4b8e-9a3c-4f1f0d3c2a10",
                     "first_name": "Ada",
                     "last_name": "Lovelace",
-                    "email": "ada@example.com",
+                    "email_1": "ada@example.com",
                 },
             }
         },
@@ -68,7 +68,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
 
     @router.post(
         "/v1/{model}/",
-        status_code=202,
+        status_code=200,
         response_model=WriteAccepted,
         responses=ERRORS,
         openapi_extra=BODY_DOC,
@@ -89,7 +89,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
 
     @router.put(
         "/v1/{model}/{record_id}",
-        status_code=202,
+        status_code=200,
         response_model=WriteAccepted,
         responses=ERRORS,
         openapi_extra=BODY_DOC,

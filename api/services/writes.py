@@ -39,7 +39,7 @@ from pmsq.workers.repository import JobRepository
 logger = logging.getLogger(__name__)
 
 #: HTTP status of an accepted write (stored with its Idempotency-Key, and replayed).
-ACCEPTED = 202
+ACCEPTED = 200
 
 
 @dataclass(frozen=True)

@@ -33,18 +33,18 @@ def parse_body(raw: bytes) -> JsonObject:
 
 
 def check_fields(fields: JsonObject) -> None:
-    """Rules for any write: `email` contains "@", `phone` is digits once decoration is removed.
-
-    A null `email` or `phone` means "no value" and passes.
-    """
-    email = fields.get("email")
-    if email is not None and not (isinstance(email, str) and "@" in email):
-        raise PayloadRejected(f"email '{email}' is not a valid email address")
-    phone = fields.get("phone")
-    if phone is not None and not (
-        isinstance(phone, str) and _DIGITS.match(_PHONE_DECORATION.sub("", phone))
-    ):
-        raise PayloadRejected(f"phone '{phone}' is not a valid phone number")
+    """Rules for any write: each `email_N` contains "@", each `phone_N` is digits once
+    decoration is removed. A null value means "no value" and passes."""
+    for name in ("email_1", "email_2"):
+        email = fields.get(name)
+        if email is not None and not (isinstance(email, str) and "@" in email):
+            raise PayloadRejected(f"{name} '{email}' is not a valid email address")
+    for name in ("phone_1", "phone_2"):
+        phone = fields.get(name)
+        if phone is not None and not (
+            isinstance(phone, str) and _DIGITS.match(_PHONE_DECORATION.sub("", phone))
+        ):
+            raise PayloadRejected(f"{name} '{phone}' is not a valid phone number")
 
 
 def check_create(model: str, fields: JsonObject, applicant_exists: Callable[[str], bool]) -> None:

@@ -102,7 +102,7 @@ def demo_writes(integration_id: str) -> list[DemoWrite]:
                 "integration_id": integration_id,
                 "first_name": "Ada",
                 "last_name": "Lovelace",
-                "email": "ada@example.com",
+                "email_1": "ada@example.com",
                 "notes": "prefers email",
             },
             "SUCCESS",
@@ -115,9 +115,9 @@ def demo_writes(integration_id: str) -> list[DemoWrite]:
                 "first_name": "Grace",
                 "last_name": "Hopper",
                 "contacts": [
-                    {"email": "grace@example.com"},
-                    {"phone": "555-0100"},
-                    {"phone": "not-a-phone"},
+                    {"email_1": "grace@example.com"},
+                    {"phone_1": "555-0100"},
+                    {"phone_1": "not-a-phone"},
                 ],
             },
             "PARTIAL_SUCCESS",
@@ -137,7 +137,7 @@ def demo_writes(integration_id: str) -> list[DemoWrite]:
                 "integration_id": integration_id,
                 "resident_id": "residents-1",
                 "unit_id": "u-1",
-                "rent_amount": 1850,
+                "rent_amount_in_cents": 1850,
             },
             "SUCCESS",
         ),
@@ -395,7 +395,7 @@ def show_scheduled_sync(api: httpx.Client, integration_id: str) -> bool:
 
 def submit(api: httpx.Client, write: DemoWrite) -> Tracked:
     response = api.post(f"/v1/{write.model}/", json=write.body, params=write.params)
-    job_id: str = _expect(response, 202, f"submit '{write.label}'")["job_id"]
+    job_id: str = _expect(response, 200, f"submit '{write.label}'")["job_id"]
     print(f"{_now()}  {'submitted':<15} {write.label:<28} job {job_id}", flush=True)
     return Tracked(write, job_id)
 

@@ -37,7 +37,7 @@ def test_sigkill_mid_request_ends_final_without_duplicate_write(
     job_id = stack.write(
         headers,
         "residents",
-        {"integration_id": integration_id, "last_name": "Curie", "email": "m@c.fr"},
+        {"integration_id": integration_id, "last_name": "Curie", "email_1": "m@c.fr"},
     ).json()["job_id"]
     wait_until(
         lambda: in_flight(stack, tenant), 30, message="PMS request in flight", details=stack.logs

@@ -25,7 +25,7 @@ from pmsq.pms.http_connector import HttpConnector
 from pmsq.pms.profiles import CREATE
 from pmsq.pms.registry import VENDORS
 
-PAYLOAD = {"last_name": "Curie", "email": "m@c.fr"}
+PAYLOAD = {"last_name": "Curie", "email_1": "m@c.fr"}
 
 
 class Sandbox:

@@ -210,7 +210,7 @@ def test_write_outcome_equals_brute_force_over_random_trees(
         if status == JobStatus.SUCCESS and room > 0:
             n_children = data.draw(st.integers(0, min(3, room)), label="children")
         specs = [
-            ChildSpec("contacts", "CREATE", None, {"email": f"c{total + i}@example.com"})
+            ChildSpec("contacts", "CREATE", None, {"email_1": f"c{total + i}@example.com"})
             for i in range(n_children)
         ]
         now += timedelta(seconds=1)
@@ -263,7 +263,9 @@ def test_status_from_counts_matches_its_definition(
 
 
 def child_specs(n: int) -> list[ChildSpec]:
-    return [ChildSpec("contacts", "CREATE", None, {"email": f"c{i}@example.com"}) for i in range(n)]
+    return [
+        ChildSpec("contacts", "CREATE", None, {"email_1": f"c{i}@example.com"}) for i in range(n)
+    ]
 
 
 def tree_rows(store: Store, root_id: str) -> list[Job]:

@@ -176,7 +176,7 @@ class FakeApi:
                 },
             )
         if request.method in ("POST", "PUT") and path.startswith("/v1/"):
-            return httpx.Response(202, json={"job_id": ROOT, "data": json.loads(request.content)})
+            return httpx.Response(200, json={"job_id": ROOT, "data": json.loads(request.content)})
         return error(404, "not_found", "Not Found")
 
     def last(self, method: str) -> httpx.Request:
@@ -442,17 +442,17 @@ def test_write_with_id_updates_and_passes_the_flags(
     run: Callable[..., Result], api: FakeApi
 ) -> None:
     api.overrides[("PUT", "/v1/residents/rec-9")] = httpx.Response(
-        202, json={"job_id": ROOT, "data": {}}, headers={"Idempotent-Replayed": "true"}
+        200, json={"job_id": ROOT, "data": {}}, headers={"Idempotent-Replayed": "true"}
     )
     result = run(
         "write", "residents", "-", "--id", "rec-9", "--ignore-unknown-fields",
-        "--idempotency-key", "k-1", input='{"email": "a@example.com"}',
+        "--idempotency-key", "k-1", input='{"email_1": "a@example.com"}',
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert result.stdout == f"{ROOT}\n"
     assert "replayed" in result.stderr
     request = api.last("PUT")
-    assert json.loads(request.content) == {"email": "a@example.com"}
+    assert json.loads(request.content) == {"email_1": "a@example.com"}
     assert request.url.params["ignore_unknown_fields"] == "true"
     assert request.headers["idempotency-key"] == "k-1"
 

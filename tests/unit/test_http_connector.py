@@ -22,7 +22,7 @@ from pmsq.pms.registry import VENDORS, profile_for
 
 Handler = Callable[[httpx.Request], httpx.Response]
 BASE_URL = "http://pms.test/t/acme"
-PAYLOAD = {"last_name": "Curie", "email": "m@c.fr"}
+PAYLOAD = {"last_name": "Curie", "email_1": "m@c.fr"}
 ACCEPTED_AT = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
 
 

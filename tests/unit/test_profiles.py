@@ -15,7 +15,7 @@ from pmsq.pms.workflow import children_after, first_step_action, request_body
 
 BUILDIUM = profile_for("BUILDIUM")
 RENT_MANAGER = profile_for("RENT_MANAGER")
-RESIDENT = {"first_name": "Ada", "last_name": "Lovelace", "email": "ada@example.com"}
+RESIDENT = {"first_name": "Ada", "last_name": "Lovelace", "email_1": "ada@example.com"}
 
 
 def fields_named(error: ValidationFailed) -> list[str]:
@@ -96,13 +96,14 @@ def test_profile_for_an_unknown_vendor_is_not_found() -> None:
     [
         ("units", {"name": "4B", "bedrooms": "two"}, "bedrooms"),
         ("units", {"bedrooms": 2.5}, "bedrooms"),
+        ("units", {"bathrooms": "1,5"}, "bathrooms"),
         ("units", {"bedrooms": True}, "bedrooms"),
-        ("units", {"market_rent": "1200"}, "market_rent"),
+        ("units", {"rent_amount_market_in_cents": "1200"}, "rent_amount_market_in_cents"),
         ("residents", {"first_name": 7}, "first_name"),
         ("applicants", {"first_name": "Ada", "contacts": "ada@example.com"}, "contacts"),
-        ("applicants", {"contacts": [{"email": "a@example.com"}, "b"]}, "contacts"),
-        ("applicants", {"contacts": [{"email": "a@example.com", "fax": "1"}]}, "contacts[0].fax"),
-        ("applicants", {"contacts": [{}, {"email": 5}]}, "contacts[1].email"),
+        ("applicants", {"contacts": [{"email_1": "a@example.com"}, "b"]}, "contacts"),
+        ("applicants", {"contacts": [{"email_1": "a@example.com", "fax": "1"}]}, "contacts[0].fax"),
+        ("applicants", {"contacts": [{}, {"email_1": 5}]}, "contacts[1].email_1"),
         # The link field is filled in by the workflow, never by the client.
         ("applicants", {"contacts": [{"applicant_id": "x"}]}, "contacts[0].applicant_id"),
     ],
@@ -128,9 +129,9 @@ def test_every_bad_value_is_reported_at_once() -> None:
 def test_well_typed_values_and_nulls_pass() -> None:
     payload = {
         "name": "4B",
-        "bedrooms": 2,
+        "bedrooms": "2",
         "bathrooms": 1.5,
-        "market_rent": 1200,
+        "rent_amount_market_in_cents": 1200,
         "property_id": None,
     }
     assert BUILDIUM.clean_payload("units", CREATE, payload, ignore_unknown=False) == payload
@@ -217,8 +218,8 @@ APPLICANT: dict[str, Any] = {
     "first_name": "Ada",
     "last_name": "Lovelace",
     "contacts": [
-        {"kind": "email", "email": "ada@example.com"},
-        {"kind": "phone", "phone": "+1 555 0100"},
+        {"kind": "email", "email_1": "ada@example.com"},
+        {"kind": "phone", "phone_1": "+1 555 0100"},
     ],
 }
 

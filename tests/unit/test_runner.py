@@ -979,7 +979,7 @@ def test_late_pacing_passes_do_not_starve_a_job(slow_claim: tuple[Harness, Claim
 # --- children ----------------------------------------------------------------------------------
 
 
-CONTACTS = [{"kind": "email", "email": "ada@example.com"}, {"kind": "phone", "phone": "555"}]
+CONTACTS = [{"kind": "email", "email_1": "ada@example.com"}, {"kind": "phone", "phone_1": "555"}]
 
 
 def test_spawned_children_are_admitted_and_published_at_once(
@@ -1060,7 +1060,7 @@ def test_children_are_spawned_linked_and_admitted(make_harness: HarnessFactory) 
 
 def test_children_past_the_tree_limit_fail_the_parent(make_harness: HarnessFactory) -> None:
     harness = make_harness(vendor=Vendor.BUILDIUM, max_jobs_per_tree=2)
-    contacts = [{"email": "a@example.com"}, {"email": "b@example.com"}]
+    contacts = [{"email_1": "a@example.com"}, {"email_1": "b@example.com"}]
     root_id = harness.submit("applicants", "CREATE", first_name="Ada", contacts=contacts)
 
     connector = ScriptedConnector([StepResult(created_record_id="app-1")])

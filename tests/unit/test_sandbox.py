@@ -157,10 +157,10 @@ async def test_list_rejects_bad_paging(client: httpx.AsyncClient) -> None:
         ("applicants", {"last_name": "  "}, "last_name is required"),
         (
             "leases",
-            {"email": "nobody.example.com"},
-            "email 'nobody.example.com' is not a valid email address",
+            {"email_1": "nobody.example.com"},
+            "email_1 'nobody.example.com' is not a valid email address",
         ),
-        ("units", {"phone": "555-CALL"}, "phone '555-CALL' is not a valid phone number"),
+        ("units", {"phone_1": "555-CALL"}, "phone_1 '555-CALL' is not a valid phone number"),
         ("contacts", {"applicant_id": "app-7"}, "applicant_id 'app-7' does not exist"),
         ("contacts", {"name": "x"}, "applicant_id is required"),
     ],
@@ -187,10 +187,10 @@ async def test_decorated_phone_and_known_applicant_are_accepted(
     client: httpx.AsyncClient,
 ) -> None:
     applicant = await client.post(
-        f"{BASE}/applicants", json={"last_name": "Ng", "phone": "+1 (555) 123-4567"}
+        f"{BASE}/applicants", json={"last_name": "Ng", "phone_1": "+1 (555) 123-4567"}
     )
     contact = await client.post(
-        f"{BASE}/contacts", json={"applicant_id": "applicants-1", "email": "a@b.c"}
+        f"{BASE}/contacts", json={"applicant_id": "applicants-1", "email_1": "a@b.c"}
     )
     other_tenant = await client.post("/t/other/contacts", json={"applicant_id": "applicants-1"})
 
@@ -201,22 +201,22 @@ async def test_decorated_phone_and_known_applicant_are_accepted(
 
 
 async def test_update_checks_fields_but_not_required_ones(client: httpx.AsyncClient) -> None:
-    await client.post(f"{BASE}/residents", json={"last_name": "Ng", "email": "a@b.c"})
+    await client.post(f"{BASE}/residents", json={"last_name": "Ng", "email_1": "a@b.c"})
 
-    bad = await client.put(f"{BASE}/residents/residents-1", json={"email": "nope"})
-    partial = await client.put(f"{BASE}/residents/residents-1", json={"phone": "5551234"})
+    bad = await client.put(f"{BASE}/residents/residents-1", json={"email_1": "nope"})
+    partial = await client.put(f"{BASE}/residents/residents-1", json={"phone_1": "5551234"})
 
     assert bad.status_code == 422
-    assert bad.json() == {"error": "email 'nope' is not a valid email address"}
+    assert bad.json() == {"error": "email_1 'nope' is not a valid email address"}
     assert partial.status_code == 200
-    assert partial.json()["email"] == "a@b.c"
+    assert partial.json()["email_1"] == "a@b.c"
 
 
 async def test_validate_checks_without_creating(
     client: httpx.AsyncClient, state: SandboxState
 ) -> None:
     ok = await client.post(f"{BASE}/residents/validate", json={"last_name": "Ng"})
-    bad = await client.post(f"{BASE}/residents/validate", json={"email": "a@b.c"})
+    bad = await client.post(f"{BASE}/residents/validate", json={"email_1": "a@b.c"})
 
     assert ok.status_code == 200
     assert ok.json() == {"valid": True}
