@@ -144,7 +144,9 @@ def test_flower_shows_a_failed_write_as_failed_and_a_retry_as_retried(
     ).json()
     stack.fault(tenant=tenant, method="POST", model="leases", kind="status", status=503, times=1)
     retried = stack.write(
-        headers, "leases", {"integration_id": integration_id, "unit_id": "u1", "rent_amount": 900}
+        headers,
+        "leases",
+        {"integration_id": integration_id, "unit_id": "u1", "rent_amount_in_cents": 90000},
     ).json()
     assert stack.wait_final(headers, failing["job_id"])["write_status"] == "FAILURE"
     assert stack.wait_final(headers, succeeding["job_id"])["write_status"] == "SUCCESS"
