@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import redis
 import uvicorn
 
 from pmsq.api.app import create_app
 from pmsq.metrics import ClusterCollector, MetricsRecorder
 from pmsq.models.db import make_engine, make_session_factory
 from pmsq.models.migrate import upgrade
+from pmsq.redis_client import flow_redis
 from pmsq.settings import Settings
 from pmsq.workers.flow.gauges import FlowGauges
 from pmsq.workers.flow.redis_backend import RedisFlowControl
@@ -22,7 +22,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
     if settings.auto_migrate:
         upgrade(settings.database_url)
     engine = make_engine(settings.database_url)
-    redis_client = redis.Redis.from_url(settings.redis_url)
+    redis_client = flow_redis(settings)
     try:
         app = create_app(
             settings,

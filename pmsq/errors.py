@@ -118,3 +118,10 @@ class FencedOut(PmsqError):
     stops without sending, records no outcome and releases nothing it no longer owns."""
 
     code = "fenced_out"
+
+
+class ConfigurationError(PmsqError):
+    """Raised at start-up when settings cannot work together (a Sentinel Redis URL without the
+    master's name, say); the message names the setting, never a secret it holds."""
+
+    code = "configuration_error"

@@ -24,8 +24,13 @@ class Settings(BaseSettings):
 
     #: SQLAlchemy URL of the job store. SQLite serves one host; PostgreSQL (psycopg 3) many.
     database_url: str = "sqlite:///./pmsq.db"
-    #: Redis holding flow-control state (backlogs, leases, tokens, pauses).
+    #: Redis holding flow-control state (backlogs, leases, tokens, pauses): `redis://...` for
+    #: one server, or kombu's `sentinel://host:port;sentinel://host:port` for Redis Sentinel
+    #: (with `redis_sentinel_master`); `pmsq.redis_client` builds the client.
     redis_url: str = "redis://127.0.0.1:6379/0"
+    #: Name of the Sentinel-monitored master when `redis_url` (or `broker_url`) is a
+    #: `sentinel://` URL; Celery gets it as the broker's `master_name` transport option.
+    redis_sentinel_master: str | None = None
     #: Celery broker; defaults to `redis_url` so a RabbitMQ shop can point it elsewhere.
     broker_url: str | None = None
     #: Comma-separated Fernet keys, newest first; credentials are encrypted with the first and

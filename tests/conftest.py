@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from support.services import (
     BinaryNotFoundError,
     PostgresServer,
+    RedisSentinelGroup,
     RedisServer,
 )
 
@@ -81,6 +82,17 @@ def redis_url(redis_server: RedisServer) -> str:
     finally:
         client.close()
     return redis_server.url
+
+
+@pytest.fixture
+def redis_sentinel_group() -> Iterator[RedisSentinelGroup]:
+    """A master, a replica and three sentinels of its own, for a test that kills the master."""
+    try:
+        group = RedisSentinelGroup()
+    except BinaryNotFoundError as exc:
+        _missing(exc)
+    with group:
+        yield group
 
 
 @pytest.fixture(scope="session")
