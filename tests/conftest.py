@@ -24,6 +24,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from support.services import (
     BinaryNotFoundError,
     PostgresServer,
+    RedisClusterGroup,
     RedisSentinelGroup,
     RedisServer,
 )
@@ -93,6 +94,17 @@ def redis_sentinel_group() -> Iterator[RedisSentinelGroup]:
         _missing(exc)
     with group:
         yield group
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterGroup]:
+    """A Redis Cluster (3 primaries, a replica each) for the whole session."""
+    try:
+        cluster = RedisClusterGroup()
+    except BinaryNotFoundError as exc:
+        _missing(exc)
+    with cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")

@@ -11,6 +11,7 @@ from pmsq.redis_client import (
     broker_transport_options,
     connect,
     flow_redis,
+    parse_cluster_url,
     parse_sentinel_url,
 )
 from pmsq.settings import Settings
@@ -65,3 +66,24 @@ def test_celery_gets_the_master_name_for_a_sentinel_broker_only() -> None:
     )
     assert "master_name" not in broker_transport_options(rabbit)
     assert broker_transport_options(Settings())["visibility_timeout"] == 3600
+
+
+def test_a_cluster_url_names_its_startup_nodes_and_options() -> None:
+    nodes, kwargs = parse_cluster_url(
+        "redis+cluster://:s3cret@h1:7000,10.0.0.2:7001/?socket_timeout=2"
+    )
+    assert [(n.host, n.port) for n in nodes] == [("h1", 7000), ("10.0.0.2", 7001)]
+    assert kwargs == {"password": "s3cret", "socket_timeout": 2.0}
+
+
+def test_a_malformed_cluster_url_is_refused_without_its_password() -> None:
+    with pytest.raises(ConfigurationError) as refused:
+        parse_cluster_url("redis+cluster://:s3cret@h1:7000,h2")
+    assert "node 2" in str(refused.value) and "s3cret" not in str(refused.value)
+
+
+def test_a_cluster_is_refused_as_the_broker() -> None:
+    with pytest.raises(ValueError, match="PMSQ_BROKER_URL"):
+        Settings(redis_url="redis+cluster://h1:7000")
+    settings = Settings(redis_url="redis+cluster://h1:7000", broker_url="redis://mq:6379/0")
+    assert settings.celery_broker_url == "redis://mq:6379/0"
