@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import redis
 import uvicorn
 
 from pmsq.api.app import create_app
 from pmsq.metrics import ClusterCollector, MetricsRecorder
 from pmsq.models.db import make_engine, make_session_factory
 from pmsq.models.migrate import upgrade
+from pmsq.redis_client import flow_redis
 from pmsq.settings import Settings
 from pmsq.tracing import configure as configure_tracing
 from pmsq.workers.flow.gauges import FlowGauges
@@ -24,7 +24,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
         upgrade(settings.database_url)
     configure_tracing("pmsq-api")
     engine = make_engine(settings.database_url)
-    redis_client = redis.Redis.from_url(settings.redis_url)
+    redis_client = flow_redis(settings)
     try:
         app = create_app(
             settings,

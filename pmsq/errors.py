@@ -133,3 +133,10 @@ class JobRetrying(PmsqError):
     attempt: the error that attempt ended with, as Flower shows it on the retried task."""
 
     code = "job_retrying"
+
+
+class ConfigurationError(PmsqError):
+    """Raised at start-up when settings cannot work together (a Sentinel Redis URL without the
+    master's name, say); the message names the setting, never a secret it holds."""
+
+    code = "configuration_error"

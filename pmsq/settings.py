@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from ipaddress import ip_network
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Development-only Fernet key, used when PMSQ_SECRET_KEYS is unset so `make demo` works
@@ -24,8 +24,14 @@ class Settings(BaseSettings):
 
     #: SQLAlchemy URL of the job store. SQLite serves one host; PostgreSQL (psycopg 3) many.
     database_url: str = "sqlite:///./pmsq.db"
-    #: Redis holding flow-control state (backlogs, leases, tokens, pauses).
+    #: Redis holding flow-control state (backlogs, leases, tokens, pauses): `redis://...` for
+    #: one server, or kombu's `sentinel://host:port;sentinel://host:port` for Redis Sentinel
+    #: (with `redis_sentinel_master`), or `redis+cluster://host:port,host:port` for Redis Cluster
+    #: (then `broker_url` is required); `pmsq.redis_client` builds the client.
     redis_url: str = "redis://127.0.0.1:6379/0"
+    #: Name of the Sentinel-monitored master when `redis_url` (or `broker_url`) is a
+    #: `sentinel://` URL; Celery gets it as the broker's `master_name` transport option.
+    redis_sentinel_master: str | None = None
     #: Celery broker; defaults to `redis_url` so a RabbitMQ shop can point it elsewhere.
     broker_url: str | None = None
     #: Comma-separated Fernet keys, newest first; credentials are encrypted with the first and
@@ -115,6 +121,17 @@ class Settings(BaseSettings):
             if part.strip():
                 ip_network(part.strip(), strict=False)  # ValueError names the bad one
         return value
+
+    @model_validator(mode="after")
+    def _broker_is_no_cluster(self) -> Settings:
+        # Celery's Redis transport cannot use a Redis Cluster; `pmsq.redis_client` reads the
+        # scheme for the flow-control client.
+        if self.broker_url is None and self.redis_url.startswith("redis+cluster://"):
+            raise ValueError(
+                "PMSQ_BROKER_URL must be set when PMSQ_REDIS_URL is a Redis Cluster "
+                "(Celery cannot use a cluster as its broker)"
+            )
+        return self
 
     @property
     def celery_broker_url(self) -> str:

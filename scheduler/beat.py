@@ -13,12 +13,12 @@ import socket
 import uuid
 from typing import Any
 
-import redis
 from celery.beat import Scheduler
 
 from pmsq.metrics import MetricsRecorder
 from pmsq.models.base import utcnow
 from pmsq.models.db import make_engine, make_session_factory
+from pmsq.redis_client import flow_redis
 from pmsq.scheduler.firing import SyncFirer
 from pmsq.scheduler.leader import LeaderLease
 from pmsq.scheduler.retention import Retention, RetentionSweep
@@ -35,7 +35,7 @@ class DatabaseScheduler(Scheduler):
     def __init__(self, app: Any, *args: Any, **kwargs: Any) -> None:
         settings = get_settings()
         self._engine = make_engine(settings.database_url)
-        self._redis = redis.Redis.from_url(settings.redis_url)
+        self._redis = flow_redis(settings)
         session_factory = make_session_factory(self._engine)
         self._firer = SyncFirer(session_factory, RedisFlowControl(self._redis))
         self._metrics = MetricsRecorder(self._redis)

@@ -24,6 +24,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from support.services import (
     BinaryNotFoundError,
     PostgresServer,
+    RedisClusterGroup,
+    RedisSentinelGroup,
     RedisServer,
 )
 
@@ -81,6 +83,28 @@ def redis_url(redis_server: RedisServer) -> str:
     finally:
         client.close()
     return redis_server.url
+
+
+@pytest.fixture
+def redis_sentinel_group() -> Iterator[RedisSentinelGroup]:
+    """A master, a replica and three sentinels of its own, for a test that kills the master."""
+    try:
+        group = RedisSentinelGroup()
+    except BinaryNotFoundError as exc:
+        _missing(exc)
+    with group:
+        yield group
+
+
+@pytest.fixture(scope="session")
+def redis_cluster() -> Iterator[RedisClusterGroup]:
+    """A Redis Cluster (3 primaries, a replica each) for the whole session."""
+    try:
+        cluster = RedisClusterGroup()
+    except BinaryNotFoundError as exc:
+        _missing(exc)
+    with cluster:
+        yield cluster
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from celery import Celery
 from celery.signals import after_setup_logger, after_setup_task_logger, worker_init
 
 from pmsq.logs import install
+from pmsq.redis_client import broker_transport_options
 from pmsq.settings import get_settings
 from pmsq.tracing import configure as configure_tracing
 from pmsq.workers.bootsteps import DispatcherLoop, WebhookDeliveryLoop
@@ -39,7 +40,7 @@ app.conf.update(
     worker_send_task_events=True,
     task_send_sent_event=True,
     worker_hijack_root_logger=False,
-    broker_transport_options={"visibility_timeout": 3600},
+    broker_transport_options=broker_transport_options(settings),
     beat_scheduler="pmsq.scheduler.beat:DatabaseScheduler",
     beat_max_loop_interval=1,
 )

@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 
 from pmsq.metrics import ClusterCollector, MetricsRecorder
 from pmsq.models.db import make_engine, make_session_factory
+from pmsq.redis_client import flow_redis
 from pmsq.settings import get_settings
 from pmsq.workers.flow.gauges import FlowGauges
 from pmsq.workers.webhooks.deliverer import DeliveryLoop
@@ -90,7 +91,7 @@ class WebhookDeliveryLoop(bootsteps.StartStopStep):
     def start(self, parent: Any) -> None:
         settings = get_settings()
         self._engine = make_engine(settings.database_url)
-        self._redis = redis.Redis.from_url(settings.redis_url)
+        self._redis = flow_redis(settings)
         loop = DeliveryLoop(
             make_session_factory(self._engine), settings, metrics=MetricsRecorder(self._redis)
         )

@@ -18,6 +18,7 @@ from pmsq.crypto import CredentialCipher
 from pmsq.metrics import MetricsRecorder
 from pmsq.models.db import make_engine, make_session_factory
 from pmsq.outbound import DestinationPolicy, outbound_client, parse_hosts
+from pmsq.redis_client import flow_redis
 from pmsq.settings import Settings
 from pmsq.workers.connectors import ConnectorFactory
 from pmsq.workers.dispatch import Dispatcher
@@ -46,7 +47,7 @@ class WorkerContext:
         # destination policy checked at connect time.
         policy = DestinationPolicy.from_settings(settings)
         http = outbound_client(policy, timeout_s=settings.pms_timeout_s, trace_as="PMS")
-        redis_client = redis.Redis.from_url(settings.redis_url)
+        redis_client = flow_redis(settings)
         flow = RedisFlowControl(redis_client)
         publisher = CeleryPublisher(app, settings.job_queue, WriteTraces(redis_client))
         metrics = MetricsRecorder(redis_client)

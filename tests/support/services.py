@@ -21,6 +21,7 @@ import signal
 import socket
 import subprocess
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self
@@ -29,7 +30,7 @@ import psycopg
 import redis
 from psycopg import sql
 
-from .processes import ManagedProcess, ProcessExitedError
+from .processes import ManagedProcess, ProcessExitedError, wait_until
 
 #: Seconds a server may take to answer after being started.
 START_DEADLINE_S = 30.0
@@ -184,9 +185,12 @@ class RedisServer(_Server):
 
     name = "redis"
 
-    def __init__(self, binary: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, binary: str | os.PathLike[str] | None = None, extra_args: Sequence[str] = ()
+    ) -> None:
         super().__init__()
         self.binary = Path(binary) if binary is not None else find_redis_server()
+        self.extra_args = list(extra_args)
 
     @property
     def url(self) -> str:
@@ -206,6 +210,7 @@ class RedisServer(_Server):
             "--dir", str(self.tmpdir),
             "--daemonize", "no",
             "--databases", "16",
+            *self.extra_args,
         ]  # fmt: skip
         return ManagedProcess(args, name="redis-server", log_dir=self.tmpdir).start()
 
@@ -218,6 +223,251 @@ class RedisServer(_Server):
             return False
         finally:
             client.close()
+
+
+class RedisReplica(RedisServer):
+    """A throwaway `redis-server` replicating the one on `primary_port` (127.0.0.1); it
+    counts as started once its link to the primary is up."""
+
+    name = "redis-replica"
+
+    def __init__(self, primary_port: int, binary: str | os.PathLike[str] | None = None) -> None:
+        super().__init__(binary, extra_args=["--replicaof", "127.0.0.1", str(primary_port)])
+
+    def _ready(self) -> bool:
+        assert self.port is not None
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1.0)
+        try:
+            return client.info("replication").get("master_link_status") == "up"
+        except redis.ConnectionError:
+            return False
+        finally:
+            client.close()
+
+
+class RedisSentinel(_Server):
+    """One `redis-server --sentinel` on 127.0.0.1 watching the master `master_name`.
+
+    Its config file lives in its temp dir (a sentinel rewrites it as it learns). It declares the
+    master down after `down_after_ms` without an answer; `quorum` sentinels must agree."""
+
+    name = "redis-sentinel"
+
+    def __init__(
+        self,
+        master_name: str,
+        master_port: int,
+        *,
+        quorum: int = 2,
+        down_after_ms: int = 1000,
+        binary: str | os.PathLike[str] | None = None,
+    ) -> None:
+        super().__init__()
+        self.binary = Path(binary) if binary is not None else find_redis_server()
+        self.master_name = master_name
+        self.master_port = master_port
+        self.quorum = quorum
+        self.down_after_ms = down_after_ms
+
+    def _spawn(self, port: int) -> ManagedProcess:
+        assert self.tmpdir is not None
+        config = self.tmpdir / "sentinel.conf"
+        config.write_text(
+            f"port {port}\n"
+            "bind 127.0.0.1\n"
+            f"dir {self.tmpdir}\n"
+            f"sentinel monitor {self.master_name} 127.0.0.1 {self.master_port} {self.quorum}\n"
+            f"sentinel down-after-milliseconds {self.master_name} {self.down_after_ms}\n"
+            f"sentinel failover-timeout {self.master_name} 10000\n"
+            f"sentinel parallel-syncs {self.master_name} 1\n"
+        )
+        args: list[str | os.PathLike[str]] = [self.binary, config, "--sentinel"]
+        return ManagedProcess(args, name="redis-sentinel", log_dir=self.tmpdir).start()
+
+    def _ready(self) -> bool:
+        assert self.port is not None
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1.0)
+        try:
+            return bool(client.ping())
+        except redis.ConnectionError:
+            return False
+        finally:
+            client.close()
+
+    def master_state(self) -> dict[str, str]:
+        """`SENTINEL MASTER <name>` as this sentinel sees it (flags, num-slaves, ...)."""
+        assert self.port is not None
+        client = redis.Redis(
+            host="127.0.0.1", port=self.port, socket_timeout=1.0, decode_responses=True
+        )
+        try:
+            return {
+                k: str(v)
+                for k, v in client.execute_command("SENTINEL", "MASTER", self.master_name).items()
+            }
+        finally:
+            client.close()
+
+
+class RedisSentinelGroup:
+    """A master, one replica and three sentinels on 127.0.0.1: a Redis that fails over.
+
+    Entering starts them all and waits (polling, with a deadline) until every sentinel sees
+    the replica and the two other sentinels, so a failover can happen; leaving stops them all.
+    `url(db)` is the kombu-style `sentinel://...;sentinel://...` URL pmsq takes with
+    `master_name`."""
+
+    master_name = "pmsq-test"
+
+    def __init__(self, sentinels: int = 3, down_after_ms: int = 1000) -> None:
+        self.primary = RedisServer()
+        self.replica: RedisReplica | None = None
+        self.sentinels: list[RedisSentinel] = []
+        self._sentinel_count = sentinels
+        self._down_after_ms = down_after_ms
+
+    def start(self) -> Self:
+        try:
+            self.primary.start()
+            assert self.primary.port is not None
+            self.replica = RedisReplica(self.primary.port).start()
+            for _ in range(self._sentinel_count):
+                sentinel = RedisSentinel(
+                    self.master_name,
+                    self.primary.port,
+                    quorum=self._sentinel_count // 2 + 1,
+                    down_after_ms=self._down_after_ms,
+                )
+                self.sentinels.append(sentinel.start())
+            wait_until(
+                self._watching, START_DEADLINE_S, 0.2, message="the sentinels see each other"
+            )
+            return self
+        except BaseException:
+            self.stop()
+            raise
+
+    def _watching(self) -> bool:
+        others = str(self._sentinel_count - 1)
+        return all(
+            s.master_state().get("num-other-sentinels") == others
+            and s.master_state().get("num-slaves") == "1"
+            for s in self.sentinels
+        )
+
+    def url(self, db: int = 0) -> str:
+        return ";".join(f"sentinel://127.0.0.1:{s.port}/{db}" for s in self.sentinels)
+
+    def master_port(self) -> int | None:
+        """The master's port as the first sentinel that answers sees it."""
+        for sentinel in self.sentinels:
+            try:
+                state = sentinel.master_state()
+            except redis.ConnectionError:
+                continue
+            return int(state["port"])
+        return None
+
+    def stop(self) -> None:
+        for server in [*self.sentinels, self.replica, self.primary]:
+            if server is not None:
+                server.stop()
+        self.sentinels.clear()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class RedisClusterNode(RedisServer):
+    """A throwaway `redis-server` in cluster mode; its cluster bus on a free port of its own
+    (the default, port + 10000, may not exist for a high free port)."""
+
+    name = "redis-cluster-node"
+
+    def _spawn(self, port: int) -> ManagedProcess:
+        self.extra_args = [
+            "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes.conf",
+            "--cluster-node-timeout", "2000",
+            "--cluster-port", str(free_port()),
+        ]  # fmt: skip
+        return super()._spawn(port)
+
+
+class RedisClusterGroup:
+    """A Redis Cluster on 127.0.0.1: `primaries` masters sharing the 16384 slots, each with
+    `replicas` replicas, made by `redis-cli --cluster create`.
+
+    Entering starts every node and waits (polling, with a deadline) until every node reports
+    `cluster_state:ok`; leaving stops them all. `url` is the `redis+cluster://` URL pmsq takes,
+    naming every primary as a startup node."""
+
+    def __init__(self, primaries: int = 3, replicas: int = 1) -> None:
+        self.nodes = [RedisClusterNode() for _ in range(primaries * (1 + replicas))]
+        self._replicas = replicas
+        self._primaries = primaries
+
+    def start(self) -> Self:
+        try:
+            for node in self.nodes:
+                node.start()
+            cli = shutil.which("redis-cli")
+            if cli is None:
+                raise BinaryNotFoundError("redis-cli is not on PATH (apt-get install redis-tools)")
+            created = subprocess.run(
+                [cli, "--cluster", "create",
+                 *(f"127.0.0.1:{node.port}" for node in self.nodes),
+                 "--cluster-replicas", str(self._replicas), "--cluster-yes"],
+                capture_output=True, text=True, timeout=START_DEADLINE_S, check=False,
+            )  # fmt: skip
+            if created.returncode != 0:
+                raise ServiceError(f"redis-cli --cluster create failed:\n{created.stdout}")
+            wait_until(self._ok, START_DEADLINE_S, 0.2, message="every cluster node is ok")
+            return self
+        except BaseException:
+            self.stop()
+            raise
+
+    def _ok(self) -> bool:
+        for node in self.nodes:
+            client = redis.Redis(host="127.0.0.1", port=node.port, socket_timeout=1.0)
+            try:
+                info = client.execute_command("CLUSTER", "INFO").decode()
+                if "cluster_state:ok" not in info:
+                    return False
+                known = f"cluster_known_nodes:{len(self.nodes)}"
+                if known not in info:
+                    return False
+            finally:
+                client.close()
+        return True
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
 
 
 def _pg_os_user() -> pwd.struct_passwd | None:

@@ -1,0 +1,1 @@
+../../pmsq/redis_client.py
