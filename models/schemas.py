@@ -672,5 +672,9 @@ class RecordOut(BaseModel):
     data: dict[str, Any]
 
 
+class RecordEnvelope(BaseModel):
+    result: RecordOut
+
+
 class HealthOut(BaseModel):
     ok: bool

@@ -16,6 +16,7 @@ from pmsq.models.schemas import (
     ErrorResponse,
     JobScheduleOut,
     Page,
+    RecordEnvelope,
     RecordOut,
     Results,
     SyncStatusEnvelope,
@@ -164,7 +165,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
 
     @router.get(
         "/v1/{model}/{record_id}",
-        response_model=RecordOut,
+        response_model=RecordEnvelope,
         responses=ERRORS,
         tags=["reads"],
         summary="A cached record",
