@@ -231,7 +231,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
     def get_vendor_capabilities(
         vendor: str, _account_id: str = Depends(current_account)
     ) -> dict[str, Any]:
-        profile = profile_for(vendor.upper())
+        profile = profile_for(str(vendor_from_wire(vendor.upper())))
         return {"vendor": profile.vendor.value, **capabilities()[profile.vendor.value]}
 
     return router

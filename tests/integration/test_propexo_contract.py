@@ -652,3 +652,11 @@ def test_every_json_answer_in_the_openapi_document_is_a_typed_model(api: ApiHarn
         and path != "/metrics"
     )
     assert free_form == []
+
+
+def test_capabilities_take_propexos_vendor_spelling(api: ApiHarness) -> None:
+    headers = account(api)
+    propexo_spelling = api.client.get("/v1/admin/capabilities/RENTMANAGER", headers=headers)
+    assert propexo_spelling.status_code == 200, propexo_spelling.text
+    pmsq_spelling = api.client.get("/v1/admin/capabilities/RENT_MANAGER", headers=headers)
+    assert propexo_spelling.json() == pmsq_spelling.json()
