@@ -36,6 +36,8 @@ def _blank_is_none(value: Any) -> Any:
 Offset = Annotated[
     Annotated[int, Field(ge=0, le=MAX_OFFSET)] | None, BeforeValidator(_blank_is_none), Query()
 ]
+#: A boolean filter of Propexo's `boolean | null`: "null" (or empty) means no filter.
+NullableBool = Annotated[bool | None, BeforeValidator(_blank_is_none), Query()]
 Limit = Annotated[
     Annotated[int, Field(ge=0, le=MAX_LIMIT)] | None, BeforeValidator(_blank_is_none), Query()
 ]

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends
 
 from pmsq.api.context import ApiContext
-from pmsq.api.pagination import PageRequest, page_request, single
+from pmsq.api.pagination import NullableBool, PageRequest, page_request, single
 from pmsq.api.routes.deps import account_dependency, refuse_unknown_query
 from pmsq.models.schemas import ErrorResponse, Page, Results
 from pmsq.models.webhook import (
@@ -33,10 +33,10 @@ def build_router(ctx: ApiContext) -> APIRouter:
         "/",
         response_model=Page[PropexoWebhookOut],
         responses=ERRORS,
-        summary="Get webhooks (active ones unless `active` says otherwise)",
+        summary="Get webhooks: active ones unless `active` is false, or null for all",
     )
     def list_webhooks(
-        active: bool | None = Query(default=True, description="null: active and inactive"),
+        active: NullableBool = True,
         page: PageRequest = Depends(page_request),
         account_id: str = Depends(current_account),
     ) -> dict[str, Any]:

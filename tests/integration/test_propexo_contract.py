@@ -450,6 +450,8 @@ def test_webhooks_crud_at_propexos_path(api: ApiHarness) -> None:
     )
     inactive = api.client.get("/v1/webhooks/", params={"active": "false"}, headers=headers)
     assert [w.id for w in shaped(propexo.WebhookList, inactive.json()).results] == [hook.id]
+    every = api.client.get("/v1/webhooks/", params={"active": "null"}, headers=headers)
+    assert [w.id for w in shaped(propexo.WebhookList, every.json()).results] == [hook.id]
     updated = api.client.put(
         f"/v1/webhooks/{hook.id}",
         json={"active": True, "triggers": ["JOB_SUCCESS"]},
