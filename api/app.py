@@ -14,18 +14,21 @@ from sqlalchemy.orm import Session, sessionmaker
 from pmsq import __version__
 from pmsq.api.context import ApiContext
 from pmsq.api.errors import document_errors_as_served, install_error_handlers
-from pmsq.api.routes import admin, logs, syncs, webhooks, writes
+from pmsq.api.routes import admin, logs, properties, propexo_webhooks, syncs, webhooks, writes
 from pmsq.api.services.idempotency import IdempotencyKeys
 from pmsq.api.services.integrations import IntegrationService
 from pmsq.api.services.job_logs import JobLogService
+from pmsq.api.services.properties import PropertyService
 from pmsq.api.services.records import RecordService
 from pmsq.api.services.retry import RetryService
 from pmsq.api.services.syncs import SyncService
 from pmsq.api.services.webhooks import WebhookService
 from pmsq.api.services.writes import WriteService
+from pmsq.api.signed_links import SignedLinks
 from pmsq.crypto import CredentialCipher
 from pmsq.metrics import MetricsRecorder
 from pmsq.models.base import utcnow
+from pmsq.models.schemas import HealthOut
 from pmsq.outbound import DestinationPolicy, parse_hosts
 from pmsq.settings import Settings
 from pmsq.workers.dispatch import Dispatcher
@@ -66,10 +69,11 @@ def create_app(
             parse_hosts(settings.allowed_pms_hosts),
         ),
         retries=RetryService(session_factory, dispatcher),
-        job_logs=JobLogService(session_factory),
+        job_logs=JobLogService(session_factory, SignedLinks(settings.fernet_keys[0])),
         syncs=SyncService(session_factory, dispatcher),
         records=RecordService(session_factory),
         webhooks=WebhookService(session_factory, cipher, destinations),
+        properties=PropertyService(session_factory),
     )
     app = FastAPI(
         title="pmsq",
@@ -78,15 +82,18 @@ def create_app(
     )
     install_error_handlers(app)
     document_errors_as_served(app)
+    # Before the routers of `/v1/{model}/`, which would take `/v1/webhooks/` for a model.
+    app.include_router(propexo_webhooks.build_router(ctx))
     app.include_router(admin.build_router(ctx))
+    app.include_router(properties.build_router(ctx))
     app.include_router(logs.build_router(ctx))
     app.include_router(syncs.build_router(ctx))
     app.include_router(writes.build_router(ctx))
     app.include_router(webhooks.build_router(ctx))
 
-    @app.get("/healthz", tags=["ops"])
-    def healthz() -> dict[str, bool]:
-        return {"ok": True}
+    @app.get("/healthz", tags=["ops"], response_model=HealthOut)
+    def healthz() -> HealthOut:
+        return HealthOut(ok=True)
 
     if metrics:
         registry = CollectorRegistry(auto_describe=True)

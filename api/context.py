@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pmsq.api.services.integrations import IntegrationService
 from pmsq.api.services.job_logs import JobLogService
+from pmsq.api.services.properties import PropertyService
 from pmsq.api.services.records import RecordService
 from pmsq.api.services.retry import RetryService
 from pmsq.api.services.syncs import SyncService
@@ -27,3 +28,4 @@ class ApiContext:
     syncs: SyncService
     records: RecordService
     webhooks: WebhookService
+    properties: PropertyService

@@ -1,4 +1,7 @@
-"""The one place HTTP maps pmsq's errors to status codes and the error body shape."""
+"""The one place HTTP maps pmsq's errors to status codes and the error body shape.
+
+The body is Propexo's `{"error": {"code", "message", "details"}}` with `details` an object;
+pmsq's list of `{"field", "reason"}` entries is its `fields` member."""
 
 from __future__ import annotations
 
@@ -32,7 +35,7 @@ STATUS_BY_ERROR: list[tuple[type[PmsqError], int]] = [
 def error_response(
     status: int, code: str, message: str, details: list[dict[str, Any]] | None = None
 ) -> JSONResponse:
-    body = {"error": {"code": code, "message": message, "details": details or []}}
+    body = {"error": {"code": code, "message": message, "details": {"fields": details or []}}}
     headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
     return JSONResponse(body, status_code=status, headers=headers)
 
@@ -59,7 +62,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 def _field_name(loc: Any) -> str:
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    # The first element says where the value came from; a field may well be named "header".
+    where = ("body", "query", "path", "header")
+    parts = [str(p) for p in (loc[1:] if loc and loc[0] in where else loc)]
     return ".".join(parts) or "body"
 
 

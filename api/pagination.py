@@ -1,12 +1,17 @@
-"""Admin list paging: `order-by`, `offset`, `limit` in; `{meta, results}` out (Propexo's shape)."""
+"""Admin list paging: `order-by`, `offset`, `limit` in; `{meta, results}` out (Propexo's shape).
+
+`meta.orderBy` is a list of `{field: direction}` objects, as Propexo answers it. `limit` and
+`offset` take what Propexo's clients send: `limit=0` (a page of no results, with the total),
+and an empty or `null` value (the default)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 from fastapi import Query
+from pydantic import BeforeValidator, Field
 from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session
 
@@ -14,8 +19,28 @@ from pmsq.errors import ValidationFailed
 
 MAX_LIMIT = 250
 DEFAULT_LIMIT = 100
+#: Propexo pages write logs by at most 100; a larger limit gets 100.
+MAX_WRITE_LOG_LIMIT = 100
 #: Deepest offset accepted; beyond it lists are better filtered than paged.
 MAX_OFFSET = 1_000_000_000
+
+
+def _blank_is_none(value: Any) -> Any:
+    """A query value of "" or "null" means "not given" (Propexo's `integer | null`)."""
+    if isinstance(value, str) and value.strip().lower() in ("", "null"):
+        return None
+    return value
+
+
+#: Query values of Propexo's `integer | null` (the validator runs before the bounds).
+Offset = Annotated[
+    Annotated[int, Field(ge=0, le=MAX_OFFSET)] | None, BeforeValidator(_blank_is_none), Query()
+]
+#: A boolean filter of Propexo's `boolean | null`: "null" (or empty) means no filter.
+NullableBool = Annotated[bool | None, BeforeValidator(_blank_is_none), Query()]
+Limit = Annotated[
+    Annotated[int, Field(ge=0, le=MAX_LIMIT)] | None, BeforeValidator(_blank_is_none), Query()
+]
 
 
 @dataclass(frozen=True)
@@ -31,10 +56,12 @@ def page_request(
         alias="order-by",
         description='A field, optionally with ":asc" or ":desc" (e.g. "created_at:desc")',
     ),
-    offset: int = Query(default=0, ge=0, le=MAX_OFFSET),
-    limit: int = Query(default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
+    offset: Offset = 0,
+    limit: Limit = DEFAULT_LIMIT,
 ) -> PageRequest:
-    return PageRequest(offset, limit, order_by)
+    return PageRequest(
+        0 if offset is None else offset, DEFAULT_LIMIT if limit is None else limit, order_by
+    )
 
 
 def paginate(
@@ -46,16 +73,42 @@ def paginate(
     render: Callable[[Any], dict[str, Any]],
 ) -> dict[str, Any]:
     """One page of `stmt`, ordered by a whitelisted field, with the total count."""
+    return _page(session, stmt, page, sortable, default, render, scalars=True)
+
+
+def paginate_rows(
+    session: Session,
+    stmt: Select[Any, Any, Any],
+    page: PageRequest,
+    sortable: Mapping[str, Any],
+    default: str,
+    render: Callable[[Any], dict[str, Any]],
+) -> dict[str, Any]:
+    """`paginate` of a statement selecting several columns: `render` gets each row."""
+    return _page(session, stmt, page, sortable, default, render, scalars=False)
+
+
+def _page(
+    session: Session,
+    stmt: Select[Any] | Select[Any, Any, Any],
+    page: PageRequest,
+    sortable: Mapping[str, Any],
+    default: str,
+    render: Callable[[Any], dict[str, Any]],
+    *,
+    scalars: bool,
+) -> dict[str, Any]:
     field, direction = _parse_order(page.order_by or default, sortable)
     column = sortable[field]
     ordered = column.desc() if direction == "desc" else column.asc()
     total = int(session.scalar(select(func.count()).select_from(stmt.subquery())) or 0)
-    rows = session.scalars(stmt.order_by(ordered).offset(page.offset).limit(page.limit)).all()
+    window = stmt.order_by(ordered).offset(page.offset).limit(page.limit)
+    rows = session.scalars(window).all() if scalars else session.execute(window).all()
     return {
         "meta": {
             "offset": page.offset,
             "limit": page.limit,
-            "orderBy": f"{field}:{direction}",
+            "orderBy": [{field: direction}],
             "hasMore": page.offset + len(rows) < total,
             "total": total,
         },
@@ -75,3 +128,18 @@ def _parse_order(raw: str, sortable: Mapping[str, Any]) -> tuple[str, str]:
             [{"field": "order-by", "reason": "unknown field or direction"}],
         )
     return field, direction
+
+
+def single(result: Any, order_by: str = "created_at:desc") -> dict[str, Any]:
+    """One resource in Propexo's `{meta, results}` envelope, `results` being the object."""
+    field, _, direction = order_by.partition(":")
+    return {
+        "meta": {
+            "offset": 0,
+            "limit": DEFAULT_LIMIT,
+            "orderBy": [{field: direction}],
+            "hasMore": False,
+            "total": 1,
+        },
+        "results": result,
+    }

@@ -271,6 +271,7 @@ class PmsqRun:
         body = {
             "name": "bench",
             "integration_vendor": "SANDBOX",
+            "active": True,
             "base_url": f"{self.sandbox_url}/t/{TENANT}",
             "credentials": {"api_key": "bench-key-0123456789"},
             "max_job_concurrency": 100,
@@ -278,7 +279,7 @@ class PmsqRun:
             "max_request_cadence": "SECOND",
         }
         response = http.post(f"{self.api_url}/v1/admin/integrations/", json=body, headers=headers)
-        if response.status_code != 201:
+        if response.status_code != 200:
             raise RuntimeError(f"integration refused: {response.status_code} {response.text}")
         return str(response.json()["result"]["id"])
 

@@ -6,6 +6,7 @@ from pmsq.models.enums import Cadence, JobStatus, Vendor, WriteStatus
 from pmsq.models.idempotency import IdempotencyRecord
 from pmsq.models.integration import Integration
 from pmsq.models.job import Job, JobLog
+from pmsq.models.property import PropertyConfiguration
 from pmsq.models.record import Record
 from pmsq.models.sync import DataDiff, SyncExecution, SyncSchedule
 from pmsq.models.webhook import WebhookAttempt, WebhookDelivery, WebhookEndpoint
@@ -21,6 +22,7 @@ __all__ = [
     "Job",
     "JobLog",
     "JobStatus",
+    "PropertyConfiguration",
     "Record",
     "SyncExecution",
     "SyncSchedule",

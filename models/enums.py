@@ -65,3 +65,36 @@ class Vendor(StrEnum):
     ENTRATA = "ENTRATA"
     RESMAN = "RESMAN"
     REALPAGE = "REALPAGE"
+
+
+#: How Propexo spells a vendor on the wire where pmsq's own name differs. The API answers
+#: with Propexo's spelling and takes either.
+PROPEXO_VENDOR_NAMES: dict[Vendor, str] = {Vendor.RENT_MANAGER: "RENTMANAGER"}
+_VENDOR_BY_WIRE_NAME = {name: vendor for vendor, name in PROPEXO_VENDOR_NAMES.items()}
+
+
+def vendor_on_wire(vendor: str) -> str:
+    """`vendor` (pmsq's name) as the API spells it."""
+    try:
+        return PROPEXO_VENDOR_NAMES.get(Vendor(vendor), vendor)
+    except ValueError:
+        return vendor
+
+
+def vendor_from_wire(name: object) -> object:
+    """A vendor name from a request, Propexo's spelling or pmsq's, as pmsq's name; anything
+    else is passed on unchanged for the enum to refuse."""
+    if isinstance(name, str):
+        return _VENDOR_BY_WIRE_NAME.get(name.upper(), name)
+    return name
+
+
+#: Every vendor name the API answers with.
+WIRE_VENDOR_NAMES = tuple(vendor_on_wire(v.value) for v in Vendor)
+
+
+class System(StrEnum):
+    """Whether an integration talks to the PMS's production or its sandbox (Propexo's field)."""
+
+    PRODUCTION = "PRODUCTION"
+    SANDBOX = "SANDBOX"

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, Float, ForeignKey, Integer, LargeBinary, String
+from sqlalchemy import Boolean, Float, ForeignKey, Integer, LargeBinary, String, true
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pmsq.models.base import Base, new_id, utcnow
@@ -31,6 +31,14 @@ class Integration(Base):
     max_job_concurrency: Mapped[int] = mapped_column(Integer, default=1)
     custom_sync_schedule: Mapped[dict[str, Any] | None] = mapped_column(default=None)
     use_custom_sync_schedule: Mapped[bool] = mapped_column(Boolean, default=False)
+    #: `System`: production or the PMS's sandbox; a label for the client, pmsq calls base_url.
+    system: Mapped[str] = mapped_column(
+        String(10), default="PRODUCTION", server_default="PRODUCTION"
+    )
+    #: When false, a manual sync is refused (409); scheduled syncs and backsyncs still run.
+    allow_manual_syncs: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    #: The integration this one was created from (its credentials were copied if none given).
+    based_on_integration_id: Mapped[str | None] = mapped_column(String(36), default=None)
     #: Set by DELETE: the integration is gone for the API, its jobs stay as history.
     deleted_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text
@@ -29,6 +29,8 @@ class WebhookEvent(StrEnum):
     WRITE_OPERATION_SUCCESS = "WRITE_OPERATION_SUCCESS"
     #: One job (of a write or a sync) failed for good.
     JOB_FAILURE = "JOB_FAILURE"
+    #: One job (of a write or a sync) succeeded.
+    JOB_SUCCESS = "JOB_SUCCESS"
     #: A sync execution ended (SUCCESS or FAILURE).
     SYNC_COMPLETE = "SYNC_COMPLETE"
 
@@ -40,6 +42,11 @@ class DeliveryStatus(StrEnum):
     SUCCESS = "SUCCESS"
     #: Every attempt failed (PMSQ_WEBHOOK_MAX_ATTEMPTS), or the endpoint was deleted.
     FAILURE = "FAILURE"
+
+
+#: Propexo's triggers pmsq does not fire: refused at registration (400 naming them) rather
+#: than accepted and never sent.
+UNSUPPORTED_TRIGGERS = frozenset({"DATA_NEW", "DATA_UPDATE", "FIRST_SYNC_COMPLETE"})
 
 
 #: Statuses a delivery never leaves.
@@ -57,9 +64,14 @@ class WebhookEndpoint(Base):
     #: Fernet token of `{"secret": ...}`, the HMAC key; returned once at creation, never logged.
     secret_encrypted: Mapped[bytes] = mapped_column(LargeBinary)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: `[{"header", "value"}]` sent with every delivery (the client's own, e.g. a token).
+    headers: Mapped[list[Any] | None] = mapped_column(default=None)
+    #: Only events about this model (e.g. "residents") are sent; all when null.
+    model: Mapped[str | None] = mapped_column(String(60), default=None)
     #: Set by DELETE: no new deliveries, pending ones fail; the delivery log stays as history.
     deleted_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class WebhookDelivery(Base):
@@ -156,3 +168,124 @@ class WebhookEnvelope(BaseModel):
 
 class WebhookCreatedEnvelope(BaseModel):
     result: WebhookCreated
+
+
+# -- Propexo's webhooks (`/v1/webhooks/`) ------------------------------------------------------
+
+#: Headers a client may not set on its deliveries: pmsq's own and what HTTP needs right.
+RESERVED_HEADERS = frozenset(
+    {"content-type", "content-length", "host", "user-agent", "propexo-signature"}
+)
+
+
+class WebhookHeader(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    header: str = Field(min_length=1, max_length=200, pattern=r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+    value: str = Field(max_length=2000, pattern=r"^[^\r\n]*$")
+
+    @field_validator("header")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value.lower() in RESERVED_HEADERS or value.lower().startswith("x-pmsq-"):
+            raise ValueError(f"'{value}' is set by pmsq")
+        return value
+
+
+def _known_triggers(value: list[str]) -> list[str]:
+    unsupported = [name for name in value if name in UNSUPPORTED_TRIGGERS]
+    if unsupported:
+        raise ValueError(f"pmsq does not fire {', '.join(unsupported)} (yet)")
+    return WebhookCreate._known_events(value)
+
+
+class PropexoWebhookFields(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = Field(default=None, max_length=2000)
+    headers: list[WebhookHeader] | None = Field(default=None, max_length=50)
+    active: bool | None = None
+    secret: str | None = Field(
+        default=None,
+        min_length=10,
+        max_length=200,
+        description="HMAC-SHA256 key of propexo-signature and X-Pmsq-Signature",
+    )
+    triggers: list[str] | None = None
+    model: str | None = Field(default=None, max_length=60, pattern=r"^[a-z_]+$")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not _HTTP_URL.match(value):
+            raise ValueError("must be an http(s) URL")
+        return value
+
+    @field_validator("triggers")
+    @classmethod
+    def _triggers(cls, value: list[str] | None) -> list[str] | None:
+        return _known_triggers(value) if value is not None else None
+
+
+class PropexoWebhookCreate(PropexoWebhookFields):
+    url: str = Field(max_length=2000, examples=["https://example.com/hooks/pmsq"])
+    triggers: list[str] = Field(examples=[["WRITE_OPERATION_FAILURE", "JOB_FAILURE"]])
+    #: Propexo's default: a new webhook is inactive until activated.
+    active: bool = False
+
+
+class PropexoWebhookUpdate(PropexoWebhookFields):
+    pass
+
+
+class WebhookTrigger(BaseModel):
+    id: str
+    trigger: str
+    model: str | None
+
+
+class PropexoWebhookOut(BaseModel):
+    id: str
+    created_at: datetime
+    updated_at: datetime
+    url: str
+    headers: list[WebhookHeader]
+    active: bool
+    secret: str = Field(description="The signing key, as Propexo returns it")
+    system: Literal["PRODUCTION", "SANDBOX"]
+    triggers: list[WebhookTrigger]
+
+
+class PropexoWebhookEnvelope(BaseModel):
+    result: PropexoWebhookOut
+
+
+class WebhookDeleted(BaseModel):
+    id: str
+
+
+class WebhookDeletedEnvelope(BaseModel):
+    result: WebhookDeleted
+
+
+class WebhookAttemptOut(BaseModel):
+    attempt: int
+    status_code: int | None
+    error: str | None
+    duration_ms: float
+    created_at: str | None
+
+
+class WebhookDeliveryOut(BaseModel):
+    id: str
+    webhook_id: str
+    event: str
+    status: str
+    attempts: int
+    next_attempt_at: str | None
+    last_status_code: int | None
+    last_error: str | None
+    created_at: str | None
+    delivered_at: str | None
+    payload: dict[str, Any]
+    attempt_log: list[WebhookAttemptOut]

@@ -2,21 +2,41 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Query
 
 from pmsq.api.context import ApiContext
-from pmsq.api.pagination import PageRequest, page_request
-from pmsq.api.routes.deps import account_dependency
+from pmsq.api.pagination import PageRequest, page_request, single
+from pmsq.api.routes.deps import account_dependency, refuse_unknown_query
+from pmsq.errors import NotFound
+from pmsq.models.enums import vendor_from_wire
 from pmsq.models.schemas import (
+    AccessCheck,
+    CapabilitiesOut,
+    DataAccessEnvelope,
+    DataAccessOut,
+    DataAccessStarted,
+    DataAccessStartedEnvelope,
     ErrorResponse,
     IntegrationCreate,
     IntegrationEnvelope,
+    IntegrationOut,
     IntegrationUpdate,
+    ModelAccess,
+    NormalizationEnvelope,
+    NormalizationOut,
+    Page,
+    RateLimitsEnvelope,
+    Results,
     RetryAccepted,
+    Success,
+    UserOut,
+    VendorCapabilitiesOut,
+    VendorIn,
     WriteStatusOut,
 )
+from pmsq.pms.profiles import CREATE, UPDATE
 from pmsq.pms.registry import capabilities, profile_for
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -25,7 +45,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def build_router(ctx: ApiContext) -> APIRouter:
-    router = APIRouter(prefix="/v1/admin", tags=["admin"])
+    router = APIRouter(
+        prefix="/v1/admin", tags=["admin"], dependencies=[Depends(refuse_unknown_query)]
+    )
     current_account = account_dependency(ctx)
 
     @router.get(
@@ -46,7 +68,6 @@ def build_router(ctx: ApiContext) -> APIRouter:
 
     @router.post(
         "/integrations/",
-        status_code=201,
         response_model=IntegrationEnvelope,
         responses=ERRORS,
         summary="Create an integration",
@@ -56,14 +77,28 @@ def build_router(ctx: ApiContext) -> APIRouter:
     ) -> IntegrationEnvelope:
         return IntegrationEnvelope(result=ctx.integrations.create(account_id, spec))
 
-    @router.get("/integrations/", responses=ERRORS, summary="Get all my integrations")
+    @router.get(
+        "/integrations/",
+        response_model=Page[IntegrationOut],
+        responses=ERRORS,
+        summary="Get all my integrations",
+    )
     def list_integrations(
-        page: PageRequest = Depends(page_request), account_id: str = Depends(current_account)
+        integration_vendor: VendorIn | None = Query(default=None),
+        is_archived: bool | None = None,
+        page: PageRequest = Depends(page_request),
+        account_id: str = Depends(current_account),
     ) -> dict[str, Any]:
-        return ctx.integrations.list(account_id, page)
+        return ctx.integrations.list(
+            account_id,
+            page,
+            vendor=integration_vendor,
+            is_archived=is_archived,
+        )
 
     @router.delete(
         "/integrations/{integration_id}/",
+        response_model=Success,
         responses={**ERRORS, 409: {"model": ErrorResponse}},
         summary="Delete an integration (refused while it has unfinished jobs)",
     )
@@ -84,14 +119,14 @@ def build_router(ctx: ApiContext) -> APIRouter:
 
     @router.get(
         "/integrations/{integration_id}/",
-        response_model=IntegrationEnvelope,
+        response_model=Results[IntegrationOut],
         responses=ERRORS,
         summary="Get integration by id",
     )
     def get_integration(
         integration_id: str, account_id: str = Depends(current_account)
-    ) -> IntegrationEnvelope:
-        return IntegrationEnvelope(result=ctx.integrations.get(account_id, integration_id))
+    ) -> dict[str, Any]:
+        return single(ctx.integrations.get(account_id, integration_id))
 
     @router.put(
         "/integrations/{integration_id}/",
@@ -106,27 +141,116 @@ def build_router(ctx: ApiContext) -> APIRouter:
 
     @router.get(
         "/integrations/{integration_id}/rate-limits/",
+        response_model=RateLimitsEnvelope,
         responses=ERRORS,
-        summary="Configured PMS rate limits, live usage, and limits the PMS reported",
+        summary="PMS rate limits: configured, live usage, and limits the PMS reported",
     )
     def rate_limits(
         integration_id: str, account_id: str = Depends(current_account)
     ) -> dict[str, Any]:
-        return {"result": ctx.integrations.rate_limits(account_id, integration_id)}
+        return {"results": ctx.integrations.rate_limits(account_id, integration_id)}
 
-    @router.get("/capabilities", summary="Which vendor supports which model, action and field")
+    @router.get(
+        "/users/",
+        response_model=Page[UserOut],
+        responses=ERRORS,
+        summary="Users: none, pmsq's accounts act through API tokens",
+    )
+    def list_users(
+        _user_id: str | None = Query(default=None, alias="id"),
+        page: PageRequest = Depends(page_request),
+        _account_id: str = Depends(current_account),
+    ) -> dict[str, Any]:
+        envelope = single([])
+        envelope["meta"].update(offset=page.offset, limit=page.limit, total=0)
+        return envelope
+
+    @router.get(
+        "/users/{user_id}", response_model=Results[UserOut], responses=ERRORS, summary="A user"
+    )
+    def get_user(user_id: str, _account_id: str = Depends(current_account)) -> dict[str, Any]:
+        raise NotFound(f"no user with id '{user_id}'", [{"field": "id", "reason": "unknown user"}])
+
+    @router.get(
+        "/integrations/{integration_id}/data-access",
+        response_model=DataAccessEnvelope,
+        responses=ERRORS,
+        summary="Data access: which models the integration's vendor reads and writes",
+    )
+    def data_access(
+        integration_id: str, account_id: str = Depends(current_account)
+    ) -> DataAccessEnvelope:
+        vendor = ctx.integrations.get(account_id, integration_id).integration_vendor
+        return DataAccessEnvelope(result=data_access_report(vendor))
+
+    @router.post(
+        "/integrations/{integration_id}/data-access",
+        response_model=DataAccessStartedEnvelope,
+        responses=ERRORS,
+        summary="Trigger a data access check (pmsq runs none: began_data_access is false)",
+    )
+    def start_data_access(
+        integration_id: str, account_id: str = Depends(current_account)
+    ) -> DataAccessStartedEnvelope:
+        ctx.integrations.get(account_id, integration_id)
+        return DataAccessStartedEnvelope(result=DataAccessStarted(began_data_access=False))
+
+    @router.get(
+        "/normalization/{model}/{field}",
+        response_model=NormalizationEnvelope,
+        responses=ERRORS,
+        summary="Enum mappings of a field: pmsq keeps vendor values as they are (no custom "
+        "mappings)",
+    )
+    def normalization(
+        model: str,
+        field: str,
+        integration_vendor: Annotated[VendorIn, Query()],
+        integration_id: str | None = None,
+        account_id: str = Depends(current_account),
+    ) -> NormalizationEnvelope:
+        if integration_id is not None:
+            ctx.integrations.get(account_id, integration_id)
+        return NormalizationEnvelope(
+            results=NormalizationOut(is_custom_mapping=False, mappings={}, default_value="")
+        )
+
+    @router.get(
+        "/capabilities",
+        response_model=CapabilitiesOut,
+        summary="Which vendor supports which model, action and field",
+    )
     def get_capabilities(_account_id: str = Depends(current_account)) -> dict[str, Any]:
         return {"vendors": capabilities()}
 
     @router.get(
         "/capabilities/{vendor}",
+        response_model=VendorCapabilitiesOut,
         responses=ERRORS,
         summary="One vendor's models, actions and fields",
     )
     def get_vendor_capabilities(
         vendor: str, _account_id: str = Depends(current_account)
     ) -> dict[str, Any]:
-        profile = profile_for(vendor.upper())
+        profile = profile_for(str(vendor_from_wire(vendor.upper())))
         return {"vendor": profile.vendor, **capabilities()[profile.vendor]}
 
     return router
+
+
+def data_access_report(vendor: str) -> DataAccessOut:
+    """What `vendor`'s profile says pmsq reads and writes; pmsq runs no live check."""
+    profile = profile_for(str(vendor_from_wire(vendor)))
+    untested, unsupported = AccessCheck(untested=True), AccessCheck(unsupported=True)
+    return DataAccessOut(
+        models={
+            name: ModelAccess(
+                read=untested,
+                create=untested if CREATE in support.actions else unsupported,
+                update=untested if UPDATE in support.actions else unsupported,
+            )
+            for name, support in sorted(profile.models.items())
+        },
+        last_data_access_check=None,
+        data_access_check_in_process=False,
+    )

@@ -7,6 +7,8 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import Header, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 
 from pmsq.api.auth import account_for
 from pmsq.api.context import ApiContext
@@ -51,3 +53,26 @@ def json_body_dependency(ctx: ApiContext) -> Callable[[Request], Awaitable[Any]]
             ) from None
 
     return json_body
+
+
+def refuse_unknown_query(request: Request) -> None:
+    """A query parameter the endpoint does not take is a 400 naming it: a filter pmsq cannot
+    honour (one of Propexo's it lacks, or a typo) must never be silently ignored."""
+    route = request.scope.get("route")
+    if not isinstance(route, APIRoute):
+        return
+    known = _query_names(route.dependant)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise ValidationFailed(
+            f"unknown query parameter(s) {', '.join(unknown)}; this endpoint takes "
+            f"{', '.join(sorted(known)) or 'none'}",
+            [{"field": name, "reason": "unknown query parameter"} for name in unknown],
+        )
+
+
+def _query_names(dependant: Dependant) -> set[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return names

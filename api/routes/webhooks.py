@@ -8,9 +8,15 @@ from fastapi import APIRouter, Depends
 
 from pmsq.api.context import ApiContext
 from pmsq.api.pagination import PageRequest, page_request
-from pmsq.api.routes.deps import account_dependency
-from pmsq.models.schemas import ErrorResponse
-from pmsq.models.webhook import WebhookCreate, WebhookCreatedEnvelope, WebhookEnvelope
+from pmsq.api.routes.deps import account_dependency, refuse_unknown_query
+from pmsq.models.schemas import ErrorResponse, Page, Success
+from pmsq.models.webhook import (
+    WebhookCreate,
+    WebhookCreatedEnvelope,
+    WebhookDeliveryOut,
+    WebhookEnvelope,
+    WebhookOut,
+)
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404)
@@ -18,7 +24,9 @@ ERRORS: dict[int | str, dict[str, Any]] = {
 
 
 def build_router(ctx: ApiContext) -> APIRouter:
-    router = APIRouter(prefix="/v1/admin/webhooks", tags=["webhooks"])
+    router = APIRouter(
+        prefix="/v1/admin/webhooks", tags=["webhooks"], dependencies=[Depends(refuse_unknown_query)]
+    )
     current_account = account_dependency(ctx)
 
     @router.post(
@@ -33,7 +41,9 @@ def build_router(ctx: ApiContext) -> APIRouter:
     ) -> WebhookCreatedEnvelope:
         return WebhookCreatedEnvelope(result=ctx.webhooks.create(account_id, spec))
 
-    @router.get("/", responses=ERRORS, summary="Get all my webhooks")
+    @router.get(
+        "/", response_model=Page[WebhookOut], responses=ERRORS, summary="Get all my webhooks"
+    )
     def list_webhooks(
         page: PageRequest = Depends(page_request), account_id: str = Depends(current_account)
     ) -> dict[str, Any]:
@@ -48,7 +58,9 @@ def build_router(ctx: ApiContext) -> APIRouter:
     def get_webhook(webhook_id: str, account_id: str = Depends(current_account)) -> WebhookEnvelope:
         return WebhookEnvelope(result=ctx.webhooks.get(account_id, webhook_id))
 
-    @router.delete("/{webhook_id}/", responses=ERRORS, summary="Delete a webhook")
+    @router.delete(
+        "/{webhook_id}/", response_model=Success, responses=ERRORS, summary="Delete a webhook"
+    )
     def delete_webhook(
         webhook_id: str, account_id: str = Depends(current_account)
     ) -> dict[str, bool]:
@@ -57,6 +69,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
 
     @router.get(
         "/{webhook_id}/deliveries/",
+        response_model=Page[WebhookDeliveryOut],
         responses=ERRORS,
         summary="The webhook's delivery log: each event sent, its status and every attempt",
     )

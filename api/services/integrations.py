@@ -7,13 +7,14 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, object_session, sessionmaker
 
 from pmsq.api.pagination import PageRequest, paginate
+from pmsq.api.services.integration_views import integration_view
 from pmsq.crypto import CredentialCipher
 from pmsq.errors import Conflict, DestinationRefused, NotFound, ValidationFailed
 from pmsq.models.base import utcnow
-from pmsq.models.enums import TERMINAL_STATUSES, Cadence
+from pmsq.models.enums import CADENCE_SECONDS, TERMINAL_STATUSES, Cadence, vendor_on_wire
 from pmsq.models.integration import Integration
 from pmsq.models.job import Job
 from pmsq.models.schemas import IntegrationCreate, IntegrationOut, IntegrationUpdate, check_rate
@@ -57,9 +58,16 @@ class IntegrationService:
         self._check_base_url(vendor, spec.base_url)
         values = spec.model_dump(exclude={"credentials"}, mode="json")
         with self._session_factory.begin() as session:
+            based_on = (
+                _based_on(session, account_id, spec.based_on_integration_id)
+                if spec.based_on_integration_id is not None
+                else None
+            )
             integration = Integration(account_id=account_id, **values)
             if spec.credentials is not None:
                 integration.credentials_encrypted = self._cipher.encrypt(spec.credentials)
+            elif based_on is not None:
+                integration.credentials_encrypted = based_on.credentials_encrypted
             session.add(integration)
             session.flush()
             refresh_schedule(session, integration, utcnow())
@@ -116,9 +124,13 @@ class IntegrationService:
         return out
 
     def rate_limits(self, account_id: str, integration_id: str) -> dict[str, Any]:
-        """Configured limits, live flow-control usage, and what the PMS reported."""
+        """Propexo's rate limits (the requests pmsq lets through to the PMS per minute, hour
+        and day), with the configured limits, live flow-control usage and what the PMS
+        reported."""
         with self._session_factory() as session:
             integration = self._owned(session, account_id, integration_id)
+            cadence = Cadence(integration.max_request_cadence)
+            per_s = integration.max_request_frequency / CADENCE_SECONDS[cadence]
             configured = {
                 "max_request_frequency": integration.max_request_frequency,
                 "max_request_cadence": integration.max_request_cadence,
@@ -126,9 +138,23 @@ class IntegrationService:
                 "request_interval_ms": Limits.of(integration, self._rate_margin_ms).interval_us
                 / 1000,
             }
+            updated_at = integration.updated_at
+            api = f"{vendor_on_wire(integration.integration_vendor)}_BASE"
         usage = self._flow.usage(integration_id)
+        minute_limit = int(per_s * 60)
         return {
             "integration_id": integration_id,
+            "updated_at": updated_at,
+            "minute_limit": minute_limit,
+            "api_ratelimits": [
+                {
+                    "api": api,
+                    "updated_at": updated_at,
+                    "day_limit": int(per_s * 86_400),
+                    "hour_limit": int(per_s * 3600),
+                    "minute_limit": minute_limit,
+                }
+            ],
             "configured": configured,
             "usage": {
                 "jobs_in_flight": usage.in_flight,
@@ -144,17 +170,28 @@ class IntegrationService:
         with self._session_factory() as session:
             return to_out(self._owned(session, account_id, integration_id))
 
-    def list(self, account_id: str, page: PageRequest) -> dict[str, Any]:
+    def list(
+        self,
+        account_id: str,
+        page: PageRequest,
+        *,
+        vendor: str | None = None,
+        is_archived: bool | None = None,
+    ) -> dict[str, Any]:
         stmt = select(Integration).where(
             Integration.account_id == account_id, Integration.deleted_at.is_(None)
         )
+        if vendor is not None:
+            stmt = stmt.where(Integration.integration_vendor == vendor)
+        if is_archived is not None:
+            stmt = stmt.where(Integration.is_archived.is_(is_archived))
         with self._session_factory() as session:
             return paginate(
                 session,
                 stmt,
                 page,
                 SORTABLE,
-                "created_at:asc",
+                "created_at:desc",
                 lambda row: to_out(row).model_dump(mode="json"),
             )
 
@@ -219,6 +256,17 @@ class IntegrationService:
             raise _refused_base_url(exc.message) from None
 
 
+def _based_on(session: Session, account_id: str, integration_id: str) -> Integration:
+    """The account's integration a new one is based on; an unknown id is a 400 naming it."""
+    try:
+        return owned_integration(session, account_id, integration_id)
+    except NotFound:
+        raise ValidationFailed(
+            f"based_on_integration_id: no integration with id '{integration_id}'",
+            [{"field": "based_on_integration_id", "reason": "unknown integration"}],
+        ) from None
+
+
 def _refused_base_url(reason: str) -> ValidationFailed:
     return ValidationFailed(f"base_url: {reason}", [{"field": "base_url", "reason": reason}])
 
@@ -254,22 +302,7 @@ def _instant(us: int | None) -> str | None:
 
 
 def to_out(integration: Integration) -> IntegrationOut:
-    return IntegrationOut(
-        id=integration.id,
-        name=integration.name,
-        integration_vendor=integration.integration_vendor,
-        base_url=integration.base_url,
-        active=integration.active,
-        is_archived=integration.is_archived,
-        new_properties_are_enabled=integration.new_properties_are_enabled,
-        sync_frequency=integration.sync_frequency,
-        sync_cadence=integration.sync_cadence,
-        max_request_frequency=integration.max_request_frequency,
-        max_request_cadence=integration.max_request_cadence,
-        max_job_concurrency=integration.max_job_concurrency,
-        custom_sync_schedule=integration.custom_sync_schedule,
-        use_custom_sync_schedule=integration.use_custom_sync_schedule,
-        has_credentials=integration.credentials_encrypted is not None,
-        created_at=integration.created_at,
-        updated_at=integration.updated_at,
-    )
+    """The integration as the API answers it, read through the session that loaded it."""
+    session = object_session(integration)
+    assert session is not None, "an integration is rendered inside its session"
+    return integration_view(session, integration)

@@ -13,18 +13,27 @@ from pmsq.errors import DestinationRefused, NotFound, ValidationFailed
 from pmsq.models.base import utcnow
 from pmsq.models.webhook import (
     DeliveryStatus,
+    PropexoWebhookCreate,
+    PropexoWebhookOut,
+    PropexoWebhookUpdate,
     WebhookAttempt,
     WebhookCreate,
     WebhookCreated,
     WebhookDelivery,
     WebhookEndpoint,
+    WebhookHeader,
     WebhookOut,
+    WebhookTrigger,
 )
 from pmsq.outbound import DestinationPolicy
 from pmsq.workers.webhooks.repository import WebhookRepository
 
 #: Fields the webhook list may be ordered by.
-SORTABLE = {"created_at": WebhookEndpoint.created_at, "url": WebhookEndpoint.url}
+SORTABLE = {
+    "created_at": WebhookEndpoint.created_at,
+    "updated_at": WebhookEndpoint.updated_at,
+    "url": WebhookEndpoint.url,
+}
 #: Fields the delivery log may be ordered by.
 DELIVERY_SORTABLE = {
     "created_at": WebhookDelivery.created_at,
@@ -68,6 +77,100 @@ class WebhookService:
             session.add(endpoint)
             session.flush()
             return WebhookCreated(**to_out(endpoint).model_dump(), secret=secret)
+
+    # -- Propexo's webhooks: client-chosen secret, headers, model, answered with the secret --
+
+    def propexo_create(self, account_id: str, spec: PropexoWebhookCreate) -> PropexoWebhookOut:
+        """Store the endpoint; its secret is the client's, or a new random one."""
+        self._check_url(spec.url)
+        secret = spec.secret or secrets.token_urlsafe(32)
+        now = utcnow()
+        with self._session_factory.begin() as session:
+            endpoint = WebhookEndpoint(
+                account_id=account_id,
+                url=spec.url,
+                events=spec.triggers,
+                secret_encrypted=self._cipher.encrypt({"secret": secret}),
+                active=spec.active,
+                headers=[h.model_dump() for h in spec.headers or []],
+                model=spec.model,
+                created_at=now,
+                updated_at=now,
+            )
+            session.add(endpoint)
+            session.flush()
+            return self._propexo_out(endpoint)
+
+    def propexo_update(
+        self, account_id: str, endpoint_id: str, spec: PropexoWebhookUpdate
+    ) -> PropexoWebhookOut:
+        """Change what is given; a null field is a 400 (only `model` may be cleared)."""
+        changes = spec.model_dump(exclude_unset=True)
+        if changes.get("url") is not None:
+            self._check_url(changes["url"])
+        with self._session_factory.begin() as session:
+            endpoint = self._owned(session, account_id, endpoint_id)
+            for name, value in changes.items():
+                if value is None and name != "model":
+                    raise ValidationFailed(
+                        f"{name} cannot be null", [{"field": name, "reason": "cannot be null"}]
+                    )
+                if name == "secret":
+                    endpoint.secret_encrypted = self._cipher.encrypt({"secret": value})
+                elif name == "triggers":
+                    endpoint.events = value
+                else:
+                    setattr(endpoint, name, value)
+            endpoint.updated_at = utcnow()
+            session.flush()
+            return self._propexo_out(endpoint)
+
+    def propexo_get(self, account_id: str, endpoint_id: str) -> PropexoWebhookOut:
+        with self._session_factory() as session:
+            return self._propexo_out(self._owned(session, account_id, endpoint_id))
+
+    def propexo_list(
+        self, account_id: str, page: PageRequest, active: bool | None
+    ) -> dict[str, Any]:
+        with self._session_factory() as session:
+            stmt = WebhookRepository(session).live_endpoints(account_id)
+            if active is not None:
+                stmt = stmt.where(WebhookEndpoint.active.is_(active))
+            return paginate(
+                session,
+                stmt,
+                page,
+                SORTABLE,
+                "created_at:desc",
+                lambda row: self._propexo_out(row).model_dump(mode="json"),
+            )
+
+    def _propexo_out(self, endpoint: WebhookEndpoint) -> PropexoWebhookOut:
+        secret = str(self._cipher.decrypt(endpoint.secret_encrypted)["secret"])
+        return PropexoWebhookOut(
+            id=endpoint.id,
+            created_at=endpoint.created_at,
+            updated_at=endpoint.updated_at or endpoint.created_at,
+            url=endpoint.url,
+            headers=[WebhookHeader.model_validate(h) for h in endpoint.headers or []],
+            active=endpoint.active,
+            secret=secret,
+            system="PRODUCTION",
+            triggers=[
+                WebhookTrigger(id=f"{endpoint.id}:{name}", trigger=name, model=endpoint.model)
+                for name in endpoint.events
+            ],
+        )
+
+    def _check_url(self, url: str) -> None:
+        try:
+            self._destinations.check_url(url)
+        except DestinationRefused as exc:
+            raise ValidationFailed(
+                f"url: {exc.message}", [{"field": "url", "reason": exc.message}]
+            ) from None
+
+    # -- pmsq's own webhooks (`/v1/admin/webhooks/`) -----------------------------------------
 
     def get(self, account_id: str, endpoint_id: str) -> WebhookOut:
         with self._session_factory() as session:

@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pmsq.api.services.idempotency import IdempotencyKeys, IdempotentRequest, Replay
 from pmsq.api.services.integrations import owned_integration
+from pmsq.api.services.properties import check_property_enabled
 from pmsq.errors import NotFound, ValidationFailed
 from pmsq.logs import log_context
 from pmsq.models.base import new_id, utcnow
@@ -144,6 +145,7 @@ class WriteService:
             integration, target_id = self._resolve_target(
                 session, account_id, model, integration_id, record_id
             )
+            check_property_enabled(session, integration, fields.get("property_id"))
             profile = profile_for(integration.integration_vendor)
             payload = profile.clean_payload(
                 model, action, fields, ignore_unknown=ignore_unknown_fields

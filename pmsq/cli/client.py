@@ -26,7 +26,8 @@ class ApiError(PmsqError):
     """Raised when the pmsq API answers a request with a non-2xx status.
 
     `status` is the HTTP status, `code` the API's error code (`http_error` when the body was
-    not pmsq's error shape), `details` the API's list of `{"field", "reason"}` entries.
+    not pmsq's error shape), `details` the fields at fault: `{"field", "reason"}` entries (the
+    API's `details.fields`).
     """
 
     def __init__(
@@ -126,11 +127,14 @@ class PmsqClient:
     def job_attempts(self, job_id: str, *, include_all_jobs: bool = True) -> list[dict[str, Any]]:
         """One entry per attempt of the job (and of every job below it), each with its logs."""
         params = {"include_all_jobs": "true" if include_all_jobs else "false"}
-        return list(self._json("GET", f"/v1/admin/logs/jobs/{job_id}", params=params))
+        body = self._json("GET", f"/v1/admin/logs/jobs/{job_id}", params=params)
+        return list(body["results"])
 
     def log_data(self, log_id: str) -> dict[str, Any]:
-        """The raw request and response of one PMS call, as the API logged it (redacted)."""
-        return dict(self._json("GET", f"/v1/admin/job-logs/{log_id}/data"))
+        """The raw request and response of one PMS call, as the API logged it (redacted);
+        the API answers with a redirect to a short-lived link, followed here."""
+        path = f"/v1/admin/job-logs/{log_id}/data"
+        return dict(self._json("GET", path, follow_redirects=True))
 
     # -- plumbing ------------------------------------------------------------------------------
 
@@ -158,11 +162,16 @@ def _api_error(response: httpx.Response) -> ApiError:
     error = body.get("error") if isinstance(body, dict) else None
     if isinstance(error, dict):
         details = error.get("details")
+        if isinstance(details, dict):
+            # Propexo's details object; pmsq lists the fields at fault in its `fields`.
+            details = details.get("fields")
+        if not isinstance(details, list):
+            details = []
         return ApiError(
             response.status_code,
             str(error.get("code") or "http_error"),
             str(error.get("message") or response.reason_phrase),
-            [d if isinstance(d, dict) else {"reason": str(d)} for d in details or []],
+            [d if isinstance(d, dict) else {"reason": str(d)} for d in details],
         )
     text = response.text.strip()[:500] or response.reason_phrase
     return ApiError(response.status_code, "http_error", text)

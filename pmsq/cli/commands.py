@@ -261,6 +261,9 @@ def integrations_create(
     ] = None,
     sync_frequency: Annotated[int | None, typer.Option(help="Syncs per --sync-cadence.")] = None,
     sync_cadence: Annotated[Cadence | None, typer.Option(case_sensitive=False)] = None,
+    active: Annotated[
+        bool, typer.Option("--active/--inactive", help="Take writes and sync from the start.")
+    ] = True,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the id.")] = False,
     url: UrlOption = DEFAULT_API_URL,
     token: TokenOption = None,
@@ -270,6 +273,8 @@ def integrations_create(
         "name": name,
         "integration_vendor": vendor.value,
         "base_url": base_url,
+        # The API's default is Propexo's (inactive); the command line creates one ready to use.
+        "active": active,
     }
     credentials = _credentials(credentials_json, credentials_file)
     if credentials is not None:

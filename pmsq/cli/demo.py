@@ -362,6 +362,7 @@ def create_integration(api: httpx.Client, sandbox_url: str) -> str:
         json={
             "name": "Demo Buildium",
             "integration_vendor": "BUILDIUM",
+            "active": True,
             "base_url": f"{sandbox_url}/t/{TENANT}",
             "credentials": {"api_key": "demo-secret-key"},
             # Beat syncs it from the PMS every few seconds, so the demo shows a sync too.
@@ -369,7 +370,7 @@ def create_integration(api: httpx.Client, sandbox_url: str) -> str:
             "sync_cadence": "SECOND",
         },
     )
-    integration_id: str = _expect(response, 201, "create integration")["result"]["id"]
+    integration_id: str = _expect(response, 200, "create integration")["result"]["id"]
     return integration_id
 
 
@@ -380,14 +381,14 @@ def show_scheduled_sync(api: httpx.Client, integration_id: str) -> bool:
     while time.monotonic() < deadline:
         status = _expect(api.get(url), 200, "sync status")["data"]
         last = status.get("last_execution")
-        if last and last["type"] == "scheduled" and last["status"] in ("success", "failure"):
+        if last and last["type"] == "scheduled" and last["status"] in ("completed", "failed"):
             counts = ", ".join(f"{k} {v}" for k, v in last["counts"].items())
             print(
                 f"{_now()}  scheduled sync (every {SYNC_EVERY_S} s, fired by beat): "
                 f"{last['status']}; {counts}; next at {status['next_execution_time']}",
                 flush=True,
             )
-            return bool(last["status"] == "success")
+            return bool(last["status"] == "completed")
         time.sleep(POLL_INTERVAL_S)
     print(f"{_now()}  no scheduled sync finished within {SYNC_DEADLINE_S} s", flush=True)
     return False

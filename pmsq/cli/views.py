@@ -225,7 +225,7 @@ def integrations_table(integrations: Sequence[dict[str, Any]], *, title: str) ->
         table.add_row(
             Text(str(item.get("id"))),
             Text(str(item.get("name"))),
-            Text(str(item.get("integration_vendor"))),
+            Text(str(item.get("vendor") or item.get("integration_vendor"))),
             Text(str(item.get("base_url") or "-")),
             Text("yes" if item.get("active") else "no"),
             Text(f"{item.get('max_request_frequency'):g}/{item.get('max_request_cadence')}"),

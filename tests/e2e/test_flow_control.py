@@ -100,7 +100,7 @@ def test_a_backlogged_integration_does_not_hold_up_another(four_processes: Stack
     assert len(stack.sandbox_requests(slow)) < 30
     usage = stack.http.get(
         f"{stack.api_url}/v1/admin/integrations/{slow_id}/rate-limits/", headers=headers
-    ).json()["result"]
+    ).json()["results"]
     assert usage["usage"]["backlog"] > 250
     assert usage["configured"]["max_request_frequency"] == 1
 

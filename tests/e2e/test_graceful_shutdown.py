@@ -66,7 +66,7 @@ def jobs_in_flight(stack: Stack, headers: dict[str, str], integration_id: str) -
         f"{stack.api_url}/v1/admin/integrations/{integration_id}/rate-limits/", headers=headers
     )
     assert response.status_code == 200, response.text
-    return int(response.json()["result"]["usage"]["jobs_in_flight"])
+    return int(response.json()["results"]["usage"]["jobs_in_flight"])
 
 
 def test_sigterm_finishes_or_returns_in_flight_jobs_and_releases_their_slots(

@@ -123,7 +123,8 @@ def run_writes_and_read_everything(stack: Stack, credentials: dict[str, str]) ->
     jobs = stack.http.get(f"{base}/logs/jobs/", params={"limit": 250}, headers=headers).json()
     log_ids: list[str] = []
     for job in jobs["results"]:
-        for entry in stack.http.get(f"{base}/logs/jobs/{job['id']}", headers=headers).json():
+        entries = stack.http.get(f"{base}/logs/jobs/{job['id']}", headers=headers).json()
+        for entry in entries["results"]:
             log_ids += [log["id"] for log in entry["logs"]]
     assert log_ids
     for log_id in log_ids:

@@ -27,7 +27,7 @@ def sync(stack: Stack, headers: dict[str, str], integration_id: str, kind: str =
         headers=headers,
     )
     assert response.status_code == 200, response.text
-    execution: dict[str, Any] = response.json()["execution"]
+    execution: dict[str, Any] = response.json()["result"]["execution"]
     return execution
 
 
@@ -52,9 +52,9 @@ def test_sync_counts_follow_the_pms(stack: Stack) -> None:
 
     first = sync(stack, headers, integration_id, models=["residents"])
     status = finished(stack, headers, integration_id, first["id"])
-    assert status["last_execution"]["status"] == "success"
+    assert status["last_execution"]["status"] == "completed"
     assert status["last_execution"]["counts"] == {
-        "insert": 3, "update": 0, "delete": 0, "error": 0, "warnings": 0, "total": 3
+        "insert": 3, "update": 0, "delete": 0, "upserts": 3, "error": 0, "warnings": 0, "total": 3
     }  # fmt: skip
     assert status["current_execution"] is None
 
@@ -63,14 +63,16 @@ def test_sync_counts_follow_the_pms(stack: Stack) -> None:
     pms(stack, "POST", f"/t/{name}/residents", {"last_name": "D"})
     second = sync(stack, headers, integration_id, models=["residents"])
     counts = finished(stack, headers, integration_id, second["id"])["last_execution"]["counts"]
-    assert counts == {"insert": 1, "update": 1, "delete": 1, "error": 0, "warnings": 0, "total": 3}
+    assert counts == {
+        "insert": 1, "update": 1, "delete": 1, "upserts": 2, "error": 0, "warnings": 0, "total": 3
+    }  # fmt: skip
 
     diffs = stack.http.get(
         f"{stack.api_url}/v1/admin/data-diffs/",
-        params={"integration_id": integration_id, "diff_type": "UPDATE"},
+        params={"integration_id": integration_id, "event_type": "UPDATE"},
         headers=headers,
     ).json()["results"]
-    assert [(d["record_id"], d["changes"]) for d in diffs] == [
+    assert [(d["model_record_id"], d["data_diff"]) for d in diffs] == [
         (ids[0], {"last_name": {"old": "A", "new": "A2"}})
     ]
     cached = stack.http.get(
@@ -80,7 +82,7 @@ def test_sync_counts_follow_the_pms(stack: Stack) -> None:
     # Every page read was a logged PMS request of the sync's job.
     logs = stack.http.get(
         f"{stack.api_url}/v1/admin/logs/jobs/{second['job_id']}", headers=headers
-    ).json()
+    ).json()["results"]
     assert [log["method"] for entry in logs for log in entry["logs"]] == ["GET"]
 
 
@@ -120,7 +122,7 @@ def test_a_backsync_holds_off_other_syncs(stack: Stack) -> None:
         finished(stack, headers, integration_id, backsync["id"])["last_execution"]["type"]
         == "backsync"
     )
-    assert sync(stack, headers, integration_id)["status"] == "pending"
+    assert sync(stack, headers, integration_id)["status"] == "queued"
 
 
 def test_schedules_show_next_execution_time(stack: Stack) -> None:
@@ -134,7 +136,7 @@ def test_schedules_show_next_execution_time(stack: Stack) -> None:
     schedule = listing["results"][0]
     assert (schedule["sync_frequency"], schedule["sync_cadence"]) == (6, "HOUR")
     assert schedule["next_execution_time"] is not None
-    one = stack.http.get(f"{url}{schedule['id']}/", headers=headers).json()["result"]
+    one = stack.http.get(f"{url}{schedule['id']}/", headers=headers).json()["results"]
     assert one == schedule
     status = stack.http.get(
         f"{stack.api_url}/v1/admin/integrations/{integration_id}/sync-status", headers=headers

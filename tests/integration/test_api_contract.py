@@ -26,12 +26,13 @@ def make_integration(api: ApiHarness, headers: dict[str, str], vendor: str, **ex
     body = {
         "name": f"{vendor} test",
         "integration_vendor": vendor,
+        "active": True,
         "base_url": "http://127.0.0.1:9/t/x",
         "credentials": {"api_key": SECRET},
         **extra,
     }
     response = api.client.post("/v1/admin/integrations/", json=body, headers=headers)
-    assert response.status_code == 201, response.text
+    assert response.status_code == 200, response.text
     return str(response.json()["result"]["id"])
 
 
@@ -66,7 +67,9 @@ def test_unknown_field_is_400_naming_it_unless_ignored(api: ApiHarness) -> None:
     assert refused.status_code == 400
     error = refused.json()["error"]
     assert error["code"] == "unknown_fields"
-    assert error["details"] == [{"field": "notes", "reason": "unknown field for this PMS"}]
+    assert error["details"] == {
+        "fields": [{"field": "notes", "reason": "unknown field for this PMS"}]
+    }
     assert "notes" in error["message"]
     assert count_jobs(api) == before
     accepted = api.client.post(
@@ -137,7 +140,7 @@ def test_bad_bodies_get_clear_4xx_and_store_nothing(
     error = response.json()["error"]
     assert error["code"] == code
     if field is not None:
-        assert field in [d["field"] for d in error["details"]]
+        assert field in [d["field"] for d in error["details"]["fields"]]
     assert count_jobs(api) == before
 
 
@@ -148,7 +151,7 @@ def test_wrong_type_names_field(api: ApiHarness) -> None:
         "/v1/units/", json={"integration_id": integration_id, "bedrooms": "two"}, headers=headers
     )
     assert response.status_code == 400
-    assert response.json()["error"]["details"] == [
+    assert response.json()["error"]["details"]["fields"] == [
         {"field": "bedrooms", "reason": 'must be a number ("2", "1.5")'}
     ]
 
@@ -165,7 +168,7 @@ def test_unknown_model_and_unknown_integration_are_404(api: ApiHarness) -> None:
         "/v1/residents/", json={"integration_id": "nope", "last_name": "X"}, headers=headers
     )
     assert unknown_integration.status_code == 404
-    assert unknown_integration.json()["error"]["details"][0]["field"] == "integration_id"
+    assert unknown_integration.json()["error"]["details"]["fields"][0]["field"] == "integration_id"
 
 
 def test_tokens_are_required_and_scoped_to_their_account(api: ApiHarness) -> None:
@@ -212,7 +215,7 @@ def test_integration_validation_names_each_field(api: ApiHarness) -> None:
         body = {"name": "n", "integration_vendor": "SANDBOX", **extra}
         response = api.client.post("/v1/admin/integrations/", json=body, headers=headers)
         assert response.status_code == 400, (extra, response.text)
-        assert field in {d["field"] for d in response.json()["error"]["details"]}, extra
+        assert field in {d["field"] for d in response.json()["error"]["details"]["fields"]}, extra
     slow = {
         "name": "n",
         "integration_vendor": "SANDBOX",
@@ -228,7 +231,7 @@ def test_integration_defaults_and_credentials_write_only(api: ApiHarness) -> Non
     headers = api.token("acme")
     integration_id = make_integration(api, headers, "APPFOLIO")
     response = api.client.get(f"/v1/admin/integrations/{integration_id}/", headers=headers)
-    result = response.json()["result"]
+    result = response.json()["results"]
     assert (result["sync_frequency"], result["sync_cadence"]) == (12, "HOUR")
     assert (result["max_request_frequency"], result["max_request_cadence"]) == (1, "SECOND")
     assert result["max_job_concurrency"] == 1

@@ -75,12 +75,13 @@ def make_integration(api: ApiHarness, headers: dict[str, str]) -> str:
     body = {
         "name": "idempotent",
         "integration_vendor": "SANDBOX",
+        "active": True,
         "base_url": "http://127.0.0.1:9/t/x",
         "max_request_frequency": 1000,
         "max_job_concurrency": 100,
     }
     response = api.client.post("/v1/admin/integrations/", json=body, headers=headers)
-    assert response.status_code == 201, response.text
+    assert response.status_code == 200, response.text
     return str(response.json()["result"]["id"])
 
 
@@ -168,7 +169,7 @@ def test_same_key_with_another_request_is_422_naming_the_header(
     )
     assert refused.status_code == 422, refused.text
     error = refused.json()["error"]
-    assert "Idempotency-Key" in {d["field"] for d in error["details"]}
+    assert "Idempotency-Key" in {d["field"] for d in error["details"]["fields"]}
     assert "Idempotent-Replayed" not in refused.headers
     assert jobs_of(api, integration_id) == 1
     assert published_of(api, integration_id) == [first.json()["job_id"]]
@@ -198,7 +199,7 @@ def test_a_key_still_in_flight_is_409(api: ApiHarness) -> None:
     add_unanswered_key(api, headers, in_flight["Idempotency-Key"], body, age_s=0)
     refused = api.client.post("/v1/residents/", json=body, headers={**headers, **in_flight})
     assert refused.status_code == 409, refused.text
-    assert "Idempotency-Key" in {d["field"] for d in refused.json()["error"]["details"]}
+    assert "Idempotency-Key" in {d["field"] for d in refused.json()["error"]["details"]["fields"]}
     assert jobs_of(api, integration_id) == 0
     assert published_of(api, integration_id) == []
 
@@ -445,7 +446,7 @@ def test_an_unusable_key_is_400_naming_the_header(api: ApiHarness, value: str) -
         headers={**headers, "Idempotency-Key": value},
     )
     assert refused.status_code == 400, refused.text
-    assert "Idempotency-Key" in {d["field"] for d in refused.json()["error"]["details"]}
+    assert "Idempotency-Key" in {d["field"] for d in refused.json()["error"]["details"]["fields"]}
     assert jobs_of(api, integration_id) == 0
 
 

@@ -65,6 +65,7 @@ def integration_body(vendor: str = "SANDBOX", **extra: Any) -> dict[str, Any]:
     return {
         "name": "pms",
         "integration_vendor": vendor,
+        "active": True,
         "credentials": {"api_key": "key-0123456789"},
         "max_request_frequency": 1000,
         **extra,
@@ -88,7 +89,7 @@ def assert_refused(response: Any, field: str, word: str) -> None:
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["code"] == "validation_error"
-    ((detail),) = error["details"]
+    ((detail),) = error["details"]["fields"]
     assert detail["field"] == field and word in detail["reason"], detail
 
 
@@ -125,12 +126,12 @@ def test_update_to_a_refused_base_url_is_a_400_and_changes_nothing(api: ApiHarne
     headers = account(api)
     body = integration_body(base_url="https://pms.acme.test/t/x")  # not in DNS yet: accepted
     created = api.client.post("/v1/admin/integrations/", json=body, headers=headers)
-    assert created.status_code == 201, created.text
+    assert created.status_code == 200, created.text
     integration_id = created.json()["result"]["id"]
     path = f"/v1/admin/integrations/{integration_id}/"
     metadata = {"base_url": "http://169.254.169.254/latest/meta-data/"}
     assert_refused(api.client.put(path, json=metadata, headers=headers), "base_url", "link-local")
-    fetched = api.client.get(path, headers=headers).json()["result"]
+    fetched = api.client.get(path, headers=headers).json()["results"]
     assert fetched["base_url"] == "https://pms.acme.test/t/x"
 
 
@@ -142,7 +143,7 @@ def test_loopback_is_accepted_when_the_operator_allows_it(
         headers = account(api)
         body = integration_body(base_url=server.url("/t/x"))
         response = api.client.post("/v1/admin/integrations/", json=body, headers=headers)
-        assert response.status_code == 201, response.text
+        assert response.status_code == 200, response.text
         hook = {"url": server.url("/hook"), "events": ["JOB_FAILURE"]}
         assert api.client.post("/v1/admin/webhooks/", json=hook, headers=headers).status_code == 201
         assert_refused(
@@ -163,19 +164,19 @@ def test_fixed_host_vendors_need_no_base_url_and_keep_to_their_hosts(api: ApiHar
     headers = account(api)
     post = lambda body: api.client.post("/v1/admin/integrations/", json=body, headers=headers)  # noqa: E731
     plain = post(integration_body("BUILDIUM"))
-    assert plain.status_code == 201, plain.text
+    assert plain.status_code == 200, plain.text
     assert plain.json()["result"]["base_url"] is None
     sandbox = post(integration_body("BUILDIUM", base_url="https://apisandbox.buildium.com/v1"))
-    assert sandbox.status_code == 201, sandbox.text
+    assert sandbox.status_code == 200, sandbox.text
     elsewhere = integration_body("BUILDIUM", base_url="https://pms.acme.test/v1")
     assert_refused(post(elsewhere), "base_url", "not one of this vendor's API hosts")
     # A vendor without fixed hosts takes it; switching that integration to Buildium does not.
     other = post(integration_body("SANDBOX", base_url="https://pms.acme.test/v1"))
-    assert other.status_code == 201, other.text
+    assert other.status_code == 200, other.text
     path = f"/v1/admin/integrations/{other.json()['result']['id']}/"
     switched = api.client.put(path, json={"integration_vendor": "BUILDIUM"}, headers=headers)
     assert_refused(switched, "base_url", "api.buildium.com")
-    assert api.client.get(path, headers=headers).json()["result"]["integration_vendor"] == "SANDBOX"
+    assert api.client.get(path, headers=headers).json()["results"]["vendor"] == "SANDBOX"
 
 
 def test_allowed_pms_hosts_open_a_fixed_host_vendor_to_a_sandbox(
@@ -185,7 +186,7 @@ def test_allowed_pms_hosts_open_a_fixed_host_vendor_to_a_sandbox(
         body = integration_body("BUILDIUM", base_url="https://pms.acme.test/v1")
         headers = account(api)
         response = api.client.post("/v1/admin/integrations/", json=body, headers=headers)
-        assert response.status_code == 201, response.text
+        assert response.status_code == 200, response.text
 
 
 # -- at send time ----------------------------------------------------------------------------------
@@ -215,7 +216,7 @@ def integration_resolving_later(
     headers = account(api)
     body = integration_body(base_url=f"http://pms.later.test:{server.port}/t/x")
     created = api.client.post("/v1/admin/integrations/", json=body, headers=headers)
-    assert created.status_code == 201, created.text
+    assert created.status_code == 200, created.text
     return headers, str(created.json()["result"]["id"])
 
 
@@ -234,7 +235,7 @@ def test_a_destination_refused_only_later_fails_the_job_finally_and_sends_nothin
     job_id = write(api, headers, integration_id)
     assert run_job(api, database_url, job_id, dns, allowed_outbound_networks="") == "FAILURE"
     assert server.connections == []
-    (entry,) = api.client.get(f"/v1/admin/logs/jobs/{job_id}", headers=headers).json()
+    (entry,) = api.client.get(f"/v1/admin/logs/jobs/{job_id}", headers=headers).json()["results"]
     assert entry["attempts"] == 1, "final: not retried"
     assert "pms.later.test resolves to 127.0.0.1" in entry["error"]
     (log,) = entry["logs"]
@@ -273,7 +274,7 @@ def test_a_fixed_host_vendor_moved_off_its_hosts_fails_finally_without_a_request
     job_id = write(api, headers, integration_id)
     settings = {"allowed_outbound_networks": "127.0.0.0/8"}
     assert run_job(api, database_url, job_id, dns, **settings) == "FAILURE"
-    (entry,) = api.client.get(f"/v1/admin/logs/jobs/{job_id}", headers=headers).json()
+    (entry,) = api.client.get(f"/v1/admin/logs/jobs/{job_id}", headers=headers).json()["results"]
     assert "not one of this vendor's API hosts" in entry["error"]
     assert server.connections == []
 

@@ -215,10 +215,15 @@ def test_a_write_status_answers_while_retained_and_is_404_after_the_purge(
     headers = api.token(f"acct-{uuid.uuid4().hex[:12]}")
     created = api.client.post(
         "/v1/admin/integrations/",
-        json={"name": "r", "integration_vendor": "SANDBOX", "base_url": "http://127.0.0.1:9/t"},
+        json={
+            "name": "r",
+            "integration_vendor": "SANDBOX",
+            "active": True,
+            "base_url": "http://127.0.0.1:9/t",
+        },
         headers=headers,
     )
-    assert created.status_code == 201, created.text
+    assert created.status_code == 200, created.text
     write = api.client.post(
         "/v1/residents/",
         json={"integration_id": created.json()["result"]["id"], "last_name": "Lovelace"},

@@ -69,7 +69,7 @@ def test_bad_bodies_are_400_naming_the_field(
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["code"] == "validation_error"
-    assert field in [d["field"] for d in error["details"]]
+    assert field in [d["field"] for d in error["details"]["fields"]]
     if body.get("events"):
         assert "DATA_NEW" in error["message"]
 
@@ -82,7 +82,7 @@ def test_list_is_paged_and_account_scoped(api: ApiHarness) -> None:
         "/v1/admin/webhooks/", params={"limit": 2, "order-by": "created_at:asc"}, headers=acme
     ).json()
     assert page["meta"] == {
-        "offset": 0, "limit": 2, "orderBy": "created_at:asc", "hasMore": True, "total": 3,
+        "offset": 0, "limit": 2, "orderBy": [{"created_at": "asc"}], "hasMore": True, "total": 3,
     }  # fmt: skip
     rest = api.client.get("/v1/admin/webhooks/", params={"offset": 2}, headers=acme).json()
     assert {r["id"] for r in page["results"] + rest["results"]} == set(ids)

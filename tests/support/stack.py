@@ -61,7 +61,8 @@ class Stack:
         self.beats: list[ManagedProcess] = []
         self._engine = make_engine(database_url)
         self.session_factory: sessionmaker[Session] = make_session_factory(self._engine)
-        self.http = httpx.Client(timeout=10)
+        # Follows redirects as a Propexo client does (job log data is a 302 to a link).
+        self.http = httpx.Client(timeout=10, follow_redirects=True)
 
     @property
     def api_url(self) -> str:
@@ -128,6 +129,7 @@ class Stack:
         body = {
             "name": f"{vendor} {tenant}",
             "integration_vendor": vendor,
+            "active": True,
             "base_url": f"{self.sandbox_url}/t/{tenant}",
             "credentials": {"api_key": f"key-of-{tenant}-0123456789"},
             "max_request_frequency": 50,
@@ -137,7 +139,7 @@ class Stack:
         response = self.http.post(
             f"{self.api_url}/v1/admin/integrations/", json=body, headers=headers
         )
-        assert response.status_code == 201, response.text
+        assert response.status_code == 200, response.text
         return str(response.json()["result"]["id"])
 
     def write(

@@ -142,7 +142,7 @@ class FakeApi:
                 },
             )
         if path == "/v1/admin/integrations/" and request.method == "POST":
-            return httpx.Response(201, json={"result": {**INTEGRATION, "id": "int-new"}})
+            return httpx.Response(200, json={"result": {**INTEGRATION, "id": "int-new"}})
         if path.startswith("/v1/admin/write-status/"):
             self._step = min(self._step + 1, len(self.progress) - 1)
             status = self.progress[self._step][0]
@@ -156,7 +156,12 @@ class FakeApi:
                 },
             )
         if path.startswith("/v1/admin/logs/jobs/"):
-            return httpx.Response(200, json=self.progress[max(self._step, 0)][1])
+            entries = self.progress[max(self._step, 0)][1]
+            return httpx.Response(200, json={"meta": {}, "results": entries})
+        if path.startswith("/v1/admin/job-logs/") and path.endswith("/data"):
+            log_id = path.split("/")[4]
+            link = f"/v1/admin/job-logs/{log_id}/raw?expires=9&signature=s"
+            return httpx.Response(302, headers={"Location": link})
         if path.startswith("/v1/admin/job-logs/"):
             log_id = path.split("/")[4]
             return httpx.Response(
@@ -185,7 +190,8 @@ class FakeApi:
 
 def error(status: int, code: str, message: str, details: list[Any] | None = None) -> httpx.Response:
     return httpx.Response(
-        status, json={"error": {"code": code, "message": message, "details": details or []}}
+        status,
+        json={"error": {"code": code, "message": message, "details": {"fields": details or []}}},
     )
 
 
@@ -333,6 +339,7 @@ def test_integrations_create_sends_the_spec_and_never_prints_credentials(
         "name": "Sandbox acme",
         "integration_vendor": "SANDBOX",
         "base_url": "http://127.0.0.1:8001/t/acme",
+        "active": True,
         "credentials": {"api_key": "very-secret-key"},
         "max_request_frequency": 50.0,
         "max_request_cadence": "SECOND",
@@ -632,7 +639,10 @@ def test_logs_raw_prints_the_exchange_as_json(run: Callable[..., Result], api: F
     data = json.loads(result.stdout)
     assert data["id"] == "log-7"
     assert data["request"]["headers"] == {"authorization": "[REDACTED]"}
-    assert api.last("GET").url.path == "/v1/admin/job-logs/log-7/data"
+    assert [r.url.path for r in api.requests if r.method == "GET"] == [
+        "/v1/admin/job-logs/log-7/data",
+        "/v1/admin/job-logs/log-7/raw",
+    ]
 
 
 @pytest.mark.parametrize("args", [[], [ROOT, "--raw", "log-1"]])

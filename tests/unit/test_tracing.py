@@ -117,9 +117,10 @@ class World:
             "credentials": {"api_key": API_KEY},
             "max_request_frequency": 1000,
             "max_job_concurrency": 10,
+            "active": True,
         }
         response = self.client.post("/v1/admin/integrations/", json=body, headers=self.headers)
-        assert response.status_code == 201, response.text
+        assert response.status_code == 200, response.text
         return str(response.json()["result"]["id"])
 
     def dispatcher(self) -> Dispatcher:

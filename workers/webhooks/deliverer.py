@@ -49,6 +49,8 @@ class Claimed:
     #: The endpoint's HMAC key; lives in memory for one attempt, never logged.
     secret: str
     body: bytes
+    #: The endpoint's own headers, `(name, value)`, sent with every attempt.
+    extra_headers: tuple[tuple[str, str], ...] = ()
 
     def __repr__(self) -> str:  # keep the secret out of any log or traceback
         return f"Claimed(delivery_id={self.delivery_id!r}, attempt={self.attempt})"
@@ -130,17 +132,22 @@ class WebhookDeliverer:
                 return None
             secret = str(self._cipher.decrypt(endpoint.secret_encrypted)["secret"])
             body = json.dumps(delivery.payload, separators=(",", ":"), sort_keys=True).encode()
-            return Claimed(delivery.id, attempt, delivery.event, endpoint.url, secret, body)
+            extra = tuple((str(h["header"]), str(h["value"])) for h in endpoint.headers or [])
+            return Claimed(delivery.id, attempt, delivery.event, endpoint.url, secret, body, extra)
 
     def send(self, claimed: Claimed) -> AttemptResult:
         timestamp = int(self._clock().timestamp())
         headers = {
+            **dict(claimed.extra_headers),
             "Content-Type": "application/json",
             "User-Agent": "pmsq-webhooks/1",
             signing.EVENT_HEADER: claimed.event,
             signing.DELIVERY_HEADER: claimed.delivery_id,
             signing.TIMESTAMP_HEADER: str(timestamp),
             signing.SIGNATURE_HEADER: signing.signature(claimed.secret, timestamp, claimed.body),
+            signing.PROPEXO_SIGNATURE_HEADER: signing.propexo_signature(
+                claimed.secret, claimed.body
+            ),
         }
         started = time.monotonic()
         try:

@@ -16,7 +16,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from pmsq.models.enums import JobStatus
+from pmsq.models.enums import JobStatus, vendor_on_wire
 from pmsq.models.integration import Integration
 from pmsq.models.job import SYNC_ACTION, Job
 from pmsq.models.sync import SyncExecution, SyncStatus
@@ -48,10 +48,16 @@ def emit(
     event: WebhookEvent,
     build: Callable[[], dict[str, Any]],
     now: datetime,
+    model: str | None = None,
 ) -> list[WebhookDelivery]:
-    """Add one PENDING delivery, due now, per subscribed endpoint; `build()` makes the payload
-    only if some endpoint listens, so events nobody subscribed to cost one indexed query."""
-    endpoints = WebhookRepository(session).subscribed(account_id, event.value)
+    """Add one PENDING delivery, due now, per subscribed endpoint (one that names a model only
+    for events about `model`); `build()` makes the payload only if some endpoint listens, so
+    events nobody subscribed to cost one indexed query."""
+    endpoints = [
+        endpoint
+        for endpoint in WebhookRepository(session).subscribed(account_id, event.value)
+        if endpoint.model is None or endpoint.model == model
+    ]
     if not endpoints:
         return []
     payload = build()
@@ -73,7 +79,7 @@ def emit(
 
 def _vendor(session: Session, integration_id: str) -> str | None:
     integration = session.get(Integration, integration_id)
-    return integration.integration_vendor if integration is not None else None
+    return vendor_on_wire(integration.integration_vendor) if integration is not None else None
 
 
 def _job_data(session: Session, job: Job) -> dict[str, Any]:
@@ -90,9 +96,22 @@ def _job_data(session: Session, job: Job) -> dict[str, Any]:
 def on_job_finished(session: Session, job: Job, root: Job, now: datetime) -> None:
     """Called by the aggregator once `job`'s outcome and `root`'s counters are updated.
 
-    JOB_FAILURE for any job that failed for good; WRITE_OPERATION_SUCCESS / _FAILURE when the
-    write's tree just became complete (never for sync jobs).
+    JOB_FAILURE for any job that failed for good, JOB_SUCCESS for one that succeeded;
+    WRITE_OPERATION_SUCCESS / _FAILURE when the write's tree just became complete (never for
+    sync jobs).
     """
+    if job.status == JobStatus.SUCCESS.value:
+
+        def job_success() -> dict[str, Any]:
+            data = {**_job_data(session, job), "attempts": job.attempts}
+            return envelope(
+                WebhookEvent.JOB_SUCCESS,
+                data,
+                now,
+                {"object": job.model, "integration_id": job.integration_id},
+            )
+
+        emit(session, job.account_id, WebhookEvent.JOB_SUCCESS, job_success, now, job.model)
     if job.status == JobStatus.FAILURE.value:
 
         def job_failure() -> dict[str, Any]:
@@ -104,7 +123,7 @@ def on_job_finished(session: Session, job: Job, root: Job, now: datetime) -> Non
                 {"object": job.model, "integration_id": job.integration_id},
             )
 
-        emit(session, job.account_id, WebhookEvent.JOB_FAILURE, job_failure, now)
+        emit(session, job.account_id, WebhookEvent.JOB_FAILURE, job_failure, now, job.model)
     if root.action == SYNC_ACTION or root.tree_finished != root.tree_total:
         return
     failed = root.tree_failed > 0
@@ -122,7 +141,7 @@ def on_job_finished(session: Session, job: Job, root: Job, now: datetime) -> Non
             event, data, now, {"object": root.model, "integration_id": root.integration_id}
         )
 
-    emit(session, root.account_id, event, write_event, now)
+    emit(session, root.account_id, event, write_event, now, root.model)
 
 
 def on_sync_finished(session: Session, execution: SyncExecution, now: datetime) -> None:
@@ -135,7 +154,7 @@ def on_sync_finished(session: Session, execution: SyncExecution, now: datetime) 
         models = len(execution.models)
         data = {
             "integration_id": execution.integration_id,
-            "vendor": integration.integration_vendor,
+            "vendor": vendor_on_wire(integration.integration_vendor),
             # Propexo counts the jobs of a sync; a pmsq sync reads one model per step.
             "successful_job_count": max(0, models - execution.error_count),
             "failed_job_count": execution.error_count,

@@ -1,4 +1,5 @@
-"""HMAC-SHA256 signatures of webhook bodies: `X-Pmsq-Signature: v1=<hex>`.
+"""HMAC-SHA256 signatures of webhook bodies: `X-Pmsq-Signature: v1=<hex>`, and Propexo's
+`propexo-signature: <hex>` beside it (the body alone, for receivers written for Propexo).
 
 The signed message is `f"{timestamp}.{raw_body}"` with `timestamp` the `X-Pmsq-Timestamp`
 header (unix seconds), so a captured request cannot be replayed later with a new timestamp.
@@ -16,6 +17,13 @@ EVENT_HEADER = "X-Pmsq-Event"
 DELIVERY_HEADER = "X-Pmsq-Delivery"
 TIMESTAMP_HEADER = "X-Pmsq-Timestamp"
 SIGNATURE_HEADER = "X-Pmsq-Signature"
+#: Propexo's header: hex(HMAC-SHA256(secret, body)), no timestamp.
+PROPEXO_SIGNATURE_HEADER = "propexo-signature"
+
+
+def propexo_signature(secret: str, body: bytes) -> str:
+    """The `propexo-signature` value of `body`."""
+    return hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
 def signature(secret: str, timestamp: int, body: bytes) -> str:

@@ -1,0 +1,75 @@
+"""Property configurations of an integration: which PMS properties pmsq writes for."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends
+
+from pmsq.api.context import ApiContext
+from pmsq.api.pagination import PageRequest, page_request
+from pmsq.api.routes.deps import account_dependency, refuse_unknown_query
+from pmsq.errors import Conflict
+from pmsq.models.property import (
+    PropertyConfigurationEnvelope,
+    PropertyConfigurationOut,
+    PropertyConfigurationUpdate,
+    PropertyConfigurationUpdated,
+)
+from pmsq.models.schemas import ErrorResponse, Page
+from pmsq.models.sync import SyncType
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse} for code in (400, 401, 404)
+}
+
+
+def build_router(ctx: ApiContext) -> APIRouter:
+    router = APIRouter(
+        prefix="/v1/admin/integrations/{integration_id}/properties",
+        tags=["properties"],
+        dependencies=[Depends(refuse_unknown_query)],
+    )
+    current_account = account_dependency(ctx)
+
+    @router.get(
+        "",
+        response_model=Page[PropertyConfigurationOut],
+        responses=ERRORS,
+        summary="Property configurations: the integration's properties and whether pmsq "
+        "writes for them",
+    )
+    def list_properties(
+        integration_id: str,
+        page: PageRequest = Depends(page_request),
+        account_id: str = Depends(current_account),
+    ) -> dict[str, Any]:
+        return ctx.properties.list(account_id, integration_id, page)
+
+    @router.put(
+        "/{property_configuration_id}",
+        response_model=PropertyConfigurationEnvelope,
+        responses=ERRORS,
+        summary="Enable or disable a property (writes for a disabled one are refused)",
+    )
+    def update_property(
+        integration_id: str,
+        property_configuration_id: str,
+        spec: PropertyConfigurationUpdate,
+        account_id: str = Depends(current_account),
+    ) -> PropertyConfigurationEnvelope:
+        config = ctx.properties.update(
+            account_id, integration_id, property_configuration_id, spec.enabled
+        )
+        message = None
+        if spec.trigger_integration_resync:
+            try:
+                ctx.syncs.trigger(account_id, integration_id, SyncType.MANUAL, None)
+                message = "a manual sync of the integration was started"
+            except Conflict as exc:
+                message = f"no resync: {exc.message}"
+        return PropertyConfigurationEnvelope(
+            results=PropertyConfigurationUpdated(**config.model_dump(), additional_message=message)
+        )
+
+    return router

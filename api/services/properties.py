@@ -1,0 +1,118 @@
+"""Property configurations: list an integration's properties with whether pmsq writes for
+them, change one, and the check every write makes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from pmsq.api.pagination import PageRequest, paginate
+from pmsq.api.services.integrations import owned_integration
+from pmsq.errors import NotFound, ValidationFailed
+from pmsq.models.base import utcnow
+from pmsq.models.integration import Integration
+from pmsq.models.property import PropertyConfiguration, PropertyConfigurationOut
+from pmsq.models.record import Record
+
+#: The cached model whose records are the integration's properties.
+PROPERTIES_MODEL = "properties"
+SORTABLE = {
+    "created_at": PropertyConfiguration.created_at,
+    "property_id": PropertyConfiguration.property_id,
+}
+
+
+def to_out(config: PropertyConfiguration) -> PropertyConfigurationOut:
+    return PropertyConfigurationOut(
+        id=config.id,
+        created_at=config.created_at,
+        integration_id=config.integration_id,
+        property_id=config.property_id,
+        enabled=config.enabled,
+    )
+
+
+def check_property_enabled(session: Session, integration: Integration, property_id: Any) -> None:
+    """Refuses (400 naming `property_id`) a write for a property the integration does not
+    write for: disabled by its configuration or, with none, by `new_properties_are_enabled`."""
+    if not isinstance(property_id, str) or not property_id:
+        return
+    enabled = session.scalar(
+        select(PropertyConfiguration.enabled).where(
+            PropertyConfiguration.integration_id == integration.id,
+            PropertyConfiguration.property_id == property_id,
+        )
+    )
+    if enabled is None:
+        enabled = integration.new_properties_are_enabled
+    if not enabled:
+        raise ValidationFailed(
+            f"property '{property_id}' is disabled for integration '{integration.id}'",
+            [{"field": "property_id", "reason": "property disabled for this integration"}],
+        )
+
+
+class PropertyService:
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self._session_factory = session_factory
+
+    def list(self, account_id: str, integration_id: str, page: PageRequest) -> dict[str, Any]:
+        """The integration's configured properties; cached properties seen for the first time
+        are configured now with the integration's `new_properties_are_enabled`."""
+        with self._session_factory.begin() as session:
+            integration = owned_integration(session, account_id, integration_id)
+            self._configure_new(session, integration)
+            stmt = select(PropertyConfiguration).where(
+                PropertyConfiguration.integration_id == integration_id
+            )
+            return paginate(
+                session,
+                stmt,
+                page,
+                SORTABLE,
+                "created_at:desc",
+                lambda row: to_out(row).model_dump(mode="json"),
+            )
+
+    def update(
+        self, account_id: str, integration_id: str, configuration_id: str, enabled: bool
+    ) -> PropertyConfigurationOut:
+        with self._session_factory.begin() as session:
+            owned_integration(session, account_id, integration_id)
+            config = session.get(PropertyConfiguration, configuration_id)
+            if config is None or config.integration_id != integration_id:
+                raise NotFound(
+                    f"no property configuration with id '{configuration_id}'",
+                    [{"field": "property_configuration_id", "reason": "unknown"}],
+                )
+            config.enabled = enabled
+            config.updated_at = utcnow()
+            session.flush()
+            return to_out(config)
+
+    @staticmethod
+    def _configure_new(session: Session, integration: Integration) -> None:
+        known = select(PropertyConfiguration.property_id).where(
+            PropertyConfiguration.integration_id == integration.id
+        )
+        unseen = session.scalars(
+            select(Record.pms_id).where(
+                Record.integration_id == integration.id,
+                Record.model == PROPERTIES_MODEL,
+                Record.pms_id.not_in(known),
+            )
+        ).all()
+        now = utcnow()
+        session.add_all(
+            PropertyConfiguration(
+                integration_id=integration.id,
+                property_id=pms_id,
+                enabled=integration.new_properties_are_enabled,
+                created_at=now,
+                updated_at=now,
+            )
+            for pms_id in unseen
+        )
+        session.flush()

@@ -1,0 +1,58 @@
+"""Property configurations: which of an integration's PMS properties pmsq writes for.
+
+A property without a configuration follows its integration's `new_properties_are_enabled`;
+the first time the API lists a cached property it records that default as its configuration,
+so a later change of the integration's default does not flip properties already seen.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Boolean, ForeignKey, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from pmsq.models.base import Base, new_id, utcnow
+
+
+class PropertyConfiguration(Base):
+    __tablename__ = "property_configurations"
+    __table_args__ = (UniqueConstraint("integration_id", "property_id"),)
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    integration_id: Mapped[str] = mapped_column(ForeignKey("integrations.id"), index=True)
+    #: The property's id at the PMS (the cached `properties` record's `pms_id`).
+    property_id: Mapped[str] = mapped_column(String(200))
+    #: False: writes naming this property are refused (400).
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+# -- what crosses the HTTP boundary ------------------------------------------------------------
+
+
+class PropertyConfigurationUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool
+    trigger_integration_resync: bool = Field(
+        default=False, description="Start a manual sync of the integration after the change"
+    )
+
+
+class PropertyConfigurationOut(BaseModel):
+    id: str
+    created_at: datetime
+    integration_id: str
+    property_id: str
+    enabled: bool
+
+
+class PropertyConfigurationUpdated(PropertyConfigurationOut):
+    additional_message: str | None = None
+
+
+class PropertyConfigurationEnvelope(BaseModel):
+    results: PropertyConfigurationUpdated

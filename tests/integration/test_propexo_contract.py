@@ -1,0 +1,664 @@
+"""pmsq's admin answers checked against Propexo's shapes (tests/support/propexo.py), on SQLite
+and PostgreSQL alike: a Propexo client that only changes its base URL must read them."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+from pydantic import BaseModel
+from sqlalchemy.orm import Session, sessionmaker
+from support import polytomic, propexo
+from support.api import ApiHarness, api_harness
+
+from pmsq.crypto import CredentialCipher
+from pmsq.models.enums import JobStatus
+from pmsq.models.job import Job, JobLog
+from pmsq.models.record import Record
+from pmsq.models.sync import DataDiff, SyncExecution
+from pmsq.settings import Settings
+from pmsq.workers.webhooks import events as webhook_events
+from pmsq.workers.webhooks.deliverer import WebhookDeliverer
+
+SECRET = "PROPEXO-SECRET-" + uuid.uuid4().hex
+
+
+@pytest.fixture
+def api(database_url: str, session_factory: sessionmaker[Session]) -> Iterator[ApiHarness]:
+    with api_harness(database_url, session_factory) as harness:
+        yield harness
+
+
+def account(api: ApiHarness) -> dict[str, str]:
+    return api.token(f"acct-{uuid.uuid4().hex[:12]}")
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def shaped(model: type[M], body: Any) -> M:
+    """`body` read as Propexo's `model`; a missing field or a wrong type fails the test."""
+    return model.model_validate(body)
+
+
+def make_integration(api: ApiHarness, headers: dict[str, str], **extra: Any) -> str:
+    body = {
+        "name": "propexo client",
+        "integration_vendor": "BUILDIUM",
+        "active": True,
+        "base_url": "http://127.0.0.1:9/t/x",
+        "credentials": {"clientId": "client", "secret": SECRET},
+        **extra,
+    }
+    response = api.client.post("/v1/admin/integrations/", json=body, headers=headers)
+    assert response.status_code == 200, response.text
+    return str(response.json()["result"]["id"])
+
+
+# -- shared shapes -------------------------------------------------------------------------
+
+
+def test_error_details_is_an_object_keeping_the_fields_at_fault(api: ApiHarness) -> None:
+    response = api.client.get(
+        "/v1/admin/integrations/", params={"limit": 251}, headers=account(api)
+    )
+    assert response.status_code == 400
+    error = shaped(propexo.ErrorResponse, response.json()).error
+    assert error.details is not None
+    assert "limit" in {d["field"] for d in error.details["fields"]}
+
+
+def test_meta_order_by_is_an_array_of_objects(api: ApiHarness) -> None:
+    headers = account(api)
+    listed = api.client.get(
+        "/v1/admin/integrations/", params={"order-by": "name:desc"}, headers=headers
+    )
+    assert listed.status_code == 200, listed.text
+    meta = shaped(propexo.ResponseMeta, listed.json()["meta"])
+    assert meta.orderBy == [{"name": "desc"}]
+
+
+@pytest.mark.parametrize(("raw", "limit"), [("0", 0), ("", 100), ("null", 100), ("250", 250)])
+def test_limit_takes_what_propexo_takes(api: ApiHarness, raw: str, limit: int) -> None:
+    headers = account(api)
+    make_integration(api, headers)
+    listed = api.client.get("/v1/admin/integrations/", params={"limit": raw}, headers=headers)
+    assert listed.status_code == 200, listed.text
+    meta = shaped(propexo.ResponseMeta, listed.json()["meta"])
+    assert (meta.limit, meta.total) == (limit, 1)
+    assert len(listed.json()["results"]) == min(limit, 1)
+
+
+# -- integrations --------------------------------------------------------------------------
+
+
+def test_create_answers_200_with_propexo_defaults(api: ApiHarness) -> None:
+    """A body as Propexo's docs show it: the vendor in its spelling, nothing else optional."""
+    headers = account(api)
+    response = api.client.post(
+        "/v1/admin/integrations/",
+        json={
+            "integration_vendor": "RENTMANAGER",
+            "name": "rm",
+            "credentials": {"username": "u", "password": SECRET},
+        },
+        headers=headers,
+    )
+    assert response.status_code == 200, response.text
+    created = shaped(propexo.IntegrationCreateResponse, response.json()).result
+    assert created.vendor == "RENTMANAGER"
+    assert (created.active, created.system, created.allow_manual_syncs) == (
+        False,
+        "PRODUCTION",
+        True,
+    )
+    assert SECRET not in response.text
+
+
+def test_create_takes_system_manual_syncs_based_on_and_the_old_vendor_spelling(
+    api: ApiHarness,
+) -> None:
+    headers = account(api)
+    original = make_integration(api, headers)
+    response = api.client.post(
+        "/v1/admin/integrations/",
+        json={
+            "integration_vendor": "RENT_MANAGER",
+            "name": "copy",
+            "system": "SANDBOX",
+            "allow_manual_syncs": False,
+            "based_on_integration_id": original,
+        },
+        headers=headers,
+    )
+    assert response.status_code == 200, response.text
+    created = shaped(propexo.IntegrationCreateResponse, response.json()).result
+    assert (created.vendor, created.system, created.allow_manual_syncs) == (
+        "RENTMANAGER",
+        "SANDBOX",
+        False,
+    )
+    # Credentials come from the integration it is based on.
+    assert response.json()["result"]["can_authenticate"] is True
+    unknown = api.client.post(
+        "/v1/admin/integrations/",
+        json={"integration_vendor": "BUILDIUM", "name": "x", "based_on_integration_id": "nope"},
+        headers=headers,
+    )
+    assert unknown.status_code == 400
+    assert "based_on_integration_id" in {
+        d["field"] for d in unknown.json()["error"]["details"]["fields"]
+    }
+    refused = api.client.post(
+        f"/v1/admin/integrations/{created.id}/manual-sync", json={}, headers=headers
+    )
+    assert refused.status_code == 409, refused.text
+
+
+def test_list_items_are_propexo_integrations_and_filters_are_honoured(api: ApiHarness) -> None:
+    headers = account(api)
+    buildium = make_integration(api, headers)
+    rent_manager = make_integration(api, headers, integration_vendor="RENTMANAGER")
+    archived = make_integration(api, headers, is_archived=True)
+    listed = api.client.get("/v1/admin/integrations/", headers=headers)
+    assert listed.status_code == 200, listed.text
+    page = shaped(propexo.IntegrationList, listed.json())
+    assert {i.id for i in page.results} == {buildium, rent_manager, archived}
+    by_vendor = shaped(
+        propexo.IntegrationList,
+        api.client.get(
+            "/v1/admin/integrations/",
+            params={"integration_vendor": "RENTMANAGER"},
+            headers=headers,
+        ).json(),
+    )
+    assert [i.id for i in by_vendor.results] == [rent_manager]
+    live = shaped(
+        propexo.IntegrationList,
+        api.client.get(
+            "/v1/admin/integrations/", params={"is_archived": "false"}, headers=headers
+        ).json(),
+    )
+    assert {i.id for i in live.results} == {buildium, rent_manager}
+
+
+def test_an_unknown_filter_is_a_400_naming_it(api: ApiHarness) -> None:
+    response = api.client.get(
+        "/v1/admin/integrations/", params={"vendor": "BUILDIUM"}, headers=account(api)
+    )
+    assert response.status_code == 400, response.text
+    error = shaped(propexo.ErrorResponse, response.json()).error
+    assert error.details is not None
+    assert [d["field"] for d in error.details["fields"]] == ["vendor"]
+
+
+def test_get_one_is_meta_and_results_and_shows_a_running_sync(api: ApiHarness) -> None:
+    headers = account(api)
+    integration_id = make_integration(api, headers)
+    path = f"/v1/admin/integrations/{integration_id}/"
+    before = shaped(propexo.IntegrationOne, api.client.get(path, headers=headers).json())
+    assert before.results is not None and before.results.id == integration_id
+    assert (before.results.is_running_sync, before.results.last_completed_sync) == (False, None)
+    started = api.client.post(f"{path}manual-sync", json={}, headers=headers)
+    assert started.status_code == 200, started.text
+    after = shaped(propexo.IntegrationOne, api.client.get(path, headers=headers).json())
+    assert after.results is not None and after.results.is_running_sync is True
+
+
+def test_update_answers_propexo_update_shape(api: ApiHarness) -> None:
+    headers = account(api)
+    integration_id = make_integration(api, headers)
+    response = api.client.put(
+        f"/v1/admin/integrations/{integration_id}/",
+        json={"name": "renamed", "system": "SANDBOX", "allow_manual_syncs": False},
+        headers=headers,
+    )
+    assert response.status_code == 200, response.text
+    updated = shaped(propexo.IntegrationUpdateResponse, response.json()).result
+    assert (updated.name, updated.system, updated.allow_manual_syncs) == (
+        "renamed",
+        "SANDBOX",
+        False,
+    )
+    assert updated.integration_vendor == "BUILDIUM"
+    deleted = api.client.delete(f"/v1/admin/integrations/{integration_id}/", headers=headers)
+    assert shaped(propexo.Success, deleted.json()).success is True
+
+
+# -- job schedules, sync triggers, rate limits ---------------------------------------------
+
+
+def test_job_schedules_list_and_one_are_propexo_shaped(api: ApiHarness) -> None:
+    headers = account(api)
+    integration_id = make_integration(api, headers)
+    base = f"/v1/admin/integrations/{integration_id}/job-schedules/"
+    listed = shaped(propexo.JobScheduleList, api.client.get(base, headers=headers).json())
+    (schedule,) = listed.results
+    assert (schedule.integration_id, schedule.status) == (integration_id, "ACTIVE")
+    one = api.client.get(f"{base}{schedule.id}/", headers=headers)
+    assert one.status_code == 200, one.text
+    assert shaped(propexo.JobScheduleOne, one.json()).results.id == schedule.id
+    api.client.put(
+        f"/v1/admin/integrations/{integration_id}/", json={"active": False}, headers=headers
+    )
+    paused = shaped(
+        propexo.JobScheduleOne, api.client.get(f"{base}{schedule.id}/", headers=headers).json()
+    )
+    assert paused.results.status == "INACTIVE"
+
+
+@pytest.mark.parametrize("kind", ["manual-sync", "back-sync"])
+def test_sync_triggers_answer_result_success_and_take_sync_config_id(
+    api: ApiHarness, kind: str
+) -> None:
+    headers = account(api)
+    integration_id = make_integration(api, headers)
+    response = api.client.post(
+        f"/v1/admin/integrations/{integration_id}/{kind}",
+        json={"sync_config_id": "cfg-1", "models_to_sync": ["residents"]},
+        headers=headers,
+    )
+    assert response.status_code == 200, response.text
+    assert shaped(propexo.SyncTriggerResponse, response.json()).result.success is True
+    assert response.json()["result"]["execution"]["models"] == ["residents"]
+
+
+def test_rate_limits_are_propexo_shaped(api: ApiHarness) -> None:
+    headers = account(api)
+    integration_id = make_integration(
+        api, headers, max_request_frequency=2, max_request_cadence="SECOND"
+    )
+    response = api.client.get(
+        f"/v1/admin/integrations/{integration_id}/rate-limits/", headers=headers
+    )
+    assert response.status_code == 200, response.text
+    results = response.json()["results"]
+    by_api = propexo.RateLimitsByApi.model_validate(results)
+    per_minute = propexo.RateLimitsPerMinute.model_validate(results)
+    assert per_minute.minute_limit == 120
+    (limit,) = by_api.api_ratelimits
+    assert (limit.minute_limit, limit.hour_limit, limit.day_limit) == (120, 7200, 172_800)
+    shaped(propexo.RateLimitsResponse, response.json())
+
+
+# -- logs and data diffs -------------------------------------------------------------------
+
+
+def finished_write(
+    api: ApiHarness, headers: dict[str, str], integration_id: str
+) -> tuple[str, str]:
+    """A resident write that succeeded after one logged PMS exchange: (job id, log id)."""
+    response = api.client.post(
+        "/v1/residents/",
+        json={"integration_id": integration_id, "last_name": "Lovelace"},
+        headers=headers,
+    )
+    assert response.status_code == 202, response.text
+    job_id = str(response.json()["job_id"])
+    with api.session_factory.begin() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        job.status, job.attempts = JobStatus.SUCCESS.value, 1
+        job.tree_finished, job.tree_succeeded = 1, 1
+        log = JobLog(
+            job_id=job_id,
+            attempt=1,
+            method="POST",
+            url="http://127.0.0.1:9/t/x/residents",
+            request_headers={"Authorization": "[REDACTED]"},
+            request_body='{"last_name": "Lovelace"}',
+            response_status=201,
+            response_body='{"id": "r-1"}',
+        )
+        session.add(log)
+        session.flush()
+        return job_id, log.id
+
+
+def test_job_logs_are_propexo_shaped(api: ApiHarness) -> None:
+    headers = account(api)
+    job_id, log_id = finished_write(api, headers, make_integration(api, headers))
+    listed = api.client.get("/v1/admin/logs/jobs/", headers=headers)
+    assert listed.status_code == 200, listed.text
+    assert [j.job_id for j in shaped(propexo.JobLogList, listed.json()).results] == [job_id]
+    by_job = api.client.get(f"/v1/admin/logs/jobs/{job_id}", headers=headers)
+    assert by_job.status_code == 200, by_job.text
+    assert [j.job_id for j in shaped(propexo.JobLogList, by_job.json()).results] == [job_id]
+    one = api.client.get(f"/v1/admin/job-logs/{log_id}/", headers=headers)
+    assert one.status_code == 200, one.text
+    log = shaped(propexo.JobLogOne, one.json()).results
+    assert (log.id, log.job_id, log.root_job_id, log.status) == (log_id, job_id, job_id, "SUCCESS")
+
+
+def test_job_log_data_is_a_302_to_a_link_that_needs_no_token(api: ApiHarness) -> None:
+    headers = account(api)
+    _, log_id = finished_write(api, headers, make_integration(api, headers))
+    redirect = api.client.get(
+        f"/v1/admin/job-logs/{log_id}/data", headers=headers, follow_redirects=False
+    )
+    assert redirect.status_code == 302, redirect.text
+    link = redirect.headers["location"]
+    data = api.client.get(link)  # no Authorization: the link carries its own
+    assert data.status_code == 200, data.text
+    assert data.json()["request"]["body"] == '{"last_name": "Lovelace"}'
+    assert data.json()["response"]["status"] == 201
+    forged = api.client.get(link.replace("signature=", "signature=0"))
+    assert forged.status_code == 404
+    other = api.client.get(f"/v1/admin/job-logs/{log_id}/data", headers=account(api))
+    assert other.status_code == 404
+
+
+def test_write_logs_are_results_logs_filtered_by_model(api: ApiHarness) -> None:
+    headers = account(api)
+    integration_id = make_integration(api, headers)
+    job_id, log_id = finished_write(api, headers, integration_id)
+    response = api.client.get(
+        "/v1/admin/logs/writes/", params={"write_category": "residents"}, headers=headers
+    )
+    assert response.status_code == 200, response.text
+    (log,) = shaped(propexo.WriteLogsResponse, response.json()).results.logs
+    assert (log.job_id, log.job_log_id, log.status, log.vendor, log.name) == (
+        job_id,
+        log_id,
+        "SUCCESS",
+        "BUILDIUM",
+        "residents",
+    )
+    leases = api.client.get(
+        "/v1/admin/logs/writes/", params={"write_category": "leases"}, headers=headers
+    )
+    assert shaped(propexo.WriteLogsResponse, leases.json()).results.logs == []
+
+
+def test_data_diffs_are_propexo_shaped_and_filtered(api: ApiHarness) -> None:
+    headers = account(api)
+    integration_id = make_integration(api, headers, integration_vendor="RENTMANAGER")
+    now = datetime.now(UTC)
+    with api.session_factory.begin() as session:
+        execution = SyncExecution(
+            integration_id=integration_id, type="MANUAL", status="SUCCESS", job_id="job-9"
+        )
+        session.add(execution)
+        session.flush()
+        for age_h, pms_id in ((3, "old"), (1, "new")):
+            session.add(
+                DataDiff(
+                    integration_id=integration_id,
+                    execution_id=execution.id,
+                    model="residents",
+                    pms_id=pms_id,
+                    diff_type="UPDATE",
+                    changes={"last_name": {"old": "A", "new": "B"}},
+                    created_at=now - timedelta(hours=age_h),
+                )
+            )
+    get = lambda **params: api.client.get(  # noqa: E731
+        "/v1/admin/data-diffs/", params=params, headers=headers
+    )
+    everything = shaped(propexo.DataDiffList, get().json()).results
+    assert [(d.model_record_id, d.job_id, d.integration_vendor) for d in everything] == [
+        ("new", "job-9", "RENTMANAGER"),
+        ("old", "job-9", "RENTMANAGER"),
+    ]
+    middle = (now - timedelta(hours=2)).isoformat()
+    after = shaped(propexo.DataDiffList, get(after=middle).json()).results
+    assert [d.model_record_id for d in after] == ["new"]
+    before = shaped(propexo.DataDiffList, get(before=middle).json()).results
+    assert [d.model_record_id for d in before] == ["old"]
+    assert shaped(propexo.DataDiffList, get(integration_vendor="BUILDIUM").json()).results == []
+    assert (
+        len(shaped(propexo.DataDiffList, get(integration_vendor="RENTMANAGER").json()).results) == 2
+    )
+
+
+# -- webhooks ------------------------------------------------------------------------------
+
+HOOK_SECRET = "propexo-hook-secret-" + uuid.uuid4().hex[:8]
+
+
+def test_webhooks_crud_at_propexos_path(api: ApiHarness) -> None:
+    headers = account(api)
+    created = api.client.post(
+        "/v1/webhooks/",
+        json={
+            "url": "https://hooks.example.com/propexo",
+            "triggers": ["WRITE_OPERATION_FAILURE", "JOB_FAILURE"],
+            "secret": HOOK_SECRET,
+            "headers": [{"header": "X-Client-Token", "value": "t-1"}],
+            "model": "residents",
+        },
+        headers=headers,
+    )
+    assert created.status_code == 200, created.text
+    hook = shaped(propexo.WebhookResponse, created.json()).result
+    assert (hook.secret, hook.active, hook.system) == (HOOK_SECRET, False, "PRODUCTION")
+    assert [(t.trigger, t.model) for t in hook.triggers] == [
+        ("WRITE_OPERATION_FAILURE", "residents"),
+        ("JOB_FAILURE", "residents"),
+    ]
+    # Inactive webhooks are listed only when asked for (Propexo's `active` defaults to true).
+    assert (
+        shaped(propexo.WebhookList, api.client.get("/v1/webhooks/", headers=headers).json()).results
+        == []
+    )
+    inactive = api.client.get("/v1/webhooks/", params={"active": "false"}, headers=headers)
+    assert [w.id for w in shaped(propexo.WebhookList, inactive.json()).results] == [hook.id]
+    every = api.client.get("/v1/webhooks/", params={"active": "null"}, headers=headers)
+    assert [w.id for w in shaped(propexo.WebhookList, every.json()).results] == [hook.id]
+    updated = api.client.put(
+        f"/v1/webhooks/{hook.id}",
+        json={"active": True, "triggers": ["JOB_SUCCESS"]},
+        headers=headers,
+    )
+    assert updated.status_code == 200, updated.text
+    after = shaped(propexo.WebhookResponse, updated.json()).result
+    assert (after.active, [t.trigger for t in after.triggers]) == (True, ["JOB_SUCCESS"])
+    one = api.client.get(f"/v1/webhooks/{hook.id}", headers=headers)
+    assert shaped(propexo.WebhookOne, one.json()).results.headers == [
+        propexo.WebhookHeader(header="X-Client-Token", value="t-1")
+    ]
+    deleted = api.client.delete(f"/v1/webhooks/{hook.id}", headers=headers)
+    assert shaped(propexo.WebhookDeleted, deleted.json()).result.id == hook.id
+    assert api.client.get(f"/v1/webhooks/{hook.id}", headers=headers).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"triggers": ["DATA_NEW"]}, "triggers"),
+        ({"secret": "short"}, "secret"),
+        ({"headers": [{"header": "propexo-signature", "value": "x"}]}, "headers.0.header"),
+    ],
+    ids=["trigger-pmsq-never-fires", "short-secret", "reserved-header"],
+)
+def test_webhook_refusals_name_the_field(api: ApiHarness, body: dict[str, Any], field: str) -> None:
+    payload = {"url": "https://hooks.example.com/x", "triggers": ["JOB_FAILURE"], **body}
+    response = api.client.post("/v1/webhooks/", json=payload, headers=account(api))
+    assert response.status_code == 400, response.text
+    assert field in {d["field"] for d in response.json()["error"]["details"]["fields"]}
+
+
+def test_a_delivery_carries_propexo_signature_and_the_clients_headers(
+    api: ApiHarness, database_url: str
+) -> None:
+    headers = account(api)
+    hook = api.client.post(
+        "/v1/webhooks/",
+        json={
+            "url": "https://hooks.example.com/propexo",
+            "triggers": ["JOB_SUCCESS"],
+            "secret": HOOK_SECRET,
+            "headers": [{"header": "X-Client-Token", "value": "t-1"}],
+            "active": True,
+        },
+        headers=headers,
+    )
+    assert hook.status_code == 200, hook.text
+    job_id, _ = finished_write(api, headers, make_integration(api, headers))
+    with api.session_factory.begin() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        webhook_events.on_job_finished(session, job, job, datetime.now(UTC))
+    received: list[httpx.Request] = []
+
+    def receiver(request: httpx.Request) -> httpx.Response:
+        received.append(request)
+        return httpx.Response(200)
+
+    settings = Settings(database_url=database_url)
+    http = httpx.Client(transport=httpx.MockTransport(receiver))
+    deliverer = WebhookDeliverer(
+        api.session_factory, CredentialCipher(settings.fernet_keys), http, settings
+    )
+    assert deliverer.deliver_due() >= 1
+    (request,) = [r for r in received if r.headers.get("x-pmsq-event") == "JOB_SUCCESS"]
+    expected = hmac.new(HOOK_SECRET.encode(), request.content, hashlib.sha256).hexdigest()
+    assert request.headers["propexo-signature"] == expected
+    assert request.headers["x-client-token"] == "t-1"
+    assert json.loads(request.content)["trigger"] == "JOB_SUCCESS"
+
+
+# -- sync status (Polytomic's shape) -------------------------------------------------------
+
+
+def test_sync_status_is_polytomics(api: ApiHarness) -> None:
+    headers = account(api)
+    integration_id = make_integration(api, headers)
+    path = f"/v1/admin/integrations/{integration_id}/sync-status"
+    started = api.client.post(
+        f"/v1/admin/integrations/{integration_id}/manual-sync", json={}, headers=headers
+    )
+    execution_id = started.json()["result"]["execution"]["id"]
+    running = shaped(polytomic.SyncStatusEnvelope, api.client.get(path, headers=headers).json())
+    assert running.data.current_execution is not None
+    assert running.data.current_execution.status == "queued"
+    with api.session_factory.begin() as session:
+        execution = session.get(SyncExecution, execution_id)
+        assert execution is not None
+        execution.status = "SUCCESS"
+        execution.insert_count, execution.update_count, execution.total_count = 2, 3, 5
+        execution.completed_at = datetime.now(UTC)
+    done = shaped(polytomic.SyncStatusEnvelope, api.client.get(path, headers=headers).json())
+    assert done.data.current_execution is None and done.data.last_execution is not None
+    assert done.data.last_execution.status == "completed"
+    counts = done.data.last_execution.counts
+    assert (counts.insert, counts.update, counts.upserts, counts.total) == (2, 3, 5, 5)
+    # The integration shows the sync it completed.
+    integration = api.client.get(f"/v1/admin/integrations/{integration_id}/", headers=headers)
+    assert integration.json()["results"]["last_completed_sync"] is not None
+
+
+# -- users, data access, normalization, property configurations ----------------------------
+
+
+def test_users_are_an_empty_list_and_an_unknown_user_is_404(api: ApiHarness) -> None:
+    headers = account(api)
+    listed = api.client.get("/v1/admin/users/", headers=headers)
+    assert listed.status_code == 200, listed.text
+    assert shaped(propexo.UserList, listed.json()).results == []
+    one = api.client.get("/v1/admin/users/u-1", headers=headers)
+    assert one.status_code == 404
+    shaped(propexo.ErrorResponse, one.json())
+
+
+def test_data_access_reports_the_vendors_models(api: ApiHarness) -> None:
+    headers = account(api)
+    integration_id = make_integration(api, headers)
+    path = f"/v1/admin/integrations/{integration_id}/data-access"
+    report = shaped(propexo.DataAccessResponse, api.client.get(path, headers=headers).json())
+    assert "residents" in report.result.models
+    assert report.result.data_access_check_in_process is False
+    started = api.client.post(path, json={}, headers=headers)
+    assert started.status_code == 200, started.text
+    assert (
+        shaped(propexo.DataAccessStartedResponse, started.json()).result.began_data_access is False
+    )
+
+
+def test_normalization_has_no_custom_mappings(api: ApiHarness) -> None:
+    response = api.client.get(
+        "/v1/admin/normalization/residents/status",
+        params={"integration_vendor": "RENTMANAGER"},
+        headers=account(api),
+    )
+    assert response.status_code == 200, response.text
+    results = shaped(propexo.NormalizationResponse, response.json()).results
+    assert (results.is_custom_mapping, results.mappings) == (False, {})
+
+
+def cache_property(api: ApiHarness, integration_id: str, pms_id: str) -> None:
+    with api.session_factory.begin() as session:
+        session.add(
+            Record(integration_id=integration_id, model="properties", pms_id=pms_id, data={})
+        )
+
+
+def write_for(
+    api: ApiHarness, headers: dict[str, str], integration_id: str, property_id: str
+) -> httpx.Response:
+    body = {"integration_id": integration_id, "last_name": "Lovelace", "property_id": property_id}
+    return api.client.post("/v1/residents/?ignore_unknown_fields=true", json=body, headers=headers)
+
+
+def test_property_configurations_gate_writes(api: ApiHarness) -> None:
+    headers = account(api)
+    integration_id = make_integration(api, headers)
+    cache_property(api, integration_id, "p-1")
+    path = f"/v1/admin/integrations/{integration_id}/properties"
+    listed = api.client.get(path, headers=headers)
+    assert listed.status_code == 200, listed.text
+    (config,) = shaped(propexo.PropertyConfigurationList, listed.json()).results
+    assert (config.property_id, config.enabled) == ("p-1", True)
+    assert write_for(api, headers, integration_id, "p-1").status_code == 202
+    disabled = api.client.put(f"{path}/{config.id}", json={"enabled": False}, headers=headers)
+    assert disabled.status_code == 200, disabled.text
+    assert (
+        shaped(propexo.PropertyConfigurationUpdateResponse, disabled.json()).results.enabled
+        is False
+    )
+    refused = write_for(api, headers, integration_id, "p-1")
+    assert refused.status_code == 400, refused.text
+    assert [d["field"] for d in refused.json()["error"]["details"]["fields"]] == ["property_id"]
+    # A property never configured follows new_properties_are_enabled.
+    api.client.put(
+        f"/v1/admin/integrations/{integration_id}/",
+        json={"new_properties_are_enabled": False},
+        headers=headers,
+    )
+    assert write_for(api, headers, integration_id, "p-new").status_code == 400
+    unknown = api.client.put(f"{path}/nope", json={"enabled": True}, headers=headers)
+    assert unknown.status_code == 404
+
+
+# -- the OpenAPI document ------------------------------------------------------------------
+
+
+def test_every_json_answer_in_the_openapi_document_is_a_typed_model(api: ApiHarness) -> None:
+    """A client generated from /openapi.json gets a type for every answer, not a free-form
+    object."""
+    paths = api.client.get("/openapi.json").json()["paths"]
+    free_form = sorted(
+        (method.upper(), path, code)
+        for path, operations in paths.items()
+        for method, operation in operations.items()
+        for code, response in operation["responses"].items()
+        if code.startswith("2")
+        and "$ref" not in str(response.get("content", {}).get("application/json", {}))
+        and path != "/metrics"
+    )
+    assert free_form == []
+
+
+def test_capabilities_take_propexos_vendor_spelling(api: ApiHarness) -> None:
+    headers = account(api)
+    propexo_spelling = api.client.get("/v1/admin/capabilities/RENTMANAGER", headers=headers)
+    assert propexo_spelling.status_code == 200, propexo_spelling.text
+    pmsq_spelling = api.client.get("/v1/admin/capabilities/RENT_MANAGER", headers=headers)
+    assert propexo_spelling.json() == pmsq_spelling.json()
