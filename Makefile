@@ -20,11 +20,14 @@ $(STAMP): pyproject.toml
 services:
 	deploy/ensure-services.sh redis postgres
 
-## test: lint, then the whole suite on real servers
+## test: lint, then the whole suite on real servers, in TEST_WORKERS pytest-xdist processes
+# (most of the e2e tier's time is spent waiting on its processes, so two overlap well on 2 cores)
+TEST_WORKERS ?= 2
+
 test: venv services
 	$(BIN)/ruff check .
 	$(BIN)/mypy
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS)
 
 ## lint: ruff check and format check
 lint: venv
