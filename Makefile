@@ -4,6 +4,9 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pytest-xdist processes of `make test`: most of the e2e tier's time is spent waiting on its
+# processes, so two overlap well even on 2 cores.
+TEST_WORKERS ?= 2
 
 .PHONY: venv test lint demo services
 
@@ -20,10 +23,7 @@ $(STAMP): pyproject.toml
 services:
 	deploy/ensure-services.sh redis postgres
 
-## test: lint, then the whole suite on real servers, in TEST_WORKERS pytest-xdist processes
-# (most of the e2e tier's time is spent waiting on its processes, so two overlap well on 2 cores)
-TEST_WORKERS ?= 2
-
+## test: lint, then the whole suite on real servers
 test: venv services
 	$(BIN)/ruff check .
 	$(BIN)/mypy
