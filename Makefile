@@ -4,6 +4,11 @@ PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pytest-xdist processes of `make test`: most of the e2e tier's time is spent waiting on its
+# processes, so two overlap well even on 2 cores. Tests marked `alone` judge timing at the PMS
+# (rates, pauses, kills) and run afterwards, one at a time, so another stack's CPU use cannot
+# skew what they measure.
+TEST_WORKERS ?= 2
 
 .PHONY: venv test lint demo services
 
@@ -25,7 +30,8 @@ test: venv services
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	cd typecheck && ../$(BIN)/lint-imports ../pyproject.toml
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q -n $(TEST_WORKERS) -m "not alone"
+	$(BIN)/pytest -q -m alone
 
 ## lint: ruff check and format check, mypy, and the import contract (layers import one way)
 lint: venv

@@ -6,6 +6,8 @@ each test; `database_url` gives each test module a fresh, migrated database on e
 (SQLite file, PostgreSQL database), so a module's tests form one contract suite run per backend.
 
 Tests under `tests/integration` and `tests/e2e` are marked `integration` / `e2e` automatically.
+Under pytest-xdist (`make test` runs `pytest -n 2`) each worker is a session of its own, with its
+own servers; tests are handed out a module and backend at a time (`support.scheduling`).
 A missing redis-server or PostgreSQL skips the tests that need it, except under CI, where it fails.
 """
 
@@ -16,7 +18,7 @@ import os
 import re
 from collections.abc import Iterator
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import pytest
 import redis
@@ -50,6 +52,14 @@ def _missing(error: BinaryNotFoundError) -> NoReturn:
     if _in_ci():
         pytest.fail(f"{error} (CI is set, so this is an error rather than a skip)", pytrace=False)
     pytest.skip(str(error))
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
+    """Under `pytest -n N`, hand out whole modules, split by backend (`support.scheduling`)."""
+    from support.scheduling import ModuleBackendScheduling  # needs pytest-xdist, as this hook
+
+    return ModuleBackendScheduling(config, log)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -8,30 +8,17 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
-from support.services import RedisServer
 from support.stack import Stack
 
-#: Its own Redis database: the shared e2e stack uses 5.
-ADMIN_E2E_REDIS_DB = 6
 MAX_ATTEMPTS = 2
 
 
 @pytest.fixture(scope="module")
-def stack(database_url: str, redis_server: RedisServer) -> Iterator[Stack]:
-    url = redis_server.url.rsplit("/", 1)[0] + f"/{ADMIN_E2E_REDIS_DB}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    client.close()
-    stack = Stack(database_url, url, env={"PMSQ_MAX_ATTEMPTS": str(MAX_ATTEMPTS)})
-    try:
-        yield stack.start()
-    finally:
-        stack.stop()
+def stack_env() -> dict[str, str]:
+    return {"PMSQ_MAX_ATTEMPTS": str(MAX_ATTEMPTS)}
 
 
 def tenant() -> str:

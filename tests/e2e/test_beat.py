@@ -7,40 +7,26 @@ from __future__ import annotations
 import itertools
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-import redis
 from sqlalchemy import func, select
 from support.processes import ManagedProcess, wait_until
-from support.services import RedisServer
 from support.stack import Stack
 
 from pmsq.models.sync import SyncExecution
 
-#: Separate from the other e2e modules' broker database.
-BEAT_REDIS_DB = 7
 PERIOD_S = 2
 INTEGRATIONS = 30
 
 
 @pytest.fixture(scope="module")
-def beat_stack(database_url: str, redis_server: RedisServer) -> Iterator[Stack]:
-    url = redis_server.url.rsplit("/", 1)[0] + f"/{BEAT_REDIS_DB}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    client.close()
-    stack = Stack(database_url, url)
-    try:
-        stack.start()
-        # Beat is under test, not the syncs: without workers the fired jobs simply wait.
-        for worker in stack.workers:
-            worker.stop()
-        stack.workers.clear()
-        yield stack
-    finally:
-        stack.stop()
+def beat_stack(stack: Stack) -> Stack:
+    # Beat is under test, not the syncs: without workers the fired jobs simply wait.
+    for worker in stack.workers:
+        worker.stop()
+    stack.workers.clear()
+    return stack
 
 
 def executions(stack: Stack) -> list[SyncExecution]:

@@ -13,6 +13,10 @@ import pytest
 
 from bench.chaos import Plan, run
 
+#: Judges timing (kills on a timer, limits as the PMS sees them):
+#: `make test` runs this module alone, after the rest.
+pytestmark = pytest.mark.alone
+
 
 @pytest.mark.e2e
 def test_a_short_chaos_round_loses_doubles_and_merges_nothing() -> None:

@@ -18,6 +18,10 @@ from support.stack import Stack
 
 from pmsq.models.job import Job
 
+#: Judges timing (rates and caps as the PMS sees them):
+#: `make test` runs this module alone, after the rest.
+pytestmark = pytest.mark.alone
+
 
 @pytest.fixture(scope="module")
 def four_processes(stack: Stack) -> Stack:

@@ -11,14 +11,11 @@ from __future__ import annotations
 import signal
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import redis
 from sqlalchemy import select
 from support.processes import wait_until
-from support.services import RedisServer
 from support.stack import Stack
 
 from pmsq.models.enums import JobStatus
@@ -28,25 +25,15 @@ from pmsq.models.job import Job
 #: PMS timeout, so the requests in flight at the signal succeed rather than time out.
 LATENCY_MS = 2000
 PMS_TIMEOUT_S = 10
-#: The e2e broker's Redis database (as tests/e2e/conftest.py's `stack`).
-E2E_REDIS_DB = 5
 WRITES = 6
 #: A warm stop waits for the running jobs (one PMS answer each), then exits.
 EXIT_DEADLINE_S = 30
 
 
 @pytest.fixture(scope="module")
-def stack(database_url: str, redis_server: RedisServer) -> Iterator[Stack]:
-    """The e2e stack, with a PMS timeout longer than the injected latency."""
-    url = redis_server.url.rsplit("/", 1)[0] + f"/{E2E_REDIS_DB}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    client.close()
-    stack = Stack(database_url, url, env={"PMSQ_PMS_TIMEOUT_S": str(PMS_TIMEOUT_S)})
-    try:
-        yield stack.start()
-    finally:
-        stack.stop()
+def stack_env() -> dict[str, str]:
+    """A PMS timeout longer than the injected latency."""
+    return {"PMSQ_PMS_TIMEOUT_S": str(PMS_TIMEOUT_S)}
 
 
 def in_flight(stack: Stack, tenant: str) -> list[dict[str, Any]]:

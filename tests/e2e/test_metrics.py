@@ -4,7 +4,12 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
 from support.stack import Stack
+
+#: Judges timing (counts of admissions, which another stack's load changes):
+#: `make test` runs this module alone, after the rest.
+pytestmark = pytest.mark.alone
 
 
 def scrape(stack: Stack) -> dict[str, float]:

@@ -14,12 +14,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import redis
 from sqlalchemy import select
 from support.outbound import CountingServer, counting_server
 from support.processes import wait_until
 from support.services import RedisServer
-from support.stack import Stack
+from support.stack import Stack, running_stack
 
 from pmsq.crypto import CredentialCipher
 from pmsq.models.account import Account
@@ -27,24 +26,16 @@ from pmsq.models.integration import Integration
 from pmsq.models.webhook import WebhookEndpoint
 from pmsq.settings import Settings
 
-#: Redis database of this module's broker (see tests/e2e/conftest.py); one stack at a time.
-E2E_REDIS_DB = 5
 DEADLINE_S = 60
 EVENTS = ["WRITE_OPERATION_SUCCESS", "WRITE_OPERATION_FAILURE"]
 
 
 @contextmanager
-def running_stack(database_url: str, redis_server: RedisServer, allowed: str) -> Iterator[Stack]:
-    url = redis_server.url.rsplit("/", 1)[0] + f"/{E2E_REDIS_DB}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    client.close()
+def stack_allowing(database_url: str, redis_server: RedisServer, allowed: str) -> Iterator[Stack]:
+    """A stack of its own (one at a time) whose operator allows the networks `allowed`."""
     env = {"PMSQ_ALLOWED_OUTBOUND_NETWORKS": allowed, "PMSQ_MAINTENANCE_INTERVAL_S": "0.5"}
-    stack = Stack(database_url, url, env=env)
-    try:
-        yield stack.start()
-    finally:
-        stack.stop()
+    with running_stack(database_url, redis_server.url, env) as stack:
+        yield stack
 
 
 def integration_body(stack: Stack, tenant: str) -> dict[str, Any]:
@@ -99,7 +90,7 @@ def write(stack: Stack, headers: dict[str, str], integration_id: str) -> str:
 def test_with_nothing_allowed_loopback_destinations_are_refused_and_receive_nothing(
     database_url: str, redis_server: RedisServer
 ) -> None:
-    with counting_server() as receiver, running_stack(database_url, redis_server, "") as stack:
+    with counting_server() as receiver, stack_allowing(database_url, redis_server, "") as stack:
         name, tenant = f"out-{uuid.uuid4().hex[:8]}", f"o{uuid.uuid4().hex[:10]}"
         headers = stack.token(name)
         refused = post(stack, "/v1/admin/integrations/", integration_body(stack, tenant), headers)
@@ -147,7 +138,10 @@ def test_with_loopback_allowed_the_same_destinations_work(
     database_url: str, redis_server: RedisServer
 ) -> None:
     allowed = "127.0.0.0/8"
-    with counting_server() as receiver, running_stack(database_url, redis_server, allowed) as stack:
+    with (
+        counting_server() as receiver,
+        stack_allowing(database_url, redis_server, allowed) as stack,
+    ):
         name, tenant = f"out-{uuid.uuid4().hex[:8]}", f"o{uuid.uuid4().hex[:10]}"
         headers = stack.token(name)
         hook = {"url": receiver.url("/hooks"), "events": EVENTS}

@@ -12,15 +12,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
-import redis
 from support.processes import wait_until
-from support.services import RedisServer
 from support.stack import Stack
 
 from pmsq.workers.webhooks import signing
 
-#: Redis database of this module's broker (see tests/e2e/conftest.py).
-E2E_REDIS_DB = 5
 DEADLINE_S = 60
 
 
@@ -92,18 +88,9 @@ def receiver() -> Iterator[tuple[Receiver, str]]:
 
 
 @pytest.fixture(scope="module")
-def stack(database_url: str, redis_server: RedisServer) -> Iterator[Stack]:
-    """The real stack with quick maintenance passes and webhook retries."""
-    url = redis_server.url.rsplit("/", 1)[0] + f"/{E2E_REDIS_DB}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    client.close()
-    env = {"PMSQ_MAINTENANCE_INTERVAL_S": "0.5", "PMSQ_WEBHOOK_RETRY_BASE_S": "0.2"}
-    stack = Stack(database_url, url, env=env)
-    try:
-        yield stack.start()
-    finally:
-        stack.stop()
+def stack_env() -> dict[str, str]:
+    """Quick maintenance passes and webhook retries."""
+    return {"PMSQ_MAINTENANCE_INTERVAL_S": "0.5", "PMSQ_WEBHOOK_RETRY_BASE_S": "0.2"}
 
 
 def test_write_events_arrive_signed_and_a_failed_attempt_is_retried(

@@ -76,6 +76,26 @@ def wait_until(
         time.sleep(interval_s)
 
 
+def stop_all(
+    processes: Sequence[ManagedProcess], sig: int = signal.SIGTERM, timeout_s: float = 10.0
+) -> None:
+    """`ManagedProcess.stop` for several processes whose shutdowns may overlap.
+
+    Every running process gets `sig` first; then each is waited on until `timeout_s` after the
+    signals went out, and its whole process group is SIGKILLed as `stop` does. Stopping a stack
+    so takes as long as its slowest process, not the sum of all of them.
+    """
+    running = [process for process in processes if process.is_running()]
+    for process in running:
+        with contextlib.suppress(ProcessLookupError):
+            process.popen.send_signal(sig)
+    deadline = time.monotonic() + timeout_s
+    for process in running:
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            process.popen.wait(timeout=max(0.0, deadline - time.monotonic()))
+        process.kill()
+
+
 class ManagedProcess:
     """A child process started in a new session with its output captured in a log file.
 

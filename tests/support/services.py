@@ -485,12 +485,19 @@ def _pg_os_user() -> pwd.struct_passwd | None:
     useradd = shutil.which("useradd")
     if useradd is None:
         raise ServiceError("running as root, no 'postgres' user, and no useradd to create one")
-    subprocess.run(
+    created = subprocess.run(
         [useradd, "--system", "--no-create-home", "--shell", "/usr/sbin/nologin",
          FALLBACK_PG_OS_USER],
-        check=True, capture_output=True,
+        check=False, capture_output=True, text=True,
     )  # fmt: skip
-    return pwd.getpwnam(FALLBACK_PG_OS_USER)
+    try:
+        # Another pytest-xdist worker may have created it in the meantime: useradd then fails.
+        return pwd.getpwnam(FALLBACK_PG_OS_USER)
+    except KeyError:
+        raise ServiceError(
+            f"useradd {FALLBACK_PG_OS_USER} failed with status {created.returncode}: "
+            f"{created.stderr.strip()}"
+        ) from None
 
 
 class PostgresServer(_Server):

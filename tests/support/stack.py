@@ -9,20 +9,44 @@ from __future__ import annotations
 import itertools
 import sys
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 from sqlalchemy.orm import Session, sessionmaker
 
 from pmsq.api.auth import create_token
 from pmsq.models.db import make_engine, make_session_factory
-from support.processes import ManagedProcess, wait_until
+from support.processes import ManagedProcess, stop_all, wait_until
 from support.services import free_port
 
 FINAL = {"SUCCESS", "FAILURE", "PARTIAL_SUCCESS"}
+#: Redis database of a stack's broker: emptied before a stack starts, never under a running
+#: worker, whose queue bindings live there.
+BROKER_REDIS_DB = 5
 _workers = itertools.count(1)
+
+
+@contextmanager
+def running_stack(
+    database_url: str, redis_server_url: str, env: Mapping[str, str] | None = None
+) -> Iterator[Stack]:
+    """A started `Stack` on `database_url` whose broker is database `BROKER_REDIS_DB` of the
+    redis-server at `redis_server_url` (emptied first); every process is stopped on leaving."""
+    url = redis_server_url.rsplit("/", 1)[0] + f"/{BROKER_REDIS_DB}"
+    client = redis.Redis.from_url(url)
+    try:
+        client.flushdb()
+    finally:
+        client.close()
+    stack = Stack(database_url, url, env)
+    try:
+        yield stack.start()
+    finally:
+        stack.stop()
 
 
 class Stack:
@@ -73,14 +97,26 @@ class Stack:
         return f"http://127.0.0.1:{self.sandbox_port}"
 
     def start(self) -> Stack:
+        """Start the sandbox, the API and one worker, and return once all three answer.
+
+        The three boot side by side (the worker needs neither the sandbox nor the API to start),
+        so a stack is ready after its slowest process rather than after the sum of the three.
+        """
         self.sandbox.start()
         self.api.start()
+        worker = self._spawn_worker(concurrency=2)
         self.sandbox.wait_http(f"{self.sandbox_url}/_sandbox/health", deadline_s=30)
         self.api.wait_http(f"{self.api_url}/healthz", deadline_s=30)
-        self.start_worker()
+        self._wait_ready(worker)
         return self
 
     def start_worker(self, concurrency: int = 2) -> ManagedProcess:
+        """Start one more worker and return once it consumes from the queue."""
+        worker = self._spawn_worker(concurrency)
+        self._wait_ready(worker)
+        return worker
+
+    def _spawn_worker(self, concurrency: int) -> ManagedProcess:
         n = next(_workers)
         worker = ManagedProcess(
             [
@@ -90,9 +126,12 @@ class Stack:
             ],
             name=f"worker{n}", env=self.env, cwd=self.log_dir, log_dir=self.log_dir,
         ).start()  # fmt: skip
-        worker.wait_until(lambda: "ready." in worker.log_text(), deadline_s=60)
         self.workers.append(worker)
         return worker
+
+    @staticmethod
+    def _wait_ready(worker: ManagedProcess) -> None:
+        worker.wait_until(lambda: "ready." in worker.log_text(), deadline_s=60)
 
     def start_beat(self) -> ManagedProcess:
         n = next(_workers)
@@ -107,9 +146,8 @@ class Stack:
         return beat
 
     def stop(self) -> None:
-        for process in [*self.beats, *self.workers, self.api, self.sandbox]:
-            if process.is_running():
-                process.stop(timeout_s=10)
+        """Stop every process still running, all at once, and close the clients."""
+        stop_all([*self.beats, *self.workers, self.api, self.sandbox], timeout_s=10)
         self.http.close()
         self._engine.dispose()
 
