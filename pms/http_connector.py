@@ -53,7 +53,14 @@ class HttpConnector:
         if step.action == UPDATE:
             if step.target_id is None:
                 raise PmsError("UPDATE needs a target record id", retryable=False)
-            call = self._dialect.update_call(step.model, step.target_id, body, key)
+            read = self._dialect.current_call(step.model, step.target_id)
+            if read is None:
+                call = self._dialect.update_call(step.model, step.target_id, body, key)
+            else:
+                current = self._dialect.current(read.method, self._send(read, log))
+                call = self._dialect.update_call(
+                    step.model, step.target_id, body, key, current=current
+                )
             return StepResult(record=self._write(call, log))
         raise PmsError(f"unknown step action '{step.action}'", retryable=False)
 
