@@ -219,6 +219,26 @@ class BuildiumService:
 
         return await self._run(call, operation)
 
+    async def add_note(self, call: Call, applicant_id: str, raw: bytes) -> Reply:
+        """`POST /v1/applicants/{applicantId}/notes`: a note on an applicant that exists."""
+
+        def operation() -> Outcome:
+            body = _parse(raw)
+            if not self._store.exists(call.tenant, "applicants", applicant_id):
+                raise RecordNotFound(f"Applicant {applicant_id} not found.")
+            note = body.get("Note")
+            if not isinstance(note, str) or not note.strip():
+                raise Invalid([("Note", "The Note field is required.")])
+            if set(body) - {"Note"}:
+                raise Invalid(
+                    [(name, "is not a field of a note.") for name in sorted(set(body) - {"Note"})]
+                )
+            fields = {"Note": note, "ApplicantId": int(applicant_id), "LastUpdatedDateTime": _now()}
+            record = self._store.create(call.tenant, call.model, fields, id_field=ID)
+            return Outcome(Reply(201, record), record_id=str(record[ID]), applied=True)
+
+        return await self._run(call, operation)
+
     async def read(self, call: Call, record_id: str) -> Reply:
         def operation() -> Outcome:
             return Outcome(Reply(200, self._store.get(call.tenant, call.model, record_id)))
@@ -314,6 +334,13 @@ def build_buildium_router(service: BuildiumService, dialects: TenantDialects) ->
             idempotency_key=None,
             entry=current_entry(request),
         )
+
+    @router.post("/applicants/{applicant_id}/notes")
+    async def add_note(tenant: Tenant, applicant_id: int, request: Request) -> Response:
+        call = call_of(request, tenant, "applicant_notes")
+        if isinstance(call, Response):
+            return call
+        return response_of(await service.add_note(call, str(applicant_id), await request.body()))
 
     for resource, model in BUILDIUM_RESOURCES.items():
         _add_resource(router, resource, model, service, call_of)

@@ -17,6 +17,8 @@ _MODEL_RE = re.compile(MODEL_PATTERN)
 #: First segment of a Buildium path after the tenant.
 BUILDIUM_PREFIX = "v1"
 #: Buildium's resources (their path after `/v1/`) and the sandbox model that stores each.
+#: A Buildium path naming an applicant's notes, after `/v1/`.
+BUILDIUM_APPLICANT_NOTES = re.compile(r"^applicants/[^/]+/notes(/|$)")
 BUILDIUM_RESOURCES = {
     "leases/tenants": "residents",
     "applicants": "applicants",
@@ -51,6 +53,8 @@ def parse_pms_path(path: str) -> PmsPath | None:
 
 def buildium_model(resource_path: str) -> str | None:
     """The model a Buildium path after `/v1/` names (`leases/tenants/7` -> residents): the
-    longest resource it starts with."""
+    longest resource it starts with; an applicant's notes are `applicant_notes`."""
+    if BUILDIUM_APPLICANT_NOTES.match(resource_path):
+        return "applicant_notes"
     found = [r for r in BUILDIUM_RESOURCES if f"{resource_path}/".startswith(f"{r}/")]
     return BUILDIUM_RESOURCES[max(found, key=len)] if found else None

@@ -201,3 +201,20 @@ def test_an_injected_429_throttles_with_its_retry_after(sandbox: Sandbox) -> Non
     assert sandbox.records(tenant, "leases") == []
     create(connector, "leases", LEASE)  # the rule is used up
     assert len(sandbox.records(tenant, "leases")) == 1
+
+
+def test_an_applicant_note_lands_on_its_applicant(sandbox: Sandbox) -> None:
+    tenant = sandbox.buildium_tenant()
+    connector = sandbox.connector(tenant)
+    applicant_id = create(connector, "applicants", {"first_name": "Grace", "last_name": "Hopper"})
+
+    note_id = create(connector, "applicant_notes", {"applicant_id": applicant_id, "note": "hi"})
+    with pytest.raises(PmsError) as orphan:
+        create(connector, "applicant_notes", {"applicant_id": "999", "note": "lost"})
+
+    [note] = sandbox.records(tenant, "applicant_notes")
+    assert note == {
+        "Id": int(note_id), "Note": "hi", "ApplicantId": int(applicant_id),
+        "LastUpdatedDateTime": note["LastUpdatedDateTime"],
+    }  # fmt: skip
+    assert orphan.value.status_code == 404 and orphan.value.retryable is False

@@ -19,10 +19,11 @@ import pytest
 from pydantic import BaseModel, ConfigDict, Field
 
 from pmsq.errors import PmsError, PmsThrottled
-from pmsq.pms.connector import Exchange, Step
+from pmsq.pms.connector import ChildSpec, Exchange, Step
 from pmsq.pms.http_connector import HttpConnector
 from pmsq.pms.profiles import CREATE, UPDATE
 from pmsq.pms.registry import VENDORS
+from pmsq.pms.workflow import children_after
 
 BASE_URL = "https://api.buildium.com"
 CREDENTIALS = {"client_id": "client-id-1234", "client_secret": "secret-5678"}
@@ -409,3 +410,39 @@ def test_a_model_buildium_lacks_is_refused_before_anything_is_sent() -> None:
         pms.connector().execute(contact, lambda e: None)
 
     assert raised.value.retryable is False and pms.requests == []
+
+
+class NotePost(Message):
+    Note: str = Field(min_length=1, max_length=65535)
+
+
+def test_an_applicant_with_notes_is_two_calls_the_note_a_child_job() -> None:
+    profile = VENDORS.get("BUILDIUM").profile
+    payload = {"first_name": "Grace", "last_name": "Hopper", "notes": "asked about parking"}
+    pms = Buildium("applicants")
+    connector = pms.connector()
+
+    root = step("applicants", CREATE, payload)
+    created = connector.execute(root, lambda e: None)
+    children = children_after(profile, root, created.created_record_id)
+    assert children == [
+        ChildSpec(
+            "applicant_notes", CREATE, None, {"note": "asked about parking", "applicant_id": "91"}
+        )
+    ]
+    [child] = children
+    pms.record = {"Id": 300, "Note": "asked about parking"}
+    note = connector.execute(
+        Step(child.model, child.action, None, child.payload, idempotency_key="k-2"), lambda e: None
+    )
+
+    applicant, note_request = pms.requests
+    assert "Note" not in json.loads(applicant.content) and "notes" not in json.loads(
+        applicant.content
+    )
+    ApplicantPost.model_validate_json(applicant.content)
+    assert (note_request.method, note_request.url.path) == ("POST", "/v1/applicants/91/notes")
+    assert_authenticated(note_request)
+    NotePost.model_validate_json(note_request.content)
+    assert note.created_record_id == "300"
+    assert note.record == {"id": "300", "note": "asked about parking"}

@@ -3,14 +3,14 @@
 
 The profile is derived from the mapping, so what the API accepts for Buildium is exactly what
 the dialect can send: residents are Buildium's rental tenants (created on a lease, so
-`lease_id`), applicants, leases and rental units. Buildium has nothing like pmsq's applicant
-contacts, so it takes none.
+`lease_id`), applicants (their `notes` a second call, in a child job), applicant notes, leases
+and rental units. Buildium has nothing like pmsq's applicant contacts, so it takes none.
 """
 
 from __future__ import annotations
 
 from pmsq.models.enums import Vendor
-from pmsq.pms.profiles import BOTH, ModelSupport, VendorProfile
+from pmsq.pms.profiles import BOTH, CREATE, FollowUp, ModelSupport, VendorProfile
 from pmsq.pms.vendor import VendorSpec
 from pmsq.pms.vendors.buildium.dialect import BuildiumCredentials, BuildiumDialect
 from pmsq.pms.vendors.buildium.mapping import MODELS
@@ -19,9 +19,20 @@ from pmsq.pms.vendors.buildium.mapping import MODELS
 #: `max_request_frequency` a Buildium integration should be given with a SECOND cadence.
 RATE_LIMIT_PER_S = 10
 
+#: An applicant's notes go to `/v1/applicants/{id}/notes` once it exists, as a child job.
+NOTES = {"notes": FollowUp(model="applicant_notes", link_field="applicant_id", value_field="note")}
+
 PROFILE = VendorProfile(
     Vendor.BUILDIUM.value,
-    {name: ModelSupport(BOTH, mapping.writable_fields()) for name, mapping in MODELS.items()},
+    {
+        "residents": ModelSupport(BOTH, MODELS["residents"].writable_fields()),
+        "applicants": ModelSupport(BOTH, MODELS["applicants"].writable_fields(), follow_ups=NOTES),
+        "applicant_notes": ModelSupport(
+            frozenset({CREATE}), MODELS["applicant_notes"].writable_fields()
+        ),
+        "leases": ModelSupport(BOTH, MODELS["leases"].writable_fields()),
+        "units": ModelSupport(BOTH, MODELS["units"].writable_fields()),
+    },
     supports_idempotency_key=False,
     api_hosts=("api.buildium.com", "apisandbox.buildium.com"),
 )

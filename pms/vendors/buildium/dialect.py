@@ -79,7 +79,7 @@ class BuildiumDialect(Dialect[BuildiumCredentials]):
 
     def create_call(self, model: str, body: dict[str, Any], idempotency_key: str | None) -> Call:
         mapping = _model(model)
-        return Call("POST", mapping.path, body=mapping.to_buildium(body, create=True))
+        return Call("POST", mapping.collection(body), body=mapping.to_buildium(body, create=True))
 
     def current_call(self, model: str, record_id: str) -> Call | None:
         return Call("GET", f"{_model(model).path}/{record_id}")
@@ -166,7 +166,7 @@ def _model_of(response: httpx.Response) -> ModelMap | None:
         path = response.request.url.path
     except RuntimeError:  # a response built without its request
         return None
-    found = [m for m in MODELS.values() if f"{m.path}/" in f"{path}/"]
+    found = [m for m in MODELS.values() if m.answers(path)]
     return max(found, key=lambda m: len(m.path), default=None)
 
 

@@ -17,6 +17,7 @@ client's fields over it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -166,17 +167,30 @@ class Carried:
 class ModelMap:
     """A unified model as one Buildium resource."""
 
-    #: The collection path; one record is `{path}/{id}`.
+    #: The collection path; one record is `{path}/{id}`. `{name}` segments are filled from
+    #: the unified body's `path_fields` (a note's applicant), which are not sent in the body.
     path: str
     fields: tuple[FieldMap, ...]
     #: Buildium fields a create needs that no unified field gives, with the value pmsq sends.
     create_defaults: Mapping[str, Any] = field(default_factory=dict)
     #: What an update keeps of the current record (Buildium's PUT replaces it whole).
     carry: tuple[Carried, ...] = ()
+    #: Unified fields that name the parent in `path` instead of travelling in the body.
+    path_fields: tuple[str, ...] = ()
+
+    def collection(self, body: Mapping[str, Any]) -> str:
+        """The collection path, its `{name}` segments filled from `body`."""
+        values = {name: str(body.get(name) or "") for name in self.path_fields}
+        return self.path.format(**values)
+
+    def answers(self, url_path: str) -> bool:
+        """Whether `url_path` is this resource's collection or one of its records."""
+        pattern = re.sub(r"\\{[a-z_]+\\}", "[^/]+", re.escape(self.path))
+        return re.search(f"{pattern}(?:/[^/]+)?$", url_path) is not None
 
     def writable_fields(self) -> frozenset[str]:
         """The unified fields a client may write: what the vendor profile accepts."""
-        return frozenset(f.unified for f in self.fields if f.writable)
+        return frozenset(f.unified for f in self.fields if f.writable) | set(self.path_fields)
 
     def to_buildium(
         self, body: Mapping[str, Any], *, create: bool, current: Mapping[str, Any] | None = None
@@ -375,10 +389,19 @@ UNITS = ModelMap(
     ),
 )
 
+#: Notes on an applicant (`/v1/applicants/{applicantId}/notes`): Buildium's applicant message
+#: has no notes, so an applicant's `notes` follow its create in a call of their own.
+APPLICANT_NOTES = ModelMap(
+    path="/v1/applicants/{applicant_id}/notes",
+    fields=(FieldMap("note", "Note"),),
+    path_fields=("applicant_id",),
+)
+
 #: Every unified model Buildium takes, by its pmsq name.
 MODELS: Mapping[str, ModelMap] = {
     "residents": RESIDENTS,
     "applicants": APPLICANTS,
+    "applicant_notes": APPLICANT_NOTES,
     "leases": LEASES,
     "units": UNITS,
 }
