@@ -3,14 +3,16 @@
 
 The profile is derived from the mapping, so what the API accepts for Buildium is exactly what
 the dialect can send: residents are Buildium's rental tenants (created on a lease, so
-`lease_id`), applicants (their `notes` a second call, in a child job), applicant notes, leases
-and rental units. Buildium has nothing like pmsq's applicant contacts, so it takes none.
+`lease_id`), applicants (their `notes` a second call, in a child job: the dialect knows
+`applicant_notes`, but clients write them only with their applicant, and syncs do not read
+them), leases and rental units. Buildium has nothing like pmsq's applicant contacts, so it
+takes none.
 """
 
 from __future__ import annotations
 
 from pmsq.models.enums import Vendor
-from pmsq.pms.profiles import BOTH, CREATE, FollowUp, ModelSupport, VendorProfile
+from pmsq.pms.profiles import BOTH, FollowUp, ModelSupport, VendorProfile
 from pmsq.pms.vendor import VendorSpec
 from pmsq.pms.vendors.buildium.dialect import BuildiumCredentials, BuildiumDialect
 from pmsq.pms.vendors.buildium.mapping import MODELS
@@ -27,9 +29,6 @@ PROFILE = VendorProfile(
     {
         "residents": ModelSupport(BOTH, MODELS["residents"].writable_fields()),
         "applicants": ModelSupport(BOTH, MODELS["applicants"].writable_fields(), follow_ups=NOTES),
-        "applicant_notes": ModelSupport(
-            frozenset({CREATE}), MODELS["applicant_notes"].writable_fields()
-        ),
         "leases": ModelSupport(BOTH, MODELS["leases"].writable_fields()),
         "units": ModelSupport(BOTH, MODELS["units"].writable_fields()),
     },
