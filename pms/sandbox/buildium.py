@@ -260,11 +260,16 @@ class BuildiumService:
 
         return await self._run(call, operation)
 
-    async def list(self, call: Call, query: Mapping[str, str]) -> Reply:
+    async def list(
+        self, call: Call, query: Mapping[str, str], where: Mapping[str, str] | None = None
+    ) -> Reply:
+        """A page of the resource (`where`: field equality, a note's applicant), its total in
+        `X-Total-Count`."""
+
         def operation() -> Outcome:
             offset = _int_param(query, "offset", 0, 0, None)
             limit = _int_param(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-            found = self._store.find(call.tenant, call.model, {})
+            found = self._store.find(call.tenant, call.model, where or {})
             since = query.get("lastupdatedfrom")
             if since is not None:
                 try:
@@ -341,6 +346,15 @@ def build_buildium_router(service: BuildiumService, dialects: TenantDialects) ->
         if isinstance(call, Response):
             return call
         return response_of(await service.add_note(call, str(applicant_id), await request.body()))
+
+    @router.get("/applicants/{applicant_id}/notes")
+    async def list_notes(tenant: Tenant, applicant_id: int, request: Request) -> Response:
+        call = call_of(request, tenant, "applicant_notes")
+        if isinstance(call, Response):
+            return call
+        query = dict(request.query_params)
+        where = {"ApplicantId": str(applicant_id)}
+        return response_of(await service.list(call, query, where))
 
     for resource, model in BUILDIUM_RESOURCES.items():
         _add_resource(router, resource, model, service, call_of)

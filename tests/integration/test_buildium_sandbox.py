@@ -10,6 +10,8 @@ from __future__ import annotations
 import sys
 import uuid
 from collections.abc import Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -218,3 +220,26 @@ def test_an_applicant_note_lands_on_its_applicant(sandbox: Sandbox) -> None:
         "LastUpdatedDateTime": note["LastUpdatedDateTime"],
     }  # fmt: skip
     assert orphan.value.status_code == 404 and orphan.value.retryable is False
+
+
+def test_a_re_attempted_note_whose_answer_was_lost_is_found_not_written_twice(
+    sandbox: Sandbox,
+) -> None:
+    tenant = sandbox.buildium_tenant()
+    connector = sandbox.connector(tenant)
+    applicant_id = create(connector, "applicants", {"first_name": "Grace", "last_name": "Hopper"})
+    accepted_at = datetime.now(UTC) - timedelta(seconds=1)
+    rule = {"tenant": tenant, "model": "applicant_notes", "kind": "apply_then_status",
+            "status": 502, "times": 1}  # fmt: skip
+    assert sandbox.http.post("/_sandbox/faults", json=rule).status_code == 201
+    payload = {"applicant_id": applicant_id, "note": "parking?"}
+    note = Step("applicant_notes", CREATE, None, payload, "k", accepted_at=accepted_at)
+
+    with pytest.raises(PmsError) as lost:
+        connector.execute(note, lambda e: None)
+    again = connector.execute(replace(note, outcome_unknown=True), lambda e: None)
+
+    assert lost.value.outcome_unknown is True
+    [stored] = sandbox.records(tenant, "applicant_notes")
+    assert again.created_record_id == str(stored["Id"])
+    assert [r["method"] for r in sandbox.requests(tenant)][-2:] == ["POST", "GET"]

@@ -445,4 +445,19 @@ def test_an_applicant_with_notes_is_two_calls_the_note_a_child_job() -> None:
     assert_authenticated(note_request)
     NotePost.model_validate_json(note_request.content)
     assert note.created_record_id == "300"
-    assert note.record == {"id": "300", "note": "asked about parking"}
+    assert note.record == {"id": "300", "note": "asked about parking", "applicant_id": "91"}
+
+
+def test_a_re_attempted_note_reads_back_under_its_applicant_and_is_found() -> None:
+    pms = Buildium("applicants")
+    pms.record = {"Id": 300, "Note": "asked about parking"}
+    payload = {"note": "asked about parking", "applicant_id": "91"}
+    accepted_at = datetime(2026, 5, 1, 12, 0, tzinfo=UTC)
+
+    result = pms.connector().execute(
+        Step("applicant_notes", CREATE, None, payload, "k-2", True, accepted_at), lambda e: None
+    )
+
+    [read] = pms.requests
+    assert (read.method, read.url.path) == ("GET", "/v1/applicants/91/notes")
+    assert result.created_record_id == "300"

@@ -118,20 +118,25 @@ class BuildiumDialect(Dialect[BuildiumCredentials]):
         if created_after is not None:
             instant = created_after.astimezone(UTC).replace(microsecond=0)
             params["lastupdatedfrom"] = instant.strftime("%Y-%m-%dT%H:%M:%SZ")
-        return Call("GET", _model(model).path, params=params)
+        return Call("GET", _model(model).collection(wanted), params=params)
 
     def record(self, method: str, response: httpx.Response) -> dict[str, Any]:
         data = json_body(method, response)
         if not isinstance(data, dict):
             return {}
         model = _model_of(response)
-        return model.from_buildium(data) if model is not None else {}
+        if model is None:
+            return {}
+        return {**model.from_buildium(data), **model.path_values(response.request.url.path)}
 
     def page(self, method: str, response: httpx.Response) -> tuple[list[dict[str, Any]], bool]:
         data = json_body(method, response)
         model = _model_of(response)
         items = data if isinstance(data, list) else []
-        records = [model.from_buildium(i) for i in items if isinstance(i, dict)] if model else []
+        if model is None:
+            return [], _has_more(response, len(items))
+        parent = model.path_values(response.request.url.path)
+        records = [{**model.from_buildium(i), **parent} for i in items if isinstance(i, dict)]
         return records, _has_more(response, len(items))
 
     def error_message(self, response: httpx.Response) -> str:

@@ -185,8 +185,19 @@ class ModelMap:
 
     def answers(self, url_path: str) -> bool:
         """Whether `url_path` is this resource's collection or one of its records."""
-        pattern = re.sub(r"\\{[a-z_]+\\}", "[^/]+", re.escape(self.path))
-        return re.search(f"{pattern}(?:/[^/]+)?$", url_path) is not None
+        return self._pattern().search(url_path) is not None
+
+    def path_values(self, url_path: str) -> dict[str, str]:
+        """The unified `path_fields` a URL of this resource names (a note's `applicant_id`):
+        Buildium's records do not repeat them, so records read back get them from here."""
+        found = self._pattern().search(url_path)
+        return {k: v for k, v in found.groupdict().items() if v} if found else {}
+
+    def _pattern(self) -> re.Pattern[str]:
+        pattern = re.escape(self.path)
+        for name in self.path_fields:
+            pattern = pattern.replace(re.escape(f"{{{name}}}"), f"(?P<{name}>[^/]+)")
+        return re.compile(f"{pattern}(?:/[^/]+)?$")
 
     def writable_fields(self) -> frozenset[str]:
         """The unified fields a client may write: what the vendor profile accepts."""
