@@ -2,7 +2,8 @@
 
 What to send for a step is decided here, once for every vendor: a workflow's validation, a
 create (read back first when an earlier attempt's outcome is unknown and the vendor has no
-idempotency keys), an update, a page of a sync. How each request is spelled and each answer
+idempotency keys), an update (the record read first when the dialect's PMS replaces records
+whole), a page of a sync. How each request is spelled and each answer
 read is the vendor's dialect (`pmsq.pms.dialect`); pacing, capture, redaction and the error
 mapping are `pmsq.pms.http`'s. Each vendor's quirks beyond the wire (which models, fields and
 workflows it has; whether it honours idempotency keys; where it stores an external reference)
