@@ -63,15 +63,19 @@ def test_a_create_with_credentials_that_do_not_fit_is_refused_naming_the_field(
 ) -> None:
     headers = api.token(f"acct-{uuid.uuid4().hex[:8]}")
     key, other = secret(), secret()
+    # Buildium's credentials are a client id and secret; every other vendor's a key.
+    field, second = (
+        ("client_id", "client_secret") if vendor == "BUILDIUM" else ("api_key", "password")
+    )
     misfits = [
-        {"api_key": [key]},  # not a string
-        {"password": other},  # no key at all
-        {"api_key": f" {key}\n", "password": other},  # unusable in a header
+        {field: [key]},  # not a string
+        {second: other},  # no key at all
+        {field: f" {key}\n", second: other},  # unusable in a header
     ]
 
     for credentials in misfits:
         refused = api.client.post(PATH, json=body(vendor, credentials=credentials), headers=headers)
-        assert_refused(refused, "credentials.api_key", key, other)
+        assert_refused(refused, f"credentials.{field}", key, other)
 
     assert api.client.get(PATH, headers=headers).json()["results"] == []
 
