@@ -7,10 +7,11 @@ those requests looks like (method, path, query, body, auth headers) and what the
 capture, redaction, the 429/5xx/timeout mapping, outcome known or unknown) is shared
 (`pmsq.pms.http`), so a new dialect cannot get those wrong.
 
-`SandboxDialect` is the dialect the sandbox PMS speaks, and for now every built-in vendor's:
-`GenericDialect`'s wire shape with a bearer key. A vendor with its own wire shape subclasses
-`Dialect` (or `GenericDialect`, overriding what differs and saying how it authenticates) and
-names it in its `VendorSpec`.
+`SandboxDialect` is the sandbox PMS's generic dialect, which every built-in vendor without a
+dialect of its own speaks (`wire_format` "generic"); Buildium speaks its published API
+(`pmsq.pms.vendors.buildium`). A vendor with its own wire shape subclasses `Dialect` (or
+`GenericDialect`, overriding what differs and saying how it authenticates) and names it in its
+`VendorSpec`.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Generic, TypeVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import httpx
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, field_validator
@@ -27,6 +28,8 @@ from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, fiel
 from pmsq.errors import PmsError
 from pmsq.pms.http import json_body, status_error
 
+#: The wire format of `GenericDialect`: the sandbox's own, which no real PMS speaks.
+GENERIC_WIRE_FORMAT = "generic"
 #: List parameter of the generic dialect: records created at or after an ISO 8601 instant.
 CREATED_AFTER_PARAM = "created_after"
 
@@ -68,6 +71,10 @@ class Dialect(ABC, Generic[C]):
     2xx answers (other statuses go to `error_message` and `error`).
     """
 
+    #: The wire format this dialect speaks, as the capabilities answer names it: `generic` is
+    #: the sandbox's own shape (`GenericDialect`), anything else a vendor's published API.
+    wire_format: ClassVar[str] = GENERIC_WIRE_FORMAT
+
     def __init__(self, credentials: C | None) -> None:
         self.credentials = credentials
 
@@ -81,9 +88,26 @@ class Dialect(ABC, Generic[C]):
 
     @abstractmethod
     def update_call(
-        self, model: str, record_id: str, body: dict[str, Any], idempotency_key: str | None
+        self,
+        model: str,
+        record_id: str,
+        body: dict[str, Any],
+        idempotency_key: str | None,
+        current: dict[str, Any] | None = None,
     ) -> Call:
-        """Update the record `record_id`."""
+        """Update the record `record_id`. `current` is the record as the PMS answered
+        `current_call`, when the dialect asks for one."""
+
+    def current_call(self, model: str, record_id: str) -> Call | None:
+        """A read to send before an update, for a PMS whose update replaces the record whole
+        (the update then carries what the client left out); None, the default, sends the
+        update alone. A failure of this read is a read's: nothing was written."""
+        return None
+
+    def current(self, method: str, response: httpx.Response) -> dict[str, Any]:
+        """The record a 2xx answer to `current_call` holds, as the PMS spells it."""
+        data = json_body(method, response)
+        return data if isinstance(data, dict) else {}
 
     @abstractmethod
     def validate_call(self, model: str, body: dict[str, Any]) -> Call:
@@ -160,7 +184,12 @@ class GenericDialect(Dialect[C]):
         return Call("POST", f"/{model}", body=body, headers=_key_header(idempotency_key))
 
     def update_call(
-        self, model: str, record_id: str, body: dict[str, Any], idempotency_key: str | None
+        self,
+        model: str,
+        record_id: str,
+        body: dict[str, Any],
+        idempotency_key: str | None,
+        current: dict[str, Any] | None = None,
     ) -> Call:
         return Call("PUT", f"/{model}/{record_id}", body=body, headers=_key_header(idempotency_key))
 

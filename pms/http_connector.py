@@ -2,7 +2,8 @@
 
 What to send for a step is decided here, once for every vendor: a workflow's validation, a
 create (read back first when an earlier attempt's outcome is unknown and the vendor has no
-idempotency keys), an update, a page of a sync. How each request is spelled and each answer
+idempotency keys), an update (the record read first when the dialect's PMS replaces records
+whole), a page of a sync. How each request is spelled and each answer
 read is the vendor's dialect (`pmsq.pms.dialect`); pacing, capture, redaction and the error
 mapping are `pmsq.pms.http`'s. Each vendor's quirks beyond the wire (which models, fields and
 workflows it has; whether it honours idempotency keys; where it stores an external reference)
@@ -53,7 +54,14 @@ class HttpConnector:
         if step.action == UPDATE:
             if step.target_id is None:
                 raise PmsError("UPDATE needs a target record id", retryable=False)
-            call = self._dialect.update_call(step.model, step.target_id, body, key)
+            read = self._dialect.current_call(step.model, step.target_id)
+            if read is None:
+                call = self._dialect.update_call(step.model, step.target_id, body, key)
+            else:
+                current = self._dialect.current(read.method, self._send(read, log))
+                call = self._dialect.update_call(
+                    step.model, step.target_id, body, key, current=current
+                )
             return StepResult(record=self._write(call, log))
         raise PmsError(f"unknown step action '{step.action}'", retryable=False)
 

@@ -35,15 +35,31 @@ class NestedChildren:
 
 
 @dataclass(frozen=True)
+class FollowUp:
+    """A field the PMS takes only in a call of its own, once the parent record exists: a value
+    becomes one child job of `model` with `{value_field: value, link_field: parent id}`.
+
+    Example: Buildium takes an applicant's notes only at `/v1/applicants/{id}/notes`, so an
+    applicant created with `notes` is two calls, each its own job in the write's tree.
+    """
+
+    model: str
+    link_field: str
+    value_field: str
+
+
+@dataclass(frozen=True)
 class ModelSupport:
     actions: frozenset[str]
     fields: frozenset[str]
     nested: Mapping[str, NestedChildren] = field(default_factory=dict)
     #: How a client CREATE starts; a workflow vendor may validate first.
     create_step: str = CREATE
+    #: Fields sent after the create, each in a child job of its own.
+    follow_ups: Mapping[str, FollowUp] = field(default_factory=dict)
 
     def writable_fields(self) -> frozenset[str]:
-        return self.fields | frozenset(self.nested)
+        return self.fields | frozenset(self.nested) | frozenset(self.follow_ups)
 
 
 @dataclass(frozen=True)

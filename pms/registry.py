@@ -73,7 +73,10 @@ class Registry:
     def capabilities(self) -> dict[str, Any]:
         """Every vendor's models, actions and fields, as `GET /v1/admin/capabilities` shows
         them."""
-        return {vendor.name: _capabilities(vendor.profile) for vendor in self}
+        return {
+            vendor.name: {"wire_format": vendor.wire_format, **_capabilities(vendor.profile)}
+            for vendor in self
+        }
 
 
 def load_entry_point(entry_point: EntryPoint) -> VendorSpec[Any]:

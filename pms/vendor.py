@@ -40,6 +40,12 @@ class VendorSpec(Generic[C]):
         """The vendor's name, as integrations store it in `integration_vendor`."""
         return self.profile.vendor
 
+    @property
+    def wire_format(self) -> str:
+        """What goes over the wire: `generic` (the sandbox's shape, which no real PMS speaks,
+        so such an integration can only reach the sandbox) or the vendor's own API."""
+        return self.dialect(None).wire_format
+
     def check_credentials(self, raw: Mapping[str, Any]) -> C:
         """`raw` as the vendor's credentials model.
 

@@ -19,15 +19,15 @@ def first_step_action(profile: VendorProfile, model: str, client_action: str) ->
 
 
 def request_body(profile: VendorProfile, step: Step) -> dict[str, Any]:
-    """The step's payload without nested lists, which become child jobs instead.
+    """The step's payload without nested lists and follow-ups, which become child jobs instead.
 
     A CREATE for a vendor with a `reference_field` also carries the step's idempotency key
     there (every attempt, the first included), so a re-attempt can find exactly this write's
     record at the PMS. Clients cannot set that field: it is no model's writable field.
     """
     support = profile.models.get(step.model)
-    nested = support.nested if support else {}
-    body = {k: v for k, v in step.payload.items() if k not in nested}
+    later = {*support.nested, *support.follow_ups} if support else set()
+    body = {k: v for k, v in step.payload.items() if k not in later}
     if step.action == CREATE and profile.reference_field is not None:
         body[profile.reference_field] = step.idempotency_key
     return body
@@ -47,4 +47,9 @@ def children_after(
         for item in step.payload.get(field_name) or []:
             body = {**item, nested.link_field: created_record_id}
             children.append(ChildSpec(nested.model, CREATE, None, body))
+    for field_name, follow_up in support.follow_ups.items():
+        value = step.payload.get(field_name)
+        if value is not None:
+            body = {follow_up.value_field: value, follow_up.link_field: created_record_id}
+            children.append(ChildSpec(follow_up.model, CREATE, None, body))
     return children

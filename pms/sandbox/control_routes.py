@@ -10,6 +10,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Path, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from pmsq.pms.sandbox.buildium import Dialect
 from pmsq.pms.sandbox.faults import FaultSpec
 from pmsq.pms.sandbox.paths import TENANT_PATTERN
 from pmsq.pms.sandbox.state import SandboxState
@@ -21,6 +22,14 @@ class LimitSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     requests_per_s: float | None = Field(default=None, gt=0)
+
+
+class DialectSpec(BaseModel):
+    """Body of `POST /_sandbox/tenants/{tenant}/dialect`: the wire the tenant speaks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    dialect: Dialect
 
 
 def build_control_router(state: SandboxState) -> APIRouter:
@@ -48,6 +57,13 @@ def build_control_router(state: SandboxState) -> APIRouter:
     ) -> dict[str, Any]:
         state.limits.set(tenant, spec.requests_per_s)
         return {"tenant": tenant, "requests_per_s": spec.requests_per_s}
+
+    @router.post("/tenants/{tenant}/dialect")
+    async def set_dialect(
+        tenant: Annotated[str, Path(pattern=TENANT_PATTERN)], spec: DialectSpec
+    ) -> dict[str, Any]:
+        state.dialects.set(tenant, spec.dialect)
+        return {"tenant": tenant, "dialect": spec.dialect.value}
 
     @router.get("/requests")
     async def list_requests(

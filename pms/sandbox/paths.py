@@ -1,4 +1,5 @@
-"""Parsing of PMS dialect paths (`/t/{tenant}/{model}[/{id}]`), shared by routes and recorder."""
+"""Parsing of PMS paths, shared by routes and recorder: the generic dialect's
+`/t/{tenant}/{model}[/{id}]` and Buildium's `/t/{tenant}/v1/{resource}[/{id}]`."""
 
 from __future__ import annotations
 
@@ -13,6 +14,17 @@ TENANT_PATTERN = r"^[A-Za-z0-9_.-]+$"
 MODEL_PATTERN = r"^[a-z][a-z0-9_-]*$"
 
 _MODEL_RE = re.compile(MODEL_PATTERN)
+#: First segment of a Buildium path after the tenant.
+BUILDIUM_PREFIX = "v1"
+#: Buildium's resources (their path after `/v1/`) and the sandbox model that stores each.
+#: A Buildium path naming an applicant's notes, after `/v1/`.
+BUILDIUM_APPLICANT_NOTES = re.compile(r"^applicants/[^/]+/notes(/|$)")
+BUILDIUM_RESOURCES = {
+    "leases/tenants": "residents",
+    "applicants": "applicants",
+    "leases": "leases",
+    "rentals/units": "units",
+}
 
 
 @dataclass(frozen=True)
@@ -33,5 +45,16 @@ def parse_pms_path(path: str) -> PmsPath | None:
         return None
     segments = path[len(PMS_PREFIX) :].split("/")
     tenant = segments[0]
+    if len(segments) > 1 and segments[1] == BUILDIUM_PREFIX:
+        return PmsPath(tenant=tenant, model=buildium_model("/".join(segments[2:])))
     model = segments[1] if len(segments) > 1 and _MODEL_RE.match(segments[1]) else None
     return PmsPath(tenant=tenant, model=model)
+
+
+def buildium_model(resource_path: str) -> str | None:
+    """The model a Buildium path after `/v1/` names (`leases/tenants/7` -> residents): the
+    longest resource it starts with; an applicant's notes are `applicant_notes`."""
+    if BUILDIUM_APPLICANT_NOTES.match(resource_path):
+        return "applicant_notes"
+    found = [r for r in BUILDIUM_RESOURCES if f"{resource_path}/".startswith(f"{r}/")]
+    return BUILDIUM_RESOURCES[max(found, key=len)] if found else None

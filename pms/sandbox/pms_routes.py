@@ -47,7 +47,8 @@ class DroppedAnswer(Response):
         # No body follows: the server sees an unfinished answer and closes the connection.
 
 
-def _response(reply: Reply) -> Response:
+def response_of(reply: Reply) -> Response:
+    """The HTTP answer of a service's reply (a drop, no body, or JSON)."""
     if reply.drop:
         return DroppedAnswer()
     if reply.body is None:
@@ -61,35 +62,35 @@ def build_pms_router(service: PmsService) -> APIRouter:
     @router.post("/{model}")
     async def create_record(tenant: Tenant, model: Model, request: Request) -> Response:
         body = await request.body()
-        return _response(await service.create(_call(request, tenant, model), body))
+        return response_of(await service.create(_call(request, tenant, model), body))
 
     @router.post("/{model}/validate")
     async def validate_record(tenant: Tenant, model: Model, request: Request) -> Response:
         body = await request.body()
-        return _response(await service.validate(_call(request, tenant, model), body))
+        return response_of(await service.validate(_call(request, tenant, model), body))
 
     @router.put("/{model}/{record_id}")
     async def update_record(
         tenant: Tenant, model: Model, record_id: RecordId, request: Request
     ) -> Response:
         body = await request.body()
-        return _response(await service.update(_call(request, tenant, model), record_id, body))
+        return response_of(await service.update(_call(request, tenant, model), record_id, body))
 
     @router.get("/{model}/{record_id}")
     async def read_record(
         tenant: Tenant, model: Model, record_id: RecordId, request: Request
     ) -> Response:
-        return _response(await service.read(_call(request, tenant, model), record_id))
+        return response_of(await service.read(_call(request, tenant, model), record_id))
 
     @router.delete("/{model}/{record_id}")
     async def delete_record(
         tenant: Tenant, model: Model, record_id: RecordId, request: Request
     ) -> Response:
-        return _response(await service.delete(_call(request, tenant, model), record_id))
+        return response_of(await service.delete(_call(request, tenant, model), record_id))
 
     @router.get("/{model}")
     async def list_records(tenant: Tenant, model: Model, request: Request) -> Response:
         query = dict(request.query_params)
-        return _response(await service.list(_call(request, tenant, model), query))
+        return response_of(await service.list(_call(request, tenant, model), query))
 
     return router

@@ -10,6 +10,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from pmsq.pms.sandbox.buildium import BuildiumService, build_buildium_router
 from pmsq.pms.sandbox.control_routes import build_control_router
 from pmsq.pms.sandbox.middleware import RecordingMiddleware
 from pmsq.pms.sandbox.pms_routes import build_pms_router
@@ -48,12 +49,16 @@ async def _http_error(_: Request, exc: Exception) -> JSONResponse:
 def create_app(state: SandboxState | None = None) -> FastAPI:
     """A sandbox PMS app with its own, empty memory (or `state`, to inspect it from tests).
 
-    Errors always answer `{"error": "<message>"}`, as the PMS dialect does.
+    Errors answer `{"error": "<message>"}`, as the generic dialect does, except on the
+    Buildium routes of a tenant switched to Buildium (`pmsq.pms.sandbox.buildium`).
     """
     state = state if state is not None else SandboxState()
     app = FastAPI(title="pmsq sandbox PMS")
     app.include_router(build_control_router(state))
-    app.include_router(build_pms_router(PmsService(state.store, state.memory, state.faults)))
+    service = PmsService(state.store, state.memory, state.faults)
+    buildium = BuildiumService(state.store, service)
+    app.include_router(build_buildium_router(buildium, state.dialects))
+    app.include_router(build_pms_router(service))
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
     app.add_middleware(RecordingMiddleware, recorder=state.recorder, limits=state.limits)

@@ -69,12 +69,13 @@ class Call:
     entry: RequestRecord
 
 
-def _fault_reply(rule: FaultRule) -> Reply:
+def _fault_reply(rule: FaultRule, error_body: Callable[[str], Any] | None = None) -> Reply:
     status = rule.spec.status or 500
     headers = {}
     if status == 429 and rule.spec.retry_after_s is not None:
         headers[RETRY_AFTER] = format_header_number(rule.spec.retry_after_s)
-    return Reply(status, {"error": rule.error_message}, headers)
+    body = error_body(rule.error_message) if error_body else {"error": rule.error_message}
+    return Reply(status, body, headers)
 
 
 def _positive_int(query: Mapping[str, str], name: str, default: int) -> int:
@@ -115,7 +116,7 @@ class PmsService:
             record = self._store.create(call.tenant, call.model, fields)
             return Outcome(Reply(201, record), record_id=record["id"], applied=True)
 
-        return await self._run(call, operation, replayable=True)
+        return await self.run(call, operation, replayable=True)
 
     async def validate(self, call: Call, raw_body: bytes) -> Reply:
         """Runs the POST rules without storing. Not replayable: a connector may validate and
@@ -126,7 +127,7 @@ class PmsService:
             check_create(call.model, fields, self._applicant_checker(call.tenant))
             return Outcome(Reply(200, {"valid": True}))
 
-        return await self._run(call, operation, replayable=False)
+        return await self.run(call, operation, replayable=False)
 
     async def update(self, call: Call, record_id: str, raw_body: bytes) -> Reply:
         def operation() -> Outcome:
@@ -137,20 +138,20 @@ class PmsService:
             record = self._store.update(call.tenant, call.model, record_id, fields)
             return Outcome(Reply(200, record), record_id=record_id, applied=True)
 
-        return await self._run(call, operation, replayable=True)
+        return await self.run(call, operation, replayable=True)
 
     async def delete(self, call: Call, record_id: str) -> Reply:
         def operation() -> Outcome:
             self._store.delete(call.tenant, call.model, record_id)
             return Outcome(Reply(204), record_id=record_id, applied=True)
 
-        return await self._run(call, operation, replayable=False)
+        return await self.run(call, operation, replayable=False)
 
     async def read(self, call: Call, record_id: str) -> Reply:
         def operation() -> Outcome:
             return Outcome(Reply(200, self._store.get(call.tenant, call.model, record_id)))
 
-        return await self._run(call, operation, replayable=False)
+        return await self.run(call, operation, replayable=False)
 
     async def list(self, call: Call, query: Mapping[str, str]) -> Reply:
         """One page of records in creation order; `created_after` keeps those the PMS created at
@@ -171,11 +172,19 @@ class PmsService:
             }
             return Outcome(Reply(200, body))
 
-        return await self._run(call, operation, replayable=False)
+        return await self.run(call, operation, replayable=False)
 
-    async def _run(
-        self, call: Call, operation: Callable[[], Outcome], *, replayable: bool
+    async def run(
+        self,
+        call: Call,
+        operation: Callable[[], Outcome],
+        *,
+        replayable: bool,
+        error_body: Callable[[str], Any] | None = None,
     ) -> Reply:
+        """`operation` under the tenant's fault rules (and, when `replayable`, its idempotency
+        memory). `error_body` shapes an injected error's body from its message, for a dialect
+        whose errors are not `{"error": ...}`."""
         rule = self._faults.take(call.tenant, call.method, call.model, call.path)
         if rule is None:
             return self._answer(call, operation, replayable=replayable)
@@ -188,7 +197,7 @@ class PmsService:
         if kind in RESET_KINDS:
             return self._drop(call)
         if kind in STATUS_KINDS or reply is None:
-            return _fault_reply(rule)
+            return _fault_reply(rule, error_body)
         return reply
 
     @staticmethod

@@ -44,13 +44,20 @@ class Store:
         self._created_at_s: dict[tuple[str, str, str], float] = {}
         self._last_number: dict[tuple[str, str], int] = {}
 
-    def create(self, tenant: str, model: str, fields: JsonObject) -> JsonObject:
-        """Store a new record; an `id` in `fields` is ignored because the PMS assigns ids."""
+    def create(
+        self, tenant: str, model: str, fields: JsonObject, *, id_field: str = "id"
+    ) -> JsonObject:
+        """Store a new record; an id in `fields` is ignored because the PMS assigns ids.
+
+        With the default `id_field` the id is `<model>-<n>`; with another (Buildium's `Id`) it
+        is the number itself, an int in the record and its string as `record_id` here.
+        """
         key = (tenant, model)
         number = self._last_number.get(key, 0) + 1
         self._last_number[key] = number
-        record_id = f"{model}-{number}"
-        record = {"id": record_id, **{k: v for k, v in fields.items() if k != "id"}}
+        record_id = f"{model}-{number}" if id_field == "id" else str(number)
+        assigned: str | int = record_id if id_field == "id" else number
+        record = {id_field: assigned, **{k: v for k, v in fields.items() if k != id_field}}
         self._records.setdefault(key, {})[record_id] = copy.deepcopy(record)
         self._created_at_s[(tenant, model, record_id)] = time.time()
         return record
@@ -65,8 +72,18 @@ class Store:
     def update(self, tenant: str, model: str, record_id: str, fields: JsonObject) -> JsonObject:
         """Merge `fields` over the record (an `id` field is ignored); raises `RecordNotFound`."""
         stored = self._stored(tenant, model, record_id)
-        stored.update(copy.deepcopy({k: v for k, v in fields.items() if k != "id"}))
+        stored.update(copy.deepcopy({k: v for k, v in fields.items() if k not in ("id", "Id")}))
         return copy.deepcopy(stored)
+
+    def replace(
+        self, tenant: str, model: str, record_id: str, fields: JsonObject, *, id_field: str = "id"
+    ) -> JsonObject:
+        """Put `fields` in place of the record (its id and creation time stay); raises
+        `RecordNotFound`."""
+        stored = self._stored(tenant, model, record_id)
+        record = {id_field: stored[id_field], **{k: v for k, v in fields.items() if k != id_field}}
+        self._records[(tenant, model)][record_id] = copy.deepcopy(record)
+        return copy.deepcopy(record)
 
     def delete(self, tenant: str, model: str, record_id: str) -> None:
         """Raises `RecordNotFound` when the tenant has no such record."""
@@ -83,14 +100,14 @@ class Store:
     ) -> list[JsonObject]:
         """Records of one tenant and model whose fields equal every filter, in creation order;
         with `created_after_s`, only those created at or after that epoch time."""
-        records = self._records.get((tenant, model), {}).values()
+        records = self._records.get((tenant, model), {}).items()
         return [
             copy.deepcopy(r)
-            for r in records
+            for record_id, r in records
             if _matches(r, filters)
             and (
                 created_after_s is None
-                or self._created_at_s[(tenant, model, r["id"])] >= created_after_s
+                or self._created_at_s[(tenant, model, record_id)] >= created_after_s
             )
         ]
 

@@ -1,11 +1,13 @@
 """`make demo`: the whole write path end to end on this machine, in a few seconds.
 
 Starts a throwaway redis-server, the sandbox PMS, the API, one Celery worker and beat (each in
-its own process group, logs in a temp directory), creates a token and a Buildium integration,
-submits writes that succeed, fan out and partly fail, fail at the PMS, meet a transient 503, or
-carry an unknown field, and prints each write's status as it changes until all are final; then
-shows a sync that beat fired. Everything it started is stopped on the way out, also on Ctrl-C
-and on errors. Exit 0 only if everything ended as expected; 2 if redis-server is not installed.
+its own process group, logs in a temp directory), creates a token, an integration speaking the
+sandbox's generic dialect and a Buildium one (the sandbox answering that tenant on Buildium's
+own wire), submits writes that succeed, fan out and partly fail, fail at the PMS, meet a
+transient 503, or carry an unknown field, and prints each write's status as it changes until
+all are final; then shows a sync that beat fired. Everything it started is stopped on the way
+out, also on Ctrl-C and on errors. Exit 0 only if everything ended as expected; 2 if
+redis-server is not installed.
 """
 
 from __future__ import annotations
@@ -38,8 +40,13 @@ FOLLOW_DEADLINE_S = 60.0
 POLL_INTERVAL_S = 0.1
 #: Grace period of each child between SIGTERM and SIGKILL.
 STOP_TIMEOUT_S = 10.0
-#: The sandbox tenant the demo integration writes to (the last segment of its base URL).
+#: The sandbox tenant the generic integration writes to (the last segment of its base URL).
 TENANT = "demo"
+#: The sandbox tenant that speaks Buildium, and the Buildium integration's credentials.
+BUILDIUM_TENANT = "demo-buildium"
+BUILDIUM_CREDENTIALS = {"client_id": "demo-client-id", "client_secret": "demo-client-secret"}
+#: Requests per second Buildium allows an account: the Buildium integration's limit.
+BUILDIUM_RATE_LIMIT_PER_S = 10
 #: The demo integration's sync cadence, in seconds, and how long to wait for one sync.
 SYNC_EVERY_S = 5
 SYNC_DEADLINE_S = 30.0
@@ -137,15 +144,53 @@ def demo_writes(integration_id: str) -> list[DemoWrite]:
                 "integration_id": integration_id,
                 "resident_id": "residents-1",
                 "unit_id": "u-1",
-                "rent_amount_in_cents": 1850,
+                "rent_amount_in_cents": 185000,
             },
             "SUCCESS",
         ),
     ]
 
 
+def buildium_writes(integration_id: str) -> list[DemoWrite]:
+    """Writes of the Buildium integration: each goes out in Buildium's own paths and fields."""
+    return [
+        DemoWrite(
+            "buildium: applicant + notes",
+            "applicants",
+            {
+                "integration_id": integration_id,
+                "first_name": "Katherine",
+                "last_name": "Johnson",
+                "email_1": "kj@example.com",
+                "notes": "asked about parking",  # a second call, in a child job
+            },
+            "SUCCESS",
+        ),
+        DemoWrite(
+            "buildium: rental unit",
+            "units",
+            {
+                "integration_id": integration_id,
+                "name": "4B",
+                "property_id": "3",
+                "bedrooms": 2,
+                "bathrooms": 1.5,
+                "address_1": "1 Main St",
+            },
+            "SUCCESS",
+        ),
+        DemoWrite(
+            "buildium: tenant, no lease",
+            "residents",
+            {"integration_id": integration_id, "first_name": "Dorothy", "last_name": "Vaughan"},
+            "FAILURE",
+            expected_error="lease_id (LeaseId)",
+        ),
+    ]
+
+
 def unknown_field_write(integration_id: str) -> DemoWrite:
-    """A resident with a field Buildium lacks: refused with 400, accepted once stripped."""
+    """A resident with a field the vendor lacks: refused with 400, accepted once stripped."""
     return DemoWrite(
         "resident + favorite_color",
         "residents",
@@ -360,8 +405,8 @@ def create_integration(api: httpx.Client, sandbox_url: str) -> str:
     response = api.post(
         "/v1/admin/integrations/",
         json={
-            "name": "Demo Buildium",
-            "integration_vendor": "BUILDIUM",
+            "name": "Demo generic",
+            "integration_vendor": "SANDBOX",
             "active": True,
             "base_url": f"{sandbox_url}/t/{TENANT}",
             "credentials": {"api_key": "demo-secret-key"},
@@ -371,6 +416,28 @@ def create_integration(api: httpx.Client, sandbox_url: str) -> str:
         },
     )
     integration_id: str = _expect(response, 200, "create integration")["result"]["id"]
+    return integration_id
+
+
+def create_buildium_integration(api: httpx.Client, sandbox: httpx.Client, sandbox_url: str) -> str:
+    """A Buildium integration whose base URL is a sandbox tenant switched to Buildium's wire,
+    limited to Buildium's published rate."""
+    switched = sandbox.post(
+        f"/_sandbox/tenants/{BUILDIUM_TENANT}/dialect", json={"dialect": "buildium"}
+    )
+    _expect(switched, 200, "switch the sandbox tenant to Buildium")
+    response = api.post(
+        "/v1/admin/integrations/",
+        json={
+            "name": "Demo Buildium",
+            "integration_vendor": "BUILDIUM",
+            "base_url": f"{sandbox_url}/t/{BUILDIUM_TENANT}",
+            "credentials": BUILDIUM_CREDENTIALS,
+            "max_request_frequency": BUILDIUM_RATE_LIMIT_PER_S,
+            "max_request_cadence": "SECOND",
+        },
+    )
+    integration_id: str = _expect(response, 201, "create Buildium integration")["result"]["id"]
     return integration_id
 
 
@@ -472,10 +539,14 @@ def print_summary(tracked: Sequence[Tracked], refused_ok: bool, sandbox: httpx.C
         write = item.write
         record = item.created_record_id or "-"
         _row(write.label, write.expected_status, item.status, record, item.as_expected)
-    requests = _expect(
-        sandbox.get("/_sandbox/requests", params={"tenant": TENANT}), 200, "sandbox requests"
-    )["requests"]
-    print(f"\nThe sandbox PMS received {len(requests)} requests for tenant '{TENANT}'.")
+    print()
+    for tenant, wire in ((TENANT, "generic"), (BUILDIUM_TENANT, "Buildium")):
+        requests = _expect(
+            sandbox.get("/_sandbox/requests", params={"tenant": tenant}), 200, "sandbox requests"
+        )["requests"]
+        paths = sorted({f"{r['method']} {r['path'].split(tenant, 1)[1]}" for r in requests})
+        print(f"The sandbox PMS received {len(requests)} requests for tenant '{tenant}' ({wire}):")
+        print("  " + ", ".join(paths))
 
 
 def _row(label: str, expected: str, got: str, record: str, ok: bool | str) -> None:
@@ -504,12 +575,14 @@ def run(services: Services) -> bool:
         httpx.Client(base_url=services.sandbox_url, timeout=10.0) as sandbox,
     ):
         integration_id = create_integration(api, services.sandbox_url)
+        buildium_id = create_buildium_integration(api, sandbox, services.sandbox_url)
         print(
-            f"{_now()}  services up; integration {integration_id} (BUILDIUM, sandbox tenant "
-            f"'{TENANT}')\n",
+            f"{_now()}  services up; integration {integration_id} (SANDBOX, generic wire, "
+            f"tenant '{TENANT}'), integration {buildium_id} (BUILDIUM, Buildium's wire, tenant "
+            f"'{BUILDIUM_TENANT}')\n",
             flush=True,
         )
-        writes = demo_writes(integration_id)
+        writes = demo_writes(integration_id) + buildium_writes(buildium_id)
         inject_503(sandbox)
         tracked = [submit(api, write) for write in writes]
         stripped = unknown_field_write(integration_id)

@@ -41,8 +41,8 @@ def attempts(
 
 
 def partial_write(stack: Stack, headers: dict[str, str], name: str) -> tuple[str, str]:
-    """A BUILDIUM applicant with three contacts, the last with an invalid phone."""
-    integration_id = stack.integration(headers, "BUILDIUM", name)
+    """A SANDBOX applicant with three contacts, the last with an invalid phone."""
+    integration_id = stack.integration(headers, "SANDBOX", name)
     body = {
         "integration_id": integration_id,
         "last_name": "Hopper",

@@ -63,7 +63,7 @@ def test_credentials_never_leak(stack: Stack) -> None:
 def run_writes_and_read_everything(stack: Stack, credentials: dict[str, str]) -> None:
     headers = stack.token("secretive")
     name = f"t{uuid.uuid4().hex[:10]}"
-    integration_id = stack.integration(headers, "BUILDIUM", name, credentials=credentials)
+    integration_id = stack.integration(headers, "SANDBOX", name, credentials=credentials)
     base = f"{stack.api_url}/v1/admin"
 
     stack.fault(tenant=name, method="POST", model="leases", kind="status", status=503)

@@ -61,7 +61,7 @@ def submit(stack: Stack, headers: dict[str, str], integration_id: str) -> list[s
     for i in range(WRITES):
         body = {"integration_id": integration_id, "last_name": f"F{i:03d}"}
         response = stack.write(headers, "residents", body)
-        assert response.status_code == 202, response.text
+        assert response.status_code == 200, response.text
         ids.append(response.json()["job_id"])
     return ids
 

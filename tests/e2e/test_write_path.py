@@ -17,7 +17,7 @@ def tenant() -> str:
 def test_create_succeeds_and_reports_the_pms_record_id(stack: Stack) -> None:
     headers = stack.token("acme")
     name = tenant()
-    integration_id = stack.integration(headers, "BUILDIUM", name)
+    integration_id = stack.integration(headers, "SANDBOX", name)
     accepted = stack.write(
         headers,
         "residents",
@@ -49,7 +49,7 @@ def test_pms_validation_error_fails_with_the_pms_text(stack: Stack) -> None:
 def test_child_tree_with_one_failing_child_is_partial_success(stack: Stack) -> None:
     headers = stack.token("acme")
     name = tenant()
-    integration_id = stack.integration(headers, "BUILDIUM", name)
+    integration_id = stack.integration(headers, "SANDBOX", name)
     body = {
         "integration_id": integration_id,
         "last_name": "Hopper",

@@ -60,7 +60,11 @@ def make_integration(
         "integration_vendor": vendor,
         "active": True,
         "base_url": "http://127.0.0.1:9/t/x",
-        "credentials": {"api_key": SECRET, "password": PASSWORD},
+        "credentials": (
+            {"client_id": SECRET, "client_secret": PASSWORD}
+            if vendor == "BUILDIUM"
+            else {"api_key": SECRET, "password": PASSWORD}
+        ),
         # Fast enough that neither admission spacing nor request pacing holds a test back.
         "max_request_frequency": 1000,
         "max_job_concurrency": 100,
@@ -716,7 +720,7 @@ def test_retry_write_of_unknown_or_foreign_write_is_404(api: ApiHarness, databas
 
 def test_retry_of_a_child_job_id_is_404(api: ApiHarness, database_url: str) -> None:
     headers = account(api)
-    integration_id = make_integration(api, headers, "BUILDIUM")
+    integration_id = make_integration(api, headers, "SANDBOX")
     root = write(
         api, headers, integration_id, "applicants",
         last_name="Hopper", contacts=[{"phone_1": "555-0100"}],

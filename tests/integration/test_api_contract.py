@@ -43,7 +43,7 @@ def count_jobs(api: ApiHarness) -> int:
 
 def test_create_write_answers_202_stores_root_job_and_publishes(api: ApiHarness) -> None:
     headers = api.token("acme")
-    integration_id = make_integration(api, headers, "BUILDIUM")
+    integration_id = make_integration(api, headers, "SANDBOX")
     body = {"integration_id": integration_id, "last_name": "Lovelace", "notes": "vip"}
     response = api.client.post("/v1/residents/", json=body, headers=headers)
     assert response.status_code == 200, response.text

@@ -62,11 +62,16 @@ def account(api: ApiHarness) -> dict[str, str]:
 
 
 def integration_body(vendor: str = "SANDBOX", **extra: Any) -> dict[str, Any]:
+    credentials = (
+        {"client_id": "client-0123", "client_secret": "secret-0123456789"}
+        if vendor == "BUILDIUM"
+        else {"api_key": "key-0123456789"}
+    )
     return {
         "name": "pms",
         "integration_vendor": vendor,
         "active": True,
-        "credentials": {"api_key": "key-0123456789"},
+        "credentials": credentials,
         "max_request_frequency": 1000,
         **extra,
     }

@@ -64,7 +64,6 @@ def test_the_healing_paths_span_slots_without_a_cross_slot_command(client: redis
     assert client.zcard(READY) == len(INTEGRATIONS)
     assert flow.limits_versions(INTEGRATIONS) == [None] * len(INTEGRATIONS)
     assert flow.enqueue_orphan("int4", "orphan")
-    flow.wake("int5")
     flow.record_pms_limits("int6", {"X-RateLimit-Limit": "10"})
     assert flow.usage("int6").pms_reported == {"X-RateLimit-Limit": "10"}
 

@@ -301,7 +301,10 @@ def test_a_pms_redirect_is_an_answer_not_a_hop() -> None:
 
 def snapshot(vendor: Vendor, base_url: str | None) -> IntegrationSnapshot:
     cipher = CredentialCipher([DEV_SECRET_KEY])
-    return IntegrationSnapshot("int-1", vendor.value, base_url, cipher.encrypt({"api_key": "k"}))
+    credentials = (
+        {"client_id": "id", "client_secret": "s"} if vendor is Vendor.BUILDIUM else {"api_key": "k"}
+    )
+    return IntegrationSnapshot("int-1", vendor.value, base_url, cipher.encrypt(credentials))
 
 
 def test_fixed_host_vendors_use_their_host_and_refuse_others() -> None:
@@ -309,7 +312,7 @@ def test_fixed_host_vendors_use_their_host_and_refuse_others() -> None:
 
     def pms(request: httpx.Request) -> httpx.Response:
         seen.append(str(request.url))
-        return httpx.Response(201, json={"id": "r-1"})
+        return httpx.Response(201, json={"Id": 1})
 
     http = httpx.Client(transport=httpx.MockTransport(pms))  # no network at all
     cipher = CredentialCipher([DEV_SECRET_KEY])
@@ -317,7 +320,7 @@ def test_fixed_host_vendors_use_their_host_and_refuse_others() -> None:
     factory = ConnectorFactory(cipher, http)
     connector, _ = factory.build(snapshot(Vendor.BUILDIUM, None), lambda: None)
     connector.execute(step, lambda _: None)
-    assert seen == ["https://api.buildium.com/residents"]
+    assert seen == ["https://api.buildium.com/v1/leases/tenants"]
     sandbox = "https://apisandbox.buildium.com/v1"
     factory.build(snapshot(Vendor.BUILDIUM, sandbox), lambda: None)
     with pytest.raises(DestinationRefused, match="not one of this vendor's API hosts"):

@@ -14,6 +14,8 @@ from pmsq.pms.registry import VENDORS, capabilities, profile_for
 from pmsq.pms.workflow import children_after, first_step_action, request_body
 
 BUILDIUM = profile_for("BUILDIUM")
+#: Every model and field the generic dialect has, with applicant contacts as child jobs.
+SANDBOX = profile_for("SANDBOX")
 RENT_MANAGER = profile_for("RENT_MANAGER")
 RESIDENT = {"first_name": "Ada", "last_name": "Lovelace", "email_1": "ada@example.com"}
 
@@ -112,7 +114,7 @@ def test_wrong_values_fail_validation_naming_the_field_path(
     model: str, payload: dict[str, Any], bad_field: str
 ) -> None:
     with pytest.raises(ValidationFailed) as raised:
-        BUILDIUM.clean_payload(model, CREATE, payload, ignore_unknown=False)
+        SANDBOX.clean_payload(model, CREATE, payload, ignore_unknown=False)
     assert type(raised.value) is ValidationFailed
     assert fields_named(raised.value) == [bad_field]
     assert bad_field in raised.value.message
@@ -120,7 +122,7 @@ def test_wrong_values_fail_validation_naming_the_field_path(
 
 def test_every_bad_value_is_reported_at_once() -> None:
     with pytest.raises(ValidationFailed) as raised:
-        BUILDIUM.clean_payload(
+        SANDBOX.clean_payload(
             "units", CREATE, {"bedrooms": "two", "bathrooms": "one"}, ignore_unknown=False
         )
     assert sorted(fields_named(raised.value)) == ["bathrooms", "bedrooms"]
@@ -162,7 +164,11 @@ def test_capabilities_list_every_vendor_with_a_profile() -> None:
     assert set(caps) == set(VENDORS.names())
     assert {vendor.value for vendor in Vendor} <= set(caps)  # every built-in vendor has a profile
     assert caps[Vendor.APPFOLIO.value]["supports_idempotency_key"] is False
-    assert caps[Vendor.BUILDIUM.value]["supports_idempotency_key"] is True
+    assert caps[Vendor.SANDBOX.value]["supports_idempotency_key"] is True
+    assert caps[Vendor.BUILDIUM.value]["supports_idempotency_key"] is False
+    assert {name: caps[name]["wire_format"] for name in caps} == {
+        name: "buildium" if name == Vendor.BUILDIUM.value else "generic" for name in caps
+    }
 
 
 @pytest.mark.parametrize(("vendor", "model", "action", "fields"), listed_capabilities())

@@ -1059,7 +1059,7 @@ def test_children_are_spawned_linked_and_admitted(make_harness: HarnessFactory) 
 
 
 def test_children_past_the_tree_limit_fail_the_parent(make_harness: HarnessFactory) -> None:
-    harness = make_harness(vendor=Vendor.BUILDIUM, max_jobs_per_tree=2)
+    harness = make_harness(vendor=Vendor.SANDBOX, max_jobs_per_tree=2)
     contacts = [{"email_1": "a@example.com"}, {"email_1": "b@example.com"}]
     root_id = harness.submit("applicants", "CREATE", first_name="Ada", contacts=contacts)
 
