@@ -342,7 +342,7 @@ class Services:
     def stop_all(self) -> None:
         """Stop in reverse start order, so the worker finishes before redis goes away."""
         for process in reversed(self.processes):
-            process.stop(STOP_TIMEOUT_S)
+            process.stop(timeout_s=STOP_TIMEOUT_S)
 
     def describe_all(self) -> str:
         return "\n".join(process.describe() for process in self.processes)

@@ -1,4 +1,4 @@
-"""Supervise child processes for `pmsq demo`: own process group, log file, clean stop.
+"""Supervise child processes: own process group, log file, clean stop (the demo, the tests).
 
 Each child runs in a new session, so a Ctrl-C in the terminal reaches only the supervisor, which
 then stops every child deliberately, and so stopping a child also stops its own children (a
@@ -15,6 +15,7 @@ import socket
 import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Self
 
 #: Lines of a log shown when something went wrong.
 LOG_TAIL_LINES = 30
@@ -33,7 +34,11 @@ def free_port() -> int:
 
 
 class Supervised:
-    """One child process in its own session, its stdout and stderr in `log_path`."""
+    """One child process in its own session, its stdout and stderr in `log_path`.
+
+    The demo supervises its servers with it, and the test suite's process fixtures build on it
+    (`tests/support/processes.py` adds polling), so both stop children the same way.
+    """
 
     def __init__(
         self,
@@ -42,27 +47,43 @@ class Supervised:
         *,
         log_dir: Path,
         env: Mapping[str, str] | None = None,
-        cwd: Path | None = None,
+        cwd: str | os.PathLike[str] | None = None,
+        user: str | int | None = None,
+        group: str | int | None = None,
     ) -> None:
-        """Describe the process; nothing runs until `start()`. `env` replaces the environment."""
+        """Describe the process; nothing runs until `start()`. `env` replaces the environment
+        (None: the caller's); `user`/`group` drop privileges in the child (as root only)."""
         self.name = name
         self.args = [os.fspath(a) for a in args]
         self.log_path = log_dir / f"{name}.log"
         self._env = dict(env) if env is not None else None
         self._cwd = cwd
+        self._user = user
+        self._group = group
         self._popen: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> Supervised:
-        """Start the process in a new session; raises `OSError` if it cannot be executed."""
+    def environment(self) -> dict[str, str] | None:
+        """The child's environment, read at `start()`."""
+        return self._env
+
+    def start(self) -> Self:
+        """Start the process in a new session; raises `OSError` if it cannot be executed and
+        `RuntimeError` if it was started already."""
+        if self._popen is not None:
+            raise RuntimeError(f"{self.name} was already started")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "ab") as log:
+            # The child keeps its own copy of the descriptor; ours closes on leaving the block.
             self._popen = subprocess.Popen(
                 self.args,
-                env=self._env,
+                env=self.environment(),
                 cwd=self._cwd,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                user=self._user,
+                group=self._group,
             )
         return self
 
@@ -70,36 +91,60 @@ class Supervised:
     def started(self) -> bool:
         return self._popen is not None
 
+    @property
+    def popen(self) -> subprocess.Popen[bytes]:
+        if self._popen is None:
+            raise RuntimeError(f"{self.name} was not started")
+        return self._popen
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        """The exit status once the process has exited (negative: killed by that signal)."""
+        return self.popen.poll()
+
     def is_running(self) -> bool:
         return self._popen is not None and self._popen.poll() is None
 
-    def stop(self, timeout_s: float = 10.0) -> int | None:
-        """SIGTERM the process, wait up to `timeout_s`, then SIGKILL its whole process group.
+    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> int | None:
+        """Send `sig` (SIGTERM) to the process, wait up to `timeout_s`, then SIGKILL its whole
+        process group.
 
-        Only the leader gets SIGTERM, so it shuts down in its own order (a Celery worker's warm
+        Only the leader gets `sig`, so it shuts down in its own order (a Celery worker's warm
         shutdown stops its pool); the group is SIGKILLed in the end even if the leader exited in
-        time, so no grandchild outlives the demo. Returns the exit status (None if never
-        started); safe to call more than once.
+        time, so no grandchild outlives it. Returns the exit status (None if never started);
+        safe to call more than once.
         """
         popen = self._popen
         if popen is None:
             return None
         if popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
-                popen.send_signal(signal.SIGTERM)
+                popen.send_signal(sig)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 popen.wait(timeout=timeout_s)
+        return self.kill()
+
+    def kill(self) -> int:
+        """SIGKILL the whole process group, reap the process and return its exit status."""
+        popen = self.popen
         with contextlib.suppress(ProcessLookupError, PermissionError):  # group already empty
             os.killpg(popen.pid, signal.SIGKILL)
         return popen.wait()
 
-    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        """The last `lines` lines of the process's output, for error messages."""
+    def log_text(self) -> str:
+        """Everything the process wrote to stdout and stderr so far."""
         try:
-            text = self.log_path.read_text(errors="replace")
+            return self.log_path.read_text(errors="replace")
         except FileNotFoundError:
             return ""
-        return "\n".join(text.splitlines()[-lines:])
+
+    def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
+        """The last `lines` lines of the process's output, for error messages."""
+        return "\n".join(self.log_text().splitlines()[-lines:])
 
     def describe(self) -> str:
         """A header (command, state, log path) and the log tail."""

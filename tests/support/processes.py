@@ -1,8 +1,9 @@
 """Child processes for integration and end-to-end tests.
 
-`ManagedProcess` runs a command in its own session (so the whole process group can be killed),
-sends its output to a log file, and offers polling helpers that fail with the log tail instead of
-hanging. `wait_until` is also available on its own for conditions that involve no process.
+`ManagedProcess` (the demo's `Supervised`, with polling) runs a command in its own session (so
+the whole process group can be killed), sends its output to a log file, and offers polling
+helpers that fail with the log tail instead of hanging. `wait_until` is also available on its
+own for conditions that involve no process.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from types import TracebackType
 from typing import Self, TypeVar
 
 import httpx
+
+from pmsq.cli.supervisor import Supervised
 
 T = TypeVar("T")
 
@@ -42,11 +45,6 @@ def pool_children(pid: int) -> list[int]:
 
 class ProcessExitedError(RuntimeError):
     """Raised when a process being waited on exits before the awaited condition held."""
-
-
-def tail(text: str, lines: int = LOG_TAIL_LINES) -> str:
-    """The last `lines` lines of `text`, for error messages."""
-    return "\n".join(text.splitlines()[-lines:])
 
 
 def wait_until(
@@ -96,8 +94,9 @@ def stop_all(
         process.kill()
 
 
-class ManagedProcess:
-    """A child process started in a new session with its output captured in a log file.
+class ManagedProcess(Supervised):
+    """A child process started in a new session with its output captured in a log file
+    (`pmsq.cli.supervisor.Supervised`, which the demo uses too), plus polling helpers.
 
     Use as a context manager, or call `start()` and later `stop()` / `kill()`. Either way the
     whole process group is SIGKILLed when the process is stopped, so grandchildren (a Celery
@@ -121,86 +120,24 @@ class ManagedProcess:
         `log_dir` defaults to a fresh temporary directory. `user`/`group` drop privileges in the
         child (only meaningful when running as root).
         """
-        self.args = [os.fspath(a) for a in args]
-        self.name = name or Path(self.args[0]).name
-        self.env_overrides = dict(env or {})
-        self.cwd = cwd
-        self.user = user
-        self.group = group
+        name = name or Path(os.fspath(args[0])).name
         if log_dir is None:
-            log_dir = tempfile.mkdtemp(prefix=f"pmsq-{self.name}-")
-        self.log_path = Path(log_dir) / f"{self.name}.log"
-        self._popen: subprocess.Popen[bytes] | None = None
+            log_dir = tempfile.mkdtemp(prefix=f"pmsq-{name}-")
+        super().__init__(name, args, log_dir=Path(log_dir), cwd=cwd, user=user, group=group)
+        self.env_overrides = dict(env or {})
 
-    # -- lifecycle -------------------------------------------------------------------------
-
-    def start(self) -> Self:
-        """Start the process; raises `RuntimeError` if it was already started."""
-        if self._popen is not None:
-            raise RuntimeError(f"{self.name} was already started")
+    def environment(self) -> dict[str, str]:
+        """The current environment with `env`'s overrides, read at `start()`."""
         env = os.environ.copy()
         for key, value in self.env_overrides.items():
             if value is None:
                 env.pop(key, None)
             else:
                 env[key] = value
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.log_path, "ab") as log:
-            # The child keeps its own copy of the descriptor; ours is closed on leaving the block.
-            self._popen = subprocess.Popen(
-                self.args,
-                env=env,
-                cwd=self.cwd,
-                stdin=subprocess.DEVNULL,
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-                user=self.user,
-                group=self.group,
-            )
-        return self
-
-    @property
-    def popen(self) -> subprocess.Popen[bytes]:
-        if self._popen is None:
-            raise RuntimeError(f"{self.name} was not started")
-        return self._popen
-
-    @property
-    def pid(self) -> int:
-        return self.popen.pid
-
-    @property
-    def returncode(self) -> int | None:
-        """The exit status once the process has exited (negative: killed by that signal)."""
-        return self.popen.poll()
-
-    def is_running(self) -> bool:
-        return self._popen is not None and self._popen.poll() is None
-
-    def stop(self, sig: int = signal.SIGTERM, timeout_s: float = 10.0) -> int:
-        """Send `sig` to the process, wait up to `timeout_s`, then SIGKILL the process group.
-
-        Any member of the group still alive after the process exits is SIGKILLed too. Returns the
-        exit status (negative when killed by a signal). Safe to call more than once.
-        """
-        popen = self.popen
-        if popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                popen.send_signal(sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                popen.wait(timeout=timeout_s)
-        return self.kill()
-
-    def kill(self) -> int:
-        """SIGKILL the whole process group, reap the process and return its exit status."""
-        popen = self.popen
-        with contextlib.suppress(ProcessLookupError, PermissionError):  # group already empty
-            os.killpg(popen.pid, signal.SIGKILL)
-        return popen.wait()
+        return env
 
     def __enter__(self) -> Self:
-        if self._popen is None:
+        if not self.started:
             self.start()
         return self
 
@@ -210,28 +147,12 @@ class ManagedProcess:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._popen is not None:
+        if self.started:
             self.stop()
 
-    # -- output ----------------------------------------------------------------------------
-
-    def log_text(self) -> str:
-        """Everything the process wrote to stdout and stderr so far."""
-        try:
-            return self.log_path.read_text(errors="replace")
-        except FileNotFoundError:
-            return ""
-
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
-        return tail(self.log_text(), lines)
-
-    def describe(self) -> str:
-        """A header plus log tail for error messages."""
-        state = "running" if self.is_running() else f"exited with {self.returncode}"
-        return (
-            f"--- {self.name} ({' '.join(self.args)}), {state}; log {self.log_path} ---\n"
-            f"{self.log_tail()}"
-        )
+        """The last `lines` lines (more than the demo shows: a test's failure needs them)."""
+        return super().log_tail(lines)
 
     # -- polling ---------------------------------------------------------------------------
 
