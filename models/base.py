@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, overload
 
 from sqlalchemy import JSON, DateTime, MetaData
 from sqlalchemy.engine import Dialect
@@ -43,6 +43,18 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+@overload
+def iso_z(instant: datetime) -> str: ...
+@overload
+def iso_z(instant: None) -> None: ...
+def iso_z(instant: datetime | None) -> str | None:
+    """An instant as the API and webhook payloads spell it: ISO 8601 in UTC with a `Z`
+    (None stays None, for optional instants)."""
+    if instant is None:
+        return None
+    return instant.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def new_id() -> str:

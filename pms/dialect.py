@@ -152,7 +152,9 @@ class Dialect(ABC, Generic[C]):
 
 
 class ApiKeyCredentials(Credentials):
-    """A key sent as a bearer token. Integrations stored before this model may name it `token`.
+    """A key sent as a bearer token. Integrations stored before this model may name it `token`;
+    a Propexo client names it as Propexo's credentials for the vendor do (`apiKey` for Entrata
+    and ResMan, `PartnerToken` for Rent Manager).
 
     Other fields are kept (encrypted, and scrubbed from job logs like the key) but not sent.
     """
@@ -161,7 +163,9 @@ class ApiKeyCredentials(Credentials):
         extra="allow", json_schema_extra={"examples": [{"api_key": "pk_live_0123456789abcdef"}]}
     )
 
-    api_key: SecretStr = Field(validation_alias=AliasChoices("api_key", "token"))
+    api_key: SecretStr = Field(
+        validation_alias=AliasChoices("api_key", "token", "apiKey", "PartnerToken")
+    )
 
     @field_validator("api_key")
     @classmethod

@@ -13,7 +13,7 @@ from pmsq.api.pagination import PageRequest, paginate
 from pmsq.api.services.integration_views import integration_view
 from pmsq.crypto import CredentialCipher
 from pmsq.errors import Conflict, DestinationRefused, NotFound, ValidationFailed
-from pmsq.models.base import utcnow
+from pmsq.models.base import iso_z, utcnow
 from pmsq.models.enums import CADENCE_SECONDS, TERMINAL_STATUSES, Cadence, vendor_on_wire
 from pmsq.models.integration import Integration
 from pmsq.models.job import Job
@@ -298,7 +298,7 @@ def owned_integration(session: Session, account_id: str, integration_id: str) ->
 def _instant(us: int | None) -> str | None:
     if us is None:
         return None
-    return datetime.fromtimestamp(us / 1_000_000, UTC).isoformat().replace("+00:00", "Z")
+    return iso_z(datetime.fromtimestamp(us / 1_000_000, UTC))
 
 
 def to_out(integration: Integration) -> IntegrationOut:

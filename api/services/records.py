@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pmsq.api.pagination import PageRequest, paginate
 from pmsq.errors import NotFound
+from pmsq.models.base import iso_z
 from pmsq.models.integration import Integration
 from pmsq.models.record import Record
 from pmsq.pms.registry import KNOWN_MODELS
@@ -21,7 +22,7 @@ def record_view(record: Record) -> dict[str, Any]:
         "id": record.id,
         "record_id": record.pms_id,
         "integration_id": record.integration_id,
-        "synced_at": record.synced_at.isoformat().replace("+00:00", "Z"),
+        "synced_at": iso_z(record.synced_at),
         "data": record.data,
     }
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from pmsq.api.pagination import PageRequest, paginate, paginate_rows
 from pmsq.api.services.integrations import owned_integration
 from pmsq.errors import Conflict, NotFound
-from pmsq.models.base import utcnow
+from pmsq.models.base import iso_z, utcnow
 from pmsq.models.enums import vendor_on_wire
 from pmsq.models.integration import Integration
 from pmsq.models.sync import (
@@ -32,10 +32,6 @@ SCHEDULE_SORTABLE = {
     "created_at": SyncSchedule.created_at,
     "updated_at": SyncSchedule.updated_at,
 }
-
-
-def iso(value: datetime | None) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value else None
 
 
 #: A sync execution's status as Polytomic spells it: a skipped run (a backsync held the
@@ -61,9 +57,9 @@ def execution_view(execution: SyncExecution) -> dict[str, Any]:
         "models": execution.models,
         "counts": {**counts, "upserts": counts["insert"] + counts["update"]},
         "errors": [str(error) for error in execution.errors],
-        "created_at": iso(execution.created_at),
-        "started_at": iso(execution.started_at),
-        "completed_at": iso(execution.completed_at),
+        "created_at": iso_z(execution.created_at),
+        "started_at": iso_z(execution.started_at),
+        "completed_at": iso_z(execution.completed_at),
         "job_id": execution.job_id,
     }
 
@@ -72,17 +68,17 @@ def schedule_view(schedule: SyncSchedule, integration: Integration) -> dict[str,
     return {
         "id": schedule.id,
         "integration_id": schedule.integration_id,
-        "created_at": iso(schedule.created_at),
-        "updated_at": iso(schedule.updated_at),
+        "created_at": iso_z(schedule.created_at),
+        "updated_at": iso_z(schedule.updated_at),
         "job_type": schedule.job_type,
         # Propexo's statuses: a paused schedule (the integration is not live) is INACTIVE.
         "status": "ACTIVE" if schedule.status == ACTIVE else "INACTIVE",
-        "last_run": iso(schedule.last_run_at),
+        "last_run": iso_z(schedule.last_run_at),
         "sync_frequency": integration.sync_frequency,
         "sync_cadence": integration.sync_cadence,
         "use_custom_sync_schedule": integration.use_custom_sync_schedule,
         "parameters": schedule.parameters,
-        "next_execution_time": iso(schedule.next_run_at),
+        "next_execution_time": iso_z(schedule.next_run_at),
     }
 
 
@@ -94,7 +90,7 @@ def diff_view(diff: DataDiff, vendor: str, job_id: str | None) -> dict[str, Any]
         "model_record_id": diff.pms_id,
         "event_type": diff.diff_type,
         "data_diff": diff.changes,
-        "created_at": iso(diff.created_at),
+        "created_at": iso_z(diff.created_at),
         "job_id": job_id,
         "integration_id": diff.integration_id,
         "integration_vendor": vendor_on_wire(vendor),
@@ -174,7 +170,7 @@ class SyncService:
             return {
                 "current_execution": execution_view(current) if current else None,
                 "last_execution": execution_view(last) if last else None,
-                "next_execution_time": iso(next_run),
+                "next_execution_time": iso_z(next_run),
             }
 
     def diffs(

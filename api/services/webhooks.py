@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from pmsq.api.pagination import PageRequest, paginate
 from pmsq.crypto import CredentialCipher
 from pmsq.errors import DestinationRefused, NotFound, ValidationFailed
-from pmsq.models.base import utcnow
+from pmsq.models.base import iso_z, utcnow
 from pmsq.models.webhook import (
     DeliveryStatus,
     PropexoWebhookCreate,
@@ -237,10 +237,6 @@ def to_out(endpoint: WebhookEndpoint) -> WebhookOut:
     )
 
 
-def _iso(value: Any) -> str | None:
-    return value.isoformat().replace("+00:00", "Z") if value is not None else None
-
-
 def delivery_out(delivery: WebhookDelivery) -> dict[str, Any]:
     return {
         "id": delivery.id,
@@ -248,13 +244,13 @@ def delivery_out(delivery: WebhookDelivery) -> dict[str, Any]:
         "event": delivery.event,
         "status": delivery.status,
         "attempts": delivery.attempts,
-        "next_attempt_at": _iso(delivery.next_attempt_at)
+        "next_attempt_at": iso_z(delivery.next_attempt_at)
         if delivery.status == DeliveryStatus.PENDING.value
         else None,
         "last_status_code": delivery.last_status_code,
         "last_error": delivery.last_error,
-        "created_at": _iso(delivery.created_at),
-        "delivered_at": _iso(delivery.delivered_at),
+        "created_at": iso_z(delivery.created_at),
+        "delivered_at": iso_z(delivery.delivered_at),
         "payload": delivery.payload,
     }
 
@@ -265,5 +261,5 @@ def attempt_out(attempt: WebhookAttempt) -> dict[str, Any]:
         "status_code": attempt.status_code,
         "error": attempt.error,
         "duration_ms": round(attempt.duration_ms, 3),
-        "created_at": _iso(attempt.created_at),
+        "created_at": iso_z(attempt.created_at),
     }

@@ -48,6 +48,10 @@ def shaped(model: type[M], body: Any) -> M:
     return model.model_validate(body)
 
 
+#: Rent Manager's credentials as Propexo spells them (production: a partner token).
+RENT_MANAGER_CREDENTIALS = {"PartnerToken": SECRET, "companyId": "1"}
+
+
 def make_integration(api: ApiHarness, headers: dict[str, str], **extra: Any) -> str:
     body = {
         "name": "propexo client",
@@ -107,7 +111,7 @@ def test_create_answers_200_with_propexo_defaults(api: ApiHarness) -> None:
         json={
             "integration_vendor": "RENTMANAGER",
             "name": "rm",
-            "credentials": {"username": "u", "password": SECRET},
+            "credentials": RENT_MANAGER_CREDENTIALS,
         },
         headers=headers,
     )
@@ -165,7 +169,9 @@ def test_create_takes_system_manual_syncs_based_on_and_the_old_vendor_spelling(
 def test_list_items_are_propexo_integrations_and_filters_are_honoured(api: ApiHarness) -> None:
     headers = account(api)
     buildium = make_integration(api, headers)
-    rent_manager = make_integration(api, headers, integration_vendor="RENTMANAGER")
+    rent_manager = make_integration(
+        api, headers, integration_vendor="RENTMANAGER", credentials=RENT_MANAGER_CREDENTIALS
+    )
     archived = make_integration(api, headers, is_archived=True)
     listed = api.client.get("/v1/admin/integrations/", headers=headers)
     assert listed.status_code == 200, listed.text
@@ -379,7 +385,9 @@ def test_write_logs_are_results_logs_filtered_by_model(api: ApiHarness) -> None:
 
 def test_data_diffs_are_propexo_shaped_and_filtered(api: ApiHarness) -> None:
     headers = account(api)
-    integration_id = make_integration(api, headers, integration_vendor="RENTMANAGER")
+    integration_id = make_integration(
+        api, headers, integration_vendor="RENTMANAGER", credentials=RENT_MANAGER_CREDENTIALS
+    )
     now = datetime.now(UTC)
     with api.session_factory.begin() as session:
         execution = SyncExecution(

@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from pmsq.models.base import iso_z
 from pmsq.models.enums import JobStatus, vendor_on_wire
 from pmsq.models.integration import Integration
 from pmsq.models.job import SYNC_ACTION, Job
@@ -25,16 +26,12 @@ from pmsq.workers.outcome import write_outcome
 from pmsq.workers.webhooks.repository import WebhookRepository
 
 
-def _iso(instant: datetime) -> str:
-    return instant.isoformat().replace("+00:00", "Z")
-
-
 def envelope(
     event: WebhookEvent, data: dict[str, Any], now: datetime, meta: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     body: dict[str, Any] = {
         "trigger": event.value,
-        "timestamp": _iso(now),
+        "timestamp": iso_z(now),
         "data": {"event": event.value, **data},
     }
     if meta is not None:
@@ -166,8 +163,8 @@ def on_sync_finished(session: Session, execution: SyncExecution, now: datetime) 
             "status": execution.status,
             "counts": execution.counts(),
             "errors": list(execution.errors),
-            "started_at": _iso(execution.started_at) if execution.started_at else None,
-            "completed_at": _iso(execution.completed_at) if execution.completed_at else None,
+            "started_at": iso_z(execution.started_at),
+            "completed_at": iso_z(execution.completed_at),
         }
         return envelope(WebhookEvent.SYNC_COMPLETE, data, now)
 
