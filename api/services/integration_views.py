@@ -20,14 +20,17 @@ from pmsq.models.schemas import (
     IntegrationOut,
 )
 from pmsq.models.sync import UNFINISHED_SYNC, SyncExecution, SyncStatus, SyncType
-from pmsq.pms.registry import profile_for
+from pmsq.pms.profiles import VendorProfile
 
 
-def integration_view(session: Session, integration: Integration) -> IntegrationOut:
-    """`integration` as the API shows it; reads its sync executions through `session`."""
+def integration_view(
+    session: Session, integration: Integration, profile: VendorProfile
+) -> IntegrationOut:
+    """`integration` as the API shows it (`profile`: its vendor's); reads its sync executions
+    through `session`."""
     vendor = vendor_on_wire(integration.integration_vendor)
     base_interface = f"{vendor}_BASE"
-    model_names = sorted(profile_for(integration.integration_vendor).models)
+    model_names = sorted(profile.models)
     frequency = integration.max_request_frequency
     return IntegrationOut(
         id=integration.id,

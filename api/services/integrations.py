@@ -19,6 +19,7 @@ from pmsq.models.integration import Integration
 from pmsq.models.job import Job
 from pmsq.models.schemas import IntegrationCreate, IntegrationOut, IntegrationUpdate, check_rate
 from pmsq.outbound import DestinationPolicy, host_refusal
+from pmsq.pms.profiles import VendorProfile
 from pmsq.pms.registry import VENDORS, Registry
 from pmsq.pms.vendor import VendorSpec
 from pmsq.scheduler.schedules import refresh_schedule
@@ -72,7 +73,7 @@ class IntegrationService:
             session.flush()
             refresh_schedule(session, integration, utcnow())
             limits = Limits.of(integration, self._rate_margin_ms)
-            out = to_out(integration)
+            out = to_out(integration, self._profile(integration))
         self._flow.set_limits(out.id, limits)
         return out
 
@@ -118,7 +119,7 @@ class IntegrationService:
             integration.updated_at = utcnow()
             refresh_schedule(session, integration, integration.updated_at)
             limits = Limits.of(integration, self._rate_margin_ms)
-            out = to_out(integration)
+            out = to_out(integration, self._profile(integration))
         # Live limits: the next admission of this integration reads these.
         self._flow.set_limits(out.id, limits)
         return out
@@ -168,7 +169,8 @@ class IntegrationService:
 
     def get(self, account_id: str, integration_id: str) -> IntegrationOut:
         with self._session_factory() as session:
-            return to_out(self._owned(session, account_id, integration_id))
+            integration = self._owned(session, account_id, integration_id)
+            return to_out(integration, self._profile(integration))
 
     def list(
         self,
@@ -192,7 +194,7 @@ class IntegrationService:
                 page,
                 SORTABLE,
                 "created_at:desc",
-                lambda row: to_out(row).model_dump(mode="json"),
+                lambda row: to_out(row, self._profile(row)).model_dump(mode="json"),
             )
 
     def delete(self, account_id: str, integration_id: str) -> None:
@@ -220,6 +222,9 @@ class IntegrationService:
             integration.credentials_encrypted = None
             integration.updated_at = now
             refresh_schedule(session, integration, now)
+
+    def _profile(self, integration: Integration) -> VendorProfile:
+        return self._vendors.get(integration.integration_vendor).profile
 
     @staticmethod
     def _owned(session: Session, account_id: str, integration_id: str) -> Integration:
@@ -301,8 +306,8 @@ def _instant(us: int | None) -> str | None:
     return iso_z(datetime.fromtimestamp(us / 1_000_000, UTC))
 
 
-def to_out(integration: Integration) -> IntegrationOut:
+def to_out(integration: Integration, profile: VendorProfile) -> IntegrationOut:
     """The integration as the API answers it, read through the session that loaded it."""
     session = object_session(integration)
     assert session is not None, "an integration is rendered inside its session"
-    return integration_view(session, integration)
+    return integration_view(session, integration, profile)

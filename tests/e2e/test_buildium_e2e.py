@@ -100,7 +100,7 @@ def test_buildium_writes_and_sync_on_its_own_wire(stack: Stack) -> None:
         f"{stack.api_url}/v1/admin/integrations/{integration_id}/manual-sync", headers=headers
     )
     assert started.status_code == 200, started.text
-    execution_id = started.json()["execution"]["id"]
+    execution_id = started.json()["result"]["execution"]["id"]
 
     def last_execution() -> dict[str, Any] | None:
         status = stack.http.get(
@@ -110,7 +110,7 @@ def test_buildium_writes_and_sync_on_its_own_wire(stack: Stack) -> None:
         return done if done and done["id"] == execution_id else None
 
     done = wait_until(last_execution, 60, 0.1, message="sync finished", details=stack.logs)
-    assert done["status"] == "success", (done, stack.logs())
+    assert done["status"] == "completed", (done, stack.logs())
     cached = stack.http.get(
         f"{stack.api_url}/v1/residents/", params={**scope, "limit": "100"}, headers=headers
     ).json()["results"]

@@ -102,16 +102,18 @@ def check_client_flow(
     created = api.post(
         "/v1/admin/integrations/",
         json={
-            "integration_vendor": "BUILDIUM",
+            # Propexo's spelling of the vendor and of its credentials (a production partner
+            # token); Rent Manager speaks the sandbox's generic wire format in pmsq so far.
+            "integration_vendor": "RENTMANAGER",
             "name": "Propexo client",
-            "credentials": {"clientId": "client-1", "secret": "buildium-secret-0123456789"},
+            "credentials": {"PartnerToken": "rm-token-0123456789", "companyId": "42"},
             "base_url": f"{stack.sandbox_url}/t/{tenant}",
             "active": True,
         },
     )
     assert created.status_code == 200, created.text
     integration = propexo.IntegrationCreateResponse.model_validate(created.json()).result
-    assert integration.vendor == "BUILDIUM"
+    assert integration.vendor == "RENTMANAGER"
 
     def write(body: dict[str, Any]) -> str:
         response = api.post("/v1/residents/", json={"integration_id": integration.id, **body})

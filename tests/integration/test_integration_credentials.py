@@ -122,7 +122,9 @@ def test_an_unknown_vendor_is_refused_naming_the_field_on_create_and_update(
     refused = api.client.put(path, json={"integration_vendor": "sandbox"}, headers=headers)
 
     assert_refused(refused, "integration_vendor")
-    assert api.client.get(path, headers=headers).json()["result"]["integration_vendor"] == "SANDBOX"
+    assert (
+        api.client.get(path, headers=headers).json()["results"]["integration_vendor"] == "SANDBOX"
+    )
 
 
 # -- a vendor whose credentials differ: switching to it checks the credentials kept --------------
