@@ -435,9 +435,10 @@ def create_buildium_integration(api: httpx.Client, sandbox: httpx.Client, sandbo
             "credentials": BUILDIUM_CREDENTIALS,
             "max_request_frequency": BUILDIUM_RATE_LIMIT_PER_S,
             "max_request_cadence": "SECOND",
+            "active": True,
         },
     )
-    integration_id: str = _expect(response, 201, "create Buildium integration")["result"]["id"]
+    integration_id: str = _expect(response, 200, "create Buildium integration")["result"]["id"]
     return integration_id
 
 
