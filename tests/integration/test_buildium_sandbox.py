@@ -7,7 +7,6 @@ validation errors naming fields, and faults in its error shape.
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import replace
@@ -16,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support.processes import ManagedProcess
+from support.processes import sandbox_server
 from support.services import free_port
 
 from pmsq.errors import PmsError, PmsThrottled
@@ -61,13 +60,8 @@ class Sandbox:
 
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[Sandbox]:
-    port = free_port()
-    process = ManagedProcess(
-        [sys.executable, "-m", "pmsq.cli", "sandbox", "--port", str(port)], name="sandbox"
-    )
-    with process:
-        process.wait_http(f"http://127.0.0.1:{port}/_sandbox/health", deadline_s=30)
-        sandbox = Sandbox(f"http://127.0.0.1:{port}")
+    with sandbox_server(free_port()) as url:
+        sandbox = Sandbox(url)
         yield sandbox
         sandbox.http.close()
         sandbox.client.close()

@@ -8,7 +8,6 @@ server: only a server can break a connection, so the sandbox runs as `pmsq sandb
 
 from __future__ import annotations
 
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -16,7 +15,7 @@ from typing import Any
 
 import httpx
 import pytest
-from support.processes import ManagedProcess
+from support.processes import sandbox_server
 from support.services import free_port
 
 from pmsq.errors import PmsError
@@ -48,13 +47,8 @@ class Sandbox:
 
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[Sandbox]:
-    port = free_port()
-    process = ManagedProcess(
-        [sys.executable, "-m", "pmsq.cli", "sandbox", "--port", str(port)], name="sandbox"
-    )
-    with process:
-        process.wait_http(f"http://127.0.0.1:{port}/_sandbox/health", deadline_s=30)
-        sandbox = Sandbox(f"http://127.0.0.1:{port}")
+    with sandbox_server(free_port()) as url:
+        sandbox = Sandbox(url)
         yield sandbox
         sandbox.http.close()
 

@@ -12,9 +12,10 @@ import contextlib
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Self, TypeVar
@@ -225,3 +226,16 @@ class ManagedProcess(Supervised):
             raise TimeoutError(
                 f"{self.name} did not exit within {deadline_s:g}s\n{self.describe()}"
             ) from None
+
+
+@contextlib.contextmanager
+def sandbox_server(port: int) -> Iterator[str]:
+    """The sandbox PMS as its own process on `port`, ready; yields its base URL. Stack-less
+    tests of the connectors talk to it directly."""
+    process = ManagedProcess(
+        [sys.executable, "-m", "pmsq.cli", "sandbox", "--port", str(port)], name="sandbox"
+    )
+    with process:
+        url = f"http://127.0.0.1:{port}"
+        process.wait_http(f"{url}/_sandbox/health", deadline_s=30)
+        yield url
