@@ -10,35 +10,22 @@ import json
 import threading
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import httpx
 import pytest
-import redis
 from support import propexo
-from support.processes import wait_until
-from support.services import RedisServer
+from support.processes import http_receiver, wait_until
 from support.stack import Stack
 
-#: Redis database of this module's broker (see tests/e2e/conftest.py).
-E2E_REDIS_DB = 5
 DEADLINE_S = 60
 SECRET = "propexo-client-secret-" + uuid.uuid4().hex[:8]
 
 
 @pytest.fixture(scope="module")
-def stack(database_url: str, redis_server: RedisServer) -> Iterator[Stack]:
-    """The real stack with quick maintenance passes (webhook delivery)."""
-    url = redis_server.url.rsplit("/", 1)[0] + f"/{E2E_REDIS_DB}"
-    client = redis.Redis.from_url(url)
-    client.flushdb()
-    client.close()
-    stack = Stack(database_url, url, env={"PMSQ_MAINTENANCE_INTERVAL_S": "0.5"})
-    try:
-        yield stack.start()
-    finally:
-        stack.stop()
+def stack_env() -> dict[str, str]:
+    """Quick maintenance passes (webhook delivery)."""
+    return {"PMSQ_MAINTENANCE_INTERVAL_S": "0.5"}
 
 
 @pytest.fixture
@@ -47,27 +34,13 @@ def hook_receiver() -> Iterator[tuple[list[tuple[dict[str, str], bytes]], str]]:
     received: list[tuple[dict[str, str], bytes]] = []
     lock = threading.Lock()
 
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            with lock:
-                received.append(({k.lower(): v for k, v in self.headers.items()}, body))
-            self.send_response(200)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
+    def record(headers: dict[str, str], body: bytes) -> int:
+        with lock:
+            received.append((headers, body))
+        return 200
 
-        def log_message(self, *_args: Any) -> None:
-            return
-
-    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield received, f"http://127.0.0.1:{server.server_address[1]}/propexo-hooks"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with http_receiver(record, "/propexo-hooks") as url:
+        yield received, url
 
 
 def test_a_propexo_client_works_against_pmsq(

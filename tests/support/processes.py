@@ -14,11 +14,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
-from typing import Self, TypeVar
+from typing import Any, Self, TypeVar
 
 import httpx
 
@@ -239,3 +241,31 @@ def sandbox_server(port: int) -> Iterator[str]:
         url = f"http://127.0.0.1:{port}"
         process.wait_http(f"{url}/_sandbox/health", deadline_s=30)
         yield url
+
+
+@contextlib.contextmanager
+def http_receiver(handle: Callable[[dict[str, str], bytes], int], path: str) -> Iterator[str]:
+    """An HTTP endpoint in this process, for what pmsq sends out (webhooks): each POST's
+    headers (lower-cased) and body go to `handle`, whose answer is the status. Yields the URL
+    of `path` on it; the server stops on leaving."""
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            status = handle({k.lower(): v for k, v in self.headers.items()}, body)
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *_args: Any) -> None:
+            return
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}{path}"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
