@@ -180,6 +180,17 @@ class _Server:
         self.stop()
 
 
+def _answers_ping(port: int) -> bool:
+    """Whether a Redis server or sentinel on 127.0.0.1:`port` answers PING yet."""
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=1.0)
+    try:
+        return bool(client.ping())
+    except redis.ConnectionError:
+        return False
+    finally:
+        client.close()
+
+
 class RedisServer(_Server):
     """A throwaway `redis-server`: no persistence, bound to 127.0.0.1 on a free port."""
 
@@ -216,13 +227,7 @@ class RedisServer(_Server):
 
     def _ready(self) -> bool:
         assert self.port is not None
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1.0)
-        try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            return False
-        finally:
-            client.close()
+        return _answers_ping(self.port)
 
 
 class RedisReplica(RedisServer):
@@ -286,13 +291,7 @@ class RedisSentinel(_Server):
 
     def _ready(self) -> bool:
         assert self.port is not None
-        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1.0)
-        try:
-            return bool(client.ping())
-        except redis.ConnectionError:
-            return False
-        finally:
-            client.close()
+        return _answers_ping(self.port)
 
     def master_state(self) -> dict[str, str]:
         """`SENTINEL MASTER <name>` as this sentinel sees it (flags, num-slaves, ...)."""
