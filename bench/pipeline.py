@@ -357,6 +357,8 @@ class RunOptions:
     drain: bool
     beat: bool
     profile_dir: Path | None
+    #: The bench integration's concurrency cap: how many jobs may be admitted at once.
+    max_job_concurrency: int = 100
     #: py-spy counts only GIL holders (CPU) rather than every active thread (wall time).
     profile_cpu_only: bool = True
 
@@ -533,7 +535,7 @@ class _PmsqDriver:
             "active": True,
             "base_url": f"{self.run_.sandbox_url}/t/{TENANT}",
             "credentials": {"api_key": "bench-key-0123456789"},
-            "max_job_concurrency": 100,
+            "max_job_concurrency": self.options.max_job_concurrency,
             "max_request_frequency": 100_000,
             "max_request_cadence": "SECOND",
         }
@@ -912,7 +914,9 @@ def report_redis(pmsq: SystemResult, noop: SystemResult, verbose: bool) -> None:
         "\nRedis per job (idle: per second): round trips (requests read by each redis-server) "
         "and commands executed (INFO commandstats, Lua's and MULTI's included)"
     )
-    header = ["phase", "run", "broker rt", "flow rt", "total rt", "broker cmds", "flow cmds"]
+    header = [
+        "phase", "run", "broker rt", "flow rt", "total rt", "broker cmds", "flow cmds", "msgs",
+    ]  # fmt: skip
     rows = []
     for name in (IDLE, END_TO_END, ACCEPT, DRAIN):
         for run in (pmsq, noop):
@@ -929,9 +933,14 @@ def report_redis(pmsq: SystemResult, noop: SystemResult, verbose: bool) -> None:
                     f"{phase.per_unit(phase.round_trips):.2f}",
                     f"{phase.per_unit(broker.commands):.2f}" if broker else "-",
                     f"{phase.per_unit(flow.commands):.2f}" if flow else "-",
+                    f"{phase.per_unit(messages(broker)):.2f}" if broker else "-",
                 ]
             )
     print(table(header, rows))
+    print(
+        "(msgs: broker messages published per job, kombu's LPUSH; above 1, jobs were sent to "
+        "the workers more than once)"
+    )
     idle = pmsq.phase(IDLE)
     for name in (END_TO_END, DRAIN):
         ours, theirs = pmsq.phase(name), noop.phase(name)
@@ -961,6 +970,11 @@ def report_redis(pmsq: SystemResult, noop: SystemResult, verbose: bool) -> None:
                     for command, count in sorted(counts.calls.items(), key=lambda c: -c[1])
                 )
                 print(f"  {name}, {run.name}, {role}, calls per {unit}: {calls or 'none'}")
+
+
+def messages(broker: RedisCounts) -> int:
+    """Messages published to a Redis broker: kombu's Redis transport publishes with LPUSH."""
+    return broker.calls.get("lpush", 0)
 
 
 def report_profiles(profiles: Sequence[Profile]) -> None:
@@ -1068,6 +1082,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=3.0,
         help="seconds of the idle phase before the measured ones (0: none)",
     )
+    parser.add_argument(
+        "--max-job-concurrency",
+        type=int,
+        default=100,
+        help="the pmsq integration's cap on jobs admitted at once (default 100: no throttling; "
+        "admitted jobs that wait in the broker past PMSQ_JOB_LEASE_S are admitted again)",
+    )
     parser.add_argument("--skip-drain", action="store_true", help="no accept-then-drain phase")
     parser.add_argument(
         "--beat", action="store_true", help="run pmsq's beat too, its CPU counted as pmsq's"
@@ -1126,6 +1147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "workers": args.workers,
         "worker_concurrency": WORKER_CONCURRENCY,
         "threads": args.threads,
+        "max_job_concurrency": args.max_job_concurrency,
         "load_average_before": os.getloadavg(),
     }
     with ExitStack() as resources, tempfile.TemporaryDirectory(prefix="pmsq-bench-") as tmp:
@@ -1142,6 +1164,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 beat=args.beat,
                 profile_dir=args.profile,
                 profile_cpu_only=not args.profile_wall,
+                max_job_concurrency=args.max_job_concurrency,
             )
             database_url = databases.new("e2e")
             pmsq = PmsqRun(database_url, databases.server_pid, log_dir).measure(options)
