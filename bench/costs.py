@@ -12,17 +12,24 @@ running on the machine is counted:
   one per round trip, whether it carries one command, a pipeline, a MULTI/EXEC or an EVALSHA)
   and `INFO commandstats` (commands executed, including those a Lua script or a MULTI runs, so
   they are no count of round trips).
+- `RedisMonitor`: the commands clients sent to one redis-server (MONITOR), by name, EVALSHA by
+  script: what a round trip carried, without the commands run inside scripts. Opt-in: the
+  stream costs the server and this process CPU.
 - `Profiler`: `py-spy record` on processes for the length of a phase, summarised into the
   functions that hold the most samples.
 """
 
 from __future__ import annotations
 
+import hashlib
+import itertools
 import os
+import queue
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +39,8 @@ import redis
 
 #: Kernel clock ticks per second: the unit of the CPU times in `/proc/<pid>/stat`.
 CLOCK_TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+#: Seconds a `RedisMonitor` waits for its marker to come back through the stream.
+MONITOR_MARK_TIMEOUT_S = 60.0
 #: Seconds py-spy gets to write its file after SIGINT.
 PROFILER_STOP_TIMEOUT_S = 30.0
 #: Files of the frames every stack of a process shares (interpreter and CLI start-up, Celery's
@@ -170,6 +179,79 @@ class RedisMeter:
 
     def close(self) -> None:
         self._client.close()
+
+
+def lua_script_names(root: Path) -> dict[str, str]:
+    """The SHA1 (as EVALSHA names a script) of every `.lua` file under `root`, to its path
+    relative to `root`; virtual environments are skipped."""
+    names = {}
+    for path in root.rglob("*.lua"):
+        if ".venv" not in path.parts:
+            digest = hashlib.sha1(path.read_text().encode(), usedforsecurity=False).hexdigest()
+            names[digest] = str(path.relative_to(root))
+    return names
+
+
+class RedisMonitor:
+    """The commands clients sent to one redis-server, counted by name (`evalsha <script>` for
+    scripts whose source `script_names` knows), through `MONITOR` read by a thread here.
+
+    Commands a Lua script runs are not counted (MONITOR marks them `lua`), nor this module's own
+    `INFO` samples. `take` is exact: it sends a marker through the same stream and returns what
+    came before it. A pipeline or a MULTI/EXEC block shows as its commands: these are commands
+    per round trip's content, not round trips.
+    """
+
+    MARK = "bench-costs-mark"
+
+    def __init__(self, url: str, script_names: Mapping[str, str]) -> None:
+        self._script_names = dict(script_names)
+        self._monitor = redis.Redis.from_url(url).monitor()
+        self._monitor.__enter__()  # sends MONITOR and checks its OK
+        self._marker = redis.Redis.from_url(url)
+        self._counts: Counter[str] = Counter()
+        self._taken: queue.Queue[tuple[str, Counter[str]]] = queue.Queue()
+        self._sequence = itertools.count()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._read, name="redis-monitor", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        while True:
+            try:
+                entry = self._monitor.next_command()
+            except (redis.ConnectionError, OSError, ValueError):
+                if self._stopping:
+                    return
+                raise
+            if entry is None or entry["client_type"] == "lua":
+                continue
+            args = str(entry["command"]).split(" ")
+            name = args[0].lower()
+            if name == "echo" and len(args) > 1 and args[1].startswith(self.MARK):
+                self._taken.put((args[1], self._counts))
+                self._counts = Counter()
+            elif name == "info" and args[1:] == ["stats", "commandstats"]:
+                continue  # RedisMeter's sample
+            elif name == "evalsha" and len(args) > 1:
+                self._counts[f"evalsha {self._script_names.get(args[1], args[1][:8])}"] += 1
+            else:
+                self._counts[name] += 1
+
+    def take(self) -> dict[str, int]:
+        """The commands sent since the previous `take` (or since the monitor started)."""
+        mark = f"{self.MARK}-{next(self._sequence)}"
+        self._marker.echo(mark)
+        seen, counts = self._taken.get(timeout=MONITOR_MARK_TIMEOUT_S)
+        if seen != mark:
+            raise RuntimeError(f"monitor out of step: expected {mark}, read {seen}")
+        return dict(counts)
+
+    def close(self) -> None:
+        self._stopping = True
+        self._monitor.connection.disconnect()
+        self._thread.join(timeout=10)
+        self._marker.close()
 
 
 # -- py-spy -----------------------------------------------------------------------------------

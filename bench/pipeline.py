@@ -58,8 +58,10 @@ from bench.costs import (
     Profiler,
     RedisCounts,
     RedisMeter,
+    RedisMonitor,
     difference,
     find_py_spy,
+    lua_script_names,
     summarise,
 )
 from pmsq.api.auth import create_token
@@ -273,7 +275,8 @@ class PhaseCost:
     """What one phase of one system cost: CPU seconds of its own processes by group
     (`FRONT`, `WORKERS`, `BEAT`) and of its servers (`INFRA_*`), and what each of its
     redis-servers served (by role, `BROKER` / `FLOW`), over `wall_s` seconds and `jobs` jobs
-    (0 for the idle phase)."""
+    (0 for the idle phase). With `--monitor`, `sent` holds the commands clients sent to each
+    redis-server, by name."""
 
     phase: str
     jobs: int
@@ -281,6 +284,7 @@ class PhaseCost:
     cpu_s: dict[str, float]
     infra_cpu_s: dict[str, float]
     redis: dict[str, RedisCounts]
+    sent: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def cpu_total_s(self) -> float:
@@ -316,9 +320,12 @@ class Meters:
         self.cpu = CpuMeter()
         self.infra = CpuMeter()
         self.redis: dict[str, RedisMeter] = {}
+        self.monitors: dict[str, RedisMonitor] = {}
 
     def start(self) -> tuple[float, dict[str, float], dict[str, float], dict[str, RedisCounts]]:
         redis_counts = {role: meter.sample() for role, meter in self.redis.items()}
+        for monitor in self.monitors.values():
+            monitor.take()  # what came before the phase
         return time.monotonic(), self.cpu.sample(), self.infra.sample(), redis_counts
 
     def finish(
@@ -337,13 +344,32 @@ class Meters:
             role: RedisMeter.between(meter.sample(), redis_counts[role])
             for role, meter in self.redis.items()
         }
+        sent = {role: monitor.take() for role, monitor in self.monitors.items()}
+        for role in self.monitors:
+            counts[role] = without_marker(counts[role])
         for group, seconds in (extra_cpu_s or {}).items():
             cpu_s[group] = cpu_s.get(group, 0.0) + seconds
-        return PhaseCost(phase, jobs, time.monotonic() - started, cpu_s, infra_s, counts)
+        return PhaseCost(phase, jobs, time.monotonic() - started, cpu_s, infra_s, counts, sent)
+
+    def watch_redis(self, role: str, url: str, monitor: bool) -> None:
+        """Count what the redis-server at `url` serves as `role`; with `monitor`, also the
+        commands its clients send (MONITOR)."""
+        self.redis[role] = RedisMeter(url)
+        if monitor:
+            self.monitors[role] = RedisMonitor(url, lua_script_names(REPO_ROOT))
 
     def close(self) -> None:
         for meter in self.redis.values():
             meter.close()
+        for monitor in self.monitors.values():
+            monitor.close()
+
+
+def without_marker(counts: RedisCounts) -> RedisCounts:
+    """`counts` less the `ECHO` a `RedisMonitor` sent at the start of the phase."""
+    calls = dict(counts.calls)
+    calls["echo"] = calls.get("echo", 0) - 1
+    return RedisCounts(counts.round_trips - 1, {k: v for k, v in calls.items() if v})
 
 
 @dataclass(frozen=True)
@@ -359,6 +385,8 @@ class RunOptions:
     profile_dir: Path | None
     #: The bench integration's concurrency cap: how many jobs may be admitted at once.
     max_job_concurrency: int = 100
+    #: Count the commands clients send to each redis-server (MONITOR).
+    monitor: bool = False
     #: py-spy counts only GIL holders (CPU) rather than every active thread (wall time).
     profile_cpu_only: bool = True
 
@@ -428,8 +456,8 @@ class PmsqRun:
             meters.infra.watch(INFRA_SANDBOX, sandbox.pid)
             if self.database_pid is not None:
                 meters.infra.watch(INFRA_DATABASE, self.database_pid)
-            meters.redis[FLOW] = RedisMeter(redis_url_of(flow_redis))
-            meters.redis[BROKER] = RedisMeter(redis_url_of(broker_redis))
+            meters.watch_redis(FLOW, redis_url_of(flow_redis), options.monitor)
+            meters.watch_redis(BROKER, redis_url_of(broker_redis), options.monitor)
 
             control = Celery("bench_pmsq_control", broker=redis_url_of(broker_redis))
             control.conf.update(broker_connection_retry_on_startup=True)
@@ -599,7 +627,7 @@ class NoopRun:
                 meters.cpu.watch(WORKERS, worker.pid)
             meters.infra.watch(INFRA_REDIS, server_pid(broker_redis))
             meters.infra.watch(INFRA_REDIS, server_pid(counter_redis))
-            meters.redis[BROKER] = RedisMeter(broker_url)
+            meters.watch_redis(BROKER, broker_url, options.monitor)
             client = Celery("bench_noop_client", broker=broker_url)
             client.conf.update(task_serializer="json", broker_connection_retry_on_startup=True)
             stack.callback(client.close)
@@ -956,6 +984,7 @@ def report_redis(pmsq: SystemResult, noop: SystemResult, verbose: bool) -> None:
             f"(goal <= {ROUND_TRIPS_GOAL:g}); broker round trips per job pmsq / bare Celery: "
             f"{ratio(ours.redis[BROKER].round_trips, theirs.redis[BROKER].round_trips)}"
         )
+    report_sent(pmsq, noop)
     if not verbose:
         return
     for name in (IDLE, END_TO_END, ACCEPT, DRAIN):
@@ -970,6 +999,22 @@ def report_redis(pmsq: SystemResult, noop: SystemResult, verbose: bool) -> None:
                     for command, count in sorted(counts.calls.items(), key=lambda c: -c[1])
                 )
                 print(f"  {name}, {run.name}, {role}, calls per {unit}: {calls or 'none'}")
+
+
+def report_sent(pmsq: SystemResult, noop: SystemResult) -> None:
+    """With `--monitor`: what clients sent to each redis-server per job (idle: per second)."""
+    for name in (IDLE, END_TO_END, ACCEPT, DRAIN):
+        for run in (pmsq, noop):
+            phase = run.phase(name)
+            if phase is None:
+                continue
+            for role, sent in phase.sent.items():
+                unit = "s" if not phase.jobs else "job"
+                commands = ", ".join(
+                    f"{command} {phase.per_unit(count):.2f}"
+                    for command, count in sorted(sent.items(), key=lambda c: -c[1])
+                )
+                print(f"  {name}, {run.name}, {role}, sent per {unit}: {commands or 'none'}")
 
 
 def messages(broker: RedisCounts) -> int:
@@ -1108,6 +1153,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--json", type=Path, metavar="FILE", help="write every figure to FILE")
     parser.add_argument("--verbose", action="store_true", help="Redis calls per command, per phase")
+    parser.add_argument(
+        "--monitor",
+        action="store_true",
+        help="also count the commands clients send to each redis-server (MONITOR; EVALSHA by "
+        "script), without those Lua scripts run; costs CPU, so rates are lower",
+    )
     parser.add_argument("--children-small", type=int, default=100)
     parser.add_argument("--children-large", type=int, default=10_000)
     parser.add_argument(
@@ -1165,6 +1216,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 profile_dir=args.profile,
                 profile_cpu_only=not args.profile_wall,
                 max_job_concurrency=args.max_job_concurrency,
+                monitor=args.monitor,
             )
             database_url = databases.new("e2e")
             pmsq = PmsqRun(database_url, databases.server_pid, log_dir).measure(options)
