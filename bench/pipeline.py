@@ -489,7 +489,7 @@ class _PmsqDriver:
         http: httpx.Client,
         options: RunOptions,
     ) -> None:
-        self.run_ = run
+        self.pmsq = run
         self.observer = observer
         self.http = http
         self.options = options
@@ -543,7 +543,7 @@ class _PmsqDriver:
             "last_name": "Bench",
         }
         response = self.http.post(
-            f"{self.run_.api_url}/v1/residents/", json=body, headers=self.headers
+            f"{self.pmsq.api_url}/v1/residents/", json=body, headers=self.headers
         )
         if response.status_code != 200:
             raise RuntimeError(f"write {tag}{i} refused: {response.status_code} {response.text}")
@@ -561,14 +561,14 @@ class _PmsqDriver:
             "name": "bench",
             "integration_vendor": "SANDBOX",
             "active": True,
-            "base_url": f"{self.run_.sandbox_url}/t/{TENANT}",
+            "base_url": f"{self.pmsq.sandbox_url}/t/{TENANT}",
             "credentials": {"api_key": "bench-key-0123456789"},
             "max_job_concurrency": self.options.max_job_concurrency,
             "max_request_frequency": 100_000,
             "max_request_cadence": "SECOND",
         }
         response = self.http.post(
-            f"{self.run_.api_url}/v1/admin/integrations/", json=body, headers=self.headers
+            f"{self.pmsq.api_url}/v1/admin/integrations/", json=body, headers=self.headers
         )
         if response.status_code != 200:
             raise RuntimeError(f"integration refused: {response.status_code} {response.text}")
