@@ -8,12 +8,14 @@ import hmac
 import json
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 from pydantic import BaseModel
+from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 from support import polytomic, propexo
 from support.api import ApiHarness, api_harness
@@ -193,6 +195,79 @@ def test_list_items_are_propexo_integrations_and_filters_are_honoured(api: ApiHa
         ).json(),
     )
     assert {i.id for i in live.results} == {buildium, rent_manager}
+
+
+@contextmanager
+def counted_statements(api: ApiHarness) -> Iterator[list[str]]:
+    """The SQL statements the API sends while the block runs (every cursor execution)."""
+    engine = api.session_factory.kw["bind"]
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+def add_execution(
+    api: ApiHarness, integration_id: str, sync_type: str, status: str, completed_at: datetime | None
+) -> None:
+    with api.session_factory.begin() as session:
+        session.add(
+            SyncExecution(
+                integration_id=integration_id,
+                type=sync_type,
+                status=status,
+                completed_at=completed_at,
+            )
+        )
+
+
+def test_the_integration_list_reads_a_page_in_a_fixed_number_of_statements(
+    api: ApiHarness,
+) -> None:
+    """Each item's sync fields (last completed sync and backsync, a running sync) come from
+    one query for the whole page: ten items cost what one costs."""
+    headers = account(api)
+    done_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+    def list_page() -> tuple[int, dict[str, propexo.Integration]]:
+        with counted_statements(api) as statements:
+            listed = api.client.get("/v1/admin/integrations/", headers=headers)
+        assert listed.status_code == 200, listed.text
+        page = shaped(propexo.IntegrationList, listed.json())
+        return len(statements), {i.id: i for i in page.results}
+
+    first = make_integration(api, headers)
+    add_execution(api, first, "BACKSYNC", "SUCCESS", done_at)
+    add_execution(api, first, "MANUAL", "RUNNING", None)
+    one_item, items = list_page()
+    assert len(items) == 1
+    for _ in range(9):
+        other = make_integration(api, headers)
+        add_execution(api, other, "SCHEDULED", "SUCCESS", done_at - timedelta(hours=1))
+    ten_items, items = list_page()
+    assert len(items) == 10
+    assert ten_items == one_item
+    shown = items[first]
+    assert (instant(shown.last_completed_sync), instant(shown.last_completed_back_sync)) == (
+        done_at,
+        done_at,
+    )
+    assert shown.is_running_sync is True
+    assert {
+        (instant(i.last_completed_sync), instant(i.last_completed_back_sync), i.is_running_sync)
+        for key, i in items.items()
+        if key != first
+    } == {(done_at - timedelta(hours=1), None, False)}
+
+
+def instant(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
 
 
 def test_an_unknown_filter_is_a_400_naming_it(api: ApiHarness) -> None:
