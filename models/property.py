@@ -7,13 +7,18 @@ so a later change of the integration's default does not flip properties already 
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import Boolean, ForeignKey, String, UniqueConstraint
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import Boolean, ForeignKey, String, UniqueConstraint, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from pmsq.models.base import Base, new_id, utcnow
+
+#: The cached model whose records are the integration's properties; the other models' records
+#: name theirs in `property_id`.
+PROPERTIES_MODEL = "properties"
 
 
 class PropertyConfiguration(Base):
@@ -28,6 +33,31 @@ class PropertyConfiguration(Base):
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+def disabled_properties(
+    session: Session,
+    integration_id: str,
+    new_properties_are_enabled: bool,
+    property_ids: Collection[str],
+) -> set[str]:
+    """Which of `property_ids` the integration neither writes nor syncs for: disabled by
+    their configuration or, without one, by `new_properties_are_enabled`. One query for all
+    of them (a sync asks once per page)."""
+    if not property_ids:
+        return set()
+    rows = session.execute(
+        select(PropertyConfiguration.property_id, PropertyConfiguration.enabled).where(
+            PropertyConfiguration.integration_id == integration_id,
+            PropertyConfiguration.property_id.in_(list(property_ids)),
+        )
+    )
+    configured = {property_id: enabled for property_id, enabled in rows}
+    return {
+        property_id
+        for property_id in property_ids
+        if not configured.get(property_id, new_properties_are_enabled)
+    }
 
 
 # -- what crosses the HTTP boundary ------------------------------------------------------------

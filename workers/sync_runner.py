@@ -12,6 +12,12 @@ the newest generation that saw it, so syncs of one integration that overlap neve
 other's records (or a record written meanwhile) for gone. A model the PMS refuses outright is
 counted as an error and the others still sync.
 
+Records of a property the integration has disabled (its property configuration, or
+`new_properties_are_enabled` for one never configured) are not ingested: a new one is not
+cached, a cached one keeps its data (no NEW or UPDATE diff), yet is marked seen, since the
+PMS still has it and it must not be taken for gone. The properties themselves still sync, so
+they can be listed and enabled.
+
 Every commit is fenced: it applies only while the sync's job is still RUNNING under the
 delivery that runs it, so a worker that lost its job (paused past its lease) changes nothing
 and cannot end the execution twice; a run of an execution that has already ended (its job was
@@ -34,6 +40,7 @@ from pmsq.models.base import utcnow
 from pmsq.models.enums import JobStatus
 from pmsq.models.integration import Integration
 from pmsq.models.job import Job
+from pmsq.models.property import PROPERTIES_MODEL, disabled_properties
 from pmsq.models.record import Record
 from pmsq.models.sync import UNFINISHED_SYNC, DataDiff, SyncExecution, SyncStatus
 from pmsq.pms.connector import Connector, ExchangeLog
@@ -159,6 +166,7 @@ class SyncRunner:
         with self._session_factory.begin() as session:
             execution = self._fenced(session, execution_id, lease)
             generation = execution.generation
+            skipped = self._disabled(session, integration_id, model, batch)
             ids = [key for key in map(record_key, batch) if key is not None]
             known = {
                 row.pms_id: row
@@ -176,6 +184,10 @@ class SyncRunner:
                 row = known.get(pms_id) if pms_id is not None else None
                 if pms_id is None or (row is not None and row.seen_generation == generation):
                     execution.warning_count += 1
+                    continue
+                if _property_of(data) in skipped:
+                    if row is not None:
+                        row.seen_generation = max(row.seen_generation or 0, generation or 0)
                     continue
                 if row is None:
                     row = Record(integration_id=integration_id, model=model, pms_id=pms_id,
@@ -201,6 +213,24 @@ class SyncRunner:
                 raise PmsError(
                     "a record of this page was cached concurrently", retryable=True
                 ) from None
+
+    @staticmethod
+    def _disabled(
+        session: Session, integration_id: str, model: str, batch: list[dict[str, Any]]
+    ) -> set[str]:
+        """The properties named by `batch` whose records are not ingested (none for the
+        properties model itself)."""
+        if model == PROPERTIES_MODEL:
+            return set()
+        named = {p for p in map(_property_of, batch) if p is not None}
+        if not named:
+            return set()
+        integration = session.get(Integration, integration_id)
+        if integration is None:
+            return set()
+        return disabled_properties(
+            session, integration_id, integration.new_properties_are_enabled, named
+        )
 
     @staticmethod
     def _delete_unseen(
@@ -245,6 +275,11 @@ class SyncRunner:
                 )
             )
             return execution
+
+
+def _property_of(data: dict[str, Any]) -> str | None:
+    value = data.get("property_id")
+    return None if value is None or value == "" else str(value)
 
 
 def _next_generation(session: Session, integration_id: str) -> int:

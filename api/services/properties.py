@@ -13,11 +13,14 @@ from pmsq.api.services.integrations import owned_integration
 from pmsq.errors import NotFound, ValidationFailed
 from pmsq.models.base import utcnow
 from pmsq.models.integration import Integration
-from pmsq.models.property import PropertyConfiguration, PropertyConfigurationOut
+from pmsq.models.property import (
+    PROPERTIES_MODEL,
+    PropertyConfiguration,
+    PropertyConfigurationOut,
+    disabled_properties,
+)
 from pmsq.models.record import Record
 
-#: The cached model whose records are the integration's properties.
-PROPERTIES_MODEL = "properties"
 SORTABLE = {
     "created_at": PropertyConfiguration.created_at,
     "property_id": PropertyConfiguration.property_id,
@@ -39,15 +42,9 @@ def check_property_enabled(session: Session, integration: Integration, property_
     write for: disabled by its configuration or, with none, by `new_properties_are_enabled`."""
     if not isinstance(property_id, str) or not property_id:
         return
-    enabled = session.scalar(
-        select(PropertyConfiguration.enabled).where(
-            PropertyConfiguration.integration_id == integration.id,
-            PropertyConfiguration.property_id == property_id,
-        )
-    )
-    if enabled is None:
-        enabled = integration.new_properties_are_enabled
-    if not enabled:
+    if disabled_properties(
+        session, integration.id, integration.new_properties_are_enabled, [property_id]
+    ):
         raise ValidationFailed(
             f"property '{property_id}' is disabled for integration '{integration.id}'",
             [{"field": "property_id", "reason": "property disabled for this integration"}],

@@ -15,6 +15,7 @@ from pmsq.models.account import Account
 from pmsq.models.enums import JobStatus, Vendor
 from pmsq.models.integration import Integration
 from pmsq.models.job import Job
+from pmsq.models.property import PropertyConfiguration
 from pmsq.models.record import Record
 from pmsq.models.sync import DataDiff, SyncExecution, SyncStatus, SyncType
 from pmsq.pms.connector import Exchange
@@ -247,3 +248,52 @@ def test_a_sync_delivered_again_after_it_ended_changes_nothing(world: World) -> 
     assert (again.status, again.completed_at, again.counts()) == (
         ended.status, ended.completed_at, ended.counts(),
     )  # fmt: skip
+
+
+def test_records_of_a_disabled_property_are_not_ingested(world: World) -> None:
+    """A property disabled through its configuration (or, never configured, by
+    `new_properties_are_enabled: false`) gets no new or updated records; its cached ones stay
+    as they were and are not taken for gone. Before this change the sync cached them all."""
+    with world.session_factory.begin() as session:
+        integration = session.get(Integration, world.integration_id)
+        assert integration is not None
+        integration.new_properties_are_enabled = False
+        session.add_all(
+            [
+                PropertyConfiguration(
+                    integration_id=world.integration_id, property_id="p-on", enabled=True
+                ),
+                PropertyConfiguration(
+                    integration_id=world.integration_id, property_id="p-off", enabled=False
+                ),
+                Record(
+                    integration_id=world.integration_id,
+                    model="residents",
+                    pms_id="r-kept",
+                    data={"id": "r-kept", "property_id": "p-off", "first_name": "Old"},
+                ),
+            ]
+        )
+    residents = [
+        {"id": "r-on", "property_id": "p-on"},
+        {"id": "r-off", "property_id": "p-off"},
+        {"id": "r-kept", "property_id": "p-off", "first_name": "New"},
+        {"id": "r-unconfigured", "property_id": "p-new"},
+        {"id": "r-no-property"},
+    ]
+    pages = {"residents": [residents], "properties": [[{"id": "p-off"}, {"id": "p-new"}]]}
+    with world.session_factory.begin() as session:
+        execution = session.get(SyncExecution, world.execution_id)
+        assert execution is not None
+        execution.models = ["properties", "residents"]
+
+    execution = world.run(ScriptedPms(pages, set()))
+
+    assert execution.status == SyncStatus.SUCCESS.value
+    assert world.cached_ids() == {"p-off", "p-new", "r-on", "r-kept", "r-no-property"}
+    with world.session_factory() as session:
+        kept = session.scalars(select(Record).where(Record.pms_id == "r-kept")).one()
+        assert kept.data["first_name"] == "Old"
+    assert ("UPDATE", "r-kept") not in world.diffs()
+    assert ("DELETE", "r-kept") not in world.diffs()
+    assert (execution.insert_count, execution.update_count, execution.total_count) == (4, 0, 7)
