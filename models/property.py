@@ -72,6 +72,17 @@ class PropertyConfigurationUpdate(BaseModel):
     )
 
 
+#: Most property configurations one batch update may name.
+MAX_BATCH = 1000
+
+
+class PropertyConfigurationBatchUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    property_configuration_ids: list[str] = Field(min_length=1, max_length=MAX_BATCH)
+    enabled: bool
+
+
 class PropertyConfigurationOut(BaseModel):
     id: str
     created_at: datetime

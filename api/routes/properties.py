@@ -11,12 +11,13 @@ from pmsq.api.pagination import PageRequest, page_request
 from pmsq.api.routes.deps import account_dependency, refuse_unknown_query
 from pmsq.errors import Conflict
 from pmsq.models.property import (
+    PropertyConfigurationBatchUpdate,
     PropertyConfigurationEnvelope,
     PropertyConfigurationOut,
     PropertyConfigurationUpdate,
     PropertyConfigurationUpdated,
 )
-from pmsq.models.schemas import ErrorResponse, Page
+from pmsq.models.schemas import ErrorResponse, Page, Success
 from pmsq.models.sync import SyncType
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -45,6 +46,23 @@ def build_router(ctx: ApiContext) -> APIRouter:
         account_id: str = Depends(current_account),
     ) -> dict[str, Any]:
         return ctx.properties.list(account_id, integration_id, page)
+
+    # Declared before "/{property_configuration_id}", which would otherwise take "batch".
+    @router.put(
+        "/batch",
+        response_model=Success,
+        responses=ERRORS,
+        summary="Bulk enable or disable property configurations (all of them or none)",
+    )
+    def update_properties(
+        integration_id: str,
+        spec: PropertyConfigurationBatchUpdate,
+        account_id: str = Depends(current_account),
+    ) -> Success:
+        ctx.properties.update_many(
+            account_id, integration_id, spec.property_configuration_ids, spec.enabled
+        )
+        return Success(success=True)
 
     @router.put(
         "/{property_configuration_id}",

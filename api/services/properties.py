@@ -89,6 +89,32 @@ class PropertyService:
             session.flush()
             return to_out(config)
 
+    def update_many(
+        self, account_id: str, integration_id: str, configuration_ids: list[str], enabled: bool
+    ) -> None:
+        """All of them or none: an id that is not one of the integration's configurations is
+        a 400 naming `property_configuration_ids`, and nothing changes."""
+        wanted = set(configuration_ids)
+        with self._session_factory.begin() as session:
+            owned_integration(session, account_id, integration_id)
+            configs = session.scalars(
+                select(PropertyConfiguration).where(
+                    PropertyConfiguration.integration_id == integration_id,
+                    PropertyConfiguration.id.in_(sorted(wanted)),
+                )
+            ).all()
+            unknown = sorted(wanted - {config.id for config in configs})
+            if unknown:
+                raise ValidationFailed(
+                    f"no property configuration with id {', '.join(map(repr, unknown))} "
+                    f"in integration '{integration_id}'",
+                    [{"field": "property_configuration_ids", "reason": "unknown id"}],
+                )
+            now = utcnow()
+            for config in configs:
+                config.enabled = enabled
+                config.updated_at = now
+
     @staticmethod
     def _configure_new(session: Session, integration: Integration) -> None:
         known = select(PropertyConfiguration.property_id).where(

@@ -720,6 +720,47 @@ def test_property_configurations_gate_writes(api: ApiHarness) -> None:
     assert unknown.status_code == 404
 
 
+def test_property_configurations_are_enabled_and_disabled_in_bulk(api: ApiHarness) -> None:
+    headers = account(api)
+    integration_id = make_integration(api, headers)
+    for pms_id in ("p-1", "p-2", "p-3"):
+        cache_property(api, integration_id, pms_id)
+    path = f"/v1/admin/integrations/{integration_id}/properties"
+    listed = shaped(propexo.PropertyConfigurationList, api.client.get(path, headers=headers).json())
+    ids = {config.property_id: config.id for config in listed.results}
+
+    def enabled() -> dict[str, bool]:
+        page = api.client.get(path, headers=headers).json()
+        results = shaped(propexo.PropertyConfigurationList, page).results
+        return {config.property_id: config.enabled for config in results}
+
+    batch = {"property_configuration_ids": [ids["p-1"], ids["p-2"]], "enabled": False}
+    response = api.client.put(f"{path}/batch", json=batch, headers=headers)
+    assert response.status_code == 200, response.text
+    assert shaped(propexo.Success, response.json()).success is True
+    assert enabled() == {"p-1": False, "p-2": False, "p-3": True}
+    assert write_for(api, headers, integration_id, "p-2").status_code == 400
+    assert write_for(api, headers, integration_id, "p-3").status_code == 200
+    # One unknown id (here another integration's) and nothing changes.
+    other = make_integration(api, headers)
+    cache_property(api, other, "p-9")
+    (foreign,) = shaped(
+        propexo.PropertyConfigurationList,
+        api.client.get(f"/v1/admin/integrations/{other}/properties", headers=headers).json(),
+    ).results
+    mixed = {"property_configuration_ids": [ids["p-1"], foreign.id], "enabled": True}
+    refused = api.client.put(f"{path}/batch", json=mixed, headers=headers)
+    assert refused.status_code == 400, refused.text
+    error = shaped(propexo.ErrorResponse, refused.json()).error
+    assert error.details is not None
+    assert [d["field"] for d in error.details["fields"]] == ["property_configuration_ids"]
+    assert enabled() == {"p-1": False, "p-2": False, "p-3": True}
+    empty = api.client.put(
+        f"{path}/batch", json={"property_configuration_ids": [], "enabled": True}, headers=headers
+    )
+    assert empty.status_code == 400, empty.text
+
+
 # -- the OpenAPI document ------------------------------------------------------------------
 
 
