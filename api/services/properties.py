@@ -3,6 +3,7 @@ them, change one, and the check every write makes."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy import select
@@ -90,7 +91,7 @@ class PropertyService:
             return to_out(config)
 
     def update_many(
-        self, account_id: str, integration_id: str, configuration_ids: list[str], enabled: bool
+        self, account_id: str, integration_id: str, configuration_ids: Sequence[str], enabled: bool
     ) -> None:
         """All of them or none: an id that is not one of the integration's configurations is
         a 400 naming `property_configuration_ids`, and nothing changes."""
