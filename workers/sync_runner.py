@@ -36,7 +36,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pmsq.errors import FencedOut, PmsError
-from pmsq.models.base import utcnow
+from pmsq.models.base import new_id, utcnow
 from pmsq.models.enums import JobStatus
 from pmsq.models.integration import Integration
 from pmsq.models.job import Job
@@ -45,7 +45,7 @@ from pmsq.models.record import Record
 from pmsq.models.sync import UNFINISHED_SYNC, DataDiff, SyncExecution, SyncStatus
 from pmsq.pms.connector import Connector, ExchangeLog
 from pmsq.workers.record_cache import current_generation, field_changes, record_key
-from pmsq.workers.webhooks.events import on_sync_finished
+from pmsq.workers.webhooks.events import RecordChange, on_records_changed, on_sync_finished
 
 #: Records asked for per page.
 PAGE_SIZE = 100
@@ -167,6 +167,8 @@ class SyncRunner:
             execution = self._fenced(session, execution_id, lease)
             generation = execution.generation
             skipped = self._disabled(session, integration_id, model, batch)
+            new: list[RecordChange] = []
+            updated: list[RecordChange] = []
             ids = [key for key in map(record_key, batch) if key is not None]
             known = {
                 row.pms_id: row
@@ -190,18 +192,21 @@ class SyncRunner:
                         row.seen_generation = max(row.seen_generation or 0, generation or 0)
                     continue
                 if row is None:
-                    row = Record(integration_id=integration_id, model=model, pms_id=pms_id,
-                                 data=dict(data))  # fmt: skip
+                    row = Record(id=new_id(), integration_id=integration_id, model=model,
+                                 pms_id=pms_id, data=dict(data))  # fmt: skip
                     session.add(row)
                     known[pms_id] = row
                     execution.insert_count += 1
                     session.add(_diff(execution, model, pms_id, "NEW", {}, now))
+                    new.append(RecordChange(row.id, pms_id, dict(data), {}))
                 elif changes := field_changes(row.data, data):
                     row.data = dict(data)
                     execution.update_count += 1
                     session.add(_diff(execution, model, pms_id, "UPDATE", changes, now))
+                    updated.append(RecordChange(row.id, pms_id, dict(data), changes))
                 row.synced_at = now
                 row.seen_generation = max(row.seen_generation or 0, generation or 0)
+            on_records_changed(session, execution, model, new, updated, now)  # DATA_NEW/_UPDATE
             if last:
                 self._delete_unseen(session, execution, model, now)
             execution.cursor = following.as_json()
@@ -267,7 +272,7 @@ class SyncRunner:
             failed = execution.error_count > 0
             execution.status = (SyncStatus.FAILURE if failed else SyncStatus.SUCCESS).value
             execution.completed_at = now
-            on_sync_finished(session, execution, now)  # outbox: SYNC_COMPLETE
+            on_sync_finished(session, execution, now)  # outbox: (FIRST_)SYNC_COMPLETE
             session.execute(
                 delete(DataDiff).where(
                     DataDiff.integration_id == integration_id,
@@ -318,4 +323,4 @@ def mark_failed(session: Session, execution_id: str, error: str, now: datetime) 
     execution.errors = [*execution.errors, error]
     execution.error_count += 1
     execution.completed_at = now
-    on_sync_finished(session, execution, now)  # outbox: SYNC_COMPLETE
+    on_sync_finished(session, execution, now)  # outbox: (FIRST_)SYNC_COMPLETE

@@ -552,14 +552,28 @@ def test_webhooks_crud_at_propexos_path(api: ApiHarness) -> None:
     assert api.client.get(f"/v1/webhooks/{hook.id}", headers=headers).status_code == 404
 
 
+def test_data_and_first_sync_triggers_are_taken(api: ApiHarness) -> None:
+    """Propexo's every trigger registers (DATA_NEW, DATA_UPDATE and FIRST_SYNC_COMPLETE were a
+    400 before pmsq fired them)."""
+    triggers = ["DATA_NEW", "DATA_UPDATE", "FIRST_SYNC_COMPLETE", "SYNC_COMPLETE"]
+    created = api.client.post(
+        "/v1/webhooks/",
+        json={"url": "https://hooks.example.com/data", "triggers": triggers, "model": "leases"},
+        headers=account(api),
+    )
+    assert created.status_code == 200, created.text
+    hook = shaped(propexo.WebhookResponse, created.json()).result
+    assert [(t.trigger, t.model) for t in hook.triggers] == [(t, "leases") for t in triggers]
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"triggers": ["DATA_NEW"]}, "triggers"),
+        ({"triggers": ["DATA_DELETE"]}, "triggers"),
         ({"secret": "short"}, "secret"),
         ({"headers": [{"header": "propexo-signature", "value": "x"}]}, "headers.0.header"),
     ],
-    ids=["trigger-pmsq-never-fires", "short-secret", "reserved-header"],
+    ids=["unknown-trigger", "short-secret", "reserved-header"],
 )
 def test_webhook_refusals_name_the_field(api: ApiHarness, body: dict[str, Any], field: str) -> None:
     payload = {"url": "https://hooks.example.com/x", "triggers": ["JOB_FAILURE"], **body}
