@@ -18,6 +18,7 @@ from pmsq.api.routes import admin, logs, properties, propexo_webhooks, syncs, we
 from pmsq.api.services.idempotency import IdempotencyKeys
 from pmsq.api.services.integrations import IntegrationService
 from pmsq.api.services.job_logs import JobLogService
+from pmsq.api.services.normalization import NormalizationService
 from pmsq.api.services.properties import PropertyService
 from pmsq.api.services.records import RecordService
 from pmsq.api.services.retry import RetryService
@@ -74,6 +75,7 @@ def create_app(
         records=RecordService(session_factory),
         webhooks=WebhookService(session_factory, cipher, destinations),
         properties=PropertyService(session_factory),
+        normalization=NormalizationService(session_factory),
     )
     app = FastAPI(
         title="pmsq",

@@ -8,6 +8,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pmsq.api.services.integrations import IntegrationService
 from pmsq.api.services.job_logs import JobLogService
+from pmsq.api.services.normalization import NormalizationService
 from pmsq.api.services.properties import PropertyService
 from pmsq.api.services.records import RecordService
 from pmsq.api.services.retry import RetryService
@@ -29,3 +30,4 @@ class ApiContext:
     records: RecordService
     webhooks: WebhookService
     properties: PropertyService
+    normalization: NormalizationService

@@ -10,7 +10,8 @@ from the PMS and deleted. Each sync takes a generation when it first starts (one
 integration's newest); every record it reads, and every record a write caches, is stamped with
 the newest generation that saw it, so syncs of one integration that overlap never take each
 other's records (or a record written meanwhile) for gone. A model the PMS refuses outright is
-counted as an error and the others still sync.
+counted as an error and the others still sync. Enum fields are cached normalized
+(`models.normalization`: the vendor's value stays, `{field}_raw` and `{field}_normalized` join it).
 
 Records of a property the integration has disabled (its property configuration, or
 `new_properties_are_enabled` for one never configured) are not ingested: a new one is not
@@ -40,11 +41,17 @@ from pmsq.models.base import new_id, utcnow
 from pmsq.models.enums import JobStatus
 from pmsq.models.integration import Integration
 from pmsq.models.job import Job
+from pmsq.models.normalization import normalized
 from pmsq.models.property import PROPERTIES_MODEL, disabled_properties
 from pmsq.models.record import Record
 from pmsq.models.sync import UNFINISHED_SYNC, DataDiff, SyncExecution, SyncStatus
 from pmsq.pms.connector import Connector, ExchangeLog
-from pmsq.workers.record_cache import current_generation, field_changes, record_key
+from pmsq.workers.record_cache import (
+    current_generation,
+    enum_mappings,
+    field_changes,
+    record_key,
+)
 from pmsq.workers.webhooks.events import RecordChange, on_records_changed, on_sync_finished
 
 #: Records asked for per page.
@@ -167,6 +174,8 @@ class SyncRunner:
             execution = self._fenced(session, execution_id, lease)
             generation = execution.generation
             skipped = self._disabled(session, integration_id, model, batch)
+            mappings = enum_mappings(session, integration_id, model)
+            batch = [normalized(data, mappings) for data in batch]
             new: list[RecordChange] = []
             updated: list[RecordChange] = []
             ids = [key for key in map(record_key, batch) if key is not None]

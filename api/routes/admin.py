@@ -11,6 +11,7 @@ from pmsq.api.pagination import PageRequest, page_request, single
 from pmsq.api.routes.deps import account_dependency, refuse_unknown_query
 from pmsq.errors import NotFound
 from pmsq.models.enums import vendor_from_wire
+from pmsq.models.normalization import EnumMappingUpdate
 from pmsq.models.schemas import (
     AccessCheck,
     CapabilitiesOut,
@@ -25,7 +26,6 @@ from pmsq.models.schemas import (
     IntegrationUpdate,
     ModelAccess,
     NormalizationEnvelope,
-    NormalizationOut,
     Page,
     RateLimitsEnvelope,
     Results,
@@ -199,8 +199,8 @@ def build_router(ctx: ApiContext) -> APIRouter:
         "/normalization/{model}/{field}",
         response_model=NormalizationEnvelope,
         responses=ERRORS,
-        summary="Enum mappings of a field: pmsq keeps vendor values as they are (no custom "
-        "mappings)",
+        summary="Get custom enum mappings for normalizing PMS-specific field values (the "
+        "integration's own, else the vendor's default)",
     )
     def normalization(
         model: str,
@@ -209,10 +209,45 @@ def build_router(ctx: ApiContext) -> APIRouter:
         integration_id: str | None = None,
         account_id: str = Depends(current_account),
     ) -> NormalizationEnvelope:
-        if integration_id is not None:
-            ctx.integrations.get(account_id, integration_id)
         return NormalizationEnvelope(
-            results=NormalizationOut(is_custom_mapping=False, mappings={}, default_value="")
+            results=ctx.normalization.get(
+                account_id, model, field, integration_vendor, integration_id
+            )
+        )
+
+    @router.put(
+        "/normalization/{model}/{field}",
+        response_model=NormalizationEnvelope,
+        responses=ERRORS,
+        summary="Set an integration's own enum mapping (pmsq's addition: Propexo sets them in "
+        "its dashboard)",
+    )
+    def put_normalization(
+        model: str,
+        field: str,
+        spec: EnumMappingUpdate,
+        integration_id: Annotated[str, Query()],
+        account_id: str = Depends(current_account),
+    ) -> NormalizationEnvelope:
+        return NormalizationEnvelope(
+            results=ctx.normalization.put(account_id, model, field, integration_id, spec)
+        )
+
+    @router.delete(
+        "/normalization/{model}/{field}",
+        response_model=NormalizationEnvelope,
+        responses=ERRORS,
+        summary="Drop an integration's own enum mapping: its vendor's default applies again "
+        "(pmsq's addition)",
+    )
+    def delete_normalization(
+        model: str,
+        field: str,
+        integration_id: Annotated[str, Query()],
+        account_id: str = Depends(current_account),
+    ) -> NormalizationEnvelope:
+        return NormalizationEnvelope(
+            results=ctx.normalization.delete(account_id, model, field, integration_id)
         )
 
     @router.get(

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 from pydantic import BaseModel
-from sqlalchemy import event
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 from support import polytomic, propexo
 from support.api import ApiHarness, api_harness
@@ -26,10 +26,12 @@ from pmsq.models.job import Job, JobLog
 from pmsq.models.record import Record
 from pmsq.models.sync import DataDiff, SyncExecution
 from pmsq.settings import Settings
+from pmsq.workers.record_cache import store
 from pmsq.workers.webhooks import events as webhook_events
 from pmsq.workers.webhooks.deliverer import WebhookDeliverer
 
 SECRET = "PROPEXO-SECRET-" + uuid.uuid4().hex
+T_NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -679,15 +681,71 @@ def test_data_access_reports_the_vendors_models(api: ApiHarness) -> None:
     )
 
 
-def test_normalization_has_no_custom_mappings(api: ApiHarness) -> None:
-    response = api.client.get(
-        "/v1/admin/normalization/residents/status",
-        params={"integration_vendor": "RENTMANAGER"},
-        headers=account(api),
+def test_normalization_answers_vendor_defaults_and_an_integrations_own_mapping(
+    api: ApiHarness,
+) -> None:
+    """Before this change every field answered an empty default mapping, and none applied."""
+    headers = account(api)
+    integration_id = make_integration(api, headers)
+    path = "/v1/admin/normalization/leases/status"
+
+    def get(**params: str) -> propexo.Normalization:
+        response = api.client.get(path, params=params, headers=headers)
+        assert response.status_code == 200, response.text
+        return shaped(propexo.NormalizationResponse, response.json()).results
+
+    default = get(integration_vendor="BUILDIUM", integration_id=integration_id)
+    assert default.is_custom_mapping is False
+    assert (default.mappings["Active"], default.mappings["Past"], default.default_value) == (
+        "ACTIVE", "INACTIVE", "OTHER",
+    )  # fmt: skip
+    custom = {"mappings": {"Active": "ACTIVE", "Past": "EVICTED"}, "default_value": "PENDING"}
+    put = api.client.put(
+        path, params={"integration_id": integration_id}, json=custom, headers=headers
     )
-    assert response.status_code == 200, response.text
-    results = shaped(propexo.NormalizationResponse, response.json()).results
-    assert (results.is_custom_mapping, results.mappings) == (False, {})
+    assert put.status_code == 200, put.text
+    assert shaped(propexo.NormalizationResponse, put.json()).results.is_custom_mapping is True
+    own = get(integration_vendor="BUILDIUM", integration_id=integration_id)
+    assert (own.is_custom_mapping, own.mappings, own.default_value) == (
+        True, custom["mappings"], "PENDING",
+    )  # fmt: skip
+    assert get(integration_vendor="BUILDIUM").is_custom_mapping is False, "no integration named"
+    with api.session_factory.begin() as session:
+        change = store(session, integration_id, "leases", {"id": "l-1", "status": "Past"}, T_NOW)
+    assert change.kind == "NEW"
+    with api.session_factory() as session:
+        cached = session.scalars(select(Record).where(Record.pms_id == "l-1")).one()
+        assert cached.data["status_normalized"] == "EVICTED"
+    dropped = api.client.delete(path, params={"integration_id": integration_id}, headers=headers)
+    assert dropped.status_code == 200, dropped.text
+    assert get(integration_vendor="BUILDIUM", integration_id=integration_id) == default
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("leases/status", {"mappings": {"x": "NOPE"}, "default_value": "OTHER"}, "mappings.x"),
+        ("leases/status", {"mappings": {}, "default_value": "NOPE"}, "default_value"),
+        ("residents/status", {"mappings": {}, "default_value": "OTHER"}, "field"),
+        ("widgets/status", {"mappings": {}, "default_value": "OTHER"}, "model"),
+    ],
+    ids=["mapped-value", "default-value", "field", "model"],
+)
+def test_enum_mapping_refusals_name_the_field(
+    api: ApiHarness, path: str, body: dict[str, Any], field: str
+) -> None:
+    headers = account(api)
+    integration_id = make_integration(api, headers)
+    response = api.client.put(
+        f"/v1/admin/normalization/{path}",
+        params={"integration_id": integration_id},
+        json=body,
+        headers=headers,
+    )
+    assert response.status_code == 400, response.text
+    error = shaped(propexo.ErrorResponse, response.json()).error
+    assert error.details is not None
+    assert [d["field"] for d in error.details["fields"]] == [field]
 
 
 def cache_property(api: ApiHarness, integration_id: str, pms_id: str) -> None:

@@ -15,6 +15,7 @@ from pmsq.models.account import Account
 from pmsq.models.enums import JobStatus, Vendor
 from pmsq.models.integration import Integration
 from pmsq.models.job import Job
+from pmsq.models.normalization import EnumMapping
 from pmsq.models.property import PropertyConfiguration
 from pmsq.models.record import Record
 from pmsq.models.sync import DataDiff, SyncExecution, SyncStatus, SyncType
@@ -412,3 +413,54 @@ def test_a_backsync_sends_no_data_events(world: World) -> None:
     world.run(ScriptedPms(CHANGED, set()))
 
     assert _deliveries(world) == []
+
+
+# -- custom enum mappings ------------------------------------------------------------------
+
+
+def _lease_mapping(world: World) -> None:
+    with world.session_factory.begin() as session:
+        session.add(
+            EnumMapping(
+                integration_id=world.integration_id,
+                model="leases",
+                field="status",
+                mappings={"current": "ACTIVE", "notice": "ACTIVE", "past": "INACTIVE"},
+                default_value="OTHER",
+            )
+        )
+
+
+def _cached(world: World, pms_id: str) -> dict[str, Any]:
+    with world.session_factory() as session:
+        return dict(session.scalars(select(Record).where(Record.pms_id == pms_id)).one().data)
+
+
+def test_a_sync_caches_enum_fields_normalized_by_the_integrations_mapping(world: World) -> None:
+    """Before this change the cache held the vendor's values only."""
+    _lease_mapping(world)
+    leases = [{"id": "l1", "status": "current"}, {"id": "l2", "status": "odd"}, {"id": "l3"}]
+    with world.session_factory.begin() as session:
+        execution = session.get(SyncExecution, world.execution_id)
+        assert execution is not None
+        execution.models = ["leases"]
+
+    world.run(ScriptedPms({"leases": [leases]}, set()))
+
+    assert _cached(world, "l1") == {
+        "id": "l1", "status": "current", "status_raw": "current", "status_normalized": "ACTIVE",
+    }  # fmt: skip
+    assert _cached(world, "l2")["status_normalized"] == "OTHER", "unmapped: the default"
+    assert _cached(world, "l3") == {"id": "l3"}, "no status, nothing added"
+
+
+def test_a_written_record_is_cached_normalized_too(world: World) -> None:
+    _lease_mapping(world)
+    with world.session_factory.begin() as session:
+        store(session, world.integration_id, "leases", {"id": "l9", "status": "past"}, T0)
+        # A vendor without default mappings: every value is OTHER until the integration maps it.
+        store(session, world.integration_id, "applicants", {"id": "a1", "status": "New"}, T0)
+    assert _cached(world, "l9")["status_normalized"] == "INACTIVE"
+    assert _cached(world, "a1") == {
+        "id": "a1", "status": "New", "status_raw": "New", "status_normalized": "OTHER",
+    }  # fmt: skip
