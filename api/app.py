@@ -88,6 +88,7 @@ def create_app(
     app.include_router(propexo_webhooks.build_router(ctx))
     app.include_router(admin.build_router(ctx))
     app.include_router(properties.build_router(ctx))
+    app.include_router(properties.build_property_lists_router(ctx))
     app.include_router(logs.build_router(ctx))
     app.include_router(syncs.build_router(ctx))
     app.include_router(writes.build_router(ctx))

@@ -97,3 +97,32 @@ class PropertyConfigurationUpdated(PropertyConfigurationOut):
 
 class PropertyConfigurationEnvelope(BaseModel):
     results: PropertyConfigurationUpdated
+
+
+# -- property list configurations --------------------------------------------------------------
+
+
+class PropertyListConfigurationCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    x_property_list_id: str = Field(min_length=1, max_length=200)
+    enabled: bool
+
+
+class PropertyListConfigurationUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    enabled: bool
+
+
+class PropertyListConfigurationOut(BaseModel):
+    id: str
+    created_at: datetime
+    integration_id: str
+    property_list_id: str
+    x_property_list_id: str
+    enabled: bool
+
+
+class PropertyListConfigurationEnvelope(BaseModel):
+    results: PropertyListConfigurationOut

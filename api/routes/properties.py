@@ -16,6 +16,10 @@ from pmsq.models.property import (
     PropertyConfigurationOut,
     PropertyConfigurationUpdate,
     PropertyConfigurationUpdated,
+    PropertyListConfigurationCreate,
+    PropertyListConfigurationEnvelope,
+    PropertyListConfigurationOut,
+    PropertyListConfigurationUpdate,
 )
 from pmsq.models.schemas import ErrorResponse, Page, Success
 from pmsq.models.sync import SyncType
@@ -88,6 +92,62 @@ def build_router(ctx: ApiContext) -> APIRouter:
                 message = f"no resync: {exc.message}"
         return PropertyConfigurationEnvelope(
             results=PropertyConfigurationUpdated(**config.model_dump(), additional_message=message)
+        )
+
+    return router
+
+
+def build_property_lists_router(ctx: ApiContext) -> APIRouter:
+    """Propexo's property list configurations. pmsq reads no property lists from any vendor,
+    so the list is empty and a new configuration is refused (400) rather than accepted and
+    never applied."""
+    router = APIRouter(
+        prefix="/v1/admin/integrations/{integration_id}/property-lists",
+        tags=["properties"],
+        dependencies=[Depends(refuse_unknown_query)],
+    )
+    current_account = account_dependency(ctx)
+
+    @router.get(
+        "",
+        response_model=Page[PropertyListConfigurationOut],
+        responses=ERRORS,
+        summary="Get all my property list configurations (none: pmsq reads no property lists)",
+    )
+    def list_property_lists(
+        integration_id: str,
+        page: PageRequest = Depends(page_request),
+        account_id: str = Depends(current_account),
+    ) -> dict[str, Any]:
+        return ctx.properties.list_property_lists(account_id, integration_id, page)
+
+    @router.post(
+        "",
+        response_model=PropertyListConfigurationEnvelope,
+        responses=ERRORS,
+        summary="Create a property list configuration (refused: pmsq reads no property lists)",
+    )
+    def create_property_list(
+        integration_id: str,
+        _spec: PropertyListConfigurationCreate,
+        account_id: str = Depends(current_account),
+    ) -> PropertyListConfigurationEnvelope:
+        ctx.properties.create_property_list(account_id, integration_id)
+
+    @router.put(
+        "/{property_list_configuration_id}",
+        response_model=PropertyListConfigurationEnvelope,
+        responses=ERRORS,
+        summary="Update a property list configuration (none exists: 404)",
+    )
+    def update_property_list(
+        integration_id: str,
+        property_list_configuration_id: str,
+        _spec: PropertyListConfigurationUpdate,
+        account_id: str = Depends(current_account),
+    ) -> PropertyListConfigurationEnvelope:
+        ctx.properties.update_property_list(
+            account_id, integration_id, property_list_configuration_id
         )
 
     return router

@@ -4,15 +4,16 @@ them, change one, and the check every write makes."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from pmsq.api.pagination import PageRequest, paginate
+from pmsq.api.pagination import PageRequest, paginate, single
 from pmsq.api.services.integrations import owned_integration
 from pmsq.errors import NotFound, ValidationFailed
 from pmsq.models.base import utcnow
+from pmsq.models.enums import vendor_on_wire
 from pmsq.models.integration import Integration
 from pmsq.models.property import (
     PROPERTIES_MODEL,
@@ -115,6 +116,42 @@ class PropertyService:
             for config in configs:
                 config.enabled = enabled
                 config.updated_at = now
+
+    # -- property list configurations: pmsq reads no property lists -----------------------
+
+    def list_property_lists(
+        self, account_id: str, integration_id: str, page: PageRequest
+    ) -> dict[str, Any]:
+        """Always empty: no vendor pmsq syncs has property lists it reads, so none can be
+        configured (see `create_property_list`)."""
+        with self._session_factory() as session:
+            owned_integration(session, account_id, integration_id)
+        envelope = single([])
+        envelope["meta"].update(offset=page.offset, limit=page.limit, total=0)
+        return envelope
+
+    def create_property_list(self, account_id: str, integration_id: str) -> NoReturn:
+        """Refused (400 naming `x_property_list_id`): a property list configuration says which
+        of the PMS's property lists to sync, and pmsq reads none from any vendor, so accepting
+        one would gate nothing while claiming to."""
+        with self._session_factory() as session:
+            integration = owned_integration(session, account_id, integration_id)
+            vendor = vendor_on_wire(integration.integration_vendor)
+        reason = f"pmsq reads no property lists from {vendor}; sync properties individually"
+        raise ValidationFailed(
+            f"x_property_list_id: {reason}", [{"field": "x_property_list_id", "reason": reason}]
+        )
+
+    def update_property_list(
+        self, account_id: str, integration_id: str, configuration_id: str
+    ) -> NoReturn:
+        """Every id is unknown: none can be created."""
+        with self._session_factory() as session:
+            owned_integration(session, account_id, integration_id)
+        raise NotFound(
+            f"no property list configuration with id '{configuration_id}'",
+            [{"field": "property_list_configuration_id", "reason": "unknown"}],
+        )
 
     @staticmethod
     def _configure_new(session: Session, integration: Integration) -> None:

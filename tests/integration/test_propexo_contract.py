@@ -833,6 +833,32 @@ def test_property_configurations_are_enabled_and_disabled_in_bulk(api: ApiHarnes
     assert empty.status_code == 400, empty.text
 
 
+def test_property_lists_are_an_empty_list_and_none_can_be_configured(api: ApiHarness) -> None:
+    """pmsq reads no property lists, so a configuration is refused with a 400 naming the
+    field rather than accepted and never applied (before this change: 404, no such path)."""
+    headers = account(api)
+    integration_id = make_integration(api, headers)
+    path = f"/v1/admin/integrations/{integration_id}/property-lists"
+    listed = api.client.get(path, params={"limit": 10}, headers=headers)
+    assert listed.status_code == 200, listed.text
+    page = shaped(propexo.PropertyListConfigurationList, listed.json())
+    assert (page.results, page.meta.total, page.meta.limit) == ([], 0, 10)
+    created = api.client.post(
+        path, json={"x_property_list_id": "12", "enabled": True}, headers=headers
+    )
+    assert created.status_code == 400, created.text
+    error = shaped(propexo.ErrorResponse, created.json()).error
+    assert error.details is not None
+    assert [d["field"] for d in error.details["fields"]] == ["x_property_list_id"]
+    updated = api.client.put(f"{path}/plc-1", json={"enabled": False}, headers=headers)
+    assert updated.status_code == 404, updated.text
+    shaped(propexo.ErrorResponse, updated.json())
+    other = api.client.get(
+        "/v1/admin/integrations/not-an-integration/property-lists", headers=headers
+    )
+    assert other.status_code == 404
+
+
 # -- the OpenAPI document ------------------------------------------------------------------
 
 
