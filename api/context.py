@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from pmsq.api.services.data_access import DataAccessService
 from pmsq.api.services.integrations import IntegrationService
 from pmsq.api.services.job_logs import JobLogService
 from pmsq.api.services.normalization import NormalizationService
@@ -31,3 +32,4 @@ class ApiContext:
     webhooks: WebhookService
     properties: PropertyService
     normalization: NormalizationService
+    data_access: DataAccessService

@@ -35,6 +35,9 @@ class SyncSummary:
     last_completed_back_sync: datetime | None = None
     #: Some execution is still pending or running.
     is_running_sync: bool = False
+    #: When its last sync that ran to its end (success or failure) ended: its last data
+    #: access check, since a sync is what checks read access.
+    last_ended_sync: datetime | None = None
 
 
 def sync_summaries(session: Session, integration_ids: Collection[str]) -> dict[str, SyncSummary]:
@@ -45,19 +48,21 @@ def sync_summaries(session: Session, integration_ids: Collection[str]) -> dict[s
     succeeded = SyncExecution.status == SyncStatus.SUCCESS.value
     backsync = SyncExecution.type == SyncType.BACKSYNC.value
     unfinished = SyncExecution.status.in_([s.value for s in UNFINISHED_SYNC])
+    ended = SyncExecution.status.in_([SyncStatus.SUCCESS.value, SyncStatus.FAILURE.value])
     rows = session.execute(
         select(
             SyncExecution.integration_id,
             func.max(case((succeeded, SyncExecution.completed_at))),
             func.max(case((succeeded & backsync, SyncExecution.completed_at))),
             func.max(case((unfinished, 1), else_=0)),
+            func.max(case((ended, SyncExecution.completed_at))),
         )
         .where(SyncExecution.integration_id.in_(list(integration_ids)))
         .group_by(SyncExecution.integration_id)
     ).all()
     return {
-        integration_id: SyncSummary(last, last_back, bool(running))
-        for integration_id, last, last_back, running in rows
+        integration_id: SyncSummary(last, last_back, bool(running), last_ended)
+        for integration_id, last, last_back, running, last_ended in rows
     }
 
 
@@ -105,8 +110,8 @@ def integration_view(
         last_completed_sync=summary.last_completed_sync,
         last_completed_back_sync=summary.last_completed_back_sync,
         is_running_sync=summary.is_running_sync,
-        is_running_data_access_check=False,
-        last_data_access_check=None,
+        is_running_data_access_check=summary.is_running_sync,
+        last_data_access_check=summary.last_ended_sync,
         can_authenticate=integration.credentials_encrypted is not None,
         has_credentials=integration.credentials_encrypted is not None,
         integration_interfaces=[

@@ -667,18 +667,64 @@ def test_users_are_an_empty_list_and_an_unknown_user_is_404(api: ApiHarness) -> 
     shaped(propexo.ErrorResponse, one.json())
 
 
-def test_data_access_reports_the_vendors_models(api: ApiHarness) -> None:
+def test_a_data_access_check_is_a_read_sync_and_the_report_shows_what_it_found(
+    api: ApiHarness,
+) -> None:
+    """Before this change the report said `untested` for every read and the POST answered
+    began_data_access: false."""
     headers = account(api)
     integration_id = make_integration(api, headers)
     path = f"/v1/admin/integrations/{integration_id}/data-access"
-    report = shaped(propexo.DataAccessResponse, api.client.get(path, headers=headers).json())
-    assert "residents" in report.result.models
-    assert report.result.data_access_check_in_process is False
-    started = api.client.post(path, json={}, headers=headers)
-    assert started.status_code == 200, started.text
-    assert (
-        shaped(propexo.DataAccessStartedResponse, started.json()).result.began_data_access is False
+
+    def report() -> propexo.DataAccess:
+        response = api.client.get(path, headers=headers)
+        assert response.status_code == 200, response.text
+        return shaped(propexo.DataAccessResponse, response.json()).result
+
+    before = report()
+    assert before.models["residents"].read == propexo.AccessUntested(untested=True)
+    assert (before.data_access_check_in_process, before.last_data_access_check) == (False, None)
+
+    def start() -> bool:
+        started = api.client.post(path, json={}, headers=headers)
+        assert started.status_code == 200, started.text
+        return shaped(propexo.DataAccessStartedResponse, started.json()).result.began_data_access
+
+    assert start() is True
+    running = report()
+    assert running.data_access_check_in_process is True
+    read = running.models["residents"].read
+    assert isinstance(read, propexo.AccessStatus) and read.status == "PROCESSING"
+    assert start() is False, "one check at a time"
+    models = sorted(running.models)
+    with api.session_factory.begin() as session:
+        (execution,) = session.scalars(
+            select(SyncExecution).where(SyncExecution.integration_id == integration_id)
+        ).all()
+        assert set(execution.models) == set(models), "a check reads every model"
+        execution.status = "SUCCESS"
+        execution.errors = ["leases: PMS answered 403: no access to leases"]
+        execution.cursor = {"model": len(execution.models), "page": 1}
+        execution.completed_at = datetime.now(UTC)
+    done = report()
+    assert done.data_access_check_in_process is False
+    assert done.last_data_access_check is not None
+    assert done.models["residents"].read == propexo.AccessStatus(
+        status="SUCCESS", error_message=None
     )
+    assert done.models["leases"].read == propexo.AccessStatus(
+        status="FAILED", error_message="PMS answered 403: no access to leases"
+    )
+    one = api.client.get(f"/v1/admin/integrations/{integration_id}/", headers=headers)
+    shown = shaped(propexo.IntegrationOne, one.json()).results
+    assert shown is not None and shown.last_data_access_check is not None
+    # An integration that takes no manual sync runs no check either.
+    api.client.put(
+        f"/v1/admin/integrations/{integration_id}/",
+        json={"allow_manual_syncs": False},
+        headers=headers,
+    )
+    assert start() is False
 
 
 def test_normalization_answers_vendor_defaults_and_an_integrations_own_mapping(
