@@ -15,9 +15,11 @@ from pmsq import __version__
 from pmsq.api.context import ApiContext
 from pmsq.api.errors import document_errors_as_served, install_error_handlers
 from pmsq.api.routes import admin, logs, properties, propexo_webhooks, syncs, webhooks, writes
+from pmsq.api.services.data_access import DataAccessService
 from pmsq.api.services.idempotency import IdempotencyKeys
 from pmsq.api.services.integrations import IntegrationService
 from pmsq.api.services.job_logs import JobLogService
+from pmsq.api.services.normalization import NormalizationService
 from pmsq.api.services.properties import PropertyService
 from pmsq.api.services.records import RecordService
 from pmsq.api.services.retry import RetryService
@@ -54,6 +56,7 @@ def create_app(
     destinations = destinations or DestinationPolicy.from_settings(settings)
     dispatcher = Dispatcher(session_factory, publisher, flow, settings, metrics=recorder)
     cipher = CredentialCipher(settings.fernet_keys)
+    sync_service = SyncService(session_factory, dispatcher)
     ctx = ApiContext(
         settings=settings,
         session_factory=session_factory,
@@ -70,10 +73,12 @@ def create_app(
         ),
         retries=RetryService(session_factory, dispatcher),
         job_logs=JobLogService(session_factory, SignedLinks(settings.fernet_keys[0])),
-        syncs=SyncService(session_factory, dispatcher),
+        syncs=sync_service,
         records=RecordService(session_factory),
         webhooks=WebhookService(session_factory, cipher, destinations),
         properties=PropertyService(session_factory),
+        normalization=NormalizationService(session_factory),
+        data_access=DataAccessService(session_factory, sync_service),
     )
     app = FastAPI(
         title="pmsq",
@@ -86,6 +91,7 @@ def create_app(
     app.include_router(propexo_webhooks.build_router(ctx))
     app.include_router(admin.build_router(ctx))
     app.include_router(properties.build_router(ctx))
+    app.include_router(properties.build_property_lists_router(ctx))
     app.include_router(logs.build_router(ctx))
     app.include_router(syncs.build_router(ctx))
     app.include_router(writes.build_router(ctx))

@@ -6,8 +6,10 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from pmsq.api.services.data_access import DataAccessService
 from pmsq.api.services.integrations import IntegrationService
 from pmsq.api.services.job_logs import JobLogService
+from pmsq.api.services.normalization import NormalizationService
 from pmsq.api.services.properties import PropertyService
 from pmsq.api.services.records import RecordService
 from pmsq.api.services.retry import RetryService
@@ -29,3 +31,5 @@ class ApiContext:
     records: RecordService
     webhooks: WebhookService
     properties: PropertyService
+    normalization: NormalizationService
+    data_access: DataAccessService

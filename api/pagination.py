@@ -6,7 +6,7 @@ and an empty or `null` value (the default)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -73,7 +73,20 @@ def paginate(
     render: Callable[[Any], dict[str, Any]],
 ) -> dict[str, Any]:
     """One page of `stmt`, ordered by a whitelisted field, with the total count."""
-    return _page(session, stmt, page, sortable, default, render, scalars=True)
+    return _page(session, stmt, page, sortable, default, _each(render), scalars=True)
+
+
+def paginate_batched(
+    session: Session,
+    stmt: Select[Any],
+    page: PageRequest,
+    sortable: Mapping[str, Any],
+    default: str,
+    render_page: Callable[[Sequence[Any]], list[dict[str, Any]]],
+) -> dict[str, Any]:
+    """`paginate`, with `render_page` given the page's rows at once: what it reads for them
+    it can read in one query, not one per row."""
+    return _page(session, stmt, page, sortable, default, render_page, scalars=True)
 
 
 def paginate_rows(
@@ -85,7 +98,13 @@ def paginate_rows(
     render: Callable[[Any], dict[str, Any]],
 ) -> dict[str, Any]:
     """`paginate` of a statement selecting several columns: `render` gets each row."""
-    return _page(session, stmt, page, sortable, default, render, scalars=False)
+    return _page(session, stmt, page, sortable, default, _each(render), scalars=False)
+
+
+def _each(
+    render: Callable[[Any], dict[str, Any]],
+) -> Callable[[Sequence[Any]], list[dict[str, Any]]]:
+    return lambda rows: [render(row) for row in rows]
 
 
 def _page(
@@ -94,7 +113,7 @@ def _page(
     page: PageRequest,
     sortable: Mapping[str, Any],
     default: str,
-    render: Callable[[Any], dict[str, Any]],
+    render_page: Callable[[Sequence[Any]], list[dict[str, Any]]],
     *,
     scalars: bool,
 ) -> dict[str, Any]:
@@ -112,7 +131,7 @@ def _page(
             "hasMore": page.offset + len(rows) < total,
             "total": total,
         },
-        "results": [render(row) for row in rows],
+        "results": render_page(rows),
     }
 
 

@@ -6,6 +6,7 @@ from pmsq.models.enums import Cadence, JobStatus, Vendor, WriteStatus
 from pmsq.models.idempotency import IdempotencyRecord
 from pmsq.models.integration import Integration
 from pmsq.models.job import Job, JobLog
+from pmsq.models.normalization import EnumMapping
 from pmsq.models.property import PropertyConfiguration
 from pmsq.models.record import Record
 from pmsq.models.sync import DataDiff, SyncExecution, SyncSchedule
@@ -17,6 +18,7 @@ __all__ = [
     "Base",
     "Cadence",
     "DataDiff",
+    "EnumMapping",
     "IdempotencyRecord",
     "Integration",
     "Job",

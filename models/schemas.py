@@ -269,7 +269,7 @@ class IntegrationOut(BaseModel):
     last_completed_back_sync: datetime | None
     is_running_sync: bool
     is_running_data_access_check: bool = Field(
-        description="Always false: pmsq checks data access on request, synchronously"
+        description="A sync (which is what checks read access) is running"
     )
     last_data_access_check: datetime | None
     can_authenticate: bool = Field(
@@ -597,12 +597,27 @@ class UserOut(BaseModel):
     roles: list[Literal["ADMIN", "DEVELOPER", "SUPPORT", "READ_ONLY"]]
 
 
-class AccessCheck(BaseModel):
-    """One model and action of a data access report: pmsq reports what the vendor supports
-    (`unsupported`) and, since it runs no live check, marks the rest `untested`."""
+class AccessStatus(BaseModel):
+    """A check's outcome for one model and action (the PMS's refusal in `error_message`)."""
 
-    unsupported: bool | None = None
-    untested: bool | None = None
+    status: Literal["SUCCESS", "FAILED", "PROCESSING"]
+    error_message: str | None
+
+
+class AccessUnsupported(BaseModel):
+    """The vendor's profile has no such action on the model."""
+
+    unsupported: bool = True
+
+
+class AccessUntested(BaseModel):
+    """No check has tried it."""
+
+    untested: bool = True
+
+
+#: One model and action of a data access report (Propexo's three shapes).
+AccessCheck = AccessStatus | AccessUnsupported | AccessUntested
 
 
 class ModelAccess(BaseModel):
@@ -621,10 +636,16 @@ class DataAccessEnvelope(BaseModel):
     result: DataAccessOut
 
 
+class DataAccessCheckIn(BaseModel):
+    """Propexo's (empty) body of a data access check."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
 class DataAccessStarted(BaseModel):
     began_data_access: bool = Field(
-        description="Always false: pmsq runs no data access checks; the report shows what "
-        "the vendor supports"
+        description="A check (a full read sync) started; false while a sync runs, or when "
+        "the integration takes no manual sync"
     )
 
 

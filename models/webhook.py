@@ -31,8 +31,14 @@ class WebhookEvent(StrEnum):
     JOB_FAILURE = "JOB_FAILURE"
     #: One job (of a write or a sync) succeeded.
     JOB_SUCCESS = "JOB_SUCCESS"
-    #: A sync execution ended (SUCCESS or FAILURE).
+    #: A sync execution ended (SUCCESS or FAILURE), other than the integration's first.
     SYNC_COMPLETE = "SYNC_COMPLETE"
+    #: The integration's first sync execution ended (instead of SYNC_COMPLETE).
+    FIRST_SYNC_COMPLETE = "FIRST_SYNC_COMPLETE"
+    #: A sync cached a record it had not seen (not sent by first syncs and backsyncs).
+    DATA_NEW = "DATA_NEW"
+    #: A sync found a cached record changed (not sent by first syncs and backsyncs).
+    DATA_UPDATE = "DATA_UPDATE"
 
 
 class DeliveryStatus(StrEnum):
@@ -42,11 +48,6 @@ class DeliveryStatus(StrEnum):
     SUCCESS = "SUCCESS"
     #: Every attempt failed (PMSQ_WEBHOOK_MAX_ATTEMPTS), or the endpoint was deleted.
     FAILURE = "FAILURE"
-
-
-#: Propexo's triggers pmsq does not fire: refused at registration (400 naming them) rather
-#: than accepted and never sent.
-UNSUPPORTED_TRIGGERS = frozenset({"DATA_NEW", "DATA_UPDATE", "FIRST_SYNC_COMPLETE"})
 
 
 #: Statuses a delivery never leaves.
@@ -193,9 +194,6 @@ class WebhookHeader(BaseModel):
 
 
 def _known_triggers(value: list[str]) -> list[str]:
-    unsupported = [name for name in value if name in UNSUPPORTED_TRIGGERS]
-    if unsupported:
-        raise ValueError(f"pmsq does not fire {', '.join(unsupported)} (yet)")
     return WebhookCreate._known_events(value)
 
 

@@ -10,6 +10,13 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from pmsq.models.integration import Integration
+from pmsq.models.normalization import (
+    FIELDS_BY_MODEL,
+    FieldMapping,
+    field_mappings,
+    normalized,
+)
 from pmsq.models.record import Record
 from pmsq.models.sync import SyncExecution
 
@@ -49,6 +56,7 @@ def store(
     pms_id = record_key(data)
     if pms_id is None:
         raise ValueError("a PMS record without an id cannot be cached")
+    data = normalized(data, enum_mappings(session, integration_id, model))
     generation = current_generation(session, integration_id)
     existing = session.scalars(
         select(Record).where(
@@ -76,6 +84,17 @@ def store(
         return Change(None, {})
     existing.data = dict(data)
     return Change("UPDATE", changes)
+
+
+def enum_mappings(session: Session, integration_id: str, model: str) -> dict[str, FieldMapping]:
+    """The mappings the cache normalizes `model`'s enum fields with, for syncs and writes
+    alike (none, and no query, for a model without enum fields)."""
+    if model not in FIELDS_BY_MODEL:
+        return {}
+    integration = session.get(Integration, integration_id)
+    if integration is None:
+        return {}
+    return field_mappings(session, integration_id, integration.integration_vendor, model)
 
 
 def _newest(current: int | None, seen: int | None) -> int | None:

@@ -10,7 +10,14 @@ from the PMS and deleted. Each sync takes a generation when it first starts (one
 integration's newest); every record it reads, and every record a write caches, is stamped with
 the newest generation that saw it, so syncs of one integration that overlap never take each
 other's records (or a record written meanwhile) for gone. A model the PMS refuses outright is
-counted as an error and the others still sync.
+counted as an error and the others still sync. Enum fields are cached normalized
+(`models.normalization`: the vendor's value stays, `{field}_raw` and `{field}_normalized` join it).
+
+Records of a property the integration has disabled (its property configuration, or
+`new_properties_are_enabled` for one never configured) are not ingested: a new one is not
+cached, a cached one keeps its data (no NEW or UPDATE diff), yet is marked seen, since the
+PMS still has it and it must not be taken for gone. The properties themselves still sync, so
+they can be listed and enabled.
 
 Every commit is fenced: it applies only while the sync's job is still RUNNING under the
 delivery that runs it, so a worker that lost its job (paused past its lease) changes nothing
@@ -30,15 +37,22 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from pmsq.errors import FencedOut, PmsError
-from pmsq.models.base import utcnow
+from pmsq.models.base import new_id, utcnow
 from pmsq.models.enums import JobStatus
 from pmsq.models.integration import Integration
 from pmsq.models.job import Job
+from pmsq.models.normalization import normalized
+from pmsq.models.property import PROPERTIES_MODEL, disabled_properties
 from pmsq.models.record import Record
 from pmsq.models.sync import UNFINISHED_SYNC, DataDiff, SyncExecution, SyncStatus
 from pmsq.pms.connector import Connector, ExchangeLog
-from pmsq.workers.record_cache import current_generation, field_changes, record_key
-from pmsq.workers.webhooks.events import on_sync_finished
+from pmsq.workers.record_cache import (
+    current_generation,
+    enum_mappings,
+    field_changes,
+    record_key,
+)
+from pmsq.workers.webhooks.events import RecordChange, on_records_changed, on_sync_finished
 
 #: Records asked for per page.
 PAGE_SIZE = 100
@@ -159,6 +173,11 @@ class SyncRunner:
         with self._session_factory.begin() as session:
             execution = self._fenced(session, execution_id, lease)
             generation = execution.generation
+            skipped = self._disabled(session, integration_id, model, batch)
+            mappings = enum_mappings(session, integration_id, model)
+            batch = [normalized(data, mappings) for data in batch]
+            new: list[RecordChange] = []
+            updated: list[RecordChange] = []
             ids = [key for key in map(record_key, batch) if key is not None]
             known = {
                 row.pms_id: row
@@ -177,19 +196,26 @@ class SyncRunner:
                 if pms_id is None or (row is not None and row.seen_generation == generation):
                     execution.warning_count += 1
                     continue
+                if _property_of(data) in skipped:
+                    if row is not None:
+                        row.seen_generation = max(row.seen_generation or 0, generation or 0)
+                    continue
                 if row is None:
-                    row = Record(integration_id=integration_id, model=model, pms_id=pms_id,
-                                 data=dict(data))  # fmt: skip
+                    row = Record(id=new_id(), integration_id=integration_id, model=model,
+                                 pms_id=pms_id, data=dict(data))  # fmt: skip
                     session.add(row)
                     known[pms_id] = row
                     execution.insert_count += 1
                     session.add(_diff(execution, model, pms_id, "NEW", {}, now))
+                    new.append(RecordChange(row.id, pms_id, dict(data), {}))
                 elif changes := field_changes(row.data, data):
                     row.data = dict(data)
                     execution.update_count += 1
                     session.add(_diff(execution, model, pms_id, "UPDATE", changes, now))
+                    updated.append(RecordChange(row.id, pms_id, dict(data), changes))
                 row.synced_at = now
                 row.seen_generation = max(row.seen_generation or 0, generation or 0)
+            on_records_changed(session, execution, model, new, updated, now)  # DATA_NEW/_UPDATE
             if last:
                 self._delete_unseen(session, execution, model, now)
             execution.cursor = following.as_json()
@@ -201,6 +227,24 @@ class SyncRunner:
                 raise PmsError(
                     "a record of this page was cached concurrently", retryable=True
                 ) from None
+
+    @staticmethod
+    def _disabled(
+        session: Session, integration_id: str, model: str, batch: list[dict[str, Any]]
+    ) -> set[str]:
+        """The properties named by `batch` whose records are not ingested (none for the
+        properties model itself)."""
+        if model == PROPERTIES_MODEL:
+            return set()
+        named = {p for p in map(_property_of, batch) if p is not None}
+        if not named:
+            return set()
+        integration = session.get(Integration, integration_id)
+        if integration is None:
+            return set()
+        return disabled_properties(
+            session, integration_id, integration.new_properties_are_enabled, named
+        )
 
     @staticmethod
     def _delete_unseen(
@@ -237,7 +281,7 @@ class SyncRunner:
             failed = execution.error_count > 0
             execution.status = (SyncStatus.FAILURE if failed else SyncStatus.SUCCESS).value
             execution.completed_at = now
-            on_sync_finished(session, execution, now)  # outbox: SYNC_COMPLETE
+            on_sync_finished(session, execution, now)  # outbox: (FIRST_)SYNC_COMPLETE
             session.execute(
                 delete(DataDiff).where(
                     DataDiff.integration_id == integration_id,
@@ -245,6 +289,11 @@ class SyncRunner:
                 )
             )
             return execution
+
+
+def _property_of(data: dict[str, Any]) -> str | None:
+    value = data.get("property_id")
+    return None if value is None or value == "" else str(value)
 
 
 def _next_generation(session: Session, integration_id: str) -> int:
@@ -283,4 +332,4 @@ def mark_failed(session: Session, execution_id: str, error: str, now: datetime) 
     execution.errors = [*execution.errors, error]
     execution.error_count += 1
     execution.completed_at = now
-    on_sync_finished(session, execution, now)  # outbox: SYNC_COMPLETE
+    on_sync_finished(session, execution, now)  # outbox: (FIRST_)SYNC_COMPLETE

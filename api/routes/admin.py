@@ -11,11 +11,11 @@ from pmsq.api.pagination import PageRequest, page_request, single
 from pmsq.api.routes.deps import account_dependency, refuse_unknown_query
 from pmsq.errors import NotFound
 from pmsq.models.enums import vendor_from_wire
+from pmsq.models.normalization import EnumMappingUpdate
 from pmsq.models.schemas import (
-    AccessCheck,
     CapabilitiesOut,
+    DataAccessCheckIn,
     DataAccessEnvelope,
-    DataAccessOut,
     DataAccessStarted,
     DataAccessStartedEnvelope,
     ErrorResponse,
@@ -23,9 +23,7 @@ from pmsq.models.schemas import (
     IntegrationEnvelope,
     IntegrationOut,
     IntegrationUpdate,
-    ModelAccess,
     NormalizationEnvelope,
-    NormalizationOut,
     Page,
     RateLimitsEnvelope,
     Results,
@@ -36,7 +34,6 @@ from pmsq.models.schemas import (
     VendorIn,
     WriteStatusOut,
 )
-from pmsq.pms.profiles import CREATE, UPDATE
 from pmsq.pms.registry import capabilities, profile_for
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -175,32 +172,34 @@ def build_router(ctx: ApiContext) -> APIRouter:
         "/integrations/{integration_id}/data-access",
         response_model=DataAccessEnvelope,
         responses=ERRORS,
-        summary="Data access: which models the integration's vendor reads and writes",
+        summary="Get data access information for an integration (reads as its newest syncs "
+        "found them)",
     )
     def data_access(
         integration_id: str, account_id: str = Depends(current_account)
     ) -> DataAccessEnvelope:
-        vendor = ctx.integrations.get(account_id, integration_id).integration_vendor
-        return DataAccessEnvelope(result=data_access_report(vendor))
+        return DataAccessEnvelope(result=ctx.data_access.report(account_id, integration_id))
 
     @router.post(
         "/integrations/{integration_id}/data-access",
         response_model=DataAccessStartedEnvelope,
         responses=ERRORS,
-        summary="Trigger a data access check (pmsq runs none: began_data_access is false)",
+        summary="Trigger a data access check on an integration (a full read sync; one at a time)",
     )
     def start_data_access(
-        integration_id: str, account_id: str = Depends(current_account)
+        integration_id: str,
+        _body: DataAccessCheckIn | None = None,
+        account_id: str = Depends(current_account),
     ) -> DataAccessStartedEnvelope:
-        ctx.integrations.get(account_id, integration_id)
-        return DataAccessStartedEnvelope(result=DataAccessStarted(began_data_access=False))
+        began = ctx.data_access.start(account_id, integration_id)
+        return DataAccessStartedEnvelope(result=DataAccessStarted(began_data_access=began))
 
     @router.get(
         "/normalization/{model}/{field}",
         response_model=NormalizationEnvelope,
         responses=ERRORS,
-        summary="Enum mappings of a field: pmsq keeps vendor values as they are (no custom "
-        "mappings)",
+        summary="Get custom enum mappings for normalizing PMS-specific field values (the "
+        "integration's own, else the vendor's default)",
     )
     def normalization(
         model: str,
@@ -209,10 +208,45 @@ def build_router(ctx: ApiContext) -> APIRouter:
         integration_id: str | None = None,
         account_id: str = Depends(current_account),
     ) -> NormalizationEnvelope:
-        if integration_id is not None:
-            ctx.integrations.get(account_id, integration_id)
         return NormalizationEnvelope(
-            results=NormalizationOut(is_custom_mapping=False, mappings={}, default_value="")
+            results=ctx.normalization.get(
+                account_id, model, field, integration_vendor, integration_id
+            )
+        )
+
+    @router.put(
+        "/normalization/{model}/{field}",
+        response_model=NormalizationEnvelope,
+        responses=ERRORS,
+        summary="Set an integration's own enum mapping (pmsq's addition: Propexo sets them in "
+        "its dashboard)",
+    )
+    def put_normalization(
+        model: str,
+        field: str,
+        spec: EnumMappingUpdate,
+        integration_id: Annotated[str, Query()],
+        account_id: str = Depends(current_account),
+    ) -> NormalizationEnvelope:
+        return NormalizationEnvelope(
+            results=ctx.normalization.put(account_id, model, field, integration_id, spec)
+        )
+
+    @router.delete(
+        "/normalization/{model}/{field}",
+        response_model=NormalizationEnvelope,
+        responses=ERRORS,
+        summary="Drop an integration's own enum mapping: its vendor's default applies again "
+        "(pmsq's addition)",
+    )
+    def delete_normalization(
+        model: str,
+        field: str,
+        integration_id: Annotated[str, Query()],
+        account_id: str = Depends(current_account),
+    ) -> NormalizationEnvelope:
+        return NormalizationEnvelope(
+            results=ctx.normalization.delete(account_id, model, field, integration_id)
         )
 
     @router.get(
@@ -236,21 +270,3 @@ def build_router(ctx: ApiContext) -> APIRouter:
         return {"vendor": profile.vendor, **capabilities()[profile.vendor]}
 
     return router
-
-
-def data_access_report(vendor: str) -> DataAccessOut:
-    """What `vendor`'s profile says pmsq reads and writes; pmsq runs no live check."""
-    profile = profile_for(str(vendor_from_wire(vendor)))
-    untested, unsupported = AccessCheck(untested=True), AccessCheck(unsupported=True)
-    return DataAccessOut(
-        models={
-            name: ModelAccess(
-                read=untested,
-                create=untested if CREATE in support.actions else unsupported,
-                update=untested if UPDATE in support.actions else unsupported,
-            )
-            for name, support in sorted(profile.models.items())
-        },
-        last_data_access_check=None,
-        data_access_check_in_process=False,
-    )

@@ -6,9 +6,11 @@ runs come from the integration's sync executions, `models` from its vendor's pro
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import case, func, select
 from sqlalchemy.orm import Session
 
 from pmsq.models.enums import vendor_on_wire
@@ -23,11 +25,58 @@ from pmsq.models.sync import UNFINISHED_SYNC, SyncExecution, SyncStatus, SyncTyp
 from pmsq.pms.profiles import VendorProfile
 
 
+@dataclass(frozen=True)
+class SyncSummary:
+    """What an integration's sync executions say about it."""
+
+    #: When its last successful sync of any kind completed.
+    last_completed_sync: datetime | None = None
+    #: When its last successful backsync completed.
+    last_completed_back_sync: datetime | None = None
+    #: Some execution is still pending or running.
+    is_running_sync: bool = False
+    #: When its last sync that ran to its end (success or failure) ended: its last data
+    #: access check, since a sync is what checks read access.
+    last_ended_sync: datetime | None = None
+
+
+def sync_summaries(session: Session, integration_ids: Collection[str]) -> dict[str, SyncSummary]:
+    """The sync summary of each of `integration_ids`, in one query whatever their number (a
+    list page renders with a fixed number of statements); one without executions is absent."""
+    if not integration_ids:
+        return {}
+    succeeded = SyncExecution.status == SyncStatus.SUCCESS.value
+    backsync = SyncExecution.type == SyncType.BACKSYNC.value
+    unfinished = SyncExecution.status.in_([s.value for s in UNFINISHED_SYNC])
+    ended = SyncExecution.status.in_([SyncStatus.SUCCESS.value, SyncStatus.FAILURE.value])
+    rows = session.execute(
+        select(
+            SyncExecution.integration_id,
+            func.max(case((succeeded, SyncExecution.completed_at))),
+            func.max(case((succeeded & backsync, SyncExecution.completed_at))),
+            func.max(case((unfinished, 1), else_=0)),
+            func.max(case((ended, SyncExecution.completed_at))),
+        )
+        .where(SyncExecution.integration_id.in_(list(integration_ids)))
+        .group_by(SyncExecution.integration_id)
+    ).all()
+    return {
+        integration_id: SyncSummary(last, last_back, bool(running), last_ended)
+        for integration_id, last, last_back, running, last_ended in rows
+    }
+
+
 def integration_view(
-    session: Session, integration: Integration, profile: VendorProfile
+    session: Session,
+    integration: Integration,
+    profile: VendorProfile,
+    summary: SyncSummary | None = None,
 ) -> IntegrationOut:
-    """`integration` as the API shows it (`profile`: its vendor's); reads its sync executions
+    """`integration` as the API shows it (`profile`: its vendor's). `summary` is its sync
+    summary when the caller read it with others' (a list page); without it, it is read
     through `session`."""
+    if summary is None:
+        summary = sync_summaries(session, [integration.id]).get(integration.id, SyncSummary())
     vendor = vendor_on_wire(integration.integration_vendor)
     base_interface = f"{vendor}_BASE"
     model_names = sorted(profile.models)
@@ -58,11 +107,11 @@ def integration_view(
         use_custom_sync_schedule=integration.use_custom_sync_schedule,
         allow_manual_syncs=integration.allow_manual_syncs,
         based_on_integration_id=integration.based_on_integration_id,
-        last_completed_sync=_last_completed(session, integration.id, None),
-        last_completed_back_sync=_last_completed(session, integration.id, SyncType.BACKSYNC),
-        is_running_sync=_is_running_sync(session, integration.id),
-        is_running_data_access_check=False,
-        last_data_access_check=None,
+        last_completed_sync=summary.last_completed_sync,
+        last_completed_back_sync=summary.last_completed_back_sync,
+        is_running_sync=summary.is_running_sync,
+        is_running_data_access_check=summary.is_running_sync,
+        last_data_access_check=summary.last_ended_sync,
         can_authenticate=integration.credentials_encrypted is not None,
         has_credentials=integration.credentials_encrypted is not None,
         integration_interfaces=[
@@ -75,28 +124,3 @@ def integration_view(
         configuration_meta_data=[],
         ping_results={},
     )
-
-
-def _last_completed(
-    session: Session, integration_id: str, sync_type: SyncType | None
-) -> datetime | None:
-    """When the integration's last successful sync (of `sync_type`, or any) completed."""
-    stmt = select(func.max(SyncExecution.completed_at)).where(
-        SyncExecution.integration_id == integration_id,
-        SyncExecution.status == SyncStatus.SUCCESS.value,
-    )
-    if sync_type is not None:
-        stmt = stmt.where(SyncExecution.type == sync_type.value)
-    return session.scalar(stmt)
-
-
-def _is_running_sync(session: Session, integration_id: str) -> bool:
-    running = session.scalar(
-        select(SyncExecution.id)
-        .where(
-            SyncExecution.integration_id == integration_id,
-            SyncExecution.status.in_([s.value for s in UNFINISHED_SYNC]),
-        )
-        .limit(1)
-    )
-    return running is not None

@@ -3,14 +3,19 @@ and encrypted on the way in."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, object_session, sessionmaker
 
-from pmsq.api.pagination import PageRequest, paginate
-from pmsq.api.services.integration_views import integration_view
+from pmsq.api.pagination import PageRequest, paginate_batched
+from pmsq.api.services.integration_views import (
+    SyncSummary,
+    integration_view,
+    sync_summaries,
+)
 from pmsq.crypto import CredentialCipher
 from pmsq.errors import Conflict, DestinationRefused, NotFound, ValidationFailed
 from pmsq.models.base import iso_z, utcnow
@@ -188,14 +193,17 @@ class IntegrationService:
         if is_archived is not None:
             stmt = stmt.where(Integration.is_archived.is_(is_archived))
         with self._session_factory() as session:
-            return paginate(
-                session,
-                stmt,
-                page,
-                SORTABLE,
-                "created_at:desc",
-                lambda row: to_out(row, self._profile(row)).model_dump(mode="json"),
-            )
+
+            def render_page(rows: Sequence[Integration]) -> list[dict[str, Any]]:
+                summaries = sync_summaries(session, [row.id for row in rows])
+                return [
+                    integration_view(
+                        session, row, self._profile(row), summaries.get(row.id, SyncSummary())
+                    ).model_dump(mode="json")
+                    for row in rows
+                ]
+
+            return paginate_batched(session, stmt, page, SORTABLE, "created_at:desc", render_page)
 
     def delete(self, account_id: str, integration_id: str) -> None:
         """Retire the integration; refused (409) while any of its jobs is unfinished."""

@@ -3,21 +3,26 @@ them, change one, and the check every write makes."""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
+from typing import Any, NoReturn
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from pmsq.api.pagination import PageRequest, paginate
+from pmsq.api.pagination import PageRequest, paginate, single
 from pmsq.api.services.integrations import owned_integration
 from pmsq.errors import NotFound, ValidationFailed
 from pmsq.models.base import utcnow
+from pmsq.models.enums import vendor_on_wire
 from pmsq.models.integration import Integration
-from pmsq.models.property import PropertyConfiguration, PropertyConfigurationOut
+from pmsq.models.property import (
+    PROPERTIES_MODEL,
+    PropertyConfiguration,
+    PropertyConfigurationOut,
+    disabled_properties,
+)
 from pmsq.models.record import Record
 
-#: The cached model whose records are the integration's properties.
-PROPERTIES_MODEL = "properties"
 SORTABLE = {
     "created_at": PropertyConfiguration.created_at,
     "property_id": PropertyConfiguration.property_id,
@@ -39,15 +44,9 @@ def check_property_enabled(session: Session, integration: Integration, property_
     write for: disabled by its configuration or, with none, by `new_properties_are_enabled`."""
     if not isinstance(property_id, str) or not property_id:
         return
-    enabled = session.scalar(
-        select(PropertyConfiguration.enabled).where(
-            PropertyConfiguration.integration_id == integration.id,
-            PropertyConfiguration.property_id == property_id,
-        )
-    )
-    if enabled is None:
-        enabled = integration.new_properties_are_enabled
-    if not enabled:
+    if disabled_properties(
+        session, integration.id, integration.new_properties_are_enabled, [property_id]
+    ):
         raise ValidationFailed(
             f"property '{property_id}' is disabled for integration '{integration.id}'",
             [{"field": "property_id", "reason": "property disabled for this integration"}],
@@ -91,6 +90,68 @@ class PropertyService:
             config.updated_at = utcnow()
             session.flush()
             return to_out(config)
+
+    def update_many(
+        self, account_id: str, integration_id: str, configuration_ids: Sequence[str], enabled: bool
+    ) -> None:
+        """All of them or none: an id that is not one of the integration's configurations is
+        a 400 naming `property_configuration_ids`, and nothing changes."""
+        wanted = set(configuration_ids)
+        with self._session_factory.begin() as session:
+            owned_integration(session, account_id, integration_id)
+            configs = session.scalars(
+                select(PropertyConfiguration).where(
+                    PropertyConfiguration.integration_id == integration_id,
+                    PropertyConfiguration.id.in_(sorted(wanted)),
+                )
+            ).all()
+            unknown = sorted(wanted - {config.id for config in configs})
+            if unknown:
+                raise ValidationFailed(
+                    f"no property configuration with id {', '.join(map(repr, unknown))} "
+                    f"in integration '{integration_id}'",
+                    [{"field": "property_configuration_ids", "reason": "unknown id"}],
+                )
+            now = utcnow()
+            for config in configs:
+                config.enabled = enabled
+                config.updated_at = now
+
+    # -- property list configurations: pmsq reads no property lists -----------------------
+
+    def list_property_lists(
+        self, account_id: str, integration_id: str, page: PageRequest
+    ) -> dict[str, Any]:
+        """Always empty: no vendor pmsq syncs has property lists it reads, so none can be
+        configured (see `create_property_list`)."""
+        with self._session_factory() as session:
+            owned_integration(session, account_id, integration_id)
+        envelope = single([])
+        envelope["meta"].update(offset=page.offset, limit=page.limit, total=0)
+        return envelope
+
+    def create_property_list(self, account_id: str, integration_id: str) -> NoReturn:
+        """Refused (400 naming `x_property_list_id`): a property list configuration says which
+        of the PMS's property lists to sync, and pmsq reads none from any vendor, so accepting
+        one would gate nothing while claiming to."""
+        with self._session_factory() as session:
+            integration = owned_integration(session, account_id, integration_id)
+            vendor = vendor_on_wire(integration.integration_vendor)
+        reason = f"pmsq reads no property lists from {vendor}; sync properties individually"
+        raise ValidationFailed(
+            f"x_property_list_id: {reason}", [{"field": "x_property_list_id", "reason": reason}]
+        )
+
+    def update_property_list(
+        self, account_id: str, integration_id: str, configuration_id: str
+    ) -> NoReturn:
+        """Every id is unknown: none can be created."""
+        with self._session_factory() as session:
+            owned_integration(session, account_id, integration_id)
+        raise NotFound(
+            f"no property list configuration with id '{configuration_id}'",
+            [{"field": "property_list_configuration_id", "reason": "unknown"}],
+        )
 
     @staticmethod
     def _configure_new(session: Session, integration: Integration) -> None:

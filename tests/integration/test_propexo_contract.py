@@ -8,12 +8,14 @@ import hmac
 import json
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import httpx
 import pytest
 from pydantic import BaseModel
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 from support import polytomic, propexo
 from support.api import ApiHarness, api_harness
@@ -24,10 +26,12 @@ from pmsq.models.job import Job, JobLog
 from pmsq.models.record import Record
 from pmsq.models.sync import DataDiff, SyncExecution
 from pmsq.settings import Settings
+from pmsq.workers.record_cache import store
 from pmsq.workers.webhooks import events as webhook_events
 from pmsq.workers.webhooks.deliverer import WebhookDeliverer
 
 SECRET = "PROPEXO-SECRET-" + uuid.uuid4().hex
+T_NOW = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -193,6 +197,79 @@ def test_list_items_are_propexo_integrations_and_filters_are_honoured(api: ApiHa
         ).json(),
     )
     assert {i.id for i in live.results} == {buildium, rent_manager}
+
+
+@contextmanager
+def counted_statements(api: ApiHarness) -> Iterator[list[str]]:
+    """The SQL statements the API sends while the block runs (every cursor execution)."""
+    engine = api.session_factory.kw["bind"]
+    statements: list[str] = []
+
+    def count(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(engine, "before_cursor_execute", count)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", count)
+
+
+def add_execution(
+    api: ApiHarness, integration_id: str, sync_type: str, status: str, completed_at: datetime | None
+) -> None:
+    with api.session_factory.begin() as session:
+        session.add(
+            SyncExecution(
+                integration_id=integration_id,
+                type=sync_type,
+                status=status,
+                completed_at=completed_at,
+            )
+        )
+
+
+def test_the_integration_list_reads_a_page_in_a_fixed_number_of_statements(
+    api: ApiHarness,
+) -> None:
+    """Each item's sync fields (last completed sync and backsync, a running sync) come from
+    one query for the whole page: ten items cost what one costs."""
+    headers = account(api)
+    done_at = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+    def list_page() -> tuple[int, dict[str, propexo.Integration]]:
+        with counted_statements(api) as statements:
+            listed = api.client.get("/v1/admin/integrations/", headers=headers)
+        assert listed.status_code == 200, listed.text
+        page = shaped(propexo.IntegrationList, listed.json())
+        return len(statements), {i.id: i for i in page.results}
+
+    first = make_integration(api, headers)
+    add_execution(api, first, "BACKSYNC", "SUCCESS", done_at)
+    add_execution(api, first, "MANUAL", "RUNNING", None)
+    one_item, items = list_page()
+    assert len(items) == 1
+    for _ in range(9):
+        other = make_integration(api, headers)
+        add_execution(api, other, "SCHEDULED", "SUCCESS", done_at - timedelta(hours=1))
+    ten_items, items = list_page()
+    assert len(items) == 10
+    assert ten_items == one_item
+    shown = items[first]
+    assert (instant(shown.last_completed_sync), instant(shown.last_completed_back_sync)) == (
+        done_at,
+        done_at,
+    )
+    assert shown.is_running_sync is True
+    assert {
+        (instant(i.last_completed_sync), instant(i.last_completed_back_sync), i.is_running_sync)
+        for key, i in items.items()
+        if key != first
+    } == {(done_at - timedelta(hours=1), None, False)}
+
+
+def instant(value: str | None) -> datetime | None:
+    return None if value is None else datetime.fromisoformat(value)
 
 
 def test_an_unknown_filter_is_a_400_naming_it(api: ApiHarness) -> None:
@@ -477,14 +554,28 @@ def test_webhooks_crud_at_propexos_path(api: ApiHarness) -> None:
     assert api.client.get(f"/v1/webhooks/{hook.id}", headers=headers).status_code == 404
 
 
+def test_data_and_first_sync_triggers_are_taken(api: ApiHarness) -> None:
+    """Propexo's every trigger registers (DATA_NEW, DATA_UPDATE and FIRST_SYNC_COMPLETE were a
+    400 before pmsq fired them)."""
+    triggers = ["DATA_NEW", "DATA_UPDATE", "FIRST_SYNC_COMPLETE", "SYNC_COMPLETE"]
+    created = api.client.post(
+        "/v1/webhooks/",
+        json={"url": "https://hooks.example.com/data", "triggers": triggers, "model": "leases"},
+        headers=account(api),
+    )
+    assert created.status_code == 200, created.text
+    hook = shaped(propexo.WebhookResponse, created.json()).result
+    assert [(t.trigger, t.model) for t in hook.triggers] == [(t, "leases") for t in triggers]
+
+
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"triggers": ["DATA_NEW"]}, "triggers"),
+        ({"triggers": ["DATA_DELETE"]}, "triggers"),
         ({"secret": "short"}, "secret"),
         ({"headers": [{"header": "propexo-signature", "value": "x"}]}, "headers.0.header"),
     ],
-    ids=["trigger-pmsq-never-fires", "short-secret", "reserved-header"],
+    ids=["unknown-trigger", "short-secret", "reserved-header"],
 )
 def test_webhook_refusals_name_the_field(api: ApiHarness, body: dict[str, Any], field: str) -> None:
     payload = {"url": "https://hooks.example.com/x", "triggers": ["JOB_FAILURE"], **body}
@@ -576,29 +667,131 @@ def test_users_are_an_empty_list_and_an_unknown_user_is_404(api: ApiHarness) -> 
     shaped(propexo.ErrorResponse, one.json())
 
 
-def test_data_access_reports_the_vendors_models(api: ApiHarness) -> None:
+def test_a_data_access_check_is_a_read_sync_and_the_report_shows_what_it_found(
+    api: ApiHarness,
+) -> None:
+    """Before this change the report said `untested` for every read and the POST answered
+    began_data_access: false."""
     headers = account(api)
     integration_id = make_integration(api, headers)
     path = f"/v1/admin/integrations/{integration_id}/data-access"
-    report = shaped(propexo.DataAccessResponse, api.client.get(path, headers=headers).json())
-    assert "residents" in report.result.models
-    assert report.result.data_access_check_in_process is False
-    started = api.client.post(path, json={}, headers=headers)
-    assert started.status_code == 200, started.text
-    assert (
-        shaped(propexo.DataAccessStartedResponse, started.json()).result.began_data_access is False
+
+    def report() -> propexo.DataAccess:
+        response = api.client.get(path, headers=headers)
+        assert response.status_code == 200, response.text
+        return shaped(propexo.DataAccessResponse, response.json()).result
+
+    before = report()
+    assert before.models["residents"].read == propexo.AccessUntested(untested=True)
+    assert (before.data_access_check_in_process, before.last_data_access_check) == (False, None)
+
+    def start() -> bool:
+        started = api.client.post(path, json={}, headers=headers)
+        assert started.status_code == 200, started.text
+        return shaped(propexo.DataAccessStartedResponse, started.json()).result.began_data_access
+
+    assert start() is True
+    running = report()
+    assert running.data_access_check_in_process is True
+    read = running.models["residents"].read
+    assert isinstance(read, propexo.AccessStatus) and read.status == "PROCESSING"
+    assert start() is False, "one check at a time"
+    models = sorted(running.models)
+    with api.session_factory.begin() as session:
+        (execution,) = session.scalars(
+            select(SyncExecution).where(SyncExecution.integration_id == integration_id)
+        ).all()
+        assert set(execution.models) == set(models), "a check reads every model"
+        execution.status = "SUCCESS"
+        execution.errors = ["leases: PMS answered 403: no access to leases"]
+        execution.cursor = {"model": len(execution.models), "page": 1}
+        execution.completed_at = datetime.now(UTC)
+    done = report()
+    assert done.data_access_check_in_process is False
+    assert done.last_data_access_check is not None
+    assert done.models["residents"].read == propexo.AccessStatus(
+        status="SUCCESS", error_message=None
     )
+    assert done.models["leases"].read == propexo.AccessStatus(
+        status="FAILED", error_message="PMS answered 403: no access to leases"
+    )
+    one = api.client.get(f"/v1/admin/integrations/{integration_id}/", headers=headers)
+    shown = shaped(propexo.IntegrationOne, one.json()).results
+    assert shown is not None and shown.last_data_access_check is not None
+    # An integration that takes no manual sync runs no check either.
+    api.client.put(
+        f"/v1/admin/integrations/{integration_id}/",
+        json={"allow_manual_syncs": False},
+        headers=headers,
+    )
+    assert start() is False
 
 
-def test_normalization_has_no_custom_mappings(api: ApiHarness) -> None:
-    response = api.client.get(
-        "/v1/admin/normalization/residents/status",
-        params={"integration_vendor": "RENTMANAGER"},
-        headers=account(api),
+def test_normalization_answers_vendor_defaults_and_an_integrations_own_mapping(
+    api: ApiHarness,
+) -> None:
+    """Before this change every field answered an empty default mapping, and none applied."""
+    headers = account(api)
+    integration_id = make_integration(api, headers)
+    path = "/v1/admin/normalization/leases/status"
+
+    def get(**params: str) -> propexo.Normalization:
+        response = api.client.get(path, params=params, headers=headers)
+        assert response.status_code == 200, response.text
+        return shaped(propexo.NormalizationResponse, response.json()).results
+
+    default = get(integration_vendor="BUILDIUM", integration_id=integration_id)
+    assert default.is_custom_mapping is False
+    assert (default.mappings["Active"], default.mappings["Past"], default.default_value) == (
+        "ACTIVE", "INACTIVE", "OTHER",
+    )  # fmt: skip
+    custom = {"mappings": {"Active": "ACTIVE", "Past": "EVICTED"}, "default_value": "PENDING"}
+    put = api.client.put(
+        path, params={"integration_id": integration_id}, json=custom, headers=headers
     )
-    assert response.status_code == 200, response.text
-    results = shaped(propexo.NormalizationResponse, response.json()).results
-    assert (results.is_custom_mapping, results.mappings) == (False, {})
+    assert put.status_code == 200, put.text
+    assert shaped(propexo.NormalizationResponse, put.json()).results.is_custom_mapping is True
+    own = get(integration_vendor="BUILDIUM", integration_id=integration_id)
+    assert (own.is_custom_mapping, own.mappings, own.default_value) == (
+        True, custom["mappings"], "PENDING",
+    )  # fmt: skip
+    assert get(integration_vendor="BUILDIUM").is_custom_mapping is False, "no integration named"
+    with api.session_factory.begin() as session:
+        change = store(session, integration_id, "leases", {"id": "l-1", "status": "Past"}, T_NOW)
+    assert change.kind == "NEW"
+    with api.session_factory() as session:
+        cached = session.scalars(select(Record).where(Record.pms_id == "l-1")).one()
+        assert cached.data["status_normalized"] == "EVICTED"
+    dropped = api.client.delete(path, params={"integration_id": integration_id}, headers=headers)
+    assert dropped.status_code == 200, dropped.text
+    assert get(integration_vendor="BUILDIUM", integration_id=integration_id) == default
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("leases/status", {"mappings": {"x": "NOPE"}, "default_value": "OTHER"}, "mappings.x"),
+        ("leases/status", {"mappings": {}, "default_value": "NOPE"}, "default_value"),
+        ("residents/status", {"mappings": {}, "default_value": "OTHER"}, "field"),
+        ("widgets/status", {"mappings": {}, "default_value": "OTHER"}, "model"),
+    ],
+    ids=["mapped-value", "default-value", "field", "model"],
+)
+def test_enum_mapping_refusals_name_the_field(
+    api: ApiHarness, path: str, body: dict[str, Any], field: str
+) -> None:
+    headers = account(api)
+    integration_id = make_integration(api, headers)
+    response = api.client.put(
+        f"/v1/admin/normalization/{path}",
+        params={"integration_id": integration_id},
+        json=body,
+        headers=headers,
+    )
+    assert response.status_code == 400, response.text
+    error = shaped(propexo.ErrorResponse, response.json()).error
+    assert error.details is not None
+    assert [d["field"] for d in error.details["fields"]] == [field]
 
 
 def cache_property(api: ApiHarness, integration_id: str, pms_id: str) -> None:
@@ -643,6 +836,73 @@ def test_property_configurations_gate_writes(api: ApiHarness) -> None:
     assert write_for(api, headers, integration_id, "p-new").status_code == 400
     unknown = api.client.put(f"{path}/nope", json={"enabled": True}, headers=headers)
     assert unknown.status_code == 404
+
+
+def test_property_configurations_are_enabled_and_disabled_in_bulk(api: ApiHarness) -> None:
+    headers = account(api)
+    integration_id = make_integration(api, headers)
+    for pms_id in ("p-1", "p-2", "p-3"):
+        cache_property(api, integration_id, pms_id)
+    path = f"/v1/admin/integrations/{integration_id}/properties"
+    listed = shaped(propexo.PropertyConfigurationList, api.client.get(path, headers=headers).json())
+    ids = {config.property_id: config.id for config in listed.results}
+
+    def enabled() -> dict[str, bool]:
+        page = api.client.get(path, headers=headers).json()
+        results = shaped(propexo.PropertyConfigurationList, page).results
+        return {config.property_id: config.enabled for config in results}
+
+    batch = {"property_configuration_ids": [ids["p-1"], ids["p-2"]], "enabled": False}
+    response = api.client.put(f"{path}/batch", json=batch, headers=headers)
+    assert response.status_code == 200, response.text
+    assert shaped(propexo.Success, response.json()).success is True
+    assert enabled() == {"p-1": False, "p-2": False, "p-3": True}
+    assert write_for(api, headers, integration_id, "p-2").status_code == 400
+    assert write_for(api, headers, integration_id, "p-3").status_code == 200
+    # One unknown id (here another integration's) and nothing changes.
+    other = make_integration(api, headers)
+    cache_property(api, other, "p-9")
+    (foreign,) = shaped(
+        propexo.PropertyConfigurationList,
+        api.client.get(f"/v1/admin/integrations/{other}/properties", headers=headers).json(),
+    ).results
+    mixed = {"property_configuration_ids": [ids["p-1"], foreign.id], "enabled": True}
+    refused = api.client.put(f"{path}/batch", json=mixed, headers=headers)
+    assert refused.status_code == 400, refused.text
+    error = shaped(propexo.ErrorResponse, refused.json()).error
+    assert error.details is not None
+    assert [d["field"] for d in error.details["fields"]] == ["property_configuration_ids"]
+    assert enabled() == {"p-1": False, "p-2": False, "p-3": True}
+    empty = api.client.put(
+        f"{path}/batch", json={"property_configuration_ids": [], "enabled": True}, headers=headers
+    )
+    assert empty.status_code == 400, empty.text
+
+
+def test_property_lists_are_an_empty_list_and_none_can_be_configured(api: ApiHarness) -> None:
+    """pmsq reads no property lists, so a configuration is refused with a 400 naming the
+    field rather than accepted and never applied (before this change: 404, no such path)."""
+    headers = account(api)
+    integration_id = make_integration(api, headers)
+    path = f"/v1/admin/integrations/{integration_id}/property-lists"
+    listed = api.client.get(path, params={"limit": 10}, headers=headers)
+    assert listed.status_code == 200, listed.text
+    page = shaped(propexo.PropertyListConfigurationList, listed.json())
+    assert (page.results, page.meta.total, page.meta.limit) == ([], 0, 10)
+    created = api.client.post(
+        path, json={"x_property_list_id": "12", "enabled": True}, headers=headers
+    )
+    assert created.status_code == 400, created.text
+    error = shaped(propexo.ErrorResponse, created.json()).error
+    assert error.details is not None
+    assert [d["field"] for d in error.details["fields"]] == ["x_property_list_id"]
+    updated = api.client.put(f"{path}/plc-1", json={"enabled": False}, headers=headers)
+    assert updated.status_code == 404, updated.text
+    shaped(propexo.ErrorResponse, updated.json())
+    other = api.client.get(
+        "/v1/admin/integrations/not-an-integration/property-lists", headers=headers
+    )
+    assert other.status_code == 404
 
 
 # -- the OpenAPI document ------------------------------------------------------------------

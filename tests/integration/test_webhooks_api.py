@@ -52,7 +52,7 @@ def test_create_returns_the_secret_once_and_stores_it_encrypted(api: ApiHarness)
 @pytest.mark.parametrize(
     ("body", "field"),
     [
-        ({"events": ["WRITE_OPERATION_FAILURE", "DATA_NEW"]}, "events"),
+        ({"events": ["WRITE_OPERATION_FAILURE", "DATA_DELETE"]}, "events"),
         ({"events": []}, "events"),
         ({"url": "ftp://example.com/x"}, "url"),
         ({"url": "not a url"}, "url"),
@@ -71,7 +71,7 @@ def test_bad_bodies_are_400_naming_the_field(
     assert error["code"] == "validation_error"
     assert field in [d["field"] for d in error["details"]["fields"]]
     if body.get("events"):
-        assert "DATA_NEW" in error["message"]
+        assert "DATA_DELETE" in error["message"]
 
 
 def test_list_is_paged_and_account_scoped(api: ApiHarness) -> None:

@@ -368,6 +368,20 @@ class PropertyConfigurationList(Shape):
     results: list[PropertyConfiguration]
 
 
+class PropertyListConfiguration(Shape):
+    id: StrictStr
+    created_at: StrictStr
+    integration_id: StrictStr
+    property_list_id: StrictStr
+    x_property_list_id: StrictStr
+    enabled: StrictBool
+
+
+class PropertyListConfigurationList(Shape):
+    meta: ResponseMeta
+    results: list[PropertyListConfiguration]
+
+
 class PropertyConfigurationUpdated(PropertyConfiguration):
     additional_message: StrictStr | None = None
 

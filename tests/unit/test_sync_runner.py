@@ -15,8 +15,11 @@ from pmsq.models.account import Account
 from pmsq.models.enums import JobStatus, Vendor
 from pmsq.models.integration import Integration
 from pmsq.models.job import Job
+from pmsq.models.normalization import EnumMapping
+from pmsq.models.property import PropertyConfiguration
 from pmsq.models.record import Record
 from pmsq.models.sync import DataDiff, SyncExecution, SyncStatus, SyncType
+from pmsq.models.webhook import WebhookDelivery, WebhookEndpoint, WebhookEvent
 from pmsq.pms.connector import Exchange
 from pmsq.workers.record_cache import store
 from pmsq.workers.sync_runner import SyncLease, SyncRunner
@@ -247,3 +250,217 @@ def test_a_sync_delivered_again_after_it_ended_changes_nothing(world: World) -> 
     assert (again.status, again.completed_at, again.counts()) == (
         ended.status, ended.completed_at, ended.counts(),
     )  # fmt: skip
+
+
+def test_records_of_a_disabled_property_are_not_ingested(world: World) -> None:
+    """A property disabled through its configuration (or, never configured, by
+    `new_properties_are_enabled: false`) gets no new or updated records; its cached ones stay
+    as they were and are not taken for gone. Before this change the sync cached them all."""
+    with world.session_factory.begin() as session:
+        integration = session.get(Integration, world.integration_id)
+        assert integration is not None
+        integration.new_properties_are_enabled = False
+        session.add_all(
+            [
+                PropertyConfiguration(
+                    integration_id=world.integration_id, property_id="p-on", enabled=True
+                ),
+                PropertyConfiguration(
+                    integration_id=world.integration_id, property_id="p-off", enabled=False
+                ),
+                Record(
+                    integration_id=world.integration_id,
+                    model="residents",
+                    pms_id="r-kept",
+                    data={"id": "r-kept", "property_id": "p-off", "first_name": "Old"},
+                ),
+            ]
+        )
+    residents = [
+        {"id": "r-on", "property_id": "p-on"},
+        {"id": "r-off", "property_id": "p-off"},
+        {"id": "r-kept", "property_id": "p-off", "first_name": "New"},
+        {"id": "r-unconfigured", "property_id": "p-new"},
+        {"id": "r-no-property"},
+    ]
+    pages = {"residents": [residents], "properties": [[{"id": "p-off"}, {"id": "p-new"}]]}
+    with world.session_factory.begin() as session:
+        execution = session.get(SyncExecution, world.execution_id)
+        assert execution is not None
+        execution.models = ["properties", "residents"]
+
+    execution = world.run(ScriptedPms(pages, set()))
+
+    assert execution.status == SyncStatus.SUCCESS.value
+    assert world.cached_ids() == {"p-off", "p-new", "r-on", "r-kept", "r-no-property"}
+    with world.session_factory() as session:
+        kept = session.scalars(select(Record).where(Record.pms_id == "r-kept")).one()
+        assert kept.data["first_name"] == "Old"
+    assert ("UPDATE", "r-kept") not in world.diffs()
+    assert ("DELETE", "r-kept") not in world.diffs()
+    assert (execution.insert_count, execution.update_count, execution.total_count) == (4, 0, 7)
+
+
+# -- DATA_NEW, DATA_UPDATE, FIRST_SYNC_COMPLETE --------------------------------------------
+
+SYNC_EVENTS = [
+    WebhookEvent.DATA_NEW,
+    WebhookEvent.DATA_UPDATE,
+    WebhookEvent.SYNC_COMPLETE,
+    WebhookEvent.FIRST_SYNC_COMPLETE,
+]
+CHANGED = {
+    "residents": [[{"id": "r1", "first_name": "Ada", "property_id": "p-1"}, {"id": "r2"}]],
+    "units": [[{"id": "u1"}]],
+}
+
+
+def _endpoint(world: World, events: list[WebhookEvent], model: str | None = None) -> str:
+    with world.session_factory.begin() as session:
+        integration = session.get(Integration, world.integration_id)
+        assert integration is not None
+        endpoint = WebhookEndpoint(
+            account_id=integration.account_id,
+            url="http://hooks.invalid/h",
+            events=[e.value for e in events],
+            secret_encrypted=b"unused",
+            model=model,
+        )
+        session.add(endpoint)
+        session.flush()
+        return endpoint.id
+
+
+def _ended_sync_before(world: World) -> None:
+    with world.session_factory.begin() as session:
+        session.add(
+            SyncExecution(
+                integration_id=world.integration_id,
+                type=SyncType.SCHEDULED.value,
+                status=SyncStatus.SUCCESS.value,
+                completed_at=T0 - timedelta(hours=1),
+            )
+        )
+
+
+def _deliveries(world: World) -> list[WebhookDelivery]:
+    with world.session_factory() as session:
+        return list(session.scalars(select(WebhookDelivery).order_by(WebhookDelivery.event)))
+
+
+def test_a_sync_sends_data_new_and_data_update_per_record_to_who_listens(world: World) -> None:
+    """Before this change DATA_NEW and DATA_UPDATE were refused at registration, never sent."""
+    _ended_sync_before(world)
+    residents = _endpoint(world, SYNC_EVENTS, model="residents")
+    units = _endpoint(world, [WebhookEvent.DATA_NEW], model="units")
+
+    world.run(ScriptedPms(CHANGED, set()))
+
+    sent = [
+        (d.endpoint_id, d.event, d.payload["data"]["object"], d.payload["data"]["x_id"])
+        for d in _deliveries(world)
+        if d.event.startswith("DATA_")
+    ]
+    assert sorted(sent) == sorted(
+        [
+            (residents, "DATA_NEW", "residents", "r2"),
+            (residents, "DATA_UPDATE", "residents", "r1"),
+            (units, "DATA_NEW", "units", "u1"),
+        ]
+    )
+    (update,) = [d for d in _deliveries(world) if d.event == "DATA_UPDATE"]
+    data = update.payload["data"]
+    assert data["diff"] == {
+        "previous": {"first_name": "N1", "property_id": None},
+        "new": {"first_name": "Ada", "property_id": "p-1"},
+    }
+    assert data["context"] == {"property_id": "p-1"}
+    assert (data["integration_id"], data["job_id"], data["vendor"]) == (
+        world.integration_id, world.job_id, "SANDBOX",
+    )  # fmt: skip
+    with world.session_factory() as session:
+        cached = session.scalars(select(Record).where(Record.pms_id == "r1")).one()
+        assert data["record_id"] == cached.id
+    (new_unit,) = [d for d in _deliveries(world) if d.endpoint_id == units]
+    assert new_unit.payload["data"]["payload"] == {"id": "u1"}
+    completions = [d.event for d in _deliveries(world) if d.event.endswith("SYNC_COMPLETE")]
+    assert completions == ["SYNC_COMPLETE"]
+
+
+def test_the_first_sync_sends_first_sync_complete_and_no_data_events(world: World) -> None:
+    """Before this change the first sync sent SYNC_COMPLETE (FIRST_SYNC_COMPLETE was refused)."""
+    _endpoint(world, SYNC_EVENTS)
+
+    world.run(ScriptedPms(CHANGED, set()))
+
+    assert [d.event for d in _deliveries(world)] == ["FIRST_SYNC_COMPLETE"]
+    # The next sync is not the first any more: it sends SYNC_COMPLETE and its changes.
+    second = world.another_sync()
+    world.run(ScriptedPms({"residents": [[{"id": "r9"}]], "units": [[]]}, set()), sync=second)
+    assert sorted(d.event for d in _deliveries(world)) == [
+        "DATA_NEW", "FIRST_SYNC_COMPLETE", "SYNC_COMPLETE",
+    ]  # fmt: skip
+
+
+def test_a_backsync_sends_no_data_events(world: World) -> None:
+    _ended_sync_before(world)
+    _endpoint(world, [WebhookEvent.DATA_NEW, WebhookEvent.DATA_UPDATE])
+    with world.session_factory.begin() as session:
+        execution = session.get(SyncExecution, world.execution_id)
+        assert execution is not None
+        execution.type = SyncType.BACKSYNC.value
+
+    world.run(ScriptedPms(CHANGED, set()))
+
+    assert _deliveries(world) == []
+
+
+# -- custom enum mappings ------------------------------------------------------------------
+
+
+def _lease_mapping(world: World) -> None:
+    with world.session_factory.begin() as session:
+        session.add(
+            EnumMapping(
+                integration_id=world.integration_id,
+                model="leases",
+                field="status",
+                mappings={"current": "ACTIVE", "notice": "ACTIVE", "past": "INACTIVE"},
+                default_value="OTHER",
+            )
+        )
+
+
+def _cached(world: World, pms_id: str) -> dict[str, Any]:
+    with world.session_factory() as session:
+        return dict(session.scalars(select(Record).where(Record.pms_id == pms_id)).one().data)
+
+
+def test_a_sync_caches_enum_fields_normalized_by_the_integrations_mapping(world: World) -> None:
+    """Before this change the cache held the vendor's values only."""
+    _lease_mapping(world)
+    leases = [{"id": "l1", "status": "current"}, {"id": "l2", "status": "odd"}, {"id": "l3"}]
+    with world.session_factory.begin() as session:
+        execution = session.get(SyncExecution, world.execution_id)
+        assert execution is not None
+        execution.models = ["leases"]
+
+    world.run(ScriptedPms({"leases": [leases]}, set()))
+
+    assert _cached(world, "l1") == {
+        "id": "l1", "status": "current", "status_raw": "current", "status_normalized": "ACTIVE",
+    }  # fmt: skip
+    assert _cached(world, "l2")["status_normalized"] == "OTHER", "unmapped: the default"
+    assert _cached(world, "l3") == {"id": "l3"}, "no status, nothing added"
+
+
+def test_a_written_record_is_cached_normalized_too(world: World) -> None:
+    _lease_mapping(world)
+    with world.session_factory.begin() as session:
+        store(session, world.integration_id, "leases", {"id": "l9", "status": "past"}, T0)
+        # A vendor without default mappings: every value is OTHER until the integration maps it.
+        store(session, world.integration_id, "applicants", {"id": "a1", "status": "New"}, T0)
+    assert _cached(world, "l9")["status_normalized"] == "INACTIVE"
+    assert _cached(world, "a1") == {
+        "id": "a1", "status": "New", "status_raw": "New", "status_normalized": "OTHER",
+    }  # fmt: skip

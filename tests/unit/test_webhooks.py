@@ -270,6 +270,15 @@ def test_a_rolled_back_outcome_leaves_no_event(world: World) -> None:
 def test_a_failed_sync_emits_sync_complete_with_counts(world: World) -> None:
     world.endpoint([WebhookEvent.SYNC_COMPLETE])
     with world.session_factory.begin() as session:
+        # Not the integration's first sync (that one sends FIRST_SYNC_COMPLETE instead).
+        session.add(
+            SyncExecution(
+                integration_id=world.integration_id,
+                type="SCHEDULED",
+                status=SyncStatus.SUCCESS.value,
+                completed_at=T0 - timedelta(days=1),
+            )
+        )
         execution = SyncExecution(
             integration_id=world.integration_id,
             type="MANUAL",

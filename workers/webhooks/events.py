@@ -6,22 +6,29 @@ pmsq's additions: a top-level `timestamp`, the write's `write_status`, `errors` 
 `created_record_id` (as write-status answers them) on write events, and the execution's id,
 status and counts on SYNC_COMPLETE. Only the account's active endpoints subscribed to an event
 get a row.
+
+Sync events follow Propexo's rules: an integration's first sync to end sends
+FIRST_SYNC_COMPLETE and every later one SYNC_COMPLETE; DATA_NEW and DATA_UPDATE (one per record
+a sync found new or changed) are not sent by the first sync nor by backsyncs, whose every
+record would be news.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pmsq.models.base import iso_z
 from pmsq.models.enums import JobStatus, vendor_on_wire
 from pmsq.models.integration import Integration
 from pmsq.models.job import SYNC_ACTION, Job
-from pmsq.models.sync import SyncExecution, SyncStatus
-from pmsq.models.webhook import DeliveryStatus, WebhookDelivery, WebhookEvent
+from pmsq.models.sync import SyncExecution, SyncStatus, SyncType
+from pmsq.models.webhook import DeliveryStatus, WebhookDelivery, WebhookEndpoint, WebhookEvent
 from pmsq.workers.outcome import write_outcome
 from pmsq.workers.webhooks.repository import WebhookRepository
 
@@ -48,16 +55,33 @@ def emit(
     model: str | None = None,
 ) -> list[WebhookDelivery]:
     """Add one PENDING delivery, due now, per subscribed endpoint (one that names a model only
-    for events about `model`); `build()` makes the payload only if some endpoint listens, so
-    events nobody subscribed to cost one indexed query."""
-    endpoints = [
-        endpoint
-        for endpoint in WebhookRepository(session).subscribed(account_id, event.value)
-        if endpoint.model is None or endpoint.model == model
-    ]
+    for events about that model, or about none); `build()` makes the payload only if some
+    endpoint listens, so events nobody subscribed to cost one indexed query."""
+    endpoints = _listening(session, account_id, event, model)
     if not endpoints:
         return []
-    payload = build()
+    return _deliveries(session, endpoints, event, build(), now)
+
+
+def _listening(
+    session: Session, account_id: str, event: WebhookEvent, model: str | None
+) -> list[WebhookEndpoint]:
+    """Endpoints subscribed to `event`; an endpoint's model narrows only events about a model
+    (a sync's completion is about none, so every subscriber gets it)."""
+    return [
+        endpoint
+        for endpoint in WebhookRepository(session).subscribed(account_id, event.value)
+        if model is None or endpoint.model is None or endpoint.model == model
+    ]
+
+
+def _deliveries(
+    session: Session,
+    endpoints: Sequence[WebhookEndpoint],
+    event: WebhookEvent,
+    payload: dict[str, Any],
+    now: datetime,
+) -> list[WebhookDelivery]:
     rows = [
         WebhookDelivery(
             endpoint_id=endpoint.id,
@@ -141,11 +165,105 @@ def on_job_finished(session: Session, job: Job, root: Job, now: datetime) -> Non
     emit(session, root.account_id, event, write_event, now, root.model)
 
 
-def on_sync_finished(session: Session, execution: SyncExecution, now: datetime) -> None:
-    """SYNC_COMPLETE, once `execution` holds its final status and counts."""
+#: Statuses of a sync execution that ran to its end.
+_ENDED = (SyncStatus.SUCCESS.value, SyncStatus.FAILURE.value)
+
+
+def _another_sync_ended(session: Session, execution: SyncExecution) -> bool:
+    """Whether a sync of `execution`'s integration other than it has already ended."""
+    other = session.scalar(
+        select(SyncExecution.id)
+        .where(
+            SyncExecution.integration_id == execution.integration_id,
+            SyncExecution.id != execution.id,
+            SyncExecution.status.in_(_ENDED),
+        )
+        .limit(1)
+    )
+    return other is not None
+
+
+@dataclass(frozen=True)
+class RecordChange:
+    """One record a sync page found new or changed, as the cache now holds it."""
+
+    #: pmsq's id of the cached record (what `GET /v1/{model}/{id}` takes).
+    record_id: str
+    #: The record's id at the PMS.
+    pms_id: str
+    data: dict[str, Any]
+    #: For an update: `{field: {"old", "new"}}`; empty for a new record.
+    changes: dict[str, Any]
+
+
+def on_records_changed(
+    session: Session,
+    execution: SyncExecution,
+    model: str,
+    new: Sequence[RecordChange],
+    updated: Sequence[RecordChange],
+    now: datetime,
+) -> None:
+    """DATA_NEW per new record and DATA_UPDATE per changed one of a sync page, to endpoints
+    listening for `model` (or every model); none from a backsync or the integration's first
+    sync. Costs one query per event when nobody listens, whatever the page's size."""
+    if execution.type == SyncType.BACKSYNC.value or not (new or updated):
+        return
     integration = session.get(Integration, execution.integration_id)
     if integration is None:
         return
+    listening = {
+        event: _listening(session, integration.account_id, event, model) if changes else []
+        for event, changes in ((WebhookEvent.DATA_NEW, new), (WebhookEvent.DATA_UPDATE, updated))
+    }
+    if not any(listening.values()) or not _another_sync_ended(session, execution):
+        return
+    base = {
+        "integration_id": integration.id,
+        "job_id": execution.job_id,
+        "root_job_id": execution.job_id,
+        "job_type": SYNC_ACTION,
+        "vendor": vendor_on_wire(integration.integration_vendor),
+        "object": model,
+        "execution_id": execution.id,
+    }
+    meta = {"object": model, "integration_id": integration.id}
+    for change in new:
+        data = {**base, **_record_fields(change), "payload": change.data}
+        payload = envelope(WebhookEvent.DATA_NEW, data, now, meta)
+        _deliveries(session, listening[WebhookEvent.DATA_NEW], WebhookEvent.DATA_NEW, payload, now)
+    for change in updated:
+        diff = {
+            "previous": {name: c["old"] for name, c in change.changes.items()},
+            "new": {name: c["new"] for name, c in change.changes.items()},
+        }
+        data = {**base, **_record_fields(change), "diff": diff}
+        payload = envelope(WebhookEvent.DATA_UPDATE, data, now, meta)
+        _deliveries(
+            session, listening[WebhookEvent.DATA_UPDATE], WebhookEvent.DATA_UPDATE, payload, now
+        )
+
+
+def _record_fields(change: RecordChange) -> dict[str, Any]:
+    property_id = change.data.get("property_id")
+    return {
+        "record_id": change.record_id,
+        "x_id": change.pms_id,
+        "context": {"property_id": None if property_id is None else str(property_id)},
+    }
+
+
+def on_sync_finished(session: Session, execution: SyncExecution, now: datetime) -> None:
+    """SYNC_COMPLETE (FIRST_SYNC_COMPLETE for the integration's first sync to end), once
+    `execution` holds its final status and counts."""
+    integration = session.get(Integration, execution.integration_id)
+    if integration is None:
+        return
+    event = (
+        WebhookEvent.SYNC_COMPLETE
+        if _another_sync_ended(session, execution)
+        else WebhookEvent.FIRST_SYNC_COMPLETE
+    )
 
     def sync_complete() -> dict[str, Any]:
         models = len(execution.models)
@@ -157,6 +275,7 @@ def on_sync_finished(session: Session, execution: SyncExecution, now: datetime) 
             "failed_job_count": execution.error_count,
             "is_sync_finished": execution.status
             in (SyncStatus.SUCCESS.value, SyncStatus.FAILURE.value),
+            "job_schedule_id": execution.schedule_id,
             "execution_id": execution.id,
             "job_id": execution.job_id,
             "sync_type": execution.type,
@@ -166,6 +285,6 @@ def on_sync_finished(session: Session, execution: SyncExecution, now: datetime) 
             "started_at": iso_z(execution.started_at),
             "completed_at": iso_z(execution.completed_at),
         }
-        return envelope(WebhookEvent.SYNC_COMPLETE, data, now)
+        return envelope(event, data, now)
 
-    emit(session, integration.account_id, WebhookEvent.SYNC_COMPLETE, sync_complete, now)
+    emit(session, integration.account_id, event, sync_complete, now)
