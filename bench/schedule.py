@@ -59,13 +59,13 @@ from pmsq.models.migrate import upgrade
 from pmsq.models.sync import SyncExecution, SyncSchedule
 from pmsq.scheduler.beat import DatabaseScheduler
 from pmsq.scheduler.cadence import next_sync_time
+from pmsq.scheduler.changes import signal
 from pmsq.scheduler.firing import SyncFirer
 from pmsq.scheduler.leader import LEADER_KEY
 from pmsq.scheduler.schedules import ACTIVE, cadence_signature
-from pmsq.settings import Settings, get_settings
-from pmsq.workers.dispatch import Dispatcher
+from pmsq.settings import get_settings
+from pmsq.workers.flow.keys import IntegrationKeys
 from pmsq.workers.flow.redis_backend import RedisFlowControl
-from pmsq.workers.publisher import AdmittedJob
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))
@@ -225,8 +225,11 @@ def next_due_of(cadence: Cadence, anchor: datetime, after: datetime) -> datetime
     )
 
 
-def make_due(engine: Engine, schedule_ids: Sequence[str], now: datetime) -> None:
-    """Move these schedules' next run into the past (a different instant each, as if missed)."""
+def make_due(
+    engine: Engine, client: redis.Redis, schedule_ids: Sequence[str], now: datetime
+) -> None:
+    """Move these schedules' next run into the past (a different instant each, as if missed),
+    and signal the change after the commit, as the API does."""
     with engine.begin() as connection:
         for k, schedule_id in enumerate(schedule_ids):
             connection.execute(
@@ -234,6 +237,7 @@ def make_due(engine: Engine, schedule_ids: Sequence[str], now: datetime) -> None
                 .where(SyncSchedule.id == schedule_id)
                 .values(next_run_at=now - timedelta(minutes=1, seconds=k))
             )
+    signal(client)
 
 
 # -- timing -----------------------------------------------------------------------------------
@@ -264,22 +268,13 @@ class Row:
     n: int
     fire_empty_ms: list[float]
     tick_empty_ms: list[float]
+    tick_signalled_ms: list[float]
     fire_due_ms: list[float]
     tick_due_ms: list[float]
     persistent_ms: list[float]
     redbeat_ms: list[float]
     fired: list[int]
     setup_s: dict[str, float]
-
-
-class StubPublisher:
-    """Counts what the dispatcher would publish to the broker."""
-
-    def __init__(self) -> None:
-        self.published = 0
-
-    def publish(self, job: AdmittedJob) -> None:
-        self.published += 1
 
 
 # -- pmsq -------------------------------------------------------------------------------------
@@ -338,22 +333,16 @@ def measure_pmsq(
     setup["insert_s"] = time.perf_counter() - began
     report(f"  pmsq: {n:,} integrations inserted in {setup['insert_s']:.1f} s")
     session_factory = make_session_factory(engine)
-    settings = Settings(database_url=database_url, redis_url=redis_url)
-    publisher = StubPublisher()
-    dispatcher = Dispatcher(session_factory, publisher, RedisFlowControl(client), settings)
     firer = SyncFirer(session_factory, RedisFlowControl(client))
     # Each due tick fires schedules that never fired, so each sync finds its integration free.
     picked = random.Random(n).sample(schedules, 2 * DUE_REPEATS * DUE)
     pool = [schedule_id for schedule_id, _ in picked]
-    # Steady state: an integration's limits reach Redis at its first admission and stay there.
-    for _, integration_id in picked:
-        dispatcher.load_limits(integration_id)
     fired: list[int] = []
 
     def due_batch(offset: int) -> Callable[[int], None]:
         def before(r: int) -> None:
             first = (offset + r) * DUE
-            make_due(engine, pool[first : first + DUE], datetime.now(UTC))
+            make_due(engine, client, pool[first : first + DUE], datetime.now(UTC))
 
         return before
 
@@ -368,8 +357,9 @@ def measure_pmsq(
     firer.fire_due()  # warm-up: connections, compiled statements, flow-control scripts
     figures["fire_empty"] = timed_ms(firer.fire_due, EMPTY_REPEATS, check=expect_empty)
     figures["fire_due"] = timed_ms(firer.fire_due, DUE_REPEATS, due_batch(0), record)
-    if publisher.published != sum(fired):
-        report(f"  WARNING: {sum(fired)} fired but {publisher.published} published")
+    enqueued = queued_jobs(client, [integration_id for _, integration_id in picked])
+    if enqueued != sum(fired):
+        report(f"  WARNING: {sum(fired)} fired but {enqueued} enqueued")
     with pmsq_environment(database_url, redis_url), beat_app(redis_server) as app:
         scheduler = DatabaseScheduler(app)
         try:
@@ -377,6 +367,10 @@ def measure_pmsq(
             if not client.exists(LEADER_KEY):
                 report("  WARNING: DatabaseScheduler did not take the leader lease")
             figures["tick_empty"] = timed_ms(scheduler.tick, EMPTY_REPEATS)
+            # As if the API had just changed a schedule: the tick re-reads the job store.
+            figures["tick_signalled"] = timed_ms(
+                scheduler.tick, EMPTY_REPEATS, lambda _r: signal(client)
+            )
             figures["tick_due"] = timed_ms(scheduler.tick, DUE_REPEATS, due_batch(DUE_REPEATS))
         finally:
             scheduler.close()
@@ -388,6 +382,14 @@ def measure_pmsq(
     engine.dispose()
     client.close()
     return figures, fired, setup
+
+
+def queued_jobs(client: redis.Redis, integration_ids: Sequence[str]) -> int:
+    """Jobs waiting in these integrations' backlogs (the firer enqueues what it starts)."""
+    with client.pipeline(transaction=False) as pipe:
+        for integration_id in integration_ids:
+            pipe.zcard(IntegrationKeys(integration_id).backlog)
+        return sum(pipe.execute())
 
 
 @contextmanager
@@ -529,18 +531,22 @@ def median(values: Sequence[float]) -> float:
 def report_table(rows: Sequence[Row], database: str) -> None:
     counts = f"{EMPTY_REPEATS} empty ticks, {DUE_REPEATS} with {DUE} due"
     print(f"\nBeat tick, median ms, {database}: {counts}")
-    print("(fire_due = SyncFirer.fire_due with a stub publisher, tick = DatabaseScheduler.tick)\n")
+    print(
+        "(fire_due = SyncFirer.fire_due, tick = DatabaseScheduler.tick; 'signalled' = an empty\n"
+        "tick right after a schedule-change signal, so it reads the job store)\n"
+    )
     header = (
-        "| N | pmsq fire_due empty | pmsq tick empty | pmsq fire_due 100 due | "
-        "pmsq tick 100 due | PersistentScheduler empty | redbeat empty | "
-        "pmsq tick empty / redbeat |"
+        "| N | pmsq fire_due empty | pmsq tick empty | pmsq tick empty, signalled | "
+        "pmsq fire_due 100 due | pmsq tick 100 due | PersistentScheduler empty | "
+        "redbeat empty | pmsq tick empty / redbeat |"
     )
     print(header)
-    print("|" + "---:|" * 8)
+    print("|" + "---:|" * 9)
     for row in rows:
         redbeat = median(row.redbeat_ms)
         print(
             f"| {row.n:,} | {median(row.fire_empty_ms):.2f} | {median(row.tick_empty_ms):.2f} | "
+            f"{median(row.tick_signalled_ms):.2f} | "
             f"{median(row.fire_due_ms):.1f} | {median(row.tick_due_ms):.1f} | "
             f"{median(row.persistent_ms):.2f} | {redbeat:.2f} | "
             f"{median(row.tick_empty_ms) / redbeat:.2f} |"
@@ -549,7 +555,8 @@ def report_table(rows: Sequence[Row], database: str) -> None:
     for row in rows:
         print(
             f"  N={row.n:,}: fire_due empty {spread(row.fire_empty_ms)}, tick empty "
-            f"{spread(row.tick_empty_ms)}, fire_due due {spread(row.fire_due_ms)}, tick due "
+            f"{spread(row.tick_empty_ms)}, signalled {spread(row.tick_signalled_ms)}, "
+            f"fire_due due {spread(row.fire_due_ms)}, tick due "
             f"{spread(row.tick_due_ms)}, Persistent {spread(row.persistent_ms)}, redbeat "
             f"{spread(row.redbeat_ms)}; fired per due fire_due: {row.fired}"
         )
@@ -559,6 +566,7 @@ def report_table(rows: Sequence[Row], database: str) -> None:
         for label, attr in (
             ("pmsq fire_due empty", "fire_empty_ms"),
             ("pmsq tick empty", "tick_empty_ms"),
+            ("pmsq tick empty, signalled", "tick_signalled_ms"),
             ("pmsq fire_due 100 due", "fire_due_ms"),
             ("PersistentScheduler empty", "persistent_ms"),
             ("redbeat empty", "redbeat_ms"),
@@ -624,6 +632,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     n,
                     figures["fire_empty"],
                     figures["tick_empty"],
+                    figures["tick_signalled"],
                     figures["fire_due"],
                     figures["tick_due"],
                     persistent,
