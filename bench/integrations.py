@@ -35,7 +35,7 @@ import tempfile
 import time
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,7 @@ from pmsq.models.integration import Integration
 from pmsq.models.job import Job
 from pmsq.settings import Settings
 from pmsq.workers.dispatch import Dispatcher
-from pmsq.workers.flow.keys import KNOWN_INTEGRATIONS
+from pmsq.workers.flow.keys import KNOWN_INTEGRATIONS, IntegrationKeys
 from pmsq.workers.flow.limits import Limits
 from pmsq.workers.flow.redis_backend import RedisFlowControl
 from pmsq.workers.publisher import AdmittedJob
@@ -119,10 +119,13 @@ def populate(engine: Engine, client: redis.Redis, n: int) -> list[str]:
             for offset in range(0, len(rows), INSERT_CHUNK):
                 connection.execute(insert(model), rows[offset : offset + INSERT_CHUNK])
     flow = RedisFlowControl(client)
-    with make_session_factory(engine)() as session:
+    with make_session_factory(engine)() as session, client.pipeline(transaction=False) as pipe:
+        # What `set_limits` writes (the limits hash, as keys.py lays it out), pipelined.
         for integration in session.scalars(select(Integration)):
-            flow.set_limits(integration.id, Limits.of(integration, RATE_MARGIN_MS))
-    client.sadd(KNOWN_INTEGRATIONS, *[row["id"] for row in integrations])
+            limits = Limits.of(integration, RATE_MARGIN_MS)
+            pipe.hset(IntegrationKeys(integration.id).limits, mapping=asdict(limits))
+        pipe.sadd(KNOWN_INTEGRATIONS, *[row["id"] for row in integrations])
+        pipe.execute()
     delay_s = BACKLOG_DELAY.total_seconds()
     for integration_id, ids in backlog_jobs.items():
         flow.enqueue(integration_id, ids, delay_s)

@@ -16,7 +16,8 @@ table; nothing is asserted. For each size N, in one run:
   and one `crontab` in every 1,000, all run just now), nothing due; `tick()` timed.
 - **RedBeatScheduler** (celery-redbeat, bench only): N `RedBeatSchedulerEntry`s of the same
   shapes saved to another database of the same redis-server, nothing due, its Redis lock held;
-  `tick()` timed (it extends the lock, as pmsq's tick renews its lease).
+  `tick()` timed (it extends the lock, as pmsq's tick renews its lease), in turn with pmsq's
+  empty `DatabaseScheduler.tick()` (the first of the pair alternates), so both see the same load.
 
 Figures are medians of `EMPTY_REPEATS` empty ticks and `DUE_REPEATS` due ticks, after one warm-up
 tick. Both peers run on a throwaway Celery app each (not `pmsq.workers.app`). Everything started
@@ -263,6 +264,21 @@ def timed_ms(
     return out
 
 
+def timed_pair_ms(
+    first: Callable[[], Any], second: Callable[[], Any], repeats: int
+) -> tuple[list[float], list[float]]:
+    """Time two ticks in turn, `repeats` times each (which goes first alternates)."""
+    gc.collect()
+    out: tuple[list[float], list[float]] = ([], [])
+    for r in range(repeats):
+        order = ((0, first), (1, second)) if r % 2 == 0 else ((1, second), (0, first))
+        for index, tick in order:
+            began = time.perf_counter()
+            tick()
+            out[index].append((time.perf_counter() - began) * 1000)
+    return out
+
+
 @dataclass
 class Row:
     n: int
@@ -319,8 +335,14 @@ def pmsq_environment(database_url: str, redis_url: str) -> Iterator[None]:
 
 
 def measure_pmsq(
-    database_url: str, redis_server: RedisServer, n: int, report: Callable[[str], None]
+    database_url: str,
+    redis_server: RedisServer,
+    n: int,
+    report: Callable[[str], None],
+    peer_tick: Callable[[], Any],
 ) -> tuple[dict[str, list[float]], list[int], dict[str, float]]:
+    """pmsq's figures; its empty ticks alternate with `peer_tick`'s (redbeat's), so a load that
+    changes during the run weighs on both alike ("peer_empty")."""
     redis_url = db_url(redis_server, PMSQ_DB)
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
@@ -366,7 +388,9 @@ def measure_pmsq(
             scheduler.tick()  # warm-up, and takes the leader lease
             if not client.exists(LEADER_KEY):
                 report("  WARNING: DatabaseScheduler did not take the leader lease")
-            figures["tick_empty"] = timed_ms(scheduler.tick, EMPTY_REPEATS)
+            figures["tick_empty"], figures["peer_empty"] = timed_pair_ms(
+                scheduler.tick, peer_tick, EMPTY_REPEATS
+            )
             # As if the API had just changed a schedule: the tick re-reads the job store.
             figures["tick_signalled"] = timed_ms(
                 scheduler.tick, EMPTY_REPEATS, lambda _r: signal(client)
@@ -441,9 +465,11 @@ def measure_persistent(n: int, workdir: Path, report: Callable[[str], None]) -> 
         app.close()
 
 
-def measure_redbeat(
+@contextmanager
+def redbeat_ticker(
     n: int, redis_server: RedisServer, report: Callable[[str], None]
-) -> list[float]:
+) -> Iterator[Callable[[], Any]]:
+    """A RedBeatScheduler holding N entries and its lock; yields its checked `tick`."""
     from redbeat.schedulers import (  # bench only: pip install celery-redbeat
         RedBeatScheduler,
         RedBeatSchedulerEntry,
@@ -479,7 +505,11 @@ def measure_redbeat(
         wait_s = scheduler.tick()
         if wait_s <= 0:
             report("  WARNING: redbeat found an entry due")
-        return timed_ms(scheduler.tick, EMPTY_REPEATS, check=lambda s: expect_wait(s, report))
+
+        def tick() -> None:
+            expect_wait(scheduler.tick(), report)
+
+        yield tick
     finally:
         scheduler.close()
         client.flushdb()
@@ -624,9 +654,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         for n in args.sizes:
             report(f"N = {n:,}")
             url = databases.new(f"bench_schedule_{n}")
-            figures, fired, setup = measure_pmsq(url, redis_server, n, report)
+            with redbeat_ticker(n, redis_server, report) as redbeat_tick:
+                figures, fired, setup = measure_pmsq(url, redis_server, n, report, redbeat_tick)
             persistent = measure_persistent(n, workdir, report)
-            redbeat = measure_redbeat(n, redis_server, report)
             rows.append(
                 Row(
                     n,
@@ -636,7 +666,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     figures["fire_due"],
                     figures["tick_due"],
                     persistent,
-                    redbeat,
+                    figures["peer_empty"],
                     fired,
                     setup,
                 )
