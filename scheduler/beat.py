@@ -17,10 +17,12 @@ from __future__ import annotations
 import logging
 import socket
 import uuid
+from collections.abc import Iterable
 from datetime import datetime
 from time import monotonic
 from typing import Any
 
+import redis
 from celery.beat import Scheduler
 
 from pmsq.metrics import COUNTERS_KEY, counter_field
@@ -119,10 +121,10 @@ class DatabaseScheduler(Scheduler):
         try:
             answers = pipe.execute(raise_on_error=False)
         except Exception:
-            self._restore(unsent)
+            self._restore(unsent.items())
             raise
-        if any(isinstance(a, Exception) for a in answers[: len(unsent)]):
-            self._restore(unsent)
+        counted = zip(unsent.items(), answers[: len(unsent)], strict=True)
+        self._restore(item for item, answer in counted if isinstance(answer, Exception))
         signal = answers[-1]
         if isinstance(signal, Exception):
             raise signal
@@ -133,16 +135,19 @@ class DatabaseScheduler(Scheduler):
             field = counter_field(name, {})
             self._unsent[field] = self._unsent.get(field, 0) + amount
 
-    def _restore(self, unsent: dict[str, int]) -> None:
-        for field, amount in unsent.items():
+    def _restore(self, unsent: Iterable[tuple[str, int]]) -> None:
+        """Keep increments Redis did not take for the next round trip."""
+        for field, amount in unsent:
             self._unsent[field] = self._unsent.get(field, 0) + amount
 
     def close(self) -> None:
         if self._leading:
             self._leader.release()
-        if self._unsent:
+        try:
             for field, amount in self._unsent.items():
                 self._redis.hincrby(COUNTERS_KEY, field, amount)
+        except redis.RedisError:
+            logger.warning("the last tick's counts were not recorded: Redis is unavailable")
         self._redis.close()
         self._engine.dispose()
         super().close()
