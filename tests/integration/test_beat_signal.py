@@ -217,3 +217,14 @@ def test_ticks_are_still_counted(scheduler: DatabaseScheduler, client: redis.Red
         scheduler.tick()
     scheduler.close()
     assert client.hget(COUNTERS_KEY, "pmsq_beat_ticks|") == b"3"
+
+
+def test_the_lease_is_taken_after_redis_lost_its_scripts(
+    scheduler: DatabaseScheduler, client: redis.Redis
+) -> None:
+    scheduler.tick()
+    client.script_flush()  # a restarted or failed-over Redis: EVALSHA answers NOSCRIPT
+    client.delete(LEADER_KEY)
+    scheduler.tick()
+    assert client.get(LEADER_KEY) is not None
+    assert client.hget(COUNTERS_KEY, "pmsq_beat_ticks|") == b"1"
