@@ -485,7 +485,9 @@ def redbeat_ticker(
         beat_max_loop_interval=1,
         timezone="UTC",
         redbeat_redis_url=url,
-        redbeat_lock_timeout=30,
+        # Long enough to outlast pmsq's setup, which runs while this scheduler waits (the
+        # lock's length does not change what extending it costs).
+        redbeat_lock_timeout=3600,
     )
     now = datetime.now(UTC)
     began = time.perf_counter()
