@@ -13,6 +13,7 @@ import redis
 from celery import Celery
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
+from support.services import RedisClusterGroup
 
 from pmsq.metrics import COUNTERS_KEY
 from pmsq.models.account import Account
@@ -20,9 +21,15 @@ from pmsq.models.base import utcnow
 from pmsq.models.enums import Vendor
 from pmsq.models.integration import Integration
 from pmsq.models.sync import SyncExecution
+from pmsq.redis_client import connect
 from pmsq.scheduler import beat as beat_module
 from pmsq.scheduler.beat import DatabaseScheduler
-from pmsq.scheduler.changes import RECHECK_S, SCHEDULES_CHANGED_KEY, signal_schedule_changes
+from pmsq.scheduler.changes import (
+    RECHECK_S,
+    SCHEDULES_CHANGED_KEY,
+    signal,
+    signal_schedule_changes,
+)
 from pmsq.scheduler.firing import SyncFirer, TickResult
 from pmsq.scheduler.leader import LEADER_KEY
 from pmsq.scheduler.schedules import refresh_schedule
@@ -228,3 +235,36 @@ def test_the_lease_is_taken_after_redis_lost_its_scripts(
     scheduler.tick()
     assert client.get(LEADER_KEY) is not None
     assert client.hget(COUNTERS_KEY, "pmsq_beat_ticks|") == b"1"
+
+
+def test_a_beat_on_a_redis_cluster_leads_counts_and_follows_the_signal(
+    database_url: str,
+    redis_url: str,
+    redis_cluster: RedisClusterGroup,
+    reads: list[TickResult],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The round trip's lease, signal and counter keys sit in different slots: the pipeline
+    must span them without a cross-slot command."""
+    cluster = connect(redis_cluster.url)
+    cluster.flushdb()
+    monkeypatch.setenv("PMSQ_DATABASE_URL", database_url)
+    monkeypatch.setenv("PMSQ_REDIS_URL", redis_cluster.url)
+    monkeypatch.setenv("PMSQ_BROKER_URL", redis_url)
+    get_settings.cache_clear()
+    app = Celery("beat-cluster", broker=redis_url)
+    beat = DatabaseScheduler(app)
+    try:
+        beat.tick()
+        beat.tick()
+        assert cluster.get(LEADER_KEY) is not None
+        assert len(reads) == 1
+        signal(cluster)
+        beat.tick()
+        assert len(reads) == 2
+    finally:
+        beat.close()
+        app.close()
+        get_settings.cache_clear()
+        cluster.close()
+    assert connect(redis_cluster.url).hget(COUNTERS_KEY, "pmsq_beat_ticks|") == b"3"
