@@ -9,6 +9,7 @@ from pmsq.metrics import ClusterCollector, MetricsRecorder
 from pmsq.models.db import make_engine, make_session_factory
 from pmsq.models.migrate import upgrade
 from pmsq.redis_client import flow_redis
+from pmsq.scheduler.changes import signal_schedule_changes
 from pmsq.settings import Settings
 from pmsq.tracing import configure as configure_tracing
 from pmsq.workers.flow.gauges import FlowGauges
@@ -25,6 +26,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
     configure_tracing("pmsq-api")
     engine = make_engine(settings.database_url)
     redis_client = flow_redis(settings)
+    signal_schedule_changes(engine, redis_client)  # beat re-reads schedules when signalled
     try:
         app = create_app(
             settings,

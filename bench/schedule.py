@@ -16,7 +16,8 @@ table; nothing is asserted. For each size N, in one run:
   and one `crontab` in every 1,000, all run just now), nothing due; `tick()` timed.
 - **RedBeatScheduler** (celery-redbeat, bench only): N `RedBeatSchedulerEntry`s of the same
   shapes saved to another database of the same redis-server, nothing due, its Redis lock held;
-  `tick()` timed (it extends the lock, as pmsq's tick renews its lease).
+  `tick()` timed (it extends the lock, as pmsq's tick renews its lease), in turn with pmsq's
+  empty `DatabaseScheduler.tick()` (the first of the pair alternates), so both see the same load.
 
 Figures are medians of `EMPTY_REPEATS` empty ticks and `DUE_REPEATS` due ticks, after one warm-up
 tick. Both peers run on a throwaway Celery app each (not `pmsq.workers.app`). Everything started
@@ -59,13 +60,13 @@ from pmsq.models.migrate import upgrade
 from pmsq.models.sync import SyncExecution, SyncSchedule
 from pmsq.scheduler.beat import DatabaseScheduler
 from pmsq.scheduler.cadence import next_sync_time
+from pmsq.scheduler.changes import signal
 from pmsq.scheduler.firing import SyncFirer
 from pmsq.scheduler.leader import LEADER_KEY
 from pmsq.scheduler.schedules import ACTIVE, cadence_signature
-from pmsq.settings import Settings, get_settings
-from pmsq.workers.dispatch import Dispatcher
+from pmsq.settings import get_settings
+from pmsq.workers.flow.keys import IntegrationKeys
 from pmsq.workers.flow.redis_backend import RedisFlowControl
-from pmsq.workers.publisher import AdmittedJob
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))
@@ -225,8 +226,11 @@ def next_due_of(cadence: Cadence, anchor: datetime, after: datetime) -> datetime
     )
 
 
-def make_due(engine: Engine, schedule_ids: Sequence[str], now: datetime) -> None:
-    """Move these schedules' next run into the past (a different instant each, as if missed)."""
+def make_due(
+    engine: Engine, client: redis.Redis, schedule_ids: Sequence[str], now: datetime
+) -> None:
+    """Move these schedules' next run into the past (a different instant each, as if missed),
+    and signal the change after the commit, as the API does."""
     with engine.begin() as connection:
         for k, schedule_id in enumerate(schedule_ids):
             connection.execute(
@@ -234,6 +238,7 @@ def make_due(engine: Engine, schedule_ids: Sequence[str], now: datetime) -> None
                 .where(SyncSchedule.id == schedule_id)
                 .values(next_run_at=now - timedelta(minutes=1, seconds=k))
             )
+    signal(client)
 
 
 # -- timing -----------------------------------------------------------------------------------
@@ -259,27 +264,33 @@ def timed_ms(
     return out
 
 
+def timed_pair_ms(
+    first: Callable[[], Any], second: Callable[[], Any], repeats: int
+) -> tuple[list[float], list[float]]:
+    """Time two ticks in turn, `repeats` times each (which goes first alternates)."""
+    gc.collect()
+    out: tuple[list[float], list[float]] = ([], [])
+    for r in range(repeats):
+        order = ((0, first), (1, second)) if r % 2 == 0 else ((1, second), (0, first))
+        for index, tick in order:
+            began = time.perf_counter()
+            tick()
+            out[index].append((time.perf_counter() - began) * 1000)
+    return out
+
+
 @dataclass
 class Row:
     n: int
     fire_empty_ms: list[float]
     tick_empty_ms: list[float]
+    tick_signalled_ms: list[float]
     fire_due_ms: list[float]
     tick_due_ms: list[float]
     persistent_ms: list[float]
     redbeat_ms: list[float]
     fired: list[int]
     setup_s: dict[str, float]
-
-
-class StubPublisher:
-    """Counts what the dispatcher would publish to the broker."""
-
-    def __init__(self) -> None:
-        self.published = 0
-
-    def publish(self, job: AdmittedJob) -> None:
-        self.published += 1
 
 
 # -- pmsq -------------------------------------------------------------------------------------
@@ -324,8 +335,14 @@ def pmsq_environment(database_url: str, redis_url: str) -> Iterator[None]:
 
 
 def measure_pmsq(
-    database_url: str, redis_server: RedisServer, n: int, report: Callable[[str], None]
+    database_url: str,
+    redis_server: RedisServer,
+    n: int,
+    report: Callable[[str], None],
+    peer_tick: Callable[[], Any],
 ) -> tuple[dict[str, list[float]], list[int], dict[str, float]]:
+    """pmsq's figures; its empty ticks alternate with `peer_tick`'s (redbeat's), so a load that
+    changes during the run weighs on both alike ("peer_empty")."""
     redis_url = db_url(redis_server, PMSQ_DB)
     client = redis.Redis.from_url(redis_url)
     client.flushdb()
@@ -338,22 +355,16 @@ def measure_pmsq(
     setup["insert_s"] = time.perf_counter() - began
     report(f"  pmsq: {n:,} integrations inserted in {setup['insert_s']:.1f} s")
     session_factory = make_session_factory(engine)
-    settings = Settings(database_url=database_url, redis_url=redis_url)
-    publisher = StubPublisher()
-    dispatcher = Dispatcher(session_factory, publisher, RedisFlowControl(client), settings)
     firer = SyncFirer(session_factory, RedisFlowControl(client))
     # Each due tick fires schedules that never fired, so each sync finds its integration free.
     picked = random.Random(n).sample(schedules, 2 * DUE_REPEATS * DUE)
     pool = [schedule_id for schedule_id, _ in picked]
-    # Steady state: an integration's limits reach Redis at its first admission and stay there.
-    for _, integration_id in picked:
-        dispatcher.load_limits(integration_id)
     fired: list[int] = []
 
     def due_batch(offset: int) -> Callable[[int], None]:
         def before(r: int) -> None:
             first = (offset + r) * DUE
-            make_due(engine, pool[first : first + DUE], datetime.now(UTC))
+            make_due(engine, client, pool[first : first + DUE], datetime.now(UTC))
 
         return before
 
@@ -368,15 +379,22 @@ def measure_pmsq(
     firer.fire_due()  # warm-up: connections, compiled statements, flow-control scripts
     figures["fire_empty"] = timed_ms(firer.fire_due, EMPTY_REPEATS, check=expect_empty)
     figures["fire_due"] = timed_ms(firer.fire_due, DUE_REPEATS, due_batch(0), record)
-    if publisher.published != sum(fired):
-        report(f"  WARNING: {sum(fired)} fired but {publisher.published} published")
+    enqueued = queued_jobs(client, [integration_id for _, integration_id in picked])
+    if enqueued != sum(fired):
+        report(f"  WARNING: {sum(fired)} fired but {enqueued} enqueued")
     with pmsq_environment(database_url, redis_url), beat_app(redis_server) as app:
         scheduler = DatabaseScheduler(app)
         try:
             scheduler.tick()  # warm-up, and takes the leader lease
             if not client.exists(LEADER_KEY):
                 report("  WARNING: DatabaseScheduler did not take the leader lease")
-            figures["tick_empty"] = timed_ms(scheduler.tick, EMPTY_REPEATS)
+            figures["tick_empty"], figures["peer_empty"] = timed_pair_ms(
+                scheduler.tick, peer_tick, EMPTY_REPEATS
+            )
+            # As if the API had just changed a schedule: the tick re-reads the job store.
+            figures["tick_signalled"] = timed_ms(
+                scheduler.tick, EMPTY_REPEATS, lambda _r: signal(client)
+            )
             figures["tick_due"] = timed_ms(scheduler.tick, DUE_REPEATS, due_batch(DUE_REPEATS))
         finally:
             scheduler.close()
@@ -388,6 +406,14 @@ def measure_pmsq(
     engine.dispose()
     client.close()
     return figures, fired, setup
+
+
+def queued_jobs(client: redis.Redis, integration_ids: Sequence[str]) -> int:
+    """Jobs waiting in these integrations' backlogs (the firer enqueues what it starts)."""
+    with client.pipeline(transaction=False) as pipe:
+        for integration_id in integration_ids:
+            pipe.zcard(IntegrationKeys(integration_id).backlog)
+        return sum(pipe.execute())
 
 
 @contextmanager
@@ -439,9 +465,11 @@ def measure_persistent(n: int, workdir: Path, report: Callable[[str], None]) -> 
         app.close()
 
 
-def measure_redbeat(
+@contextmanager
+def redbeat_ticker(
     n: int, redis_server: RedisServer, report: Callable[[str], None]
-) -> list[float]:
+) -> Iterator[Callable[[], Any]]:
+    """A RedBeatScheduler holding N entries and its lock; yields its checked `tick`."""
     from redbeat.schedulers import (  # bench only: pip install celery-redbeat
         RedBeatScheduler,
         RedBeatSchedulerEntry,
@@ -457,7 +485,9 @@ def measure_redbeat(
         beat_max_loop_interval=1,
         timezone="UTC",
         redbeat_redis_url=url,
-        redbeat_lock_timeout=30,
+        # Long enough to outlast pmsq's setup, which runs while this scheduler waits (the
+        # lock's length does not change what extending it costs).
+        redbeat_lock_timeout=3600,
     )
     now = datetime.now(UTC)
     began = time.perf_counter()
@@ -477,7 +507,11 @@ def measure_redbeat(
         wait_s = scheduler.tick()
         if wait_s <= 0:
             report("  WARNING: redbeat found an entry due")
-        return timed_ms(scheduler.tick, EMPTY_REPEATS, check=lambda s: expect_wait(s, report))
+
+        def tick() -> None:
+            expect_wait(scheduler.tick(), report)
+
+        yield tick
     finally:
         scheduler.close()
         client.flushdb()
@@ -529,18 +563,22 @@ def median(values: Sequence[float]) -> float:
 def report_table(rows: Sequence[Row], database: str) -> None:
     counts = f"{EMPTY_REPEATS} empty ticks, {DUE_REPEATS} with {DUE} due"
     print(f"\nBeat tick, median ms, {database}: {counts}")
-    print("(fire_due = SyncFirer.fire_due with a stub publisher, tick = DatabaseScheduler.tick)\n")
+    print(
+        "(fire_due = SyncFirer.fire_due, tick = DatabaseScheduler.tick; 'signalled' = an empty\n"
+        "tick right after a schedule-change signal, so it reads the job store)\n"
+    )
     header = (
-        "| N | pmsq fire_due empty | pmsq tick empty | pmsq fire_due 100 due | "
-        "pmsq tick 100 due | PersistentScheduler empty | redbeat empty | "
-        "pmsq tick empty / redbeat |"
+        "| N | pmsq fire_due empty | pmsq tick empty | pmsq tick empty, signalled | "
+        "pmsq fire_due 100 due | pmsq tick 100 due | PersistentScheduler empty | "
+        "redbeat empty | pmsq tick empty / redbeat |"
     )
     print(header)
-    print("|" + "---:|" * 8)
+    print("|" + "---:|" * 9)
     for row in rows:
         redbeat = median(row.redbeat_ms)
         print(
             f"| {row.n:,} | {median(row.fire_empty_ms):.2f} | {median(row.tick_empty_ms):.2f} | "
+            f"{median(row.tick_signalled_ms):.2f} | "
             f"{median(row.fire_due_ms):.1f} | {median(row.tick_due_ms):.1f} | "
             f"{median(row.persistent_ms):.2f} | {redbeat:.2f} | "
             f"{median(row.tick_empty_ms) / redbeat:.2f} |"
@@ -549,7 +587,8 @@ def report_table(rows: Sequence[Row], database: str) -> None:
     for row in rows:
         print(
             f"  N={row.n:,}: fire_due empty {spread(row.fire_empty_ms)}, tick empty "
-            f"{spread(row.tick_empty_ms)}, fire_due due {spread(row.fire_due_ms)}, tick due "
+            f"{spread(row.tick_empty_ms)}, signalled {spread(row.tick_signalled_ms)}, "
+            f"fire_due due {spread(row.fire_due_ms)}, tick due "
             f"{spread(row.tick_due_ms)}, Persistent {spread(row.persistent_ms)}, redbeat "
             f"{spread(row.redbeat_ms)}; fired per due fire_due: {row.fired}"
         )
@@ -559,6 +598,7 @@ def report_table(rows: Sequence[Row], database: str) -> None:
         for label, attr in (
             ("pmsq fire_due empty", "fire_empty_ms"),
             ("pmsq tick empty", "tick_empty_ms"),
+            ("pmsq tick empty, signalled", "tick_signalled_ms"),
             ("pmsq fire_due 100 due", "fire_due_ms"),
             ("PersistentScheduler empty", "persistent_ms"),
             ("redbeat empty", "redbeat_ms"),
@@ -616,18 +656,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         for n in args.sizes:
             report(f"N = {n:,}")
             url = databases.new(f"bench_schedule_{n}")
-            figures, fired, setup = measure_pmsq(url, redis_server, n, report)
+            with redbeat_ticker(n, redis_server, report) as redbeat_tick:
+                figures, fired, setup = measure_pmsq(url, redis_server, n, report, redbeat_tick)
             persistent = measure_persistent(n, workdir, report)
-            redbeat = measure_redbeat(n, redis_server, report)
             rows.append(
                 Row(
                     n,
                     figures["fire_empty"],
                     figures["tick_empty"],
+                    figures["tick_signalled"],
                     figures["fire_due"],
                     figures["tick_due"],
                     persistent,
-                    redbeat,
+                    figures["peer_empty"],
                     fired,
                     setup,
                 )

@@ -58,7 +58,8 @@ def _text(value: bytes | str) -> str:
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _field(name: str, labels: dict[str, str]) -> str:
+def counter_field(name: str, labels: dict[str, str]) -> str:
+    """The field of `COUNTERS_KEY` that counts `name` with these labels."""
     return name + "|" + ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
@@ -76,7 +77,7 @@ class MetricsRecorder:
 
     def count(self, name: str, amount: int = 1, **labels: str) -> None:
         if amount:
-            self._redis.hincrby(COUNTERS_KEY, _field(name, labels), amount)
+            self._redis.hincrby(COUNTERS_KEY, counter_field(name, labels), amount)
 
     def observe(self, name: str, seconds: float) -> None:
         bound = next(b for b in LATENCY_BUCKETS_S if seconds <= b)

@@ -8,6 +8,8 @@ fire key (schedule, scheduled time) unique.
 
 from __future__ import annotations
 
+from typing import Any
+
 import redis
 
 #: Redis key of the beat leader's lease (STRING: the leader's id; expires after the TTL).
@@ -46,6 +48,23 @@ class LeaderLease:
     def hold(self) -> bool:
         """Take or renew the lease; True while this process leads."""
         return bool(self._hold(keys=[LEADER_KEY], args=[self._holder_id, self._ttl_ms]))
+
+    def queue_hold(self, pipe: Any) -> None:
+        """Queue `hold` on a non-transactional pipeline, so the lease rides in a round trip the
+        caller makes anyway; read its answer with `held`. (EVALSHA through `execute_command`:
+        a Redis Cluster pipeline refuses `evalsha` but routes the command by its key.)"""
+        pipe.execute_command(
+            "EVALSHA", self._hold.sha, 1, LEADER_KEY, self._holder_id, self._ttl_ms
+        )
+
+    def held(self, answer: Any) -> bool:
+        """The queued `hold`'s answer from the pipeline's results (executed with
+        `raise_on_error=False`); runs `hold` alone if Redis had not loaded the script yet."""
+        if isinstance(answer, redis.exceptions.NoScriptError):
+            return self.hold()
+        if isinstance(answer, Exception):
+            raise answer
+        return bool(answer)
 
     def release(self) -> None:
         self._release(keys=[LEADER_KEY], args=[self._holder_id])

@@ -1,7 +1,8 @@
 """Keeps each integration's SyncSchedule in step with its settings.
 
-Called in the same transaction that changes the integration, so beat sees the new next due
-time on its very next tick, with no restart and no polling of integration rows.
+Called in the same transaction that changes the integration; the session is marked so that
+its commit signals beat (`pmsq.scheduler.changes`), which then re-reads the next due time on
+its very next tick, with no restart and no polling of integration rows.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from sqlalchemy.orm import Session
 from pmsq.models.integration import Integration
 from pmsq.models.sync import SyncSchedule
 from pmsq.scheduler.cadence import next_sync_time
+from pmsq.scheduler.changes import mark_changed
 
 ACTIVE = "ACTIVE"
 PAUSED = "PAUSED"
@@ -46,6 +48,7 @@ def refresh_schedule(session: Session, integration: Integration, now: datetime) 
     schedule.status = ACTIVE if live else PAUSED
     schedule.next_run_at = next_due(integration, schedule, now) if live else None
     schedule.updated_at = now
+    mark_changed(session)
     return schedule
 
 

@@ -9,6 +9,14 @@ Redis) are enqueued again; a lost ready set is rebuilt and stale limits reloaded
 cheap enough to run every few seconds in every worker: candidates come from the job store, every
 decision is an atomic Lua script on Redis's clock under the job's row lock, so two healers never
 act twice on one job and an extra broker message is dropped at claim.
+
+What costs as much as there are integrations (the ready set's repair and the limits' check,
+each reading every known integration) goes round in pages, so an idle worker's passes cost the
+same with 10 or 10,000 integrations: each pass compares the limits of `CHECK_PAGE` known
+integrations with the job store, and the ready set is repaired once per round of them. A round
+takes ceil(known / `CHECK_PAGE`) passes (at the default 2 s a pass, under 4 minutes for 10,000
+integrations); a pass that finds jobs missing from Redis (Redis lost data) repairs the ready set
+and checks every integration's limits at once.
 """
 
 from __future__ import annotations
@@ -37,6 +45,8 @@ logger = logging.getLogger(__name__)
 BATCH = 500
 #: A PENDING job due this long ago is checked for being missing from its backlog.
 ORPHAN_AGE_S = 10.0
+#: Known integrations whose limits one pass checks (the ready set is repaired once per round).
+CHECK_PAGE = 100
 
 
 class Healer:
@@ -54,14 +64,32 @@ class Healer:
         self._settings = settings
         self._clock = clock
         self._sweep_cursor: tuple[datetime, str] | None = None
+        #: The known integrations of the current round of checks, and how far it got.
+        self._round: list[str] = []
+        self._round_at = 0
 
     def heal(self) -> None:
         """Every healing pass, in order."""
         self.reclaim_expired_leases()
         self.requeue_stale_queued()
-        self.enqueue_orphans()
-        self.repair_ready()
-        self.refresh_limits()
+        if self.enqueue_orphans():
+            # Jobs were missing from Redis: it lost data, so more may be missing. Check all now.
+            self.repair_ready()
+            self.refresh_limits()
+            self._round_at = len(self._round)  # and start a fresh round next pass
+        else:
+            self.check_next_page()
+
+    def check_next_page(self) -> int:
+        """One page of the round of checks: the ready set repaired when a round starts, then
+        the limits of the next `CHECK_PAGE` known integrations. Returns the limits reloaded."""
+        if self._round_at >= len(self._round):
+            self._round = self._flow.known_integrations()
+            self._round_at = 0
+            self.repair_ready()
+        page = self._round[self._round_at : self._round_at + CHECK_PAGE]
+        self._round_at += CHECK_PAGE
+        return self._refresh_limits_of(page)
 
     def reclaim_expired_leases(self) -> int:
         """RUNNING jobs whose claim lease lapsed on Redis's clock go back to the backlog.
@@ -158,21 +186,28 @@ class Healer:
     def refresh_limits(self) -> int:
         """Reload the limits of every known integration whose limits in Redis are older than
         the job store's (`updated_at`): a lost write, or two PUTs racing, cannot leave stale
-        limits for good. Returns how many were reloaded."""
+        limits for good. Returns how many were reloaded. (A pass checks one page of them:
+        `check_next_page`.)"""
         known = self._flow.known_integrations()
+        return sum(
+            self._refresh_limits_of(known[start : start + BATCH])
+            for start in range(0, len(known), BATCH)
+        )
+
+    def _refresh_limits_of(self, ids: list[str]) -> int:
+        if not ids:
+            return 0
+        with self._session_factory() as session:
+            versions = JobRepository(session).integration_versions(ids)
+        in_redis = self._flow.limits_versions(ids)
         stale = 0
-        for start in range(0, len(known), BATCH):
-            ids = known[start : start + BATCH]
-            with self._session_factory() as session:
-                versions = JobRepository(session).integration_versions(ids)
-            in_redis = self._flow.limits_versions(ids)
-            for integration_id, redis_version in zip(ids, in_redis, strict=True):
-                updated_at = versions.get(integration_id)
-                if updated_at is None:
-                    continue
-                if redis_version is None or redis_version < version_of(updated_at):
-                    self._dispatcher.load_limits(integration_id)
-                    stale += 1
+        for integration_id, redis_version in zip(ids, in_redis, strict=True):
+            updated_at = versions.get(integration_id)
+            if updated_at is None:
+                continue
+            if redis_version is None or redis_version < version_of(updated_at):
+                self._dispatcher.load_limits(integration_id)
+                stale += 1
         return stale
 
     def _enqueue_orphan(self, job_id: str) -> bool:
