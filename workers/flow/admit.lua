@@ -1,4 +1,6 @@
--- admit.lua: admit jobs of one integration from its backlog, if limits allow.
+-- admit.lua: admit jobs of one integration from its backlog, if limits allow; first, optionally,
+-- what the caller has to tell flow control anyway (a finished claim, new jobs, the PMS's limit
+-- headers), so admission costs no round trip of its own on the hot path.
 --
 -- KEYS[1] backlog       ZSET job_id -> due time (us)
 -- KEYS[2] leases        ZSET member -> lease expiry (us): "job_id" while admitted, then
@@ -6,20 +8,46 @@
 -- KEYS[3] admit_tat     STRING GCRA theoretical arrival time of admissions (us)
 -- KEYS[4] paused_until  STRING (us)
 -- KEYS[5] limits        HASH interval_us, tolerance_us, concurrency
+-- KEYS[6] pms_limits    HASH the PMS's own rate-limit headers, as it last sent them
 -- ARGV[1] most jobs to admit in this call
 -- ARGV[2] lease length (us)
+-- ARGV[3] a lease member its owner gives back first ("job_id:delivery" of a finished claim),
+--         or "" for none. Only that member goes: a stale claim never frees a newer one's.
+-- ARGV[4] n, how many jobs to put in the backlog first; then n pairs ARGV[5..4+2n]:
+--         job id, delay (us) from now on Redis's clock or "ahead" (due at time 0, ahead of
+--         every job waiting: an interrupted run keeps its turn). A job already in the
+--         backlog keeps its place (NX); the batch keeps its order.
+-- ARGV[5+2n..] name, value pairs of PMS rate-limit headers to store in KEYS[6].
 --
 -- Returns {status, next_us, job_id...}:
 --   status "ok": the job ids admitted (each now holds a lease); next_us is when the next
 --     admission may happen (-1: the backlog is empty; a release or enqueue will wake us).
 --   status "paused": nothing admitted before next_us (the PMS asked for a pause).
---   status "nolimits": the limits hash is missing; the caller writes it and calls again.
+--   status "nolimits": the limits hash is missing; the caller writes it and calls again
+--     (without the prelude: it was applied).
 -- A job is admitted only when: the integration is not paused, a concurrency slot is free
 -- (expired leases are pruned first, so a dead worker's slot comes back), and the admission
 -- GCRA allows it (at most `tolerance_us` ahead of the evenly spaced schedule). A backlog entry
 -- of a job whose admission lease is still live is dropped, not admitted twice.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+
+if ARGV[3] ~= '' then
+  redis.call('ZREM', KEYS[2], ARGV[3])
+end
+local enqueued = tonumber(ARGV[4])
+for i = 0, enqueued - 1 do
+  local delay = ARGV[6 + 2 * i]
+  local due = 0
+  if delay ~= 'ahead' then
+    -- A microsecond apart, earliest first: a batch keeps its order in the backlog.
+    due = now + tonumber(delay) - (enqueued - 1 - i)
+  end
+  redis.call('ZADD', KEYS[1], 'NX', string.format('%d', due), ARGV[5 + 2 * i])
+end
+for i = 5 + 2 * enqueued, #ARGV, 2 do
+  redis.call('HSET', KEYS[6], ARGV[i], ARGV[i + 1])
+end
 
 local limits = redis.call('HMGET', KEYS[5], 'interval_us', 'tolerance_us', 'concurrency')
 if not limits[1] then
