@@ -92,15 +92,14 @@ class Dispatcher:
         if job_ids:
             admission = self._flow.submit(integration_id, job_ids, ADMIT_BATCH, lease_s, ahead=True)
         else:
-            admission = self._flow.admit(integration_id, ADMIT_BATCH, lease_s)
+            admission = self._admit(integration_id, None)
         return self._settle(integration_id, admission)
 
     @traced("pmsq.admit")
     def admit_integration(self, integration_id: str, claim_us: int | None = None) -> int:
         """Admit what the integration's limits allow now; returns how many were published.
         `claim_us`: the ready-set claim this dispatcher holds on the integration (`tick`)."""
-        admission = self._flow.admit(integration_id, ADMIT_BATCH, self._settings.job_lease_s)
-        return self._settle(integration_id, admission, claim_us)
+        return self._settle(integration_id, self._admit(integration_id, claim_us), claim_us)
 
     @traced("pmsq.admit")
     def after_run(
@@ -128,18 +127,26 @@ class Dispatcher:
         )
         self._settle(integration_id, admission)
 
+    def _admit(self, integration_id: str, claim_us: int | None) -> Admission:
+        lease_s = self._settings.job_lease_s
+        if claim_us is None:
+            return self._flow.admit(integration_id, ADMIT_BATCH, lease_s)
+        return self._flow.admit(integration_id, ADMIT_BATCH, lease_s, claimed=True)
+
     def _settle(
         self, integration_id: str, admission: Admission, claim_us: int | None = None
     ) -> int:
         """Publish what an admission admitted and tell the ready set when to come back.
 
-        The ready set is written only when a dispatcher must come back: the integration still
-        has a backlog (`next_us`), or this dispatcher holds a claim on it to give up. An
-        admission that emptied the backlog costs no write there: nothing is left to admit,
-        and any job enqueued later wakes it again."""
+        The ready set is written only when a dispatcher must come back and does not already
+        know when (the integration still has a backlog, `next_us`, and no admission since the
+        last dispatcher's asked for that time or an earlier one: `Admission.wake`), or when
+        this dispatcher holds a claim on it to give up. An admission that emptied the backlog
+        costs no write there: nothing is left to admit, and any job enqueued later wakes it
+        again."""
         if admission.status == "nolimits":
             self.load_limits(integration_id)
-            admission = self._flow.admit(integration_id, ADMIT_BATCH, self._settings.job_lease_s)
+            admission = self._admit(integration_id, claim_us)
         published = self._publish(integration_id, admission.job_ids)
         self._metrics.count(
             "pmsq_admissions", len(admission.job_ids), integration_id=integration_id
@@ -149,7 +156,7 @@ class Dispatcher:
             self._metrics.count(
                 "pmsq_throttled_admissions", integration_id=integration_id, reason=reason
             )
-        if claim_us is not None or admission.next_us is not None:
+        if claim_us is not None or (admission.next_us is not None and admission.wake):
             # claim_us -1 never equals a real claim: the earlier of the two times wins.
             self._flow.reschedule(
                 integration_id, -1 if claim_us is None else claim_us, admission.next_us

@@ -335,6 +335,35 @@ def test_finish_requeues_its_retry_and_children_and_keeps_the_pms_limits(
     assert client.hgetall(keys.pms_limits) == {b"X-RateLimit-Remaining": b"7"}
 
 
+def test_only_an_admission_needing_an_earlier_ready_time_asks_for_a_write(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis
+) -> None:
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=1))
+    assert flow.submit(IID, ["a"], 10, 3600).next_us is None  # admitted: nothing to wake
+
+    waiting = flow.submit(IID, ["b"], 10, 3600)
+    assert waiting.next_us is not None and waiting.wake  # "a"'s lease ends: come back then
+    again = flow.submit(IID, ["c"], 10, 3600)
+    assert again.next_us == waiting.next_us and not again.wake  # asked for already
+
+    client.zadd(IntegrationKeys(IID).leases, {"a": now_us(client) + 60_000_000})  # ends sooner
+    sooner = flow.admit(IID, 10, 3600)
+    assert sooner.next_us is not None and sooner.next_us < waiting.next_us and sooner.wake
+
+
+def test_a_claimed_admission_forgets_the_ready_time_its_dispatcher_reschedules(
+    flow: RedisFlowControl,
+) -> None:
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=1))
+    flow.submit(IID, ["a", "b"], 10, 3600)
+    assert not flow.submit(IID, ["c"], 10, 3600).wake  # the first submit asked already
+
+    # A dispatcher's claimed admission: its reschedule may remove the ready entry (it saw
+    # nothing to admit before this submit), so the next admission must write again.
+    flow.admit(IID, 10, 3600, claimed=True)
+    assert flow.submit(IID, ["d"], 10, 3600).wake
+
+
 # --- leases and their fencing: release, hold, renew, reclaim -----------------------------------
 
 

@@ -24,6 +24,9 @@ class Admission:
     #: When the next admission may happen (us, Redis clock); None when the backlog is empty.
     next_us: int | None
     job_ids: Sequence[str] = field(default_factory=tuple)
+    #: Whether the caller must write `next_us` to the ready set (`reschedule`): False when an
+    #: earlier admission already had a time no later than it written there.
+    wake: bool = True
 
 
 def redis_time(now_us: int) -> datetime:
@@ -107,8 +110,12 @@ class FlowControl(Protocol):
         ahead of every job already waiting (jobs whose run was interrupted keep their turn)."""
         ...
 
-    def admit(self, integration_id: str, max_jobs: int, lease_s: float) -> Admission:
-        """Admit up to `max_jobs` of the integration's due backlog, each with a lease."""
+    def admit(
+        self, integration_id: str, max_jobs: int, lease_s: float, *, claimed: bool = False
+    ) -> Admission:
+        """Admit up to `max_jobs` of the integration's due backlog, each with a lease.
+        `claimed`: the caller holds the integration's ready-set claim (`claim_due`) and will
+        `reschedule` it whatever `Admission.wake` says."""
         ...
 
     def submit(

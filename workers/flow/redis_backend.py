@@ -129,8 +129,11 @@ class RedisFlowControl:
             self._redis.script_load(script.script)
             return list(build().execute())
 
-    def admit(self, integration_id: str, max_jobs: int, lease_s: float) -> Admission:
-        return self._admit_after(integration_id, max_jobs, lease_s, [])
+    def admit(
+        self, integration_id: str, max_jobs: int, lease_s: float, *, claimed: bool = False
+    ) -> Admission:
+        mode = "claim" if claimed else "wake"
+        return self._admit_after(integration_id, max_jobs, lease_s, [mode, *_NO_PRELUDE])
 
     def submit(
         self,
@@ -145,7 +148,7 @@ class RedisFlowControl:
         """One round trip: admit.lua puts the jobs in the backlog and admits in the same step,
         and the integration joins the known set in the same pipeline."""
         delay = "ahead" if ahead else _us(max(0.0, delay_s))
-        prelude = _prelude("", [(job_id, delay) for job_id in job_ids], {})
+        prelude = ["wake", *_prelude("", [(job_id, delay) for job_id in job_ids], {})]
         keys = IntegrationKeys(integration_id)
 
         def build() -> Any:
@@ -173,15 +176,14 @@ class RedisFlowControl:
         stores the PMS's limit headers and admits, in one atomic step."""
         seen = {k: v for k, v in (pms_headers or {}).items() if k.lower() in PMS_LIMIT_HEADERS}
         jobs = [(job_id, _us(max(0.0, delay_s))) for job_id, delay_s in requeue]
-        return self._admit_after(integration_id, max_jobs, lease_s, _prelude(member, jobs, seen))
+        prelude = ["wake", *_prelude(member, jobs, seen)]
+        return self._admit_after(integration_id, max_jobs, lease_s, prelude)
 
     def _admit_after(
         self, integration_id: str, max_jobs: int, lease_s: float, prelude: list[Any]
     ) -> Admission:
         keys = IntegrationKeys(integration_id)
-        raw = self._admit(
-            keys=_admit_keys(keys), args=[max_jobs, _us(lease_s), *(prelude or _NO_PRELUDE)]
-        )
+        raw = self._admit(keys=_admit_keys(keys), args=[max_jobs, _us(lease_s), *prelude])
         return _admission(raw)
 
     def release(self, integration_id: str, member: str) -> int:
@@ -317,14 +319,14 @@ class RedisFlowControl:
         return [score is not None for score in pipe.execute()]
 
 
-#: admit.lua's arguments when it has nothing to do before admitting.
+#: admit.lua's ARGV[4..] when it has nothing to do before admitting.
 _NO_PRELUDE = ["", 0]
 
 
 def _prelude(
     member: str, jobs: Sequence[tuple[str, int | str]], headers: Mapping[str, str]
 ) -> list[Any]:
-    """admit.lua's ARGV[3..]: the member to release, the jobs to enqueue, the headers."""
+    """admit.lua's ARGV[4..]: the member to release, the jobs to enqueue, the headers."""
     args: list[Any] = [member, len(jobs)]
     for job_id, delay in jobs:
         args += [job_id, delay]
@@ -341,12 +343,14 @@ def _admit_keys(keys: IntegrationKeys) -> list[str]:
         keys.paused_until,
         keys.limits,
         keys.pms_limits,
+        keys.wake_at,
     ]
 
 
 def _admission(raw: Any) -> Admission:
-    status, next_us = _text(raw[0]), int(_text(raw[1]))
-    return Admission(status, None if next_us < 0 else next_us, tuple(_text(j) for j in raw[2:]))
+    status, next_us, wake = _text(raw[0]), int(_text(raw[1])), bool(int(raw[2]))
+    job_ids = tuple(_text(j) for j in raw[3:])
+    return Admission(status, None if next_us < 0 else next_us, job_ids, wake)
 
 
 def _limits_of(stored: dict[Any, Any]) -> Limits:
