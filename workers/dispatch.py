@@ -13,7 +13,7 @@ dropped at claim. Repairing what a lost worker, message or Redis left behind is
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -69,26 +69,84 @@ class Dispatcher:
 
     # -- admission ---------------------------------------------------------------------------
 
+    @traced("pmsq.admit")
     def submit(self, integration_id: str, job_ids: Sequence[str], delay_s: float = 0.0) -> int:
-        """Put committed PENDING jobs in their backlog and admit what may start at once."""
+        """Put committed PENDING jobs in their backlog and admit what may start at once (one
+        round trip when that empties the backlog)."""
         if not job_ids:
             return 0
-        self._flow.enqueue(integration_id, job_ids, delay_s)
-        return self.admit_integration(integration_id) if delay_s <= 0 else 0
+        lease_s = self._settings.job_lease_s
+        admission = self._flow.submit(
+            integration_id, job_ids, ADMIT_BATCH, lease_s, delay_s=max(0.0, delay_s)
+        )
+        return self._settle(integration_id, admission)
 
+    @traced("pmsq.admit")
     def resubmit_interrupted(self, integration_id: str, job_ids: Sequence[str]) -> int:
         """Put jobs that were admitted once but did not run to the end (a lost worker
         interrupted them, their message was lost, or it reached a worker only after its
         admission lease lapsed and every slot was taken) back at the head of their backlog:
         they had their turn already, so they resume within about a lease however long the
         backlog. Then admit what may start at once."""
-        self._flow.enqueue_many({integration_id: job_ids}, ahead=True)
-        return self.admit_integration(integration_id)
+        lease_s = self._settings.job_lease_s
+        if job_ids:
+            admission = self._flow.submit(integration_id, job_ids, ADMIT_BATCH, lease_s, ahead=True)
+        else:
+            admission = self._admit(integration_id, None)
+        return self._settle(integration_id, admission)
 
     @traced("pmsq.admit")
     def admit_integration(self, integration_id: str, claim_us: int | None = None) -> int:
-        """Admit what the integration's limits allow now; returns how many were published."""
-        admission = self._admit(integration_id)
+        """Admit what the integration's limits allow now; returns how many were published.
+        `claim_us`: the ready-set claim this dispatcher holds on the integration (`tick`)."""
+        return self._settle(integration_id, self._admit(integration_id, claim_us), claim_us)
+
+    @traced("pmsq.admit")
+    def after_run(
+        self,
+        integration_id: str,
+        job_id: str,
+        delivery: int,
+        retry_delay_s: float | None,
+        spawned: Sequence[str],
+        pms_headers: Mapping[str, str] | None = None,
+    ) -> None:
+        """What runs after a job's run is recorded, in one round trip to flow control: the
+        slot its delivery held goes back, its retry (when `retry_delay_s` is not None) and its
+        spawned children go in the backlog, the PMS's limit headers are kept, and the freed
+        slot goes to the next waiting job at once, not at the next tick."""
+        requeue = [(job_id, retry_delay_s)] if retry_delay_s is not None else []
+        requeue += [(child, 0.0) for child in spawned]
+        admission = self._flow.finish(
+            integration_id,
+            claim_member(job_id, delivery),
+            ADMIT_BATCH,
+            self._settings.job_lease_s,
+            requeue=requeue,
+            pms_headers=pms_headers,
+        )
+        self._settle(integration_id, admission)
+
+    def _admit(self, integration_id: str, claim_us: int | None) -> Admission:
+        lease_s = self._settings.job_lease_s
+        if claim_us is None:
+            return self._flow.admit(integration_id, ADMIT_BATCH, lease_s)
+        return self._flow.admit(integration_id, ADMIT_BATCH, lease_s, claimed=True)
+
+    def _settle(
+        self, integration_id: str, admission: Admission, claim_us: int | None = None
+    ) -> int:
+        """Publish what an admission admitted and tell the ready set when to come back.
+
+        The ready set is written only when a dispatcher must come back and does not already
+        know when (the integration still has a backlog, `next_us`, and no admission since the
+        last dispatcher's asked for that time or an earlier one: `Admission.wake`), or when
+        this dispatcher holds a claim on it to give up. An admission that emptied the backlog
+        costs no write there: nothing is left to admit, and any job enqueued later wakes it
+        again."""
+        if admission.status == "nolimits":
+            self.load_limits(integration_id)
+            admission = self._admit(integration_id, claim_us)
         published = self._publish(integration_id, admission.job_ids)
         self._metrics.count(
             "pmsq_admissions", len(admission.job_ids), integration_id=integration_id
@@ -98,38 +156,12 @@ class Dispatcher:
             self._metrics.count(
                 "pmsq_throttled_admissions", integration_id=integration_id, reason=reason
             )
-        # claim_us -1 never equals a real claim: the earlier of the two times wins.
-        self._flow.reschedule(
-            integration_id, -1 if claim_us is None else claim_us, admission.next_us
-        )
+        if claim_us is not None or (admission.next_us is not None and admission.wake):
+            # claim_us -1 never equals a real claim: the earlier of the two times wins.
+            self._flow.reschedule(
+                integration_id, -1 if claim_us is None else claim_us, admission.next_us
+            )
         return published
-
-    def _admit(self, integration_id: str) -> Admission:
-        lease_s = self._settings.job_lease_s
-        admission = self._flow.admit(integration_id, ADMIT_BATCH, lease_s)
-        if admission.status == "nolimits":
-            self.load_limits(integration_id)
-            admission = self._flow.admit(integration_id, ADMIT_BATCH, lease_s)
-        return admission
-
-    def after_run(
-        self,
-        integration_id: str,
-        job_id: str,
-        delivery: int,
-        retry_delay_s: float | None,
-        spawned: Sequence[str],
-    ) -> None:
-        """What runs after a job's run is recorded: the slot its delivery held goes back, then
-        its retry (when `retry_delay_s` is not None) and its spawned children are submitted,
-        or else the freed slot goes to the next waiting job at once, not at the next tick."""
-        backlog = self._flow.release(integration_id, claim_member(job_id, delivery))
-        if retry_delay_s is not None:
-            self.submit(integration_id, [job_id], retry_delay_s)
-        if spawned:
-            self.submit(integration_id, spawned)
-        elif backlog:
-            self.admit_integration(integration_id)
 
     def load_limits(self, integration_id: str) -> None:
         """Copy the integration's limits from the database to flow control."""

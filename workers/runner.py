@@ -149,13 +149,19 @@ class JobRunner:
         # What the PMS said holds whoever heard it, even a worker fenced out of its job.
         if isinstance(outcome, Failed) and isinstance(outcome.error, PmsThrottled):
             self._flow.pause(integration_id, outcome.error.retry_after_s or 0.0)
-        if exchanges_headers := recorded.pms_headers:
-            self._flow.record_pms_limits(integration_id, exchanges_headers)
         if not recorded.applied:
-            return  # fenced out: the slot belongs to the job's newer delivery
+            # Fenced out: the slot belongs to the job's newer delivery.
+            if recorded.pms_headers:
+                self._flow.record_pms_limits(integration_id, recorded.pms_headers)
+            return
         retry_delay_s = recorded.retry_delay_s if recorded.status == JobStatus.PENDING else None
         self._dispatcher.after_run(
-            integration_id, claim.job_id, claim.delivery, retry_delay_s, recorded.spawned
+            integration_id,
+            claim.job_id,
+            claim.delivery,
+            retry_delay_s,
+            recorded.spawned,
+            recorded.pms_headers,
         )
 
     def _after_final(self, integration_id: str, job_id: str) -> None:

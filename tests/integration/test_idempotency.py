@@ -233,7 +233,7 @@ def test_an_enqueue_failure_after_commit_answers_the_job_and_the_sweep_runs_it(
         raise redis.ConnectionError("Redis went away")
 
     with monkeypatch.context() as patched:
-        patched.setattr(api.flow, "enqueue", redis_down)
+        patched.setattr(api.flow, "submit", redis_down)  # enqueue and admit, one round trip
         first = api.client.post("/v1/residents/", json=body, headers=same)
     assert first.status_code == 200, first.text
     job_id = first.json()["job_id"]

@@ -33,6 +33,13 @@ def every_script_runs(client: redis.Redis, integration_id: str) -> None:
     assert not flow.reclaim(integration_id, "j1", 1)  # its lease is live
     assert flow.release(integration_id, "j1:1") == 1  # "late" is left
     assert not flow.enqueue_orphan(integration_id, "j2")  # admitted, lease live
+    # Admitted now or (spaced by the limits) later: the claim takes a free slot either way.
+    assert flow.submit(integration_id, ["j3"], max_jobs=1, lease_s=5).status == "ok"
+    assert flow.hold(integration_id, "j3", 1, lease_s=5).held
+    finished = flow.finish(
+        integration_id, "j3:1", 1, lease_s=5, pms_headers={"x-ratelimit-remaining": "1"}
+    )
+    assert finished.status == "ok" and "late" not in finished.job_ids  # not due yet
     assert flow.pause(integration_id, 0.01) > 0
     lease = LeaderLease(client, "beat-a", ttl_s=5)
     assert lease.hold()

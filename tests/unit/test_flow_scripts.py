@@ -251,6 +251,119 @@ def test_admitting_the_whole_backlog_reports_no_next_time(flow: RedisFlowControl
     assert (set(admission.job_ids), admission.next_us) == ({"a", "b"}, None)
 
 
+# --- submit and finish: admission folded into the calls a job makes anyway --------------------
+
+
+def test_submit_enqueues_and_admits_in_one_step_in_order(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=2))
+    jobs = ["z", "m", "a", "q"]  # not in sorted order: the batch's own order is kept
+
+    admission = flow.submit(IID, jobs, 10, 3600)
+
+    assert admission.job_ids == ("z", "m")
+    assert admission.next_us is not None  # two wait for a slot
+    assert [m.decode() for m in client.zrange(keys.backlog, 0, -1)] == ["a", "q"]
+    assert members(client, keys.leases) == {"z", "m"}
+    assert client.sismember(KNOWN_INTEGRATIONS, IID)
+    assert client.zscore(READY, IID) is None  # waking a dispatcher is the caller's call
+
+
+def test_submit_without_limits_keeps_the_jobs_for_the_next_admission(
+    flow: RedisFlowControl, keys: IntegrationKeys
+) -> None:
+    assert flow.submit(IID, ["a"], 10, 3600).status == "nolimits"
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=1))
+    assert flow.admit(IID, 10, 3600).job_ids == ("a",)
+
+
+def test_submit_ahead_puts_interrupted_jobs_before_the_waiting_ones(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=1))
+    flow.enqueue(IID, ["waiting"])
+    client.zadd(keys.leases, {"busy:1": now_us(client) + HOUR_US})  # the only slot is taken
+
+    assert flow.submit(IID, ["interrupted"], 10, 3600, ahead=True).job_ids == ()
+    assert [m.decode() for m in client.zrange(keys.backlog, 0, -1)] == ["interrupted", "waiting"]
+
+
+def test_finish_releases_its_claim_and_admits_the_next_job(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=1))
+    assert flow.submit(IID, ["a", "b", "c"], 10, 3600).job_ids == ("a",)
+    assert flow.hold(IID, "a", 1, 3600).held
+
+    admission = flow.finish(IID, "a:1", 10, 3600)
+
+    assert admission.job_ids == ("b",)  # into the slot "a:1" gave back
+    assert members(client, keys.leases) == {"b"}
+    assert admission.next_us is not None  # "c" still waits
+    assert flow.finish(IID, "a:1", 10, 3600).job_ids == ()  # finishing twice frees nothing
+
+
+def test_finish_of_a_stale_claim_never_frees_the_newer_deliverys_slot(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=1))
+    flow.submit(IID, ["a", "b"], 10, 3600)
+    assert flow.hold(IID, "a", 2, 3600).held  # delivery 2 holds the job now
+
+    assert flow.finish(IID, "a:1", 10, 3600).job_ids == ()
+    assert members(client, keys.leases) == {"a:2"}
+
+
+def test_finish_requeues_its_retry_and_children_and_keeps_the_pms_limits(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=1))
+    flow.submit(IID, ["parent"], 10, 3600)
+    assert flow.hold(IID, "parent", 1, 3600).held
+    before = now_us(client)
+    headers = {"X-RateLimit-Remaining": "7", "Content-Type": "application/json"}
+
+    admission = flow.finish(
+        IID, "parent:1", 10, 3600, requeue=[("retry", 3600.0), ("child", 0.0)], pms_headers=headers
+    )
+
+    assert admission.job_ids == ("child",)
+    retry_due = score(client, keys.backlog, "retry")
+    assert retry_due is not None and retry_due >= before + HOUR_US
+    assert admission.next_us == retry_due  # a dispatcher comes back when it is due
+    assert client.hgetall(keys.pms_limits) == {b"X-RateLimit-Remaining": b"7"}
+
+
+def test_only_an_admission_needing_an_earlier_ready_time_asks_for_a_write(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis
+) -> None:
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=1))
+    assert flow.submit(IID, ["a"], 10, 3600).next_us is None  # admitted: nothing to wake
+
+    waiting = flow.submit(IID, ["b"], 10, 3600)
+    assert waiting.next_us is not None and waiting.wake  # "a"'s lease ends: come back then
+    again = flow.submit(IID, ["c"], 10, 3600)
+    assert again.next_us == waiting.next_us and not again.wake  # asked for already
+
+    client.zadd(IntegrationKeys(IID).leases, {"a": now_us(client) + 60_000_000})  # ends sooner
+    sooner = flow.admit(IID, 10, 3600)
+    assert sooner.next_us is not None and sooner.next_us < waiting.next_us and sooner.wake
+
+
+def test_a_claimed_admission_forgets_the_ready_time_its_dispatcher_reschedules(
+    flow: RedisFlowControl,
+) -> None:
+    flow.set_limits(IID, Limits(**UNPACED, concurrency=1))
+    flow.submit(IID, ["a", "b"], 10, 3600)
+    assert not flow.submit(IID, ["c"], 10, 3600).wake  # the first submit asked already
+
+    # A dispatcher's claimed admission: its reschedule may remove the ready entry (it saw
+    # nothing to admit before this submit), so the next admission must write again.
+    flow.admit(IID, 10, 3600, claimed=True)
+    assert flow.submit(IID, ["d"], 10, 3600).wake
+
+
 # --- leases and their fencing: release, hold, renew, reclaim -----------------------------------
 
 

@@ -24,6 +24,9 @@ class Admission:
     #: When the next admission may happen (us, Redis clock); None when the backlog is empty.
     next_us: int | None
     job_ids: Sequence[str] = field(default_factory=tuple)
+    #: Whether the caller must write `next_us` to the ready set (`reschedule`): False when an
+    #: earlier admission already had a time no later than it written there.
+    wake: bool = True
 
 
 def redis_time(now_us: int) -> datetime:
@@ -107,7 +110,44 @@ class FlowControl(Protocol):
         ahead of every job already waiting (jobs whose run was interrupted keep their turn)."""
         ...
 
-    def admit(self, integration_id: str, max_jobs: int, lease_s: float) -> Admission: ...
+    def admit(
+        self, integration_id: str, max_jobs: int, lease_s: float, *, claimed: bool = False
+    ) -> Admission:
+        """Admit up to `max_jobs` of the integration's due backlog, each with a lease.
+        `claimed`: the caller holds the integration's ready-set claim (`claim_due`) and will
+        `reschedule` it whatever `Admission.wake` says."""
+        ...
+
+    def submit(
+        self,
+        integration_id: str,
+        job_ids: Sequence[str],
+        max_jobs: int,
+        lease_s: float,
+        *,
+        delay_s: float = 0.0,
+        ahead: bool = False,
+    ) -> Admission:
+        """`enqueue` (or, with `ahead`, at the head of the backlog) and `admit`, as one atomic
+        step and one round trip. Does not touch the ready set: the caller wakes a dispatcher
+        (`reschedule`) when the admission leaves `next_us`."""
+        ...
+
+    def finish(
+        self,
+        integration_id: str,
+        member: str,
+        max_jobs: int,
+        lease_s: float,
+        *,
+        requeue: Sequence[tuple[str, float]] = (),
+        pms_headers: Mapping[str, str] | None = None,
+    ) -> Admission:
+        """What a finished claim tells flow control, as one atomic step and one round trip:
+        `release` of `member`, the jobs of `requeue` (job id, delay in seconds) into the
+        backlog, `record_pms_limits`, then `admit` into the freed slot. Like `submit`, leaves
+        the ready set to the caller."""
+        ...
 
     def release(self, integration_id: str, member: str) -> int:
         """Free the lease of `member` (a claim member, or a job id for an admission lease)

@@ -56,6 +56,13 @@ class IntegrationKeys:
         return self._key("request_tat")
 
     @property
+    def wake_at(self) -> str:
+        """STRING: the earliest ready-set time (us) an admission told its caller to write
+        since a dispatcher's last claimed admission, so later admissions that need no earlier
+        one skip the write (admit.lua). Expires a second after that time."""
+        return self._key("wake_at")
+
+    @property
     def paused_until(self) -> str:
         """STRING: time (us) until which the PMS asked us to stop (429). Expires then."""
         return self._key("paused_until")

@@ -7,6 +7,7 @@ from importlib import resources
 from typing import Any
 
 import redis
+from redis.commands.core import Script
 
 from pmsq.workers.flow.backend import Admission, DueIntegrations, Held, Pace, Paced, Usage
 from pmsq.workers.flow.keys import KNOWN_INTEGRATIONS, READY, IntegrationKeys, claim_member
@@ -88,7 +89,7 @@ class RedisFlowControl:
             pipe.sadd(KNOWN_INTEGRATIONS, integration_id)
             return pipe
 
-        results = self._execute_with_scripts(build)
+        results = self._execute_with_scripts(build, self._enqueue)
         earliest = min(int(float(r)) for r in results[: len(job_ids)])
         self._redis.zadd(READY, {integration_id: earliest}, lt=True)
 
@@ -112,10 +113,12 @@ class RedisFlowControl:
             return pipe
 
         if any(batches.values()):
-            self._execute_with_scripts(build)
+            self._execute_with_scripts(build, self._enqueue)
 
-    def _execute_with_scripts(self, build: Callable[[], Any]) -> list[Any]:
-        """Run a pipeline of EVALSHAs, loading the scripts once if Redis does not have them.
+    def _execute_with_scripts(self, build: Callable[[], Any], script: Script) -> list[Any]:
+        """Run a pipeline of EVALSHAs of `script`, loading it once if Redis does not have it
+        (a restarted or failed-over Redis). Every command of the pipeline must be safe to run
+        twice: the first attempt may have run those that did not need the script.
 
         (redis-py's own script pipelining asks SCRIPT EXISTS on every execute: one more round
         trip per call on the hot path. EVALSHA goes through `execute_command` because a Redis
@@ -123,17 +126,65 @@ class RedisFlowControl:
         try:
             return list(build().execute())
         except redis.exceptions.NoScriptError:
-            self._redis.script_load(self._enqueue.script)
+            self._redis.script_load(script.script)
             return list(build().execute())
 
-    def admit(self, integration_id: str, max_jobs: int, lease_s: float) -> Admission:
+    def admit(
+        self, integration_id: str, max_jobs: int, lease_s: float, *, claimed: bool = False
+    ) -> Admission:
+        mode = "claim" if claimed else "wake"
+        return self._admit_after(integration_id, max_jobs, lease_s, [mode, *_NO_PRELUDE])
+
+    def submit(
+        self,
+        integration_id: str,
+        job_ids: Sequence[str],
+        max_jobs: int,
+        lease_s: float,
+        *,
+        delay_s: float = 0.0,
+        ahead: bool = False,
+    ) -> Admission:
+        """One round trip: admit.lua puts the jobs in the backlog and admits in the same step,
+        and the integration joins the known set in the same pipeline."""
+        delay = "ahead" if ahead else _us(max(0.0, delay_s))
+        prelude = ["wake", *_prelude("", [(job_id, delay) for job_id in job_ids], {})]
         keys = IntegrationKeys(integration_id)
-        raw = self._admit(
-            keys=[keys.backlog, keys.leases, keys.admit_tat, keys.paused_until, keys.limits],
-            args=[max_jobs, _us(lease_s)],
-        )
-        status, next_us = _text(raw[0]), int(_text(raw[1]))
-        return Admission(status, None if next_us < 0 else next_us, tuple(_text(j) for j in raw[2:]))
+
+        def build() -> Any:
+            pipe = self._redis.pipeline(transaction=False)
+            keys_ = _admit_keys(keys)
+            pipe.execute_command(  # type: ignore[no-untyped-call]
+                "EVALSHA", self._admit.sha, len(keys_), *keys_, max_jobs, _us(lease_s), *prelude
+            )
+            pipe.sadd(KNOWN_INTEGRATIONS, integration_id)
+            return pipe
+
+        return _admission(self._execute_with_scripts(build, self._admit)[0])
+
+    def finish(
+        self,
+        integration_id: str,
+        member: str,
+        max_jobs: int,
+        lease_s: float,
+        *,
+        requeue: Sequence[tuple[str, float]] = (),
+        pms_headers: Mapping[str, str] | None = None,
+    ) -> Admission:
+        """One round trip: admit.lua releases `member`, enqueues `requeue` (job id, delay s),
+        stores the PMS's limit headers and admits, in one atomic step."""
+        seen = {k: v for k, v in (pms_headers or {}).items() if k.lower() in PMS_LIMIT_HEADERS}
+        jobs = [(job_id, _us(max(0.0, delay_s))) for job_id, delay_s in requeue]
+        prelude = ["wake", *_prelude(member, jobs, seen)]
+        return self._admit_after(integration_id, max_jobs, lease_s, prelude)
+
+    def _admit_after(
+        self, integration_id: str, max_jobs: int, lease_s: float, prelude: list[Any]
+    ) -> Admission:
+        keys = IntegrationKeys(integration_id)
+        raw = self._admit(keys=_admit_keys(keys), args=[max_jobs, _us(lease_s), *prelude])
+        return _admission(raw)
 
     def release(self, integration_id: str, member: str) -> int:
         keys = IntegrationKeys(integration_id)
@@ -266,6 +317,40 @@ class RedisFlowControl:
         for job_id in job_ids:
             pipe.zscore(key, job_id)
         return [score is not None for score in pipe.execute()]
+
+
+#: admit.lua's ARGV[4..] when it has nothing to do before admitting.
+_NO_PRELUDE = ["", 0]
+
+
+def _prelude(
+    member: str, jobs: Sequence[tuple[str, int | str]], headers: Mapping[str, str]
+) -> list[Any]:
+    """admit.lua's ARGV[4..]: the member to release, the jobs to enqueue, the headers."""
+    args: list[Any] = [member, len(jobs)]
+    for job_id, delay in jobs:
+        args += [job_id, delay]
+    for name, value in headers.items():
+        args += [name, value]
+    return args
+
+
+def _admit_keys(keys: IntegrationKeys) -> list[str]:
+    return [
+        keys.backlog,
+        keys.leases,
+        keys.admit_tat,
+        keys.paused_until,
+        keys.limits,
+        keys.pms_limits,
+        keys.wake_at,
+    ]
+
+
+def _admission(raw: Any) -> Admission:
+    status, next_us, wake = _text(raw[0]), int(_text(raw[1])), bool(int(raw[2]))
+    job_ids = tuple(_text(j) for j in raw[3:])
+    return Admission(status, None if next_us < 0 else next_us, job_ids, wake)
 
 
 def _limits_of(stored: dict[Any, Any]) -> Limits:
