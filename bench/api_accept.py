@@ -10,6 +10,9 @@ Nothing is asserted: speed depends on the machine.
   integration's backlog, admitted and published to the broker, as in production. Writes go
   round-robin to enough integrations that none reaches its concurrency cap (admission leases
   of unconsumed jobs lapse only after `PMSQ_JOB_LEASE_S`), so every write takes the whole path.
+  The API answers a write before it admits it (on a thread of its own), so an API round's clock
+  stops only once every write of it has left PENDING in the job store: what is timed is writes
+  accepted *and* admitted.
 - **The peer:** this module's `peer` command, a FastAPI app served the same way (one uvicorn
   process, `log_level="warning"`): `POST /v1/residents/` parses the body into a pydantic model
   and inserts one row through a SQLAlchemy session into a table of the same database, with
@@ -36,9 +39,9 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -48,8 +51,8 @@ import httpx
 import uvicorn
 from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import JSON, DateTime, String
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import JSON, DateTime, String, func, select
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from bench.pipeline import (
     PMSQ_REDIS_DB,
@@ -60,16 +63,22 @@ from bench.pipeline import (
     RedisServer,
     free_port,
     load_average,
+    observer_engine,
     redis_url_of,
     running,
     table,
+    wait_for,
 )
 from pmsq.api.auth import create_token
 from pmsq.models.db import make_engine, make_session_factory
+from pmsq.models.enums import JobStatus
+from pmsq.models.job import Job
 
 #: Most jobs one integration may have admitted at once (the API refuses a higher cap); the
 #: benchmark spreads its writes so no integration reaches it.
 INTEGRATION_CAP = 100
+#: Seconds the API gets, after the last write was accepted, to have admitted every write.
+ADMIT_DEADLINE_S = 120.0
 #: The path both servers accept writes on.
 WRITE_PATH = "/v1/residents/"
 
@@ -169,6 +178,8 @@ class Server:
         self.url = url
         self.headers = headers or {}
         self.integration_ids: list[str] = ["peer"]
+        #: Waits until the server has finished with its first N writes (the clock runs on).
+        self.settle: Callable[[int], None] = lambda _writes: None
 
     def cpu_s(self) -> float:
         """User + system CPU seconds of the server process so far."""
@@ -182,7 +193,8 @@ class Server:
 
 
 def drive(http: httpx.Client, server: Server, first: int, count: int, threads: int) -> Accepted:
-    """Write `count` records to `server` from `threads` threads; any refusal stops the run."""
+    """Write `count` records to `server` from `threads` threads and let it settle; any
+    refusal stops the run."""
 
     def write(i: int) -> None:
         response = http.post(server.url + WRITE_PATH, json=server.body(i), headers=server.headers)
@@ -195,6 +207,7 @@ def drive(http: httpx.Client, server: Server, first: int, count: int, threads: i
     started = time.monotonic()
     with ThreadPoolExecutor(threads) as pool:
         list(pool.map(write, range(first, first + count)))
+    server.settle(first + count)
     seconds = time.monotonic() - started
     return Accepted(server.name, count, seconds, server.cpu_s() - cpu_before)
 
@@ -262,10 +275,13 @@ def measure(
     engine.dispose()
     limits = httpx.Limits(max_connections=args.threads, max_keepalive_connections=args.threads)
     total = args.warmup + args.rounds * args.writes
+    admitted = Admitted(database_url)
+    api.settle = admitted.wait
     with (
         running(api.process),
         running(peer.process),
         httpx.Client(timeout=60, limits=limits) as http,
+        closing(admitted),
     ):
         api.process.wait_http(f"{api.url}/healthz", START_DEADLINE_S)
         peer.process.wait_http(f"{peer.url}/healthz", START_DEADLINE_S)
@@ -280,6 +296,27 @@ def measure(
             results = {s.name: drive(http, s, first, args.writes, args.threads) for s in order}
             rounds.append((results[api.name], results[peer.name]))
     return rounds
+
+
+class Admitted:
+    """Waits until the API has admitted (and published) a number of writes: it admits them
+    after answering, and a write is only taken once it is admitted. Nothing else admits here
+    (no worker runs), so a write the API never admits fails the run."""
+
+    def __init__(self, database_url: str) -> None:
+        self._observer = observer_engine(database_url)
+
+    def wait(self, writes: int) -> None:
+        def admitted() -> bool:
+            with Session(self._observer) as session:
+                stmt = select(func.count()).where(Job.status != JobStatus.PENDING.value)
+                return int(session.scalar(stmt) or 0) >= writes
+
+        if not admitted():
+            wait_for(admitted, ADMIT_DEADLINE_S, f"{writes} writes admitted")
+
+    def close(self) -> None:
+        self._observer.dispose()
 
 
 # -- report -----------------------------------------------------------------------------------
