@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from pmsq.api.auth import AccountTokens
 from pmsq.api.services.integrations import IntegrationService
 from pmsq.api.services.job_logs import JobLogService
 from pmsq.api.services.properties import PropertyService
@@ -21,6 +22,7 @@ from pmsq.settings import Settings
 class ApiContext:
     settings: Settings
     session_factory: sessionmaker[Session]
+    accounts: AccountTokens
     writes: WriteService
     integrations: IntegrationService
     retries: RetryService
