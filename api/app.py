@@ -56,7 +56,7 @@ def create_app(
     Idempotency-Keys (tests move it to see keys expire); `destinations` judges the URLs
     integrations and webhooks are saved with (from the settings unless given: tests pass one
     with a stub resolver); `submitter` makes what admits accepted writes from the dispatcher
-    (by default `Admissions`, on a thread of its own; the contract tests' harness passes the
+    (by default `Admissions`, on threads of its own; the contract tests' harness passes the
     dispatcher itself, which admits in the request)."""
     destinations = destinations or DestinationPolicy.from_settings(settings)
     dispatcher = Dispatcher(session_factory, publisher, flow, settings, metrics=recorder)

@@ -10,7 +10,7 @@ Nothing is asserted: speed depends on the machine.
   integration's backlog, admitted and published to the broker, as in production. Writes go
   round-robin to enough integrations that none reaches its concurrency cap (admission leases
   of unconsumed jobs lapse only after `PMSQ_JOB_LEASE_S`), so every write takes the whole path.
-  The API answers a write before it admits it (on a thread of its own), so an API round's clock
+  The API answers a write before it admits it (on threads of its own), so an API round's clock
   stops only once every write of it has left PENDING in the job store: what is timed is writes
   accepted *and* admitted.
 - **The peer:** this module's `peer` command, a FastAPI app served the same way (one uvicorn

@@ -2,7 +2,7 @@
 
 The answer is given once the root job is committed, together with its Idempotency-Key and
 that answer when the client sent a key, and put in its integration's backlog; admitting it is
-left to the submitter (in the API, `Admissions`: a thread of its own). A failure after the
+left to the submitter (in the API, `Admissions`: threads of its own). A failure after the
 commit (Redis down while the job is put in its backlog) still answers the job id: the
 dispatcher's sweep enqueues PENDING jobs missing from Redis, so the write runs, and a client
 retry with the key replays the answer instead of writing twice.

@@ -59,7 +59,7 @@ def api_harness(
     config = Settings(database_url=database_url, **{**TEST_OUTBOUND_SETTINGS, **settings})  # type: ignore[arg-type]
     destinations = DestinationPolicy.from_settings(config, resolver or StubDns())
     # Writes are admitted in their request, so a test sees a write QUEUED and published as
-    # soon as it is answered (`pmsq api` admits on a thread of its own: test_admissions.py).
+    # soon as it is answered (`pmsq api` admits on threads of its own: test_admissions.py).
     app = create_app(
         config,
         session_factory,

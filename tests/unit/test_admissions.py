@@ -1,5 +1,5 @@
 """`Admissions`: the API answers a write once it is stored and in its backlog, and admits it on
-a thread of its own; a write the thread does not admit (it failed, or the API is shutting
+threads of its own; a write they do not admit (it failed, or the API is shutting
 down) stays in its backlog for the workers' dispatchers, never lost.
 
 Real SQLite job store, flow control in fakeredis, a recording broker."""
