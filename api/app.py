@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
 from datetime import datetime
 
 from fastapi import FastAPI
@@ -10,11 +11,14 @@ from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector
 from sqlalchemy.orm import Session, sessionmaker
+from starlette.concurrency import run_in_threadpool
 
 from pmsq import __version__
+from pmsq.api.auth import AccountTokens
 from pmsq.api.context import ApiContext
 from pmsq.api.errors import document_errors_as_served, install_error_handlers
 from pmsq.api.routes import admin, logs, properties, propexo_webhooks, syncs, webhooks, writes
+from pmsq.api.services.admission import Admissions, Submitter
 from pmsq.api.services.data_access import DataAccessService
 from pmsq.api.services.idempotency import IdempotencyKeys
 from pmsq.api.services.integrations import IntegrationService
@@ -47,21 +51,26 @@ def create_app(
     recorder: MetricsRecorder | None = None,
     clock: Callable[[], datetime] = utcnow,
     destinations: DestinationPolicy | None = None,
+    submitter: Callable[[Dispatcher], Submitter] = Admissions,
 ) -> FastAPI:
     """The API. `publisher` puts admitted jobs on the broker (Celery in production); `flow`
     is the flow control the API admits new writes through; `clock` dates writes and their
     Idempotency-Keys (tests move it to see keys expire); `destinations` judges the URLs
     integrations and webhooks are saved with (from the settings unless given: tests pass one
-    with a stub resolver)."""
+    with a stub resolver); `submitter` makes what admits accepted writes from the dispatcher
+    (by default `Admissions`, on threads of its own; the contract tests' harness passes the
+    dispatcher itself, which admits in the request)."""
     destinations = destinations or DestinationPolicy.from_settings(settings)
     dispatcher = Dispatcher(session_factory, publisher, flow, settings, metrics=recorder)
+    admissions = submitter(dispatcher)
     cipher = CredentialCipher(settings.fernet_keys)
     sync_service = SyncService(session_factory, dispatcher)
     ctx = ApiContext(
         settings=settings,
         session_factory=session_factory,
+        accounts=AccountTokens(session_factory),
         writes=WriteService(
-            session_factory, dispatcher, IdempotencyKeys(settings.idempotency_ttl_s), clock
+            session_factory, admissions, IdempotencyKeys(settings.idempotency_ttl_s), clock
         ),
         integrations=IntegrationService(
             session_factory,
@@ -80,7 +89,15 @@ def create_app(
         normalization=NormalizationService(session_factory),
         data_access=DataAccessService(session_factory, sync_service),
     )
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if isinstance(admissions, Admissions):
+            await run_in_threadpool(admissions.close)
+
     app = FastAPI(
+        lifespan=lifespan,
         title="pmsq",
         version=__version__,
         description="Asynchronous writes to Property Management Systems, Propexo-compatible.",

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from pmsq.api.auth import AccountTokens
 from pmsq.api.services.data_access import DataAccessService
 from pmsq.api.services.integrations import IntegrationService
 from pmsq.api.services.job_logs import JobLogService
@@ -23,6 +24,7 @@ from pmsq.settings import Settings
 class ApiContext:
     settings: Settings
     session_factory: sessionmaker[Session]
+    accounts: AccountTokens
     writes: WriteService
     integrations: IntegrationService
     retries: RetryService

@@ -9,16 +9,22 @@ from typing import Any
 from fastapi import Header, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.routing import APIRoute
+from starlette.concurrency import run_in_threadpool
 
-from pmsq.api.auth import account_for
 from pmsq.api.context import ApiContext
 from pmsq.errors import PayloadTooLarge, ValidationFailed
 
 
-def account_dependency(ctx: ApiContext) -> Callable[..., str]:
-    def current_account(authorization: str | None = Header(default=None)) -> str:
-        with ctx.session_factory() as session:
-            return account_for(session, authorization)
+def account_dependency(ctx: ApiContext) -> Callable[..., Awaitable[str]]:
+    """The caller's account id. A token seen valid lately is answered on the event loop (no
+    worker thread, no database read); any other goes to the token table in a worker thread."""
+    accounts = ctx.accounts
+
+    async def current_account(authorization: str | None = Header(default=None)) -> str:
+        account_id = accounts.cached(authorization)
+        if account_id is None:
+            account_id = await run_in_threadpool(accounts.load, authorization)
+        return account_id
 
     return current_account
 

@@ -53,7 +53,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
 
     def answer(
         request: Request, key: str | None, body: Any, submit: Callable[..., AcceptedWrite | Replay]
-    ) -> WriteAccepted | JSONResponse:
+    ) -> JSONResponse:
         """Submits the write (once per Idempotency-Key, when one is given) and answers it."""
         idempotency = None
         if key is not None:
@@ -64,7 +64,10 @@ def build_router(ctx: ApiContext) -> APIRouter:
             return JSONResponse(
                 result.body, status_code=result.status, headers={"Idempotent-Replayed": "true"}
             )
-        return WriteAccepted(job_id=result.job_id, data=result.data)
+        # The answer was built (as a WriteAccepted) when the write was accepted; sending it
+        # as it is spares FastAPI validating and serializing it again for the response model.
+        answer = result.answer()
+        return JSONResponse(answer.body, status_code=answer.status)
 
     @router.post(
         "/v1/{model}/",

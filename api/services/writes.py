@@ -1,10 +1,11 @@
 """Accepting a write: validate it against the integration's PMS, store the root job, admit it.
 
 The answer is given once the root job is committed, together with its Idempotency-Key and
-that answer when the client sent a key. A failure after the commit (Redis down while the job
-is put in its backlog) still answers the job id: the dispatcher's sweep enqueues PENDING jobs
-missing from Redis, so the write runs, and a client retry with the key replays the answer
-instead of writing twice.
+that answer when the client sent a key, and put in its integration's backlog; admitting it is
+left to the submitter (in the API, `Admissions`: threads of its own). A failure after the
+commit (Redis down while the job is put in its backlog) still answers the job id: the
+dispatcher's sweep enqueues PENDING jobs missing from Redis, so the write runs, and a client
+retry with the key replays the answer instead of writing twice.
 """
 
 from __future__ import annotations
@@ -13,12 +14,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any
 
 from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
+from pmsq.api.services.admission import Submitter
 from pmsq.api.services.idempotency import IdempotencyKeys, IdempotentRequest, Replay
 from pmsq.api.services.integrations import owned_integration
 from pmsq.api.services.properties import check_property_enabled
@@ -33,7 +36,6 @@ from pmsq.models.schemas import WriteAccepted
 from pmsq.pms.profiles import CREATE, UPDATE
 from pmsq.pms.registry import KNOWN_MODELS, profile_for
 from pmsq.pms.workflow import first_step_action
-from pmsq.workers.dispatch import Dispatcher
 from pmsq.workers.outcome import WriteOutcome, write_outcome
 from pmsq.workers.repository import JobRepository
 
@@ -48,21 +50,25 @@ class AcceptedWrite:
     job_id: str
     data: dict[str, Any]
 
+    @cached_property
+    def _body(self) -> dict[str, Any]:
+        return WriteAccepted(job_id=self.job_id, data=self.data).model_dump(mode="json")
+
     def answer(self) -> Replay:
-        body = WriteAccepted(job_id=self.job_id, data=self.data).model_dump(mode="json")
-        return Replay(ACCEPTED, body)
+        """The answer to send (and to store with an Idempotency-Key), built once."""
+        return Replay(ACCEPTED, self._body)
 
 
 class WriteService:
     def __init__(
         self,
         session_factory: sessionmaker[Session],
-        dispatcher: Dispatcher,
+        submitter: Submitter,
         keys: IdempotencyKeys,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._session_factory = session_factory
-        self._dispatcher = dispatcher
+        self._submitter = submitter
         self._keys = keys
         self._clock = clock
 
@@ -114,7 +120,7 @@ class WriteService:
             with log_context(
                 job_id=accepted.job_id, root_job_id=accepted.job_id, integration_id=integration_id
             ):
-                self._dispatcher.submit(integration_id, [accepted.job_id])
+                self._submitter.submit(integration_id, [accepted.job_id])
         except Exception as exc:
             logger.warning(
                 "write %s is stored but was not enqueued (%s); the orphan sweep enqueues it",

@@ -58,8 +58,16 @@ def api_harness(
     flow = RedisFlowControl(fakeredis.FakeRedis())
     config = Settings(database_url=database_url, **{**TEST_OUTBOUND_SETTINGS, **settings})  # type: ignore[arg-type]
     destinations = DestinationPolicy.from_settings(config, resolver or StubDns())
+    # Writes are admitted in their request, so a test sees a write QUEUED and published as
+    # soon as it is answered (`pmsq api` admits on threads of its own: test_admissions.py).
     app = create_app(
-        config, session_factory, publisher, flow, clock=clock, destinations=destinations
+        config,
+        session_factory,
+        publisher,
+        flow,
+        clock=clock,
+        destinations=destinations,
+        submitter=lambda dispatcher: dispatcher,
     )
     with TestClient(app) as client:
         yield ApiHarness(client, publisher, session_factory, flow)
