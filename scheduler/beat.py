@@ -38,7 +38,7 @@ class DatabaseScheduler(Scheduler):
         self._redis = flow_redis(settings)
         session_factory = make_session_factory(self._engine)
         self._firer = SyncFirer(session_factory, RedisFlowControl(self._redis))
-        self._metrics = MetricsRecorder(self._redis)
+        self._metrics = MetricsRecorder(self._redis, flush_interval_s=settings.metrics_flush_s)
         retention = Retention(
             session_factory,
             retention_days=settings.retention_days,
