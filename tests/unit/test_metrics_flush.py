@@ -168,4 +168,3 @@ def test_a_forked_child_sends_only_what_it_recorded_itself() -> None:
     samples = scrape(client)
     assert samples['pmsq_admissions_total{integration_id="parent"}'] == 5
     assert 'pmsq_admissions_total{integration_id="child"}' not in samples
-
