@@ -159,7 +159,9 @@ class MetricsRecorder:
     def flush(self) -> None:
         """Send what this recorder and every recorder sharing its client hold, now.
 
-        Raises `redis.RedisError` if Redis refused it; the deltas are kept for the next flush.
+        Returns once everything recorded before the call is in Redis (a send the flusher
+        thread has under way included). Raises `redis.RedisError` if Redis refused it; the
+        deltas are kept for the next flush.
         """
         _FLUSHER.flush(lambda recorder: recorder._redis is self._redis, reraise=True)
 
@@ -188,8 +190,12 @@ class _Flusher:
     it); a fork also empties the child's copies of deltas its parent still has to send."""
 
     def __init__(self) -> None:
+        #: Guards every recorder's deltas and `_due_s`; held for no I/O.
         self.lock = threading.Lock()
         self._wake = threading.Condition(self.lock)
+        #: Held while deltas taken out are on their way to Redis (taken before `lock`), so a
+        #: flush returns only once everything recorded before it began is in Redis.
+        self._sending = threading.Lock()
         #: Recorder -> monotonic time its deltas are due (first event + its interval).
         self._due_s: dict[MetricsRecorder, float] = {}
         self._thread: threading.Thread | None = None
@@ -208,30 +214,40 @@ class _Flusher:
         self, which: Callable[[MetricsRecorder], bool] | None = None, *, reraise: bool = False
     ) -> None:
         """Send the deltas of the enlisted recorders `which` selects (all by default)."""
-        with self.lock:
-            batches = self._take([r for r in self._due_s if which is None or which(r)])
-        self._send(batches, reraise=reraise)
+        with self._sending:
+            with self.lock:
+                batches = self._take([r for r in self._due_s if which is None or which(r)])
+            self._send(batches, reraise=reraise)
 
     def _run(self) -> None:
         while True:
-            with self.lock:
+            self._wait_until_due()
+            with self._sending:
+                with self.lock:
+                    now_s = time.monotonic()
+                    due = [r for r, due_s in self._due_s.items() if due_s <= now_s]
+                    # Recorders sharing a client with a due one go along: the trip is paid.
+                    clients = {id(r._redis) for r in due}
+                    batches = self._take([r for r in self._due_s if id(r._redis) in clients])
+                self._send(batches, reraise=False)
+
+    def _wait_until_due(self) -> None:
+        with self.lock:
+            while True:
                 now_s = time.monotonic()
-                due = [r for r, due_s in self._due_s.items() if due_s <= now_s]
-                if not due:
-                    wait_s = min(self._due_s.values(), default=now_s + 3600) - now_s
-                    self._wake.wait(wait_s)
-                    continue
-                # Recorders sharing a client with a due one go along: the round trip is paid.
-                clients = {id(r._redis) for r in due}
-                batches = self._take([r for r in self._due_s if id(r._redis) in clients])
-            self._send(batches, reraise=False)
+                first_due_s = min(self._due_s.values(), default=None)
+                if first_due_s is not None and first_due_s <= now_s:
+                    return
+                self._wake.wait(3600 if first_due_s is None else first_due_s - now_s)
 
     def _take(self, recorders: list[MetricsRecorder]) -> list[_Batch]:
         """With `lock` held: move the recorders' deltas out, merged per client."""
         batches: dict[int, _Batch] = {}
         for recorder in recorders:
             del self._due_s[recorder]
-            batch = batches.setdefault(id(recorder._redis), _Batch(recorder))
+            batch = batches.get(id(recorder._redis))
+            if batch is None:
+                batch = batches[id(recorder._redis)] = _Batch(recorder)
             batch.deltas.add(recorder._deltas)
             recorder._deltas = _Deltas()
         return list(batches.values())
@@ -259,9 +275,10 @@ class _Flusher:
 
     def after_fork_in_child(self) -> None:
         """The parent sends what was recorded before the fork; the child starts empty (and
-        with a fresh lock: another thread of the parent may have held it)."""
+        with fresh locks: another thread of the parent may have held them)."""
         self.lock = threading.Lock()
         self._wake = threading.Condition(self.lock)
+        self._sending = threading.Lock()
         for recorder in self._due_s:
             recorder._deltas = _Deltas()
         self._due_s = {}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import threading
 import time
 from typing import Any
 
@@ -118,6 +119,37 @@ def test_the_flusher_thread_sends_without_being_asked() -> None:
         assert time.monotonic() < deadline_s, "the flusher thread sent nothing"
         time.sleep(0.01)
     assert scrape(client)['pmsq_pms_429_total{integration_id="i1"}'] == 1
+
+
+class GatedRedis(fakeredis.FakeRedis):
+    """The flusher thread's pipelines wait at `gate` after saying they are under way."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.sending, self.gate = threading.Event(), threading.Event()
+
+    def pipeline(self, transaction: bool = True, shard_hint: Any = None) -> Any:
+        pipe = super().pipeline(transaction, shard_hint)
+        execute = pipe.execute
+
+        def gated(raise_on_error: bool = True) -> Any:
+            if threading.current_thread().name == "pmsq-metrics":
+                self.sending.set()
+                assert self.gate.wait(30)
+            return execute(raise_on_error)
+
+        pipe.execute = gated  # type: ignore[method-assign]
+        return pipe
+
+
+def test_a_flush_returns_once_a_send_under_way_has_landed() -> None:
+    client = GatedRedis()
+    recorder = MetricsRecorder(client, flush_interval_s=0.01)
+    recorder.count("pmsq_admissions", integration_id="i1")
+    assert client.sending.wait(30)  # the flusher thread took the event: none is pending
+    client.gate.set()
+    recorder.flush()
+    assert scrape(client)['pmsq_admissions_total{integration_id="i1"}'] == 1
 
 
 def test_a_failed_flush_keeps_its_events_for_the_next() -> None:
