@@ -34,7 +34,7 @@ def serve(settings: Settings, host: str, port: int) -> None:
             CeleryPublisher(celery_app, settings.job_queue, WriteTraces(redis_client)),
             RedisFlowControl(redis_client),
             metrics=[ClusterCollector(redis_client), FlowGauges(redis_client)],
-            recorder=MetricsRecorder(redis_client),
+            recorder=MetricsRecorder(redis_client, flush_interval_s=settings.metrics_flush_s),
         )
         uvicorn.run(app, host=host, port=port, log_level="warning")
     finally:

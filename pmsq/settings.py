@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     #: /metrics serves the same figures).
     worker_metrics_port: int = Field(default=0, ge=0, le=65535)
     worker_metrics_host: str = "127.0.0.1"
+    #: Longest time a process keeps recorded metric events in memory before it adds them to
+    #: the Redis-held figures in one round trip (a killed process loses at most this much).
+    metrics_flush_s: float = Field(default=1.0, gt=0)
     #: Log format of pmsq's own loggers: "text", or "json" (one object a line, with job_id,
     #: root_job_id and integration_id where known).
     log_format: str = Field(default="text", pattern="^(text|json)$")

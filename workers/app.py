@@ -12,9 +12,15 @@ import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import after_setup_logger, after_setup_task_logger, worker_init
+from celery.signals import (
+    after_setup_logger,
+    after_setup_task_logger,
+    worker_init,
+    worker_process_shutdown,
+)
 
 from pmsq.logs import install
+from pmsq.metrics import flush_metrics
 from pmsq.redis_client import broker_transport_options
 from pmsq.settings import get_settings
 from pmsq.tracing import configure as configure_tracing
@@ -60,3 +66,9 @@ def _tracing(**_: Any) -> None:
     """Traces are on when OTEL_TRACES_EXPORTER says so; set up before the pool forks (the
     span exporter's thread restarts in each pool process)."""
     configure_tracing("pmsq-worker")
+
+
+@worker_process_shutdown.connect
+def _send_last_metrics(**_: Any) -> None:
+    """A prefork pool process ends with os._exit (no atexit handlers): its last metrics go now."""
+    flush_metrics()

@@ -93,7 +93,9 @@ class WebhookDeliveryLoop(bootsteps.StartStopStep):
         self._engine = make_engine(settings.database_url)
         self._redis = flow_redis(settings)
         loop = DeliveryLoop(
-            make_session_factory(self._engine), settings, metrics=MetricsRecorder(self._redis)
+            make_session_factory(self._engine),
+            settings,
+            metrics=MetricsRecorder(self._redis, flush_interval_s=settings.metrics_flush_s),
         )
         self._thread = threading.Thread(
             target=loop.run, args=(self._stop,), name="pmsq-webhooks", daemon=True

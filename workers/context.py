@@ -50,7 +50,7 @@ class WorkerContext:
         redis_client = flow_redis(settings)
         flow = RedisFlowControl(redis_client)
         publisher = CeleryPublisher(app, settings.job_queue, WriteTraces(redis_client))
-        metrics = MetricsRecorder(redis_client)
+        metrics = MetricsRecorder(redis_client, flush_interval_s=settings.metrics_flush_s)
         dispatcher = Dispatcher(session_factory, publisher, flow, settings, metrics=metrics)
         connectors = ConnectorFactory(
             CredentialCipher(settings.fernet_keys), http, parse_hosts(settings.allowed_pms_hosts)

@@ -52,7 +52,10 @@ def deliver_webhook(self: JobTask, delivery_id: str) -> str | None:
     maintenance passes send every due delivery anyway; this is the on-demand path)."""
     ctx = self.context
     deliverer = build_deliverer(
-        ctx.session_factory, ctx.settings, ctx.http, metrics=MetricsRecorder(ctx.redis)
+        ctx.session_factory,
+        ctx.settings,
+        ctx.http,
+        metrics=MetricsRecorder(ctx.redis, flush_interval_s=ctx.settings.metrics_flush_s),
     )
     status = deliverer.deliver(delivery_id)
     return status.value if status is not None else None

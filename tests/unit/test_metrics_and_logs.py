@@ -35,6 +35,8 @@ def test_counts_from_several_recorders_add_up_in_one_scrape() -> None:
     worker_b.count("pmsq_admissions", 2, integration_id="i1")
     worker_b.count("pmsq_job_outcomes", integration_id="i1", outcome="success")
     worker_a.count("pmsq_pms_429", integration_id="i2")
+    worker_a.flush()
+    worker_b.flush()
     samples = scrape(client)
     assert samples['pmsq_admissions_total{integration_id="i1"}'] == 5
     assert samples['pmsq_job_outcomes_total{integration_id="i1",outcome="success"}'] == 1
@@ -46,6 +48,7 @@ def test_histograms_are_cumulative_with_sum_and_count() -> None:
     recorder = MetricsRecorder(client)
     for seconds in (0.02, 0.2, 3.0):
         recorder.observe("pmsq_job_duration_seconds", seconds)
+    recorder.flush()
     samples = scrape(client)
     assert samples['pmsq_job_duration_seconds_bucket{le="0.025"}'] == 1
     assert samples['pmsq_job_duration_seconds_bucket{le="0.25"}'] == 2
@@ -84,6 +87,7 @@ def test_counters_without_labels_are_exported() -> None:
     recorder.count("pmsq_beat_ticks")
     recorder.count("pmsq_beat_ticks")
     recorder.count("pmsq_webhook_attempts", outcome="retry")
+    recorder.flush()
     samples = scrape(client)
     assert samples["pmsq_beat_ticks_total"] == 2
     assert samples['pmsq_webhook_attempts_total{outcome="retry"}'] == 1
