@@ -3,17 +3,21 @@
 `Hosts(n)` creates a Linux bridge in the root namespace with the address `10.200.S.1/24` (S a
 subnet no interface of the machine uses yet) and `n` network namespaces, each joined to the
 bridge by a veth pair whose inside end is `eth0` with the address `10.200.S.(10 + i)/24`.
-The namespaces have no default route and the root namespace does not forward, so a process in
-one reaches the bridge's address (where the servers listen, `also_on=` in `support.services`)
-and its own loopback, nothing else. `cut(i)` takes host i's link down at the bridge, as a
-pulled cable or a dead switch port would: its packets are dropped, its sockets stay open and
-hang (no error comes back); `restore(i)` brings it up again and the connections carry on.
+The namespaces have no default route, so a process in one reaches the bridge's subnet (the
+other hosts, and the bridge's address, where the servers listen: `also_on=` in
+`support.services`) and its own loopback, nothing else. `cut(i)` takes host i's link down
+at the bridge, as a pulled cable or a dead switch port would: its packets are dropped, its
+sockets stay open and hang (no error comes back); `restore(i)` brings it up again and the
+connections carry on.
 
 Names carry this process's id (`pmsq-h{pid}-{i}`, `pqb{pid}`, `pqv{pid}h{i}`; an interface
 name has at most 15 bytes), so parallel test processes never collide, and entering removes
 what a killed earlier run of a process that no longer exists left behind. Leaving kills what
 still runs inside the namespaces and deletes them and the bridge, also when setup failed
 half-way. Creating them needs root and `ip netns`; `why_impossible()` says why not, for a skip.
+
+`HostsStack` is `support.stack.Stack` with its workers placed on hosts (`start_workers`) and
+the sandbox PMS on the bridge's address; `running_hosts_stack` starts and stops one.
 """
 
 from __future__ import annotations
