@@ -74,6 +74,13 @@ def why_impossible() -> str | None:
     if added.returncode != 0:
         return f"ip netns add is refused here: {added.stderr.strip()}"
     subprocess.run(["ip", "netns", "delete", probe], capture_output=True, check=False)
+    bridge = f"{BRIDGE_PREFIX}{os.getpid()}p"
+    made = subprocess.run(
+        ["ip", "link", "add", bridge, "type", "bridge"], capture_output=True, text=True, check=False
+    )
+    if made.returncode != 0:
+        return f"a bridge cannot be created here: {made.stderr.strip()}"
+    subprocess.run(["ip", "link", "delete", bridge], capture_output=True, check=False)
     return None
 
 
