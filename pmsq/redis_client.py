@@ -129,8 +129,18 @@ def parse_cluster_url(url: str) -> tuple[list[ClusterNode], dict[str, Any]]:
 
 def broker_transport_options(settings: Settings) -> dict[str, Any]:
     """Celery's `broker_transport_options`: kombu needs the master's name for a Sentinel
-    broker (`master_name`); the visibility timeout is pmsq's own."""
-    options: dict[str, Any] = {"visibility_timeout": 3600}
+    broker (`master_name`); the visibility timeout is pmsq's own.
+
+    Ack emulation (kombu's copy of every delivered message in an `unacked` hash, put back
+    after the visibility timeout or when the connection closes) is off. With it on, a worker
+    whose broker connection drops while a job's message is unacknowledged exits: kombu closes
+    the dropped connection twice and the second close, restoring that message, fails with
+    AttributeError ("Unrecoverable error"), as a Sentinel master's death showed. pmsq never
+    relies on the broker to redeliver: a job whose worker died resumes from the job store
+    within a lease (its claim's or its admission's), and a late duplicate is dropped at claim.
+    A message is still handed back when its pool process dies (`reject_on_worker_lost`) or
+    its worker stops warm."""
+    options: dict[str, Any] = {"visibility_timeout": 3600, "ack_emulation": False}
     if is_sentinel_url(settings.celery_broker_url) and settings.redis_sentinel_master:
         options["master_name"] = settings.redis_sentinel_master
     return options

@@ -54,6 +54,7 @@ class RecordingMiddleware:
             model=pms_path.model,
             idempotency_key=Request(scope).headers.get(IDEMPOTENCY_KEY),
             started_at=started_at,
+            client=scope["client"][0] if scope.get("client") else None,
         )
         scope.setdefault("state", {})[_ENTRY_STATE_KEY] = entry
         extra_headers = (

@@ -18,7 +18,8 @@ class RequestRecord:
 
     `applied` says the store was changed by this request; `record_id` is the id it created,
     updated or deleted (or, for a replay, the id of the remembered answer). `dropped` says an
-    injected reset cut the connection instead of answering (its status is then 499).
+    injected reset cut the connection instead of answering (its status is then 499). `client`
+    is the sender's IP address, which tells the hosts of a multi-host test apart.
     """
 
     seq: int
@@ -28,6 +29,7 @@ class RequestRecord:
     model: str | None
     idempotency_key: str | None
     started_at: float
+    client: str | None = None
     status: int | None = None
     ended_at: float | None = None
     record_id: str | None = None
@@ -59,6 +61,7 @@ class Recorder:
         model: str | None,
         idempotency_key: str | None,
         started_at: float,
+        client: str | None = None,
     ) -> RequestRecord:
         """Append an in-flight entry; the caller fills in the outcome on the returned object."""
         entry = RequestRecord(
@@ -69,6 +72,7 @@ class Recorder:
             model=model,
             idempotency_key=idempotency_key,
             started_at=started_at,
+            client=client,
         )
         self._entries.append(entry)
         return entry

@@ -13,6 +13,7 @@ user, or to the user named by `PMSQ_TEST_PG_OS_USER`, or, if neither exists, to 
 from __future__ import annotations
 
 import glob
+import ipaddress
 import os
 import pwd
 import re
@@ -197,11 +198,18 @@ class RedisServer(_Server):
     name = "redis"
 
     def __init__(
-        self, binary: str | os.PathLike[str] | None = None, extra_args: Sequence[str] = ()
+        self,
+        binary: str | os.PathLike[str] | None = None,
+        extra_args: Sequence[str] = (),
+        *,
+        also_on: Sequence[str] = (),
     ) -> None:
+        """`also_on`: interface addresses (`10.200.7.1/24`, the prefix is ignored) it listens
+        on besides 127.0.0.1, for clients in network namespaces (`support.netns`)."""
         super().__init__()
         self.binary = Path(binary) if binary is not None else find_redis_server()
         self.extra_args = list(extra_args)
+        self.also_on = [address.split("/")[0] for address in also_on]
 
     @property
     def url(self) -> str:
@@ -215,7 +223,10 @@ class RedisServer(_Server):
         args: list[str | os.PathLike[str]] = [
             self.binary,
             "--port", str(port),
-            "--bind", "127.0.0.1",
+            "--bind", "127.0.0.1", *self.also_on,
+            # Only the test's own namespaces reach `also_on`; without a password, protected
+            # mode would refuse them.
+            "--protected-mode", "no" if self.also_on else "yes",
             "--save", "",
             "--appendonly", "no",
             "--dir", str(self.tmpdir),
@@ -506,10 +517,15 @@ class PostgresServer(_Server):
     name = "postgres"
     _stop_signal = signal.SIGINT  # "fast" shutdown: roll back open transactions and exit
 
-    def __init__(self, bindir: str | os.PathLike[str] | None = None) -> None:
+    def __init__(
+        self, bindir: str | os.PathLike[str] | None = None, *, also_on: Sequence[str] = ()
+    ) -> None:
+        """`also_on`: interface addresses with their prefix (`10.200.7.1/24`) it listens on
+        besides 127.0.0.1, trusting clients from each one's network (`support.netns`)."""
         super().__init__()
         self.bindir = Path(bindir) if bindir is not None else find_postgres_bindir()
         self.os_user = _pg_os_user()
+        self.also_on = [ipaddress.ip_interface(address) for address in also_on]
 
     @property
     def user(self) -> str:
@@ -579,6 +595,10 @@ class PostgresServer(_Server):
         if initdb.returncode != 0:
             output = "\n".join((initdb.stdout + initdb.stderr).splitlines()[-40:])
             raise ServiceError(f"initdb failed with status {initdb.returncode}:\n{output}")
+        if self.also_on:
+            with (self.tmpdir / "data" / "pg_hba.conf").open("a") as hba:
+                for interface in self.also_on:
+                    hba.write(f"host all all {interface.network} trust\n")
 
     def _spawn(self, port: int) -> ManagedProcess:
         assert self.tmpdir is not None
@@ -587,7 +607,9 @@ class PostgresServer(_Server):
             "-D", self.tmpdir / "data",
             "-p", str(port),
             "-k", self.socket_dir,
-            "-c", "listen_addresses=127.0.0.1",
+            "-c", "listen_addresses=" + ",".join(
+                ["127.0.0.1", *(str(interface.ip) for interface in self.also_on)]
+            ),
             "-c", "fsync=off",
             "-c", "synchronous_commit=off",
             "-c", "full_page_writes=off",

@@ -68,6 +68,11 @@ def test_celery_gets_the_master_name_for_a_sentinel_broker_only() -> None:
     assert broker_transport_options(Settings())["visibility_timeout"] == 3600
 
 
+def test_the_broker_runs_without_ack_emulation() -> None:
+    """With it, a worker whose broker connection drops holding a message exits (kombu)."""
+    assert broker_transport_options(Settings())["ack_emulation"] is False
+
+
 def test_a_cluster_url_names_its_startup_nodes_and_options() -> None:
     nodes, kwargs = parse_cluster_url(
         "redis+cluster://:s3cret@h1:7000,10.0.0.2:7001/?socket_timeout=2"
