@@ -5,13 +5,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, case, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from pmsq.models.base import new_id
 from pmsq.models.record import Record
 from pmsq.models.sync import SyncExecution
+
+_RECORDS = cast(Table, Record.__table__)
+_EXECUTIONS = cast(Table, SyncExecution.__table__)
 
 
 @dataclass(frozen=True)
@@ -76,6 +81,53 @@ def store(
         return Change(None, {})
     existing.data = dict(data)
     return Change("UPDATE", changes)
+
+
+def store_written(
+    session: Session, integration_id: str, model: str, data: Mapping[str, Any], now: datetime
+) -> None:
+    """`store` for the write path, in one statement: an upsert that stamps the integration's
+    newest sync generation (read in the same statement) and only ever moves a record's
+    generation forward. It says nothing of what changed, which only a sync reports."""
+    pms_id = record_key(data)
+    if pms_id is None:
+        raise ValueError("a PMS record without an id cannot be cached")
+    row = {
+        "id": new_id(),
+        "integration_id": integration_id,
+        "model": model,
+        "pms_id": pms_id,
+        "data": dict(data),
+        "synced_at": now,
+        "seen_generation": (
+            select(func.max(_EXECUTIONS.c.generation))
+            .where(_EXECUTIONS.c.integration_id == integration_id)
+            .scalar_subquery()
+        ),
+    }
+    key = [_RECORDS.c.integration_id, _RECORDS.c.model, _RECORDS.c.pms_id]
+    statement: postgresql.Insert | sqlite.Insert
+    if session.get_bind().dialect.name == "postgresql":
+        pg = postgresql.insert(_RECORDS).values(row)
+        statement = pg.on_conflict_do_update(index_elements=key, set_=_merged(pg.excluded))
+    else:
+        lite = sqlite.insert(_RECORDS).values(row)
+        statement = lite.on_conflict_do_update(index_elements=key, set_=_merged(lite.excluded))
+    # On the session's connection: a core statement through the session would first flush
+    # the caller's pending changes (the job's outcome) as a statement of their own.
+    session.connection().execute(statement)
+
+
+def _merged(excluded: Any) -> dict[str, Any]:
+    """What an upsert's conflicting row takes from the new one (`excluded`): its data, its
+    sync time and, as `_newest`, the newer generation (NULL > n is not true, so a NULL never
+    replaces a generation)."""
+    current, seen = _RECORDS.c.seen_generation, excluded.seen_generation
+    return {
+        "data": excluded.data,
+        "synced_at": excluded.synced_at,
+        "seen_generation": case((current.is_(None) | (seen > current), seen), else_=current),
+    }
 
 
 def _newest(current: int | None, seen: int | None) -> int | None:
