@@ -46,6 +46,7 @@ from pmsq.workers.heartbeat import LeaseHeartbeat
 from pmsq.workers.outcome import write_outcome
 from pmsq.workers.pacing import PaceLatency, RequestPacer
 from pmsq.workers.publisher import AdmittedJob
+from pmsq.workers.repository import JobRepository
 from pmsq.workers.runner import JobRunner
 from pmsq.workers.steps import Claim, Succeeded
 
@@ -1207,7 +1208,11 @@ def test_a_job_given_back_at_claim_keeps_its_turn(make_harness: HarnessFactory) 
     runner = harness.runner(ScriptedConnector([]))
     assert runner.run(first) is None  # no slot: given back, not run
 
-    assert harness.job(first).status == JobStatus.PENDING.value
+    given_back = harness.job(first)
+    assert given_back.status == JobStatus.PENDING.value
+    # Untouched: the claim that found no slot counted no delivery, attempt or lost claim.
+    assert (given_back.deliveries, given_back.attempts, given_back.unrecorded_claims) == (0, 0, 0)
+    assert given_back.lease_expires_at is None
     head = harness.redis.zrange(harness.keys.backlog, 0, 0)
     assert head == [first.encode()]
     assert all(harness.backlog_due_us(job_id) is not None for job_id in waiting)
@@ -1312,3 +1317,26 @@ def test_a_record_is_one_insert_of_its_logs_one_read_and_one_write_of_the_job(
     with harness.session_factory() as session:
         cached = session.scalars(select(Record)).one()
     assert (cached.pms_id, cached.data, cached.synced_at) == ("res-1", result.record, T0)
+
+
+def test_a_job_queued_again_between_the_claims_update_and_its_lock_is_claimed(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On PostgreSQL each statement reads its own snapshot: the claim's UPDATE can miss a job
+    # that an admission committed as QUEUED an instant later, before the claim locks it.
+    job_id = harness.submit()
+    start_run = JobRepository.start_run
+    calls = []
+
+    def missed_once(repo: JobRepository, *args: Any) -> Any:
+        calls.append(args)
+        return None if len(calls) == 1 else start_run(repo, *args)
+
+    monkeypatch.setattr(JobRepository, "start_run", missed_once)
+    claim = harness.runner(ScriptedConnector([StepResult()])).claim(job_id)
+
+    assert len(calls) == 2
+    assert claim is not None and claim.delivery == 1
+    job = harness.job(job_id)
+    assert (job.status, job.deliveries) == (JobStatus.RUNNING.value, 1)
+    assert harness.lease_us(claim_member(job_id, 1)) is not None
