@@ -4,6 +4,10 @@ Delivery is at-least-once and safe: acks after the task ends (`acks_late`), also
 (a failed job), a message whose worker died is handed back (`reject_on_worker_lost`), prefetch 1
 so no job waits in a busy worker's buffer, JSON only, results ignored (the job store is the
 source of truth).
+
+Task events cost a Redis PUBLISH each, several per job, so they are off until a monitor asks:
+Flower broadcasts `enable_events` every few seconds and workers honour it
+(`PMSQ_TASK_EVENTS=true` has them on from the start).
 """
 
 from __future__ import annotations
@@ -37,8 +41,8 @@ app.conf.update(
     accept_content=["json"],
     result_serializer="json",
     task_ignore_result=True,
-    worker_send_task_events=True,
-    task_send_sent_event=True,
+    worker_send_task_events=settings.task_events,
+    task_send_sent_event=settings.task_events,
     worker_hijack_root_logger=False,
     broker_transport_options=broker_transport_options(settings),
     beat_scheduler="pmsq.scheduler.beat:DatabaseScheduler",
