@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Table, case, func, select
+from sqlalchemy import Table, bindparam, case, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -92,30 +93,38 @@ def store_written(
     pms_id = record_key(data)
     if pms_id is None:
         raise ValueError("a PMS record without an id cannot be cached")
-    row = {
+    params = {
         "id": new_id(),
         "integration_id": integration_id,
         "model": model,
         "pms_id": pms_id,
         "data": dict(data),
         "synced_at": now,
-        "seen_generation": (
-            select(func.max(_EXECUTIONS.c.generation))
-            .where(_EXECUTIONS.c.integration_id == integration_id)
-            .scalar_subquery()
-        ),
     }
-    key = [_RECORDS.c.integration_id, _RECORDS.c.model, _RECORDS.c.pms_id]
-    statement: postgresql.Insert | sqlite.Insert
-    if session.get_bind().dialect.name == "postgresql":
-        pg = postgresql.insert(_RECORDS).values(row)
-        statement = pg.on_conflict_do_update(index_elements=key, set_=_merged(pg.excluded))
-    else:
-        lite = sqlite.insert(_RECORDS).values(row)
-        statement = lite.on_conflict_do_update(index_elements=key, set_=_merged(lite.excluded))
     # On the session's connection: a core statement through the session would first flush
     # the caller's pending changes (the job's outcome) as a statement of their own.
-    session.connection().execute(statement)
+    session.connection().execute(_upsert(session.get_bind().dialect.name), params)
+
+
+@cache
+def _upsert(dialect_name: str) -> postgresql.Insert | sqlite.Insert:
+    """The upsert of `store_written` for a backend, built once (its values are parameters)."""
+    row: dict[str, Any] = {name: bindparam(name) for name in _STORED_COLUMNS}
+    row["seen_generation"] = (
+        select(func.max(_EXECUTIONS.c.generation))
+        .where(_EXECUTIONS.c.integration_id == bindparam("integration_id"))
+        .scalar_subquery()
+    )
+    key = [_RECORDS.c.integration_id, _RECORDS.c.model, _RECORDS.c.pms_id]
+    if dialect_name == "postgresql":
+        pg = postgresql.insert(_RECORDS).values(row)
+        return pg.on_conflict_do_update(index_elements=key, set_=_merged(pg.excluded))
+    lite = sqlite.insert(_RECORDS).values(row)
+    return lite.on_conflict_do_update(index_elements=key, set_=_merged(lite.excluded))
+
+
+#: Columns `store_written` passes as parameters (the generation is read by the statement).
+_STORED_COLUMNS = ("id", "integration_id", "model", "pms_id", "data", "synced_at")
 
 
 def _merged(excluded: Any) -> dict[str, Any]:
