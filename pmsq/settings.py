@@ -92,6 +92,11 @@ class Settings(BaseSettings):
     retention_days: float = Field(default=30.0, gt=0)
     #: Celery queue that job tasks are published to.
     job_queue: str = "pmsq.jobs"
+    #: Workers send Celery task events (one Redis PUBLISH each) from the start, and publishers
+    #: `task-sent` events. Off by default: a worker sends task events once a monitor asks for
+    #: them (Flower broadcasts `enable_events` every 5 s; `celery control enable_events` does
+    #: the same), and keeps sending them until it restarts or is told `disable_events`.
+    task_events: bool = False
 
     # -- outbound requests ---------------------------------------------------------------------
     #: Comma-separated CIDRs that PMS calls and webhooks may reach although they are not public

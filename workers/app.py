@@ -4,6 +4,10 @@ Delivery is at-least-once and safe: acks after the task ends (`acks_late`), also
 (a failed job), a message whose worker died is handed back (`reject_on_worker_lost`), prefetch 1
 so no job waits in a busy worker's buffer, JSON only, results ignored (the job store is the
 source of truth).
+
+Task events cost a Redis PUBLISH each, several per job, so they are off until a monitor asks:
+Flower broadcasts `enable_events` every few seconds and workers honour it
+(`PMSQ_TASK_EVENTS=true` has them on from the start).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from celery.signals import (
 
 from pmsq.logs import install
 from pmsq.metrics import flush_metrics
+from pmsq.models.db import make_engine
 from pmsq.redis_client import broker_transport_options
 from pmsq.settings import get_settings
 from pmsq.tracing import configure as configure_tracing
@@ -43,8 +48,8 @@ app.conf.update(
     accept_content=["json"],
     result_serializer="json",
     task_ignore_result=True,
-    worker_send_task_events=True,
-    task_send_sent_event=True,
+    worker_send_task_events=settings.task_events,
+    task_send_sent_event=settings.task_events,
     worker_hijack_root_logger=False,
     broker_transport_options=broker_transport_options(settings),
     beat_scheduler="pmsq.scheduler.beat:DatabaseScheduler",
@@ -59,6 +64,14 @@ app.steps["worker"].add(WebhookDeliveryLoop)
 def _structured_logs(logger: logging.Logger, **_: Any) -> None:
     for handler in logger.handlers:
         install(handler, settings.log_format)
+
+
+@worker_init.connect
+def _job_store_driver(**_: Any) -> None:
+    """Import the job store's driver and dialect before the pool forks (an engine, created and
+    disposed: no connection is made), so each pool process inherits them instead of importing
+    them during its first job (psycopg's took about a second on a busy 2-CPU host)."""
+    make_engine(settings.database_url).dispose()
 
 
 @worker_init.connect

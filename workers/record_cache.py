@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from functools import cache
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import Table, bindparam, case, func, select
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
+from pmsq.models.base import new_id
 from pmsq.models.integration import Integration
 from pmsq.models.normalization import (
     FIELDS_BY_MODEL,
@@ -19,6 +22,9 @@ from pmsq.models.normalization import (
 )
 from pmsq.models.record import Record
 from pmsq.models.sync import SyncExecution
+
+_RECORDS = cast(Table, Record.__table__)
+_EXECUTIONS = cast(Table, SyncExecution.__table__)
 
 
 @dataclass(frozen=True)
@@ -95,6 +101,64 @@ def enum_mappings(session: Session, integration_id: str, model: str) -> dict[str
     if integration is None:
         return {}
     return field_mappings(session, integration_id, integration.integration_vendor, model)
+
+
+def store_written(
+    session: Session, integration_id: str, model: str, data: Mapping[str, Any], now: datetime
+) -> None:
+    """`store` for the write path, in one statement: an upsert that stamps the integration's
+    newest sync generation (read in the same statement) and only ever moves a record's
+    generation forward. It says nothing of what changed, which only a sync reports. Enum fields
+    are normalized as `store` does them (one more read, only for a model that has some)."""
+    pms_id = record_key(data)
+    if pms_id is None:
+        raise ValueError("a PMS record without an id cannot be cached")
+    with session.no_autoflush:  # the job's outcome goes out once, at commit
+        data = normalized(data, enum_mappings(session, integration_id, model))
+    params = {
+        "id": new_id(),
+        "integration_id": integration_id,
+        "model": model,
+        "pms_id": pms_id,
+        "data": dict(data),
+        "synced_at": now,
+    }
+    # On the session's connection: a core statement through the session would first flush
+    # the caller's pending changes (the job's outcome) as a statement of their own.
+    session.connection().execute(_upsert(session.get_bind().dialect.name), params)
+
+
+@cache
+def _upsert(dialect_name: str) -> postgresql.Insert | sqlite.Insert:
+    """The upsert of `store_written` for a backend, built once (its values are parameters)."""
+    row: dict[str, Any] = {name: bindparam(name) for name in _STORED_COLUMNS}
+    row["seen_generation"] = (
+        select(func.max(_EXECUTIONS.c.generation))
+        .where(_EXECUTIONS.c.integration_id == bindparam("integration_id"))
+        .scalar_subquery()
+    )
+    key = [_RECORDS.c.integration_id, _RECORDS.c.model, _RECORDS.c.pms_id]
+    if dialect_name == "postgresql":
+        pg = postgresql.insert(_RECORDS).values(row)
+        return pg.on_conflict_do_update(index_elements=key, set_=_merged(pg.excluded))
+    lite = sqlite.insert(_RECORDS).values(row)
+    return lite.on_conflict_do_update(index_elements=key, set_=_merged(lite.excluded))
+
+
+#: Columns `store_written` passes as parameters (the generation is read by the statement).
+_STORED_COLUMNS = ("id", "integration_id", "model", "pms_id", "data", "synced_at")
+
+
+def _merged(excluded: Any) -> dict[str, Any]:
+    """What an upsert's conflicting row takes from the new one (`excluded`): its data, its
+    sync time and, as `_newest`, the newer generation (NULL > n is not true, so a NULL never
+    replaces a generation)."""
+    current, seen = _RECORDS.c.seen_generation, excluded.seen_generation
+    return {
+        "data": excluded.data,
+        "synced_at": excluded.synced_at,
+        "seen_generation": case((current.is_(None) | (seen > current), seen), else_=current),
+    }
 
 
 def _newest(current: int | None, seen: int | None) -> int | None:

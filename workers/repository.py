@@ -3,14 +3,48 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from typing import Any, cast
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Table, and_, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from pmsq.models.enums import JobStatus
 from pmsq.models.integration import Integration
 from pmsq.models.job import Job, JobLog
+from pmsq.workers.transitions import ALLOWED
+
+#: The tables, for the core statements of the worker's hot path (no unit of work, no identity
+#: map: a claim is one UPDATE and its result row, a run's job logs one INSERT).
+_JOBS = cast(Table, Job.__table__)
+_JOB_LOGS = cast(Table, JobLog.__table__)
+#: Statuses the state machine lets a job move to RUNNING from (QUEUED).
+_CLAIMABLE = [status.value for status, moves in ALLOWED.items() if JobStatus.RUNNING in moves]
+#: `session.info` key: (the transaction, ids of the jobs it row-locked through `lock`).
+_LOCKED_KEY = "pmsq_locked_jobs"
+
+
+@dataclass(frozen=True)
+class StartedRun:
+    """What a claim needs of the job it moved to RUNNING, read back by the same UPDATE."""
+
+    id: str
+    root_job_id: str
+    integration_id: str
+    #: The new delivery number: the claim's fencing token.
+    deliveries: int
+    attempts: int
+    model: str
+    action: str
+    target_id: str | None
+    payload: dict[str, Any]
+    idempotency_key: str
+    outcome_unknown: bool
+    created_at: datetime
+    #: The integration's `updated_at` (None if the integration is gone): the version of what
+    #: the claim would read of it.
+    integration_version: datetime | None
 
 
 class JobRepository:
@@ -25,14 +59,101 @@ class JobRepository:
         return job if job is not None and job.account_id == account_id else None
 
     def lock(self, job_id: str) -> Job | None:
-        """The job, row-locked until the transaction ends (PostgreSQL; SQLite locks the file)."""
+        """The job, row-locked until the transaction ends (PostgreSQL; SQLite locks the file).
+
+        A job this transaction already locked is returned as the session holds it, without
+        asking the database again: nobody else can have changed the row since (the record
+        step locks a root job, then the aggregator locks its root: one SELECT, not two)."""
+        if job_id in self._locked():
+            job = self.session.get(Job, job_id)
+            if job is not None:
+                return job
         stmt = (
             select(Job)
             .where(Job.id == job_id)
             .with_for_update()
             .execution_options(populate_existing=True)
         )
-        return self.session.scalars(stmt).one_or_none()
+        job = self.session.scalars(stmt).one_or_none()
+        if job is not None:
+            self._locked().add(job_id)
+        return job
+
+    def _locked(self) -> set[str]:
+        """Ids of the jobs `lock` row-locked in the session's current transaction."""
+        transaction = self.session.get_transaction()
+        held: tuple[object, set[str]] | None = self.session.info.get(_LOCKED_KEY)
+        if held is None or held[0] is not transaction:
+            held = (transaction, set())
+            self.session.info[_LOCKED_KEY] = held
+        return held[1]
+
+    def start_run(
+        self, job_id: str, now: datetime, max_unrecorded_claims: int
+    ) -> StartedRun | None:
+        """QUEUED -> RUNNING in one statement that also counts the claim (a new delivery
+        number, an attempt, an unrecorded claim) and reads back what the run needs; the row
+        stays locked until the transaction ends.
+
+        None when the job is unknown, not QUEUED, or has `max_unrecorded_claims` unrecorded
+        claims already (a poison message): the caller tells which under `lock`. The lease
+        expiry is left to `set_lease`, once Redis has granted the claim's lease. A copy of the
+        job this session holds is expired, so it cannot be read stale."""
+        version = (
+            select(Integration.updated_at)
+            .where(Integration.id == _JOBS.c.integration_id)
+            .scalar_subquery()
+        )
+        c = _JOBS.c
+        stmt = (
+            update(_JOBS)
+            .where(
+                c.id == job_id,
+                c.status.in_(_CLAIMABLE),
+                c.unrecorded_claims < max_unrecorded_claims,
+            )
+            .values(
+                status=JobStatus.RUNNING.value,
+                deliveries=c.deliveries + 1,
+                attempts=c.attempts + 1,
+                unrecorded_claims=c.unrecorded_claims + 1,
+                started_at=now,
+                updated_at=now,
+            )
+            .returning(
+                c.id,
+                c.root_job_id,
+                c.integration_id,
+                c.deliveries,
+                c.attempts,
+                c.model,
+                c.action,
+                c.target_id,
+                c.payload,
+                c.idempotency_key,
+                c.outcome_unknown,
+                c.created_at,
+                version,
+            )
+        )
+        row = self.session.execute(stmt).one_or_none()
+        stale = self.session.identity_map.get(self.session.identity_key(Job, job_id))
+        if stale is not None:
+            self.session.expire(stale)
+        return None if row is None else StartedRun(*row)
+
+    def set_lease(self, job_id: str, expires_at: datetime, now: datetime) -> None:
+        """Stamp a RUNNING job's lease expiry (on Redis's clock) in the claim's transaction."""
+        self.session.execute(
+            update(_JOBS)
+            .where(_JOBS.c.id == job_id)
+            .values(lease_expires_at=expires_at, updated_at=now)
+        )
+
+    def add_logs(self, rows: Sequence[dict[str, Any]]) -> None:
+        """Insert job-log rows (`JobLog` columns, `id` included) in one statement."""
+        if rows:
+            self.session.execute(insert(_JOB_LOGS), list(rows))
 
     def integration(self, integration_id: str) -> Integration | None:
         return self.session.get(Integration, integration_id)

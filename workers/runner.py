@@ -17,15 +17,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
 from pmsq.errors import FencedOut, PmsError, PmsThrottled
 from pmsq.logs import log_context
 from pmsq.metrics import MetricsRecorder, NullMetrics
-from pmsq.models.base import utcnow
+from pmsq.models.base import new_id, utcnow
 from pmsq.models.enums import JobStatus
-from pmsq.models.job import Job, JobLog
+from pmsq.models.job import Job
 from pmsq.pms.connector import Exchange, Step, StepResult
 from pmsq.pms.profiles import CREATE, UPDATE
 from pmsq.settings import Settings
@@ -37,10 +38,10 @@ from pmsq.workers.flow.backend import redis_time
 from pmsq.workers.healing import poison_message
 from pmsq.workers.heartbeat import LeaseHeartbeat
 from pmsq.workers.pacing import PaceLatency, RequestPacer
-from pmsq.workers.record_cache import record_key, store
-from pmsq.workers.repository import JobRepository
+from pmsq.workers.record_cache import record_key, store_written
+from pmsq.workers.repository import JobRepository, StartedRun
 from pmsq.workers.steps import Claim, Failed, Outcome, StepHandlers, Succeeded
-from pmsq.workers.transitions import requeue, transition
+from pmsq.workers.transitions import requeue
 
 logger = logging.getLogger(__name__)
 
@@ -59,6 +60,43 @@ class Recorded:
     write_latency_s: float | None = None
     #: A sync job's own verdict (its execution's status).
     sync_status: str | None = None
+
+
+class _NoSlot(Exception):
+    """Raised inside a claim's transaction to roll it back: Redis had no slot for its lease."""
+
+
+class IntegrationSnapshots:
+    """This process's copies of the integrations its jobs ran for, each with its version.
+
+    A claim reads the integration's `updated_at` in its own UPDATE and reloads the integration
+    only when that changed, so no job runs with credentials, a base_url or a vendor older than
+    those committed before its claim (the same staleness as reading the row in the claim:
+    none), at no extra statement. Every change of an integration moves its `updated_at`: the
+    API sets it, and the limits in Redis are versioned by it too. At most `MAX_ENTRIES` are
+    kept, the oldest loaded dropped first.
+    """
+
+    #: Enough for every integration of a large deployment; a dropped one is read again.
+    MAX_ENTRIES = 20_000
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, tuple[datetime, IntegrationSnapshot]] = {}
+
+    def get(
+        self, repo: JobRepository, integration_id: str, version: datetime | None
+    ) -> IntegrationSnapshot:
+        cached = self._by_id.get(integration_id)
+        if cached is not None and version is not None and cached[0] == version:
+            return cached[1]
+        integration = repo.integration(integration_id)
+        assert integration is not None  # enforced by the foreign key
+        snapshot = IntegrationSnapshot.of(integration)
+        self._by_id.pop(integration_id, None)
+        if len(self._by_id) >= self.MAX_ENTRIES:
+            del self._by_id[next(iter(self._by_id))]
+        self._by_id[integration_id] = (integration.updated_at, snapshot)
+        return snapshot
 
 
 class JobRunner:
@@ -80,6 +118,7 @@ class JobRunner:
         self._clock = clock
         self._steps = StepHandlers(session_factory, settings, clock)
         self._pace_latency = PaceLatency()
+        self._integrations = IntegrationSnapshots()
 
     def run(self, job_id: str) -> JobStatus | None:
         """Run the job if it is QUEUED; returns its status afterwards, None if not run."""
@@ -121,7 +160,7 @@ class JobRunner:
         logger.warning("%s; stopped without sending", fenced.message)
         if exchanges:
             with self._session_factory.begin() as session:
-                session.add_all(_log_rows(claim, exchanges, self._clock()))
+                JobRepository(session).add_logs(_log_rows(claim, exchanges, self._clock()))
         self._metrics.count(
             "pmsq_job_outcomes", integration_id=claim.integration.id, outcome="fenced"
         )
@@ -173,57 +212,85 @@ class JobRunner:
     def claim(self, job_id: str) -> Claim | None:
         """Take the job if it is QUEUED: RUNNING, with a new delivery number and its lease.
 
-        The lease is taken in Redis under the job's row lock, so deliveries take leases in
-        order. When the admission lease lapsed while the message waited in the broker and no
-        slot is free, the job goes back to the head of its backlog untouched (no attempt, no
-        delivery)."""
+        One UPDATE moves the job to RUNNING and locks its row; under that lock the claim takes
+        its lease in Redis, so deliveries take leases in order, then stamps the lease's expiry
+        and commits. When the admission lease lapsed while the message waited in the broker
+        and no slot is free, the claim is rolled back and the job goes back to the head of its
+        backlog untouched (no attempt, no delivery)."""
         now = self._clock()
+        lease_s = self._settings.job_lease_s
         poisoned: Job | None = None
-        given_back: Job | None = None
-        with self._session_factory.begin() as session:
-            repo = JobRepository(session)
-            job = repo.lock(job_id)
-            if job is None:
-                logger.warning("job %s: not in the job store, message dropped", job_id)
-                return None
-            if job.status != JobStatus.QUEUED.value:
-                logger.info("job %s: is %s, duplicate message dropped", job_id, job.status)
-                return None
-            if job.unrecorded_claims >= self._settings.max_deliveries:
-                message = poison_message(job.unrecorded_claims)
-                self._finish(session, job, JobStatus.FAILURE, now, message)
-                poisoned = job
-            else:
-                integration = repo.integration(job.integration_id)
-                assert integration is not None  # enforced by the foreign key
-                delivery = job.deliveries + 1
-                lease_s = self._settings.job_lease_s
-                held = self._flow.hold(job.integration_id, job.id, delivery, lease_s)
-                if not held.held:
-                    requeue(job, now)
-                    given_back = job
-                else:
-                    transition(job, JobStatus.RUNNING, now)
-                    job.deliveries = delivery
-                    job.unrecorded_claims += 1
-                    job.attempts += 1
-                    job.lease_expires_at = redis_time(held.now_us) + timedelta(seconds=lease_s)
-                    return Claim(
-                        job_id=job.id,
-                        root_job_id=job.root_job_id,
-                        delivery=job.deliveries,
-                        attempt=job.attempts,
-                        step=_step_of(job),
-                        integration=IntegrationSnapshot.of(integration),
+        try:
+            with self._session_factory.begin() as session:
+                repo = JobRepository(session)
+                started: StartedRun | Job | None = repo.start_run(
+                    job_id, now, self._settings.max_deliveries
+                )
+                if started is None:
+                    started = self._start_locked(session, job_id, now)
+                if isinstance(started, Job):
+                    poisoned = started
+                elif started is not None:
+                    integration = self._integrations.get(
+                        repo, started.integration_id, started.integration_version
                     )
-        if given_back is not None:
-            # It was admitted once: it keeps its turn, at the head of its backlog.
-            logger.warning("job %s: no concurrency slot at claim, back to the backlog", job_id)
-            self._dispatcher.resubmit_interrupted(given_back.integration_id, [given_back.id])
+                    held = self._flow.hold(
+                        started.integration_id, job_id, started.deliveries, lease_s
+                    )
+                    if not held.held:
+                        raise _NoSlot
+                    expires_at = redis_time(held.now_us) + timedelta(seconds=lease_s)
+                    repo.set_lease(job_id, expires_at, now)
+                    return Claim(
+                        job_id=started.id,
+                        root_job_id=started.root_job_id,
+                        delivery=started.deliveries,
+                        attempt=started.attempts,
+                        step=_step_of(started),
+                        integration=integration,
+                    )
+        except _NoSlot:
+            self._give_back(job_id, now)
             return None
-        assert poisoned is not None
-        self._after_final(poisoned.integration_id, poisoned.id)
+        if poisoned is not None:
+            self._after_final(poisoned.integration_id, poisoned.id)
         return None
+
+    def _start_locked(
+        self, session: Session, job_id: str, now: datetime
+    ) -> StartedRun | Job | None:
+        """Why the claim's UPDATE matched nothing, asked under the row lock: an unknown job or
+        a duplicate message (None; the message is dropped), or a poison message (the job,
+        failed here). A job that became QUEUED since (PostgreSQL reads each statement's own
+        snapshot) is started after all."""
+        repo = JobRepository(session)
+        job = repo.lock(job_id)
+        if job is None:
+            logger.warning("job %s: not in the job store, message dropped", job_id)
+            return None
+        if job.status != JobStatus.QUEUED.value:
+            logger.info("job %s: is %s, duplicate message dropped", job_id, job.status)
+            return None
+        if job.unrecorded_claims >= self._settings.max_deliveries:
+            self._finish(
+                session, job, JobStatus.FAILURE, now, poison_message(job.unrecorded_claims)
+            )
+            return job
+        return repo.start_run(job_id, now, self._settings.max_deliveries)
+
+    def _give_back(self, job_id: str, now: datetime) -> None:
+        """A claim that found no free slot: the job goes back to PENDING, at the head of its
+        backlog (it was admitted once, it keeps its turn). Unless, in the instant between the
+        claim's rollback and this, another delivery claimed it or the healing sweep handed it
+        out again: then it is theirs."""
+        with self._session_factory.begin() as session:
+            job = JobRepository(session).lock(job_id)
+            if job is None or job.status != JobStatus.QUEUED.value:
+                return
+            requeue(job, now)
+            integration_id = job.integration_id
+        logger.warning("job %s: no concurrency slot at claim, back to the backlog", job_id)
+        self._dispatcher.resubmit_interrupted(integration_id, [job_id])
 
     def execute(
         self,
@@ -257,8 +324,9 @@ class JobRunner:
         now = self._clock()
         headers = exchanges[-1].response_headers if exchanges else {}
         with self._session_factory.begin() as session:
-            session.add_all(_log_rows(claim, exchanges, now))
-            job = JobRepository(session).lock(claim.job_id)
+            repo = JobRepository(session)
+            repo.add_logs(_log_rows(claim, exchanges, now))
+            job = repo.lock(claim.job_id)
             if job is None or job.status != JobStatus.RUNNING.value:
                 return Recorded(None, applied=False, pms_headers=headers)
             if job.deliveries != claim.delivery:
@@ -301,7 +369,7 @@ class JobRunner:
     ) -> None:
         """Read-back: the cache keeps the PMS's version of what was written."""
         if job.action in (CREATE, UPDATE) and result.record and record_key(result.record):
-            store(session, job.integration_id, job.model, result.record, now)
+            store_written(session, job.integration_id, job.model, result.record, now)
 
     def _apply_failure(self, session: Session, job: Job, error: PmsError, now: datetime) -> float:
         """Defer or fail the job; returns the deferral in seconds (0 when it failed)."""
@@ -365,7 +433,7 @@ def _write_latency_s(session: Session, job: Job, now: datetime) -> float | None:
     return (now - root.created_at).total_seconds()
 
 
-def _step_of(job: Job) -> Step:
+def _step_of(job: StartedRun) -> Step:
     return Step(
         model=job.model,
         action=job.action,
@@ -377,21 +445,23 @@ def _step_of(job: Job) -> Step:
     )
 
 
-def _log_rows(claim: Claim, exchanges: list[Exchange], now: datetime) -> list[JobLog]:
+def _log_rows(claim: Claim, exchanges: list[Exchange], now: datetime) -> list[dict[str, Any]]:
+    """The claim's exchanges as `JobLog` rows, for one INSERT."""
     return [
-        JobLog(
-            job_id=claim.job_id,
-            attempt=claim.attempt,
-            method=ex.method,
-            url=ex.url,
-            request_headers=ex.request_headers,
-            request_body=ex.request_body,
-            response_status=ex.response_status,
-            response_headers=ex.response_headers,
-            response_body=ex.response_body,
-            duration_ms=ex.duration_ms,
-            error=ex.error,
-            created_at=now,
-        )
+        {
+            "id": new_id(),
+            "job_id": claim.job_id,
+            "attempt": claim.attempt,
+            "method": ex.method,
+            "url": ex.url,
+            "request_headers": ex.request_headers,
+            "request_body": ex.request_body,
+            "response_status": ex.response_status,
+            "response_headers": ex.response_headers,
+            "response_body": ex.response_body,
+            "duration_ms": ex.duration_ms,
+            "error": ex.error,
+            "created_at": now,
+        }
         for ex in exchanges
     ]

@@ -1,9 +1,10 @@
 """Flower, as an operator uses it: every job is a task that says which job and integration it is.
 
-A real `celery -A pmsq.workers.app flower` watches the stack's broker. Task events come from the
-app's own configuration (`worker_send_task_events`), so nothing is enabled from outside. The
-writes are then found through Flower's HTTP API (`/api/tasks`), by task name and by
-the operator's search `kwargs:integration_id=<id>`.
+A real `celery -A pmsq.workers.app flower` watches the stack's broker. The workers send task
+events only once a monitor asks (they are off in the app's configuration): Flower's own
+`enable_events` broadcast turns them on, nothing is enabled from outside. The writes are then
+found through Flower's HTTP API (`/api/tasks`), by task name and by the operator's search
+`kwargs:integration_id=<id>`.
 """
 
 from __future__ import annotations
@@ -67,10 +68,27 @@ def flower(stack: Stack) -> Iterator[Flower]:
             interval_s=0.25,
             message="Flower receives the workers' events",
         )
+        _wait_for_task_events(stack, flower)
         yield flower
     finally:
         flower.http.close()
         process.stop(timeout_s=10)
+
+
+def _wait_for_task_events(stack: Stack, flower: Flower) -> None:
+    """Heartbeats flow from the start, task events only once the workers honoured Flower's
+    `enable_events` (sent every 5 s): until then a probe write's task is never listed."""
+    headers = stack.token("acme")
+    probe = stack.integration(headers, "SANDBOX", f"probe{uuid.uuid4().hex[:8]}")
+
+    def probe_listed() -> bool:
+        response = stack.write(headers, "residents", {"integration_id": probe, "last_name": "P"})
+        assert response.status_code == 200, response.text
+        return bool(flower.tasks(search=f"kwargs:integration_id={probe}"))
+
+    flower.process.wait_until(
+        probe_listed, deadline_s=60, interval_s=1.0, message="Flower turns task events on"
+    )
 
 
 def test_flower_requires_authentication(flower: Flower) -> None:

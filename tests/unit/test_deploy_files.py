@@ -322,7 +322,9 @@ def test_the_celery_app_named_everywhere_is_the_real_one() -> None:
     scheduler = symbol_by_name(module.app.conf.beat_scheduler)
     assert scheduler.__module__.startswith("pmsq.scheduler.")
     assert module.app.conf.task_default_queue == Settings().job_queue
-    assert module.app.conf.worker_send_task_events, "Flower needs task events"
+    # Task events cost a Redis PUBLISH each: off until Flower (or a setting) asks for them.
+    assert module.app.conf.worker_send_task_events is Settings().task_events
+    assert module.app.conf.worker_enable_remote_control, "Flower's enable_events needs it"
 
 
 # -- settings ------------------------------------------------------------------------------------

@@ -10,7 +10,8 @@ both, so a retry's delay or a 429's pause passes without sleeping.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -19,7 +20,7 @@ import fakeredis
 import pytest
 import redis
 from fakeredis.commands_mixins import server_mixin
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 from support.metrics import CountingMetrics
 
@@ -30,6 +31,7 @@ from pmsq.models.base import new_id
 from pmsq.models.enums import Cadence, JobStatus, Vendor, WriteStatus
 from pmsq.models.integration import Integration
 from pmsq.models.job import Job, JobLog
+from pmsq.models.record import Record
 from pmsq.pms.connector import Exchange, Step, StepResult
 from pmsq.pms.profiles import VALIDATE_THEN_CREATE, VendorProfile
 from pmsq.pms.registry import profile_for
@@ -44,6 +46,7 @@ from pmsq.workers.heartbeat import LeaseHeartbeat
 from pmsq.workers.outcome import write_outcome
 from pmsq.workers.pacing import PaceLatency, RequestPacer
 from pmsq.workers.publisher import AdmittedJob
+from pmsq.workers.repository import JobRepository
 from pmsq.workers.runner import JobRunner
 from pmsq.workers.steps import Claim, Succeeded
 
@@ -1205,7 +1208,135 @@ def test_a_job_given_back_at_claim_keeps_its_turn(make_harness: HarnessFactory) 
     runner = harness.runner(ScriptedConnector([]))
     assert runner.run(first) is None  # no slot: given back, not run
 
-    assert harness.job(first).status == JobStatus.PENDING.value
+    given_back = harness.job(first)
+    assert given_back.status == JobStatus.PENDING.value
+    # Untouched: the claim that found no slot counted no delivery, attempt or lost claim.
+    assert (given_back.deliveries, given_back.attempts, given_back.unrecorded_claims) == (0, 0, 0)
+    assert given_back.lease_expires_at is None
     head = harness.redis.zrange(harness.keys.backlog, 0, 0)
     assert head == [first.encode()]
     assert all(harness.backlog_due_us(job_id) is not None for job_id in waiting)
+
+
+# --- statements per claim and record -------------------------------------------------------------
+
+
+@contextmanager
+def statements(harness: Harness) -> Iterator[list[str]]:
+    """The SQL statements sent to the job store meanwhile, as `VERB table` (a count of
+    statements, not a timing)."""
+    with harness.session_factory.begin() as session:
+        engine = session.get_bind()
+    sent: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        words = statement.split()
+        verb = words[0].upper()
+        before_table = {"INSERT": "INTO", "UPDATE": "UPDATE", "SELECT": "FROM", "DELETE": "FROM"}
+        marker = before_table.get(verb)
+        upper = [word.upper() for word in words]
+        table = words[upper.index(marker) + 1] if marker in upper[:-1] else ""
+        sent.append(f"{verb} {table}".strip())
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+
+
+def test_a_claim_is_one_update_and_its_lease_once_the_integration_is_known(
+    harness: Harness,
+) -> None:
+    first, second = harness.submit(), harness.submit()
+    runner = harness.runner(ScriptedConnector([StepResult()]))
+
+    with statements(harness) as sent:
+        assert runner.claim(first) is not None
+    assert sent == ["BEGIN", "UPDATE jobs", "SELECT integrations", "UPDATE jobs"]
+
+    with statements(harness) as sent:
+        claim = runner.claim(second)
+    # The integration is this process's copy, still current (same version): not read again.
+    assert sent == ["BEGIN", "UPDATE jobs", "UPDATE jobs"]
+    assert claim is not None
+    job = harness.job(second)
+    assert (job.status, job.deliveries, job.attempts, job.unrecorded_claims) == (
+        JobStatus.RUNNING.value,
+        1,
+        1,
+        1,
+    )
+    assert (job.started_at, job.updated_at) == (T0, T0)
+    assert job.lease_expires_at is not None
+    lease_end_us = round(job.lease_expires_at.timestamp() * 1_000_000)
+    assert harness.lease_us(claim_member(second, 1)) == lease_end_us
+
+
+def test_a_claim_after_the_integration_changed_runs_with_the_change(harness: Harness) -> None:
+    first, second = harness.submit(), harness.submit()
+    runner = harness.runner(ScriptedConnector([StepResult()]))
+    before = runner.claim(first)
+    assert before is not None and before.integration.base_url is None
+
+    with harness.session_factory.begin() as session:
+        integration = session.get(Integration, harness.integration_id)
+        assert integration is not None
+        integration.base_url = "https://pms.example/new"
+        integration.credentials_encrypted = b"rotated"
+    after = runner.claim(second)
+
+    assert after is not None
+    assert after.integration.base_url == "https://pms.example/new"
+    assert after.integration.credentials_encrypted == b"rotated"
+
+
+def test_a_record_is_one_insert_of_its_logs_one_read_and_one_write_of_the_job(
+    harness: Harness,
+) -> None:
+    job_id = harness.submit()
+    result = StepResult(created_record_id="res-1", record={"id": "res-1", "first_name": "Ada"})
+    runner = harness.runner(ScriptedConnector([result], exchanges_per_call=3))
+    claim = runner.claim(job_id)
+    assert claim is not None
+    exchanges: list[Exchange] = []
+    outcome = runner.execute(claim, exchanges.append)
+
+    with statements(harness) as sent:
+        recorded = runner.record(claim, exchanges, outcome)
+
+    assert (recorded.status, recorded.applied) == (JobStatus.SUCCESS, True)
+    # A root job is its own root: the aggregator's lock of the root reads nothing again, and
+    # the outcome, the claim's reset and the root's counters are one UPDATE.
+    assert sent.count("INSERT job_logs") == 1
+    assert sent.count("SELECT jobs") == 1
+    assert sent.count("UPDATE jobs") == 1
+    # The record cache: one upsert, whatever was cached before.
+    assert [s for s in sent if s.endswith(" records")] == ["INSERT records"]
+    assert len(harness.logs(job_id)) == 3
+    with harness.session_factory() as session:
+        cached = session.scalars(select(Record)).one()
+    assert (cached.pms_id, cached.data, cached.synced_at) == ("res-1", result.record, T0)
+
+
+def test_a_job_queued_again_between_the_claims_update_and_its_lock_is_claimed(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # On PostgreSQL each statement reads its own snapshot: the claim's UPDATE can miss a job
+    # that an admission committed as QUEUED an instant later, before the claim locks it.
+    job_id = harness.submit()
+    start_run = JobRepository.start_run
+    calls = []
+
+    def missed_once(repo: JobRepository, *args: Any) -> Any:
+        calls.append(args)
+        return None if len(calls) == 1 else start_run(repo, *args)
+
+    monkeypatch.setattr(JobRepository, "start_run", missed_once)
+    claim = harness.runner(ScriptedConnector([StepResult()])).claim(job_id)
+
+    assert len(calls) == 2
+    assert claim is not None and claim.delivery == 1
+    job = harness.job(job_id)
+    assert (job.status, job.deliveries) == (JobStatus.RUNNING.value, 1)
+    assert harness.lease_us(claim_member(job_id, 1)) is not None

@@ -3,6 +3,7 @@ a retryable error, and fencing of a run that lost its job."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -21,7 +22,7 @@ from pmsq.models.record import Record
 from pmsq.models.sync import DataDiff, SyncExecution, SyncStatus, SyncType
 from pmsq.models.webhook import WebhookDelivery, WebhookEndpoint, WebhookEvent
 from pmsq.pms.connector import Exchange
-from pmsq.workers.record_cache import store
+from pmsq.workers.record_cache import store, store_written
 from pmsq.workers.sync_runner import SyncLease, SyncRunner
 from pmsq.workers.sync_starter import build_sync
 
@@ -226,12 +227,15 @@ def test_overlapping_syncs_never_take_each_others_records_for_gone(world: World)
     assert [d for d in world.diffs() if d[0] == "DELETE"] == [("DELETE", "gone")]
 
 
-def test_a_record_written_during_a_sync_is_not_taken_for_gone(world: World) -> None:
+@pytest.mark.parametrize("write", [store, store_written], ids=["store", "store_written"])
+def test_a_record_written_during_a_sync_is_not_taken_for_gone(
+    world: World, write: Callable[..., object]
+) -> None:
     pms = ScriptedPms(PAGES, {("residents", 3)})
     with pytest.raises(PmsError):
         world.run(pms)
     with world.session_factory.begin() as session:
-        store(session, world.integration_id, "residents", {"id": "r9", "first_name": "New"}, T0)
+        write(session, world.integration_id, "residents", {"id": "r9", "first_name": "New"}, T0)
 
     world.run(pms)
 

@@ -1,0 +1,247 @@
+"""The worker's hot path in the job store, on every backend: a claim is one UPDATE that reads
+the job back (RETURNING) plus its lease, and the written record's cache entry is one upsert.
+
+These statements are backend-specific SQL (RETURNING with a subquery, ON CONFLICT), so they
+run on SQLite and on PostgreSQL; flow control is a real redis-server.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import pytest
+import redis
+from sqlalchemy import event, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from pmsq.crypto import CredentialCipher
+from pmsq.models.account import Account
+from pmsq.models.base import new_id
+from pmsq.models.enums import Cadence, JobStatus, Vendor
+from pmsq.models.integration import Integration
+from pmsq.models.job import Job
+from pmsq.models.record import Record
+from pmsq.models.sync import SyncExecution, SyncType
+from pmsq.pms.connector import Exchange, StepResult
+from pmsq.settings import Settings
+from pmsq.workers.connectors import ConnectorFactory
+from pmsq.workers.dispatch import Dispatcher
+from pmsq.workers.flow.keys import IntegrationKeys, claim_member
+from pmsq.workers.flow.redis_backend import RedisFlowControl
+from pmsq.workers.publisher import AdmittedJob
+from pmsq.workers.record_cache import store_written
+from pmsq.workers.runner import JobRunner
+from pmsq.workers.steps import Succeeded
+
+T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+
+@dataclass
+class RecordingPublisher:
+    published: list[AdmittedJob] = field(default_factory=list)
+
+    def publish(self, job: AdmittedJob) -> None:
+        self.published.append(job)
+
+
+@dataclass
+class World:
+    session_factory: sessionmaker[Session]
+    redis: redis.Redis
+    flow: RedisFlowControl
+    dispatcher: Dispatcher
+    runner: JobRunner
+    account_id: str = ""
+    integration_id: str = ""
+
+    def add_integration(self) -> str:
+        with self.session_factory.begin() as session:
+            account = Account(name=f"acme-{new_id()[:8]}")
+            session.add(account)
+            session.flush()
+            integration = Integration(
+                account_id=account.id,
+                name="acme pms",
+                integration_vendor=Vendor.SANDBOX.value,
+                max_request_frequency=100_000,
+                max_request_cadence=Cadence.SECOND.value,
+                max_job_concurrency=100,
+            )
+            session.add(integration)
+            session.flush()
+            self.account_id, self.integration_id = account.id, integration.id
+        return self.integration_id
+
+    def submit(self) -> str:
+        job_id = new_id()
+        with self.session_factory.begin() as session:
+            session.add(
+                Job(
+                    id=job_id,
+                    root_job_id=job_id,
+                    account_id=self.account_id,
+                    integration_id=self.integration_id,
+                    model="residents",
+                    action="CREATE",
+                    payload={"first_name": "Ada"},
+                    due_at=T0,
+                    created_at=T0,
+                    updated_at=T0,
+                )
+            )
+        assert self.dispatcher.submit(self.integration_id, [job_id]) == 1
+        return job_id
+
+    def job(self, job_id: str) -> Job:
+        with self.session_factory() as session:
+            job = session.get(Job, job_id)
+            assert job is not None
+            return job
+
+
+@pytest.fixture
+def world(session_factory: sessionmaker[Session], redis_url: str) -> Iterator[World]:
+    client = redis.Redis.from_url(redis_url)
+    settings = Settings(database_url="unused://", job_lease_s=30.0)
+    flow = RedisFlowControl(client)
+    dispatcher = Dispatcher(session_factory, RecordingPublisher(), flow, settings)
+    # The runner never builds a connector here: the tests record outcomes themselves.
+    http = httpx.Client()
+    connectors = ConnectorFactory(CredentialCipher(settings.fernet_keys), http)
+    runner = JobRunner(session_factory, connectors, dispatcher, settings, clock=lambda: T0)
+    world = World(session_factory, client, flow, dispatcher, runner)
+    world.add_integration()
+    try:
+        yield world
+    finally:
+        http.close()
+        client.close()
+
+
+@pytest.fixture
+def statements(session_factory: sessionmaker[Session]) -> Iterator[list[str]]:
+    """`VERB table` of each statement sent to the job store from now on (transaction control
+    aside: PostgreSQL's driver begins transactions itself)."""
+    with session_factory.begin() as session:
+        engine = session.get_bind()
+    sent: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        words = statement.split()
+        marker = {"INSERT": "INTO", "UPDATE": "UPDATE", "SELECT": "FROM"}.get(words[0].upper())
+        if marker is not None:
+            upper = [word.upper() for word in words]
+            sent.append(f"{words[0].upper()} {words[upper.index(marker) + 1]}")
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        yield sent
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+
+
+def test_a_claim_is_one_update_and_its_lease(world: World, statements: list[str]) -> None:
+    first, second = world.submit(), world.submit()
+    assert world.runner.claim(first) is not None
+    statements.clear()
+
+    claim = world.runner.claim(second)
+
+    assert statements == ["UPDATE jobs", "UPDATE jobs"]
+    assert claim is not None
+    assert (claim.delivery, claim.attempt, claim.step.payload) == (1, 1, {"first_name": "Ada"})
+    assert claim.step.accepted_at == T0
+    assert claim.integration.id == world.integration_id
+    job = world.job(second)
+    assert (job.status, job.deliveries, job.unrecorded_claims) == (JobStatus.RUNNING.value, 1, 1)
+    assert job.lease_expires_at is not None
+    leases = IntegrationKeys(world.integration_id).leases
+    score = world.redis.zscore(leases, claim_member(second, 1))
+    assert score == round(job.lease_expires_at.timestamp() * 1_000_000)
+
+
+def test_a_duplicate_message_is_dropped_and_changes_nothing(world: World) -> None:
+    job_id = world.submit()
+    claim = world.runner.claim(job_id)
+    assert claim is not None
+
+    assert world.runner.claim(job_id) is None
+
+    job = world.job(job_id)
+    assert (job.status, job.deliveries, job.attempts) == (JobStatus.RUNNING.value, 1, 1)
+
+
+def test_a_recorded_write_is_cached_in_one_statement(world: World, statements: list[str]) -> None:
+    job_id = world.submit()
+    claim = world.runner.claim(job_id)
+    assert claim is not None
+    exchanges = [Exchange("POST", f"https://pms.example/residents?n={n}") for n in range(2)]
+    result = StepResult(created_record_id="res-1", record={"id": "res-1", "first_name": "Ada"})
+    statements.clear()
+
+    recorded = world.runner.record(claim, exchanges, Succeeded(result, []))
+
+    assert (recorded.status, recorded.applied) == (JobStatus.SUCCESS, True)
+    assert statements.count("INSERT job_logs") == 1
+    assert statements.count("SELECT jobs") == 1
+    assert statements.count("UPDATE jobs") == 1
+    assert [s for s in statements if s.endswith(" records")] == ["INSERT records"]
+    with world.session_factory() as session:
+        cached = session.scalars(
+            select(Record).where(Record.integration_id == world.integration_id)
+        ).one()
+    assert (cached.pms_id, cached.data) == ("res-1", {"id": "res-1", "first_name": "Ada"})
+
+
+def _add_sync(world: World, generation: int) -> None:
+    with world.session_factory.begin() as session:
+        session.add(
+            SyncExecution(
+                integration_id=world.integration_id,
+                type=SyncType.SCHEDULED.value,
+                generation=generation,
+            )
+        )
+
+
+def _cached(world: World, pms_id: str) -> Record:
+    with world.session_factory() as session:
+        return session.scalars(
+            select(Record).where(
+                Record.integration_id == world.integration_id, Record.pms_id == pms_id
+            )
+        ).one()
+
+
+def test_a_written_record_takes_the_newest_generation_and_never_an_older_one(
+    world: World,
+) -> None:
+    with world.session_factory.begin() as session:
+        store_written(session, world.integration_id, "residents", {"id": "r1", "v": 1}, T0)
+    assert _cached(world, "r1").seen_generation is None  # no sync yet
+
+    _add_sync(world, 2)
+    _add_sync(world, 3)
+    with world.session_factory.begin() as session:
+        store_written(session, world.integration_id, "residents", {"id": "r1", "v": 2}, T0)
+    cached = _cached(world, "r1")
+    assert (cached.data, cached.seen_generation) == ({"id": "r1", "v": 2}, 3)
+
+    # A newer sync saw it since; a write while only older generations exist keeps that one.
+    with world.session_factory.begin() as session:
+        record = session.get(Record, cached.id)
+        assert record is not None
+        record.seen_generation = 5
+    later = datetime(2026, 3, 1, 10, 0, tzinfo=UTC)
+    with world.session_factory.begin() as session:
+        store_written(session, world.integration_id, "residents", {"id": "r1", "v": 3}, later)
+    cached = _cached(world, "r1")
+    assert (cached.data, cached.seen_generation, cached.synced_at) == (
+        {"id": "r1", "v": 3},
+        5,
+        later,
+    )
