@@ -55,7 +55,6 @@ from sqlalchemy import JSON, DateTime, String, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from bench.pipeline import (
-    PMSQ_REDIS_DB,
     REPO_ROOT,
     START_DEADLINE_S,
     Databases,
@@ -74,6 +73,8 @@ from pmsq.models.db import make_engine, make_session_factory
 from pmsq.models.enums import JobStatus
 from pmsq.models.job import Job
 
+#: Redis database of the API's broker and flow-control state.
+PMSQ_REDIS_DB = 1
 #: Most jobs one integration may have admitted at once (the API refuses a higher cap); the
 #: benchmark spreads its writes so no integration reaches it.
 INTEGRATION_CAP = 100
