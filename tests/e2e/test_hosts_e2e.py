@@ -1,4 +1,5 @@
-"""Workers on three separate hosts (network namespaces) sharing one Redis and one PostgreSQL.
+"""Workers on three separate hosts (network namespaces) sharing one Redis and one PostgreSQL,
+with the API and beat on hosts of their own.
 
 Each host is a network namespace of its own (`support.netns`) with one `celery worker
 --concurrency 2`; the servers, the API and the sandbox PMS listen on the bridge the hosts hang
@@ -36,9 +37,13 @@ from pmsq.models.migrate import upgrade
 #: `make test` runs this module alone, after the rest.
 pytestmark = pytest.mark.alone
 
+#: Hosts running a worker each (0, 1, 2).
 HOSTS = 3
 #: The host whose link is cut.
 CUT_HOST = 0
+#: The host the API runs on, and the one beat runs on: machines of their own, too.
+API_HOST = HOSTS
+BEAT_HOST = HOSTS + 1
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +51,7 @@ def hosts() -> Iterator[Hosts]:
     reason = why_impossible()
     if reason is not None:
         pytest.skip(reason)
-    with Hosts(HOSTS) as made:
+    with Hosts(HOSTS + 2) as made:
         yield made
 
 
@@ -61,7 +66,9 @@ def hosts_stack(
     with RedisServer(also_on=also_on) as redis, PostgresServer(also_on=also_on) as postgres:
         database_url = hosts.bridged(postgres.create_database("pmsq_hosts"))
         upgrade(database_url)
-        with running_hosts_stack(hosts, database_url, hosts.bridged(redis.url)) as stack:
+        with running_hosts_stack(
+            hosts, database_url, hosts.bridged(redis.url), api_host=API_HOST
+        ) as stack:
             stack.start_workers(range(HOSTS))
             yield stack
 
@@ -193,3 +200,32 @@ def test_a_host_cut_off_mid_run_loses_doubles_and_resends_nothing(
         f"writes; most in 1s window {max_in_window(starts(before_restore), 1.0)} "
         f"(limit {rate_per_s}), most in flight {max_in_flight(before_restore)} (cap {cap})"
     )
+
+
+def test_beat_on_its_own_host_fires_syncs_that_workers_on_other_hosts_run(
+    hosts_stack: HostsStack,
+) -> None:
+    """Last in the module: beat runs from here on (an integration the other tests make gets
+    no sync from it while they run)."""
+    stack = hosts_stack
+    headers = stack.token("acme")
+    tenant = f"hb{uuid.uuid4().hex[:10]}"
+    integration_id = stack.integration(
+        headers, "SANDBOX", tenant, sync_frequency=2, sync_cadence="SECOND"
+    )
+    stack.start_beat_on(BEAT_HOST)
+    url = f"{stack.api_url}/v1/admin/integrations/{integration_id}/sync-status"
+
+    def scheduled_sync_ended() -> dict[str, Any] | None:
+        last = stack.http.get(url, headers=headers).json()["data"].get("last_execution")
+        if last and last["type"] == "scheduled" and last["status"] in ("completed", "failed"):
+            return dict(last)
+        return None
+
+    last = wait_until(
+        scheduled_sync_ended, 90, 0.5, message="a scheduled sync ended", details=stack.logs
+    )
+    assert last["status"] == "completed", last
+    # The sync's reads reached the PMS from the worker hosts: beat only fired it.
+    senders = {r["client"] for r in stack.sandbox_requests(tenant)}
+    assert senders and senders <= {stack.hosts.address(h) for h in range(HOSTS)}, senders

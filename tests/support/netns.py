@@ -239,9 +239,10 @@ class Hosts:
 
 
 class HostsStack(Stack):
-    """The write path with its workers on separate hosts: the sandbox PMS and the API run in
-    the root namespace (the sandbox on the bridge's address, so every host reaches it), each
-    worker inside one host's namespace or, placed on host None, in the root namespace;
+    """The write path with its workers on separate hosts: the sandbox PMS runs in the root
+    namespace (on the bridge's address, so every host reaches it), the API in the root
+    namespace or, with `api_host`, inside that host's namespace (listening on its address),
+    each worker and beat inside one host's namespace or, placed on host None, in the root one;
     `database_url` and `redis_url` must name servers the hosts reach (on
     `hosts.server_address`). Every process gets the same `PMSQ_*` settings, as machines of one
     deployment would. With `hosts` None everything is on loopback (a benchmark's one-host
@@ -253,10 +254,23 @@ class HostsStack(Stack):
         database_url: str,
         redis_url: str,
         env: Mapping[str, str] | None = None,
+        api_host: int | None = None,
     ) -> None:
         reach = {"PMSQ_ALLOWED_OUTBOUND_NETWORKS": hosts.network} if hosts is not None else {}
         super().__init__(database_url, redis_url, {**reach, **(env or {})})
         self.hosts = hosts
+        self.api_host = api_host
+        if api_host is not None:
+            if hosts is None:
+                raise NetnsError(f"no host {api_host}: this stack has no namespaces")
+            args = [
+                sys.executable, "-m", "pmsq.cli", "api",
+                "--host", hosts.address(api_host), "--port", str(self.api_port),
+            ]  # fmt: skip
+            self.api = ManagedProcess(
+                hosts.command(api_host, args),
+                name=f"host{api_host}-api", env=self.env, cwd=self.log_dir, log_dir=self.log_dir,
+            )  # fmt: skip
         #: Each started worker's host.
         self.worker_host: dict[ManagedProcess, int | None] = {}
         self.sandbox = ManagedProcess(
@@ -264,6 +278,12 @@ class HostsStack(Stack):
              "--host", self.sandbox_host, "--port", str(self.sandbox_port)],
             name="sandbox", env=self.env, cwd=self.log_dir, log_dir=self.log_dir,
         )  # fmt: skip
+
+    @property
+    def api_url(self) -> str:
+        if self.api_host is None or self.hosts is None:
+            return super().api_url
+        return f"http://{self.hosts.address(self.api_host)}:{self.api_port}"
 
     @property
     def sandbox_host(self) -> str:
@@ -309,6 +329,27 @@ class HostsStack(Stack):
         self.worker_host[worker] = host
         return worker
 
+    def start_beat_on(self, host: int) -> ManagedProcess:
+        """Beat inside `host`'s namespace, with the same settings as every other process."""
+        if self.hosts is None:
+            raise NetnsError(f"no host {host}: this stack has no namespaces")
+        args = [
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "pmsq.workers.app",
+            "beat",
+            "--loglevel",
+            "info",
+        ]
+        beat = ManagedProcess(
+            self.hosts.command(host, args),
+            name=f"host{host}-beat", env=self.env, cwd=self.log_dir, log_dir=self.log_dir,
+        ).start()  # fmt: skip
+        self.beats.append(beat)
+        return beat
+
     def stop_workers(self) -> None:
         """Stop every worker (all at once) and forget them."""
         stop_all(self.workers, timeout_s=10)
@@ -324,7 +365,11 @@ _worker_numbers = itertools.count(1)
 
 @contextmanager
 def running_hosts_stack(
-    hosts: Hosts, database_url: str, redis_server_url: str, env: Mapping[str, str] | None = None
+    hosts: Hosts,
+    database_url: str,
+    redis_server_url: str,
+    env: Mapping[str, str] | None = None,
+    api_host: int | None = None,
 ) -> Iterator[HostsStack]:
     """A started `HostsStack` whose broker is database `BROKER_REDIS_DB` of the redis-server
     at `redis_server_url` (emptied first); every process is stopped on leaving."""
@@ -334,7 +379,7 @@ def running_hosts_stack(
         client.flushdb()
     finally:
         client.close()
-    stack = HostsStack(hosts, database_url, url, env)
+    stack = HostsStack(hosts, database_url, url, env, api_host)
     try:
         yield stack.start()
     finally:
