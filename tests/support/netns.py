@@ -39,7 +39,7 @@ from typing import Self
 import redis
 
 from .processes import ManagedProcess, stop_all
-from .stack import BROKER_REDIS_DB, Stack
+from .stack import BEAT_COMMAND, BROKER_REDIS_DB, Stack, worker_command
 
 #: Namespace names are `NETNS_PREFIX{pid}-{i}`.
 NETNS_PREFIX = "pmsq-h"
@@ -314,11 +314,7 @@ class HostsStack(Stack):
 
     def _spawn_worker_on(self, host: int | None, concurrency: int) -> ManagedProcess:
         n = next(_worker_numbers)
-        args = [
-            sys.executable, "-m", "celery", "-A", "pmsq.workers.app", "worker",
-            "-Q", "pmsq.jobs", "--concurrency", str(concurrency), "--loglevel", "info",
-            "--hostname", f"host{host}-w{n}@%h", "--without-gossip", "--without-mingle",
-        ]  # fmt: skip
+        args = worker_command(concurrency, f"host{host}-w{n}@%h")
         if host is not None and self.hosts is None:
             raise NetnsError(f"no host {host}: this stack has no namespaces")
         worker = ManagedProcess(
@@ -333,18 +329,8 @@ class HostsStack(Stack):
         """Beat inside `host`'s namespace, with the same settings as every other process."""
         if self.hosts is None:
             raise NetnsError(f"no host {host}: this stack has no namespaces")
-        args = [
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "pmsq.workers.app",
-            "beat",
-            "--loglevel",
-            "info",
-        ]
         beat = ManagedProcess(
-            self.hosts.command(host, args),
+            self.hosts.command(host, BEAT_COMMAND),
             name=f"host{host}-beat", env=self.env, cwd=self.log_dir, log_dir=self.log_dir,
         ).start()  # fmt: skip
         self.beats.append(beat)

@@ -49,6 +49,28 @@ def running_stack(
         stack.stop()
 
 
+#: How the tests run beat (a host of `support.netns` runs it inside its namespace).
+BEAT_COMMAND = [
+    sys.executable,
+    "-m",
+    "celery",
+    "-A",
+    "pmsq.workers.app",
+    "beat",
+    "--loglevel",
+    "info",
+]
+
+
+def worker_command(concurrency: int, hostname: str) -> list[str]:
+    """How the tests run a worker consuming pmsq's queue (on loopback or inside a host)."""
+    return [
+        sys.executable, "-m", "celery", "-A", "pmsq.workers.app", "worker",
+        "-Q", "pmsq.jobs", "--concurrency", str(concurrency), "--loglevel", "info",
+        "--hostname", hostname, "--without-gossip", "--without-mingle",
+    ]  # fmt: skip
+
+
 class Stack:
     def __init__(self, database_url: str, redis_url: str, env: Mapping[str, str] | None = None):
         self.database_url = database_url
@@ -119,11 +141,7 @@ class Stack:
     def _spawn_worker(self, concurrency: int) -> ManagedProcess:
         n = next(_workers)
         worker = ManagedProcess(
-            [
-                sys.executable, "-m", "celery", "-A", "pmsq.workers.app", "worker",
-                "-Q", "pmsq.jobs", "--concurrency", str(concurrency), "--loglevel", "info",
-                "--hostname", f"e2e{n}@%h", "--without-gossip", "--without-mingle",
-            ],
+            worker_command(concurrency, f"e2e{n}@%h"),
             name=f"worker{n}", env=self.env, cwd=self.log_dir, log_dir=self.log_dir,
         ).start()  # fmt: skip
         self.workers.append(worker)
@@ -136,10 +154,7 @@ class Stack:
     def start_beat(self) -> ManagedProcess:
         n = next(_workers)
         beat = ManagedProcess(
-            [
-                sys.executable, "-m", "celery", "-A", "pmsq.workers.app", "beat",
-                "--loglevel", "info",
-            ],
+            BEAT_COMMAND,
             name=f"beat{n}", env=self.env, cwd=self.log_dir, log_dir=self.log_dir,
         ).start()  # fmt: skip
         self.beats.append(beat)
