@@ -11,8 +11,7 @@ from __future__ import annotations
 import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from typing import Any, ClassVar
+from typing import Any
 
 import httpx
 import pytest
@@ -20,6 +19,7 @@ import redis
 import redis.connection
 from sqlalchemy.orm import Session, sessionmaker
 
+from bench.flow import CountingConnection, labelled
 from pmsq.api.services.idempotency import IdempotencyKeys
 from pmsq.api.services.writes import AcceptedWrite, WriteService
 from pmsq.crypto import CredentialCipher
@@ -37,27 +37,6 @@ from pmsq.workers.runner import JobRunner
 
 #: Writes counted, after one that warms up the connection, the script cache and the limits.
 JOBS = 20
-
-
-class CountingConnection(redis.connection.Connection):
-    """One count per request sent (a pipeline is one), under the running call's label."""
-
-    sent: ClassVar[Counter[str]] = Counter()
-    label: ClassVar[str] = "other"
-
-    def send_packed_command(self, command: Any, check_health: bool = True) -> None:
-        CountingConnection.sent[CountingConnection.label] += 1
-        super().send_packed_command(command, check_health)
-
-
-@contextmanager
-def labelled(name: str) -> Iterator[None]:
-    outer = CountingConnection.label
-    CountingConnection.label = name
-    try:
-        yield
-    finally:
-        CountingConnection.label = outer
 
 
 class LabelledFlow(RedisFlowControl):
@@ -212,12 +191,12 @@ def test_a_write_costs_one_round_trip_to_admit_and_one_to_finish(make_path: Any)
     hold, pace, release) and 7 with the PMS's limit headers."""
     path = make_path(pms_headers={"X-RateLimit-Remaining": "99", "X-RateLimit-Limit": "100"})
     path.run(path.submit())  # warm-up: connection, script cache, limits from the job store
-    CountingConnection.sent.clear()
+    CountingConnection.round_trips.clear()
 
     for _ in range(JOBS):
         path.run(path.submit())
 
-    assert per_job(CountingConnection.sent) == {
+    assert per_job(CountingConnection.round_trips) == {
         "submit": 1.0,
         "hold": 1.0,
         "pace": 1.0,
@@ -237,7 +216,7 @@ def test_a_waiting_job_is_admitted_by_the_finish_of_the_one_before(make_path: An
     warm_up = [path.submit(), path.submit()]  # loads every script the path runs
     for job_id in warm_up:
         path.run(job_id)
-    CountingConnection.sent.clear()
+    CountingConnection.round_trips.clear()
 
     first = path.submit()
     waiting = [path.submit() for _ in range(JOBS - 1)]
@@ -248,8 +227,8 @@ def test_a_waiting_job_is_admitted_by_the_finish_of_the_one_before(make_path: An
         path.run(job_id)
 
     assert [job.job_id for job in path.publisher.published][-JOBS:] == [first, *waiting]
-    assert CountingConnection.sent.pop("reschedule", 0) <= 1
-    assert per_job(CountingConnection.sent) == {
+    assert CountingConnection.round_trips.pop("reschedule", 0) <= 1
+    assert per_job(CountingConnection.round_trips) == {
         "submit": 1.0,
         "hold": 1.0,
         "pace": 1.0,
