@@ -43,7 +43,7 @@ from typing import Any
 import redis
 from sqlalchemy import Engine, insert, select
 
-from bench.schedule import Databases, db_url
+from bench.schedule import Databases, db_url, load_average
 from pmsq.models.account import Account
 from pmsq.models.base import new_id, utcnow
 from pmsq.models.db import make_engine, make_session_factory
@@ -289,11 +289,6 @@ def report_table(rows: Sequence[Row], database: str, window_s: float) -> None:
             ", admission CPU "
             f"{statistics.median(row.admit_cpu_us) / statistics.median(first.admit_cpu_us):.2f}"
         )
-
-
-def load_average(label: str) -> str:
-    one, five, fifteen = os.getloadavg()
-    return f"{label} (1/5/15 min): {one:.2f} {five:.2f} {fifteen:.2f}"
 
 
 # -- main -------------------------------------------------------------------------------------
