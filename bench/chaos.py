@@ -10,7 +10,8 @@ processes, then submits writes of three kinds, one integration each:
 - applicants with two contacts on RENT_MANAGER, a workflow of child jobs (validate, create,
   then one job per contact).
 
-Meanwhile the PMS loses answers (it applies a create and then answers 502, or drops the
+Writes go in five waves, each once the chaos has made one more kill. Meanwhile the PMS loses
+answers (it applies a create and then answers 502, or drops the
 connection), drops connections before applying, answers 503, and sometimes answers later than
 the client's timeout; a worker or a pool process is SIGKILLed every 1.5-3 s; Redis is killed and
 comes back empty once, PostgreSQL is restarted once. Submissions that fail while a server is
@@ -42,6 +43,7 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -95,6 +97,10 @@ class Plan:
     #: Kills after which Redis, then PostgreSQL, are restarted.
     redis_restart_after: int = 2
     postgres_restart_after: int = 4
+    #: The writes are submitted in this many waves, each once the kill before it happened, so
+    #: writes are in flight at every fault however fast the write path or slow a worker's
+    #: start (a replacement worker's start paces the kills on a loaded machine).
+    waves: int = 5
 
 
 @dataclass
@@ -253,8 +259,21 @@ class Round:
             time.sleep(0.2)  # a client's retry pause
 
     def submit_all(self) -> None:
+        """Submit the writes wave by wave: wave k+1 once the chaos made its k+1-th kill."""
+        size = -(-len(self.writes) // self.plan.waves)
         with ThreadPoolExecutor(4) as pool:
-            list(pool.map(self.submit, self.writes))
+            for wave, start in enumerate(range(0, len(self.writes), size)):
+                if wave:
+                    wait_until(
+                        partial(self._killed, wave),
+                        SUBMIT_DEADLINE_S,
+                        0.1,
+                        message=f"kill {wave} before wave {wave + 1}",
+                    )
+                list(pool.map(self.submit, self.writes[start : start + size]))
+
+    def _killed(self, count: int) -> bool:
+        return len(self.kills) >= count
 
     def status(self, write: Write) -> dict[str, Any]:
         try:

@@ -635,9 +635,16 @@ class LabelledFlow(RedisFlowControl):
         with labelled("renew"):
             return super().renew(integration_id, job_id, delivery, lease_s)
 
-    def hold(self, integration_id: str, job_id: str, delivery: int, lease_s: float) -> Held:
+    def hold(
+        self,
+        integration_id: str,
+        job_id: str,
+        delivery: int,
+        lease_s: float,
+        pace_first: bool = False,
+    ) -> Held:
         with labelled("hold"):
-            return super().hold(integration_id, job_id, delivery, lease_s)
+            return super().hold(integration_id, job_id, delivery, lease_s, pace_first)
 
     def release(self, integration_id: str, member: str) -> int:
         with labelled("release"):

@@ -70,10 +70,22 @@ class RequestPacer:
         self._stale_after_s = stale_after_s
         self._monotonic = monotonic
         self._latency = latency or PaceLatency()
+        self._first_slot = claim.first_slot
 
     def wait_for_slot(self) -> None:
         integration_id = self._claim.integration.id
         stale_passes = 0
+        first, self._first_slot = self._first_slot, None
+        if first is not None:
+            # The claim's round trip already took this slot: good if the request leaves
+            # about a round trip after it was asked, like any pass; else given back.
+            if self._lost.is_set():
+                raise FencedOut(f"job {self._claim.job_id}: the heartbeat lost the lease")
+            late_s = self._monotonic() - first.asked_s - self._latency.fastest_s
+            if self._fresh(late_s, stale_passes):
+                return
+            stale_passes += 1
+            self._give_back(integration_id, first.slot)
         while True:
             if self._lost.is_set():
                 raise FencedOut(f"job {self._claim.job_id}: the heartbeat lost the lease")
@@ -91,6 +103,17 @@ class RequestPacer:
                 self._give_back(integration_id, paced.slot)
             else:
                 time.sleep(min(paced.wait_s, self.MAX_WAIT_S))
+
+    def give_back_unused(self) -> None:
+        """Give back the slot the claim took if no request used it (the step sent nothing),
+        so the integration's next request need not wait for it. Best effort: a slot kept
+        only spaces requests further apart."""
+        first, self._first_slot = self._first_slot, None
+        if first is not None:
+            try:
+                self._flow.give_back(self._claim.integration.id, first.slot)
+            except Exception:
+                logger.warning("job %s: unused request slot not given back", self._claim.job_id)
 
     def _ask(self, integration_id: str) -> Paced:
         try:

@@ -40,7 +40,7 @@ from pmsq.workers.heartbeat import LeaseHeartbeat
 from pmsq.workers.pacing import PaceLatency, RequestPacer
 from pmsq.workers.record_cache import record_key, store_written
 from pmsq.workers.repository import JobRepository, StartedRun
-from pmsq.workers.steps import Claim, Failed, Outcome, StepHandlers, Succeeded
+from pmsq.workers.steps import Claim, Failed, GrantedSlot, Outcome, StepHandlers, Succeeded
 from pmsq.workers.transitions import requeue
 
 logger = logging.getLogger(__name__)
@@ -108,9 +108,13 @@ class JobRunner:
         settings: Settings,
         clock: Callable[[], datetime] = utcnow,
         metrics: MetricsRecorder | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
+        """`monotonic`: this host's elapsed-time clock, which judges whether a request slot
+        granted on Redis's clock is still fresh when the request leaves."""
         self._session_factory = session_factory
         self._metrics = metrics or NullMetrics()
+        self._monotonic = monotonic
         self._connectors = connectors
         self._dispatcher = dispatcher
         self._flow = dispatcher.flow
@@ -234,9 +238,11 @@ class JobRunner:
                     integration = self._integrations.get(
                         repo, started.integration_id, started.integration_version
                     )
+                    asked_s = self._monotonic()
                     held = self._flow.hold(
-                        started.integration_id, job_id, started.deliveries, lease_s
+                        started.integration_id, job_id, started.deliveries, lease_s, True
                     )
+                    self._pace_latency.observe(self._monotonic() - asked_s)
                     if not held.held:
                         raise _NoSlot
                     expires_at = redis_time(held.now_us) + timedelta(seconds=lease_s)
@@ -248,6 +254,7 @@ class JobRunner:
                         attempt=started.attempts,
                         step=_step_of(started),
                         integration=integration,
+                        first_slot=None if held.slot is None else GrantedSlot(held.slot, asked_s),
                     )
         except _NoSlot:
             self._give_back(job_id, now)
@@ -307,10 +314,14 @@ class JobRunner:
                 self._dispatcher.load_limits,
                 lost,
                 stale_after_s=self._settings.rate_margin_ms / 2 / 1000,
+                monotonic=self._monotonic,
                 latency=self._pace_latency,
             )
             connector, profile = self._connectors.build(claim.integration, pacer.wait_for_slot)
-            return self._steps.handler_for(claim.step).run(claim, connector, profile, log)
+            try:
+                return self._steps.handler_for(claim.step).run(claim, connector, profile, log)
+            finally:
+                pacer.give_back_unused()
         except PmsError as error:
             return Failed(error)
         except FencedOut:

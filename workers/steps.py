@@ -33,6 +33,17 @@ _TO_BE_CREATED = "to-be-created"
 
 
 @dataclass(frozen=True)
+class GrantedSlot:
+    """A request slot flow control granted together with the claim's lease."""
+
+    #: (granted_us, next_us) on Redis's clock, as a pacing pass's, for `give_back`.
+    slot: tuple[int, int]
+    #: This host's monotonic time when the grant was asked: the slot is only good if the
+    #: request leaves about one round trip after that, like any pacing pass's.
+    asked_s: float
+
+
+@dataclass(frozen=True)
 class Claim:
     job_id: str
     root_job_id: str
@@ -40,6 +51,9 @@ class Claim:
     attempt: int
     step: Step
     integration: IntegrationSnapshot
+    #: The first request's slot, taken in the claim's own round trip when free then (the
+    #: pacer uses it if still fresh, else gives it back); None: the pacer asks as usual.
+    first_slot: GrantedSlot | None = None
 
 
 @dataclass(frozen=True)

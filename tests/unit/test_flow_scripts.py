@@ -413,6 +413,48 @@ def test_hold_after_a_lapsed_admission_takes_a_free_slot_only(
     assert members(client, keys.leases) == {"other"}
 
 
+def test_hold_with_pace_first_takes_the_first_request_slot_in_the_same_step(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    flow.set_limits(IID, Limits(interval_us=HOUR_US, tolerance_us=50_000, concurrency=2))
+
+    before = now_us(client)
+    first = flow.hold(IID, "a", 1, 3600, pace_first=True)
+    after = now_us(client)
+
+    assert first.held is True and first.slot is not None
+    granted_us, next_us = first.slot
+    assert before <= granted_us <= after and next_us == granted_us + HOUR_US
+    assert int(client.get(keys.request_tat) or 0) == next_us  # as pace.lua would have set it
+    # The next claim holds its lease but gets no slot: the interval has not passed. Its
+    # request is paced as usual (and waits), nothing was reserved for it.
+    second = flow.hold(IID, "b", 1, 3600, pace_first=True)
+    assert second.held is True and second.slot is None
+    assert int(client.get(keys.request_tat) or 0) == next_us
+    assert flow.pace(IID, "b", 1).decision is Pace.WAIT
+    # A slot given back (the request did not leave) is free again.
+    assert flow.give_back(IID, first.slot)
+    assert flow.pace(IID, "b", 1).decision is Pace.GO
+
+
+def test_hold_with_pace_first_grants_nothing_paused_without_limits_or_without_a_lease(
+    flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
+) -> None:
+    no_limits = flow.hold(IID, "a", 1, 3600, pace_first=True)
+    assert no_limits.held is True and no_limits.slot is None  # the pacer reloads them
+    assert client.get(keys.request_tat) is None
+
+    flow.set_limits(IID, Limits(interval_us=1000, tolerance_us=1000, concurrency=2))
+    flow.pause(IID, 3600)
+    paused = flow.hold(IID, "b", 1, 3600, pace_first=True)
+    assert paused.held is True and paused.slot is None
+    assert client.get(keys.request_tat) is None
+
+    full = flow.hold(IID, "c", 1, 3600, pace_first=True)  # both slots taken
+    assert full.held is False and full.slot is None
+    assert client.get(keys.request_tat) is None
+
+
 def test_renew_extends_a_live_claim_and_never_revives_a_lapsed_one(
     flow: RedisFlowControl, client: fakeredis.FakeRedis, keys: IntegrationKeys
 ) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
@@ -38,7 +38,7 @@ from pmsq.pms.registry import profile_for
 from pmsq.settings import Settings
 from pmsq.workers.connectors import IntegrationSnapshot
 from pmsq.workers.dispatch import Dispatcher
-from pmsq.workers.flow.backend import Pace, Paced
+from pmsq.workers.flow.backend import Held, Pace, Paced
 from pmsq.workers.flow.keys import IntegrationKeys, claim_member
 from pmsq.workers.flow.redis_backend import RedisFlowControl
 from pmsq.workers.healing import Healer
@@ -181,6 +181,9 @@ class Harness:
     integration_id: str = ""
     account_id: str = ""
     vendor: Vendor = Vendor.SANDBOX
+    #: This host's monotonic clock as the runner sees it: it only moves by `advance` (a
+    #: freeze), so a pacing pass is never stale by chance of a slow test machine.
+    monotonic_s: float = 0.0
 
     def __post_init__(self) -> None:
         self.flow = RedisFlowControl(self.redis)
@@ -203,7 +206,11 @@ class Harness:
             self.settings,
             self.clock,
             metrics=metrics,
+            monotonic=self.monotonic,
         )
+
+    def monotonic(self) -> float:
+        return self.monotonic_s
 
     def add_integration(self, vendor: Vendor) -> None:
         with self.session_factory.begin() as session:
@@ -248,8 +255,9 @@ class Harness:
         return self.dispatcher.admit_integration(self.integration_id)
 
     def advance(self, seconds: float) -> None:
-        """Both clocks move on by `seconds`."""
+        """Every clock moves on by `seconds`: this host's, its monotonic one and Redis's."""
         self.clock.advance(seconds)
+        self.monotonic_s += seconds
         self.redis_clock.advance_us(round(seconds * 1_000_000))
 
     def redis_now_us(self) -> int:
@@ -639,7 +647,14 @@ def test_a_redis_blip_while_pacing_is_retried_not_failed(
     def redis_is_down(*args: object) -> tuple[Pace, float]:
         raise redis.exceptions.ConnectionError("Connection refused")
 
+    hold = harness.flow.hold
+
+    def hold_without_a_slot(*args: Any, **kwargs: Any) -> Held:
+        # The request's slot was not free at claim: the pacer must ask for it.
+        return replace(hold(*args, **kwargs), slot=None)
+
     with monkeypatch.context() as patch:
+        patch.setattr(harness.flow, "hold", hold_without_a_slot)
         patch.setattr(harness.flow, "pace", redis_is_down)
         assert runner.run(job_id) == JobStatus.PENDING
 
@@ -952,9 +967,78 @@ def slow_claim(make_harness: HarnessFactory) -> tuple[Harness, Claim]:
         integration.max_request_frequency = 1
     job_id = harness.submit()
     claim = harness.runner(ScriptedConnector([StepResult()])).claim(job_id)
-    assert claim is not None
+    assert claim is not None and claim.first_slot is not None
     harness.dispatcher.load_limits(harness.integration_id)
-    return harness, claim
+    # The passes of a later request: the slot the claim took is given back, unused.
+    assert harness.flow.give_back(harness.integration_id, claim.first_slot.slot)
+    return harness, replace(claim, first_slot=None)
+
+
+@pytest.fixture
+def slow_harness(make_harness: HarnessFactory) -> Harness:
+    """A harness whose integration is allowed one request a second."""
+    harness = make_harness()
+    with harness.session_factory.begin() as session:
+        integration = session.get(Integration, harness.integration_id)
+        assert integration is not None
+        integration.max_request_frequency = 1
+    return harness
+
+
+def request_tat_us(harness: Harness) -> int:
+    return int(harness.redis.get(harness.keys.request_tat) or 0)
+
+
+def test_the_first_request_leaves_on_the_slot_taken_with_the_claim(
+    slow_harness: Harness,
+) -> None:
+    harness = slow_harness
+    job_id = harness.submit()
+    tats: list[int] = []
+    connector = ScriptedConnector(
+        [StepResult()], before=lambda: tats.append(request_tat_us(harness))
+    )
+
+    assert harness.runner(connector).run(job_id) == JobStatus.SUCCESS
+
+    # The claim's own round trip took the slot (request_tat was set before the step ran),
+    # and the request left on it: no second slot was taken.
+    assert tats[0] > harness.redis_now_us() - 1_000_000
+    assert request_tat_us(harness) == tats[0]
+
+
+def test_a_slot_taken_with_the_claim_that_went_stale_is_given_back_for_a_fresh_one(
+    slow_harness: Harness,
+) -> None:
+    harness = slow_harness
+    job_id = harness.submit()
+    tats: list[int] = []
+
+    def freeze() -> None:
+        # A pause between the claim and the request, far shorter than the lease: a request
+        # leaving now would land closer to the next one than the limit allows.
+        tats.append(request_tat_us(harness))
+        harness.advance(0.5)
+
+    connector = ScriptedConnector([StepResult()], before=freeze)
+    assert harness.runner(connector).run(job_id) == JobStatus.SUCCESS
+
+    assert connector.slots_taken == 1
+    # The request left on a fresh slot, granted after the pause, not on the claim's.
+    assert request_tat_us(harness) >= tats[0] + 500_000
+
+
+def test_a_step_that_sends_nothing_gives_back_the_slot_taken_with_the_claim(
+    slow_harness: Harness,
+) -> None:
+    harness = slow_harness
+    job_id = harness.submit()
+    silent = ScriptedConnector([StepResult()], exchanges_per_call=0)
+
+    assert harness.runner(silent).run(job_id) == JobStatus.SUCCESS
+
+    # Given back: the integration's next request may leave at once, not a second later.
+    assert request_tat_us(harness) <= harness.redis_now_us()
 
 
 def test_a_pacing_pass_that_came_back_late_gives_its_slot_back(

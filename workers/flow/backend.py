@@ -63,6 +63,9 @@ class Held:
 
     held: bool
     now_us: int
+    #: A `hold` asked to pace the first request too: the slot it was granted (granted_us,
+    #: next_us, as `Paced.slot`), None when the request must be paced as usual.
+    slot: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -154,9 +157,18 @@ class FlowControl(Protocol):
         and only that one; returns the backlog size left."""
         ...
 
-    def hold(self, integration_id: str, job_id: str, delivery: int, lease_s: float) -> Held:
+    def hold(
+        self,
+        integration_id: str,
+        job_id: str,
+        delivery: int,
+        lease_s: float,
+        pace_first: bool = False,
+    ) -> Held:
         """Claim delivery `delivery` takes the job's lease (the admission's slot, or a free
-        one if that lapsed); not held when every slot is taken. Call under the job's row lock."""
+        one if that lapsed); not held when every slot is taken. Call under the job's row lock.
+        `pace_first`: in the same step, take the first request's slot if `pace` would grant
+        it now (`Held.slot`), saving the claim a round trip."""
         ...
 
     def renew(self, integration_id: str, job_id: str, delivery: int, lease_s: float) -> Held:

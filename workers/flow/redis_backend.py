@@ -190,12 +190,21 @@ class RedisFlowControl:
         keys = IntegrationKeys(integration_id)
         return int(self._release(keys=[keys.leases, keys.backlog], args=[member]))
 
-    def hold(self, integration_id: str, job_id: str, delivery: int, lease_s: float) -> Held:
+    def hold(
+        self,
+        integration_id: str,
+        job_id: str,
+        delivery: int,
+        lease_s: float,
+        pace_first: bool = False,
+    ) -> Held:
         keys = IntegrationKeys(integration_id)
-        held, now_us = self._hold(
-            keys=[keys.leases, keys.limits], args=[job_id, delivery, _us(lease_s)]
-        )
-        return Held(bool(int(held)), int(_text(now_us)))
+        script_keys = [keys.leases, keys.limits]
+        if pace_first:
+            script_keys += [keys.request_tat, keys.paused_until]
+        raw = self._hold(keys=script_keys, args=[job_id, delivery, _us(lease_s)])
+        slot = (int(_text(raw[2])), int(_text(raw[3]))) if len(raw) > 2 else None
+        return Held(bool(int(raw[0])), int(_text(raw[1])), slot)
 
     def renew(self, integration_id: str, job_id: str, delivery: int, lease_s: float) -> Held:
         keys = IntegrationKeys(integration_id)
