@@ -3,7 +3,8 @@
 A job waits PENDING in the job store and, by id, in its integration's backlog in Redis. The
 dispatcher asks flow control which jobs may start now (the atomic `admit.lua`), moves those to
 QUEUED and publishes them; when a run ends it gives the slot back and submits what comes next
-(a retry, spawned children, the next waiting job). Every job move is a row-locked transition and
+(a retry, spawned children, the next waiting job). Every job move is guarded in the job store
+(an admitted batch goes PENDING -> QUEUED in one UPDATE that skips what is no longer PENDING) and
 every lease decision an atomic Lua script on Redis's clock (never this host's), so a dispatcher
 may run in every worker and in the API at once, and an extra broker message is harmless: it is
 dropped at claim. Repairing what a lost worker, message or Redis left behind is
@@ -20,7 +21,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pmsq.metrics import MetricsRecorder, NullMetrics
 from pmsq.models.base import utcnow
-from pmsq.models.enums import JobStatus
 from pmsq.settings import Settings
 from pmsq.tracing import traced
 from pmsq.workers.flow.backend import Admission, FlowControl
@@ -28,7 +28,6 @@ from pmsq.workers.flow.keys import claim_member
 from pmsq.workers.flow.limits import Limits
 from pmsq.workers.publisher import AdmittedJob, Publisher
 from pmsq.workers.repository import JobRepository
-from pmsq.workers.transitions import transition
 
 logger = logging.getLogger(__name__)
 
@@ -175,27 +174,24 @@ class Dispatcher:
         self._flow.set_limits(integration_id, limits)
 
     def _publish(self, integration_id: str, job_ids: Sequence[str]) -> int:
+        """Move the admitted jobs to QUEUED (one statement for the batch) and publish them in
+        admission order; give back the admission lease of each that was not PENDING."""
         if not job_ids:
             return 0
-        now = self._clock()
-        admitted: list[AdmittedJob] = []
-        stale: list[str] = []
         with self._session_factory.begin() as session:
-            repo = JobRepository(session)
-            for job_id in job_ids:
-                job = repo.lock(job_id)
-                if job is None or job.status != JobStatus.PENDING.value:
-                    stale.append(job_id)
-                    continue
-                transition(job, JobStatus.QUEUED, now)
-                job.due_at = None
-                admitted.append(
-                    AdmittedJob(job.id, job.integration_id, job.model, job.action, job.root_job_id)
-                )
-        for job_id in stale:
-            # A duplicate backlog entry: give back the admission lease this admission just
-            # took (the job's own claim, if it runs, is another member and stays).
-            self._flow.release(integration_id, job_id)
+            queued = JobRepository(session).queue_admitted(job_ids, self._clock())
+        admitted: list[AdmittedJob] = []
+        for job_id in job_ids:
+            job = queued.pop(job_id, None)
+            if job is None:
+                # Unknown, no longer PENDING, or a duplicate backlog entry: give back the
+                # admission lease this admission just took (the job's own claim, if it runs,
+                # is another member and stays).
+                self._flow.release(integration_id, job_id)
+                continue
+            admitted.append(
+                AdmittedJob(job.id, job.integration_id, job.model, job.action, job.root_job_id)
+            )
         for message in admitted:
             self._publisher.publish(message)
         return len(admitted)

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, insert, or_, select, update
+from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from pmsq.models.enums import JobStatus
@@ -23,6 +23,30 @@ _JOB_LOGS = cast(Table, JobLog.__table__)
 _CLAIMABLE = [status.value for status, moves in ALLOWED.items() if JobStatus.RUNNING in moves]
 #: `session.info` key: (the transaction, ids of the jobs it row-locked through `lock`).
 _LOCKED_KEY = "pmsq_locked_jobs"
+#: Admitted jobs PENDING -> QUEUED, built once: it runs for every admission, in every worker
+#: and API process, and building a statement costs more than running it. The guard on
+#: PENDING is the state machine's (`transition` allows QUEUED from PENDING alone), in SQL, so
+#: the batch takes one round trip and needs no row lock of its own. `updated_at` is what the
+#: healer's stale-QUEUED sweep measures from; `due_at` is a PENDING job's only.
+_QUEUE_ADMITTED = (
+    update(_JOBS)
+    .where(
+        _JOBS.c.id.in_(bindparam("job_ids", expanding=True)),
+        _JOBS.c.status == JobStatus.PENDING.value,
+    )
+    .values(
+        status=JobStatus.QUEUED.value,
+        due_at=None,
+        updated_at=bindparam("now", type_=_JOBS.c.updated_at.type),
+    )
+    .returning(
+        _JOBS.c.id,
+        _JOBS.c.integration_id,
+        _JOBS.c.model,
+        _JOBS.c.action,
+        _JOBS.c.root_job_id,
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -45,6 +69,17 @@ class StartedRun:
     #: The integration's `updated_at` (None if the integration is gone): the version of what
     #: the claim would read of it.
     integration_version: datetime | None
+
+
+@dataclass(frozen=True)
+class QueuedJob:
+    """What publishing needs of a job admission moved to QUEUED, read back by the UPDATE."""
+
+    id: str
+    integration_id: str
+    model: str
+    action: str
+    root_job_id: str
 
 
 class JobRepository:
@@ -141,6 +176,22 @@ class JobRepository:
         if stale is not None:
             self.session.expire(stale)
         return None if row is None else StartedRun(*row)
+
+    def queue_admitted(self, job_ids: Sequence[str], now: datetime) -> dict[str, QueuedJob]:
+        """Move those of `job_ids` that are PENDING to QUEUED (stamped `now`) in one statement,
+        keyed by id; a job missing from the result was unknown or no longer PENDING. The rows
+        stay locked until the transaction ends. A copy of a moved job this session holds is
+        expired, so it cannot be read stale."""
+        if not job_ids:
+            return {}
+        rows = self.session.execute(_QUEUE_ADMITTED, {"job_ids": list(job_ids), "now": now})
+        queued = {row.id: QueuedJob(*row) for row in rows}
+        if self.session.identity_map:
+            for job_id in queued:
+                held = self.session.identity_map.get(self.session.identity_key(Job, job_id))
+                if held is not None:
+                    self.session.expire(held)
+        return queued
 
     def set_lease(self, job_id: str, expires_at: datetime, now: datetime) -> None:
         """Stamp a RUNNING job's lease expiry (on Redis's clock) in the claim's transaction."""

@@ -1,5 +1,6 @@
-"""The worker's hot path in the job store, on every backend: a claim is one UPDATE that reads
-the job back (RETURNING) plus its lease, and the written record's cache entry is one upsert.
+"""The worker's hot path in the job store, on every backend: an admitted batch moves to QUEUED
+in one UPDATE that reads the jobs back (RETURNING), a claim is one UPDATE that reads the job
+back plus its lease, and the written record's cache entry is one upsert.
 
 These statements are backend-specific SQL (RETURNING with a subquery, ON CONFLICT), so they
 run on SQLite and on PostgreSQL; flow control is a real redis-server.
@@ -31,6 +32,7 @@ from pmsq.settings import Settings
 from pmsq.workers.connectors import ConnectorFactory
 from pmsq.workers.dispatch import Dispatcher
 from pmsq.workers.flow.keys import IntegrationKeys, claim_member
+from pmsq.workers.flow.limits import MAX_TOLERANCE_US, Limits
 from pmsq.workers.flow.redis_backend import RedisFlowControl
 from pmsq.workers.publisher import AdmittedJob
 from pmsq.workers.record_cache import store_written
@@ -38,6 +40,8 @@ from pmsq.workers.runner import JobRunner
 from pmsq.workers.steps import Succeeded
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+#: The dispatcher's clock: when it moves admitted jobs to QUEUED.
+T1 = datetime(2026, 3, 1, 9, 0, 5, tzinfo=UTC)
 
 
 @dataclass
@@ -55,6 +59,7 @@ class World:
     flow: RedisFlowControl
     dispatcher: Dispatcher
     runner: JobRunner
+    publisher: RecordingPublisher
     account_id: str = ""
     integration_id: str = ""
 
@@ -76,7 +81,8 @@ class World:
             self.account_id, self.integration_id = account.id, integration.id
         return self.integration_id
 
-    def submit(self) -> str:
+    def add_job(self, status: JobStatus = JobStatus.PENDING) -> str:
+        """A job row as it stands in the store, nothing in Redis."""
         job_id = new_id()
         with self.session_factory.begin() as session:
             session.add(
@@ -88,11 +94,16 @@ class World:
                     model="residents",
                     action="CREATE",
                     payload={"first_name": "Ada"},
+                    status=status.value,
                     due_at=T0,
                     created_at=T0,
                     updated_at=T0,
                 )
             )
+        return job_id
+
+    def submit(self) -> str:
+        job_id = self.add_job()
         assert self.dispatcher.submit(self.integration_id, [job_id]) == 1
         return job_id
 
@@ -108,12 +119,13 @@ def world(session_factory: sessionmaker[Session], redis_url: str) -> Iterator[Wo
     client = redis.Redis.from_url(redis_url)
     settings = Settings(database_url="unused://", job_lease_s=30.0)
     flow = RedisFlowControl(client)
-    dispatcher = Dispatcher(session_factory, RecordingPublisher(), flow, settings)
+    publisher = RecordingPublisher()
+    dispatcher = Dispatcher(session_factory, publisher, flow, settings, clock=lambda: T1)
     # The runner never builds a connector here: the tests record outcomes themselves.
     http = httpx.Client()
     connectors = ConnectorFactory(CredentialCipher(settings.fernet_keys), http)
     runner = JobRunner(session_factory, connectors, dispatcher, settings, clock=lambda: T0)
-    world = World(session_factory, client, flow, dispatcher, runner)
+    world = World(session_factory, client, flow, dispatcher, runner, publisher)
     world.add_integration()
     try:
         yield world
@@ -142,6 +154,31 @@ def statements(session_factory: sessionmaker[Session]) -> Iterator[list[str]]:
         yield sent
     finally:
         event.remove(engine, "before_cursor_execute", note)
+
+
+def test_an_admitted_batch_is_queued_in_one_statement(world: World, statements: list[str]) -> None:
+    # Limits already in Redis (no read of them), and a burst of admissions allowed at once.
+    world.flow.set_limits(world.integration_id, Limits(1, MAX_TOLERANCE_US, 100))
+    done = world.add_job(JobStatus.SUCCESS)
+    # Admitted in descending id order, which neither backend's RETURNING keeps by itself.
+    waiting = sorted((world.add_job() for _ in range(3)), reverse=True)
+    world.flow.enqueue(world.integration_id, [done])  # a stale backlog entry, admitted first
+    statements.clear()
+
+    assert world.dispatcher.submit(world.integration_id, waiting) == 3
+
+    assert statements == ["UPDATE jobs"]
+    assert world.publisher.published == [
+        AdmittedJob(job_id, world.integration_id, "residents", "CREATE", job_id)
+        for job_id in waiting
+    ]
+    for job_id in waiting:
+        job = world.job(job_id)
+        assert (job.status, job.updated_at, job.due_at) == (JobStatus.QUEUED.value, T1, None)
+    job = world.job(done)
+    assert (job.status, job.updated_at) == (JobStatus.SUCCESS.value, T0)
+    usage = world.flow.usage(world.integration_id)
+    assert (usage.in_flight, usage.backlog) == (3, 0)  # `done` gave its admission lease back
 
 
 def test_a_claim_is_one_update_and_its_lease(world: World, statements: list[str]) -> None:
