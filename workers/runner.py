@@ -329,7 +329,8 @@ class JobRunner:
         integration's enum mappings too: while neither moved, this process's copies of them
         are what the transaction would read, and no query asks for them again. A root job with
         no children is then recorded in four statements: its logs, its lock, the record
-        cache's upsert and the job's UPDATE (plus the outbox's INSERT when someone listens)."""
+        cache's upsert and the job's UPDATE (plus the outbox's rows, and what their payloads
+        read, when someone listens)."""
         now = self._clock()
         headers = exchanges[-1].response_headers if exchanges else {}
         with self._session_factory.begin() as session:
