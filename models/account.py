@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from pmsq.models.base import Base, new_id, utcnow
@@ -16,6 +16,10 @@ class Account(Base):
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    #: Moves (in the same transaction) with every insert, update or delete of the account's
+    #: webhook endpoints (`pmsq.models.webhook`), so a worker may keep the endpoints it read
+    #: while this number is still the one it read with them.
+    webhooks_version: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 class ApiToken(Base):

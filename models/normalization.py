@@ -12,14 +12,24 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import ForeignKey, String, UniqueConstraint, select
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import (
+    Connection,
+    ForeignKey,
+    String,
+    Table,
+    UniqueConstraint,
+    event,
+    select,
+    update,
+)
+from sqlalchemy.orm import Mapped, Mapper, Session, mapped_column
 
 from pmsq.models.base import Base, new_id, utcnow
 from pmsq.models.enums import Vendor
+from pmsq.models.integration import Integration
 
 
 @dataclass(frozen=True)
@@ -115,6 +125,24 @@ class EnumMapping(Base):
     default_value: Mapped[str] = mapped_column(String(40))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+_INTEGRATIONS = cast(Table, Integration.__table__)
+
+
+def _move_integration_version(_mapper: Mapper[Any], connection: Connection, row: Any) -> None:
+    """Every insert, update or delete of a custom mapping moves its integration's `updated_at`
+    in the flush that writes it: the version a worker keeps the integration's mappings by
+    (`pmsq.workers.record_cache.EnumMappingCache`), as it keeps the integration itself."""
+    connection.execute(
+        update(_INTEGRATIONS)
+        .where(_INTEGRATIONS.c.id == row.integration_id)
+        .values(updated_at=utcnow())
+    )
+
+
+for _change in ("after_insert", "after_update", "after_delete"):
+    event.listen(EnumMapping, _change, _move_integration_version)
 
 
 @dataclass(frozen=True)

@@ -11,12 +11,25 @@ from __future__ import annotations
 import re
 from datetime import datetime
 from enum import StrEnum
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, LargeBinary, String, Text
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import (
+    Boolean,
+    Connection,
+    ForeignKey,
+    Index,
+    Integer,
+    LargeBinary,
+    String,
+    Table,
+    Text,
+    event,
+    update,
+)
+from sqlalchemy.orm import Mapped, Mapper, mapped_column
 
+from pmsq.models.account import Account
 from pmsq.models.base import Base, new_id, utcnow
 
 
@@ -73,6 +86,25 @@ class WebhookEndpoint(Base):
     deleted_at: Mapped[datetime | None] = mapped_column(default=None)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime | None] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+_ACCOUNTS = cast(Table, Account.__table__)
+
+
+def _move_webhooks_version(_mapper: Mapper[Any], connection: Connection, endpoint: Any) -> None:
+    """Every insert, update or delete of an endpoint moves its account's `webhooks_version` in
+    the flush that writes it, so no transaction can change an account's endpoints and leave
+    the version a worker keeps them by where it was."""
+    accounts = _ACCOUNTS.c
+    connection.execute(
+        update(_ACCOUNTS)
+        .where(accounts.id == endpoint.account_id)
+        .values(webhooks_version=accounts.webhooks_version + 1)
+    )
+
+
+for _change in ("after_insert", "after_update", "after_delete"):
+    event.listen(WebhookEndpoint, _change, _move_webhooks_version)
 
 
 class WebhookDelivery(Base):

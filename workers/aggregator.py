@@ -22,6 +22,7 @@ from pmsq.workers.repository import JobRepository
 from pmsq.workers.sync_runner import mark_failed
 from pmsq.workers.transitions import transition
 from pmsq.workers.webhooks import events as webhook_events
+from pmsq.workers.webhooks.subscriptions import Subscription
 
 
 def finish_job(
@@ -34,12 +35,15 @@ def finish_job(
     error: str | None = None,
     created_record_id: str | None = None,
     children: Sequence[ChildSpec] = (),
+    subscribed: Sequence[Subscription] | None = None,
 ) -> list[Job]:
     """Record `job`'s final outcome, update its root's counters and insert its children.
 
     Must run inside the caller's transaction, which it leaves open. Spawning past
     `max_jobs_per_tree` fails the job with an error naming the limit instead of spawning.
     Returns the child jobs inserted (PENDING, due now), for the caller to dispatch after commit.
+    `subscribed`: the account's webhook endpoints as of this transaction, if the caller has
+    them (`pmsq.workers.webhooks.subscriptions`); the outbox reads them otherwise.
     """
     if status not in (JobStatus.SUCCESS, JobStatus.FAILURE):
         raise IllegalTransition(f"finish_job needs a final status, not {status.value}")
@@ -98,5 +102,5 @@ def finish_job(
         # ends with it, or it would hold off its integration's syncs for good.
         mark_failed(session, str(execution_id), error or "", now)
     # Outbox: JOB_FAILURE / WRITE_OPERATION_* rows commit (or roll back) with this outcome.
-    webhook_events.on_job_finished(session, job, root, now)
+    webhook_events.on_job_finished(session, job, root, now, subscribed)
     return spawned

@@ -103,18 +103,68 @@ def enum_mappings(session: Session, integration_id: str, model: str) -> dict[str
     return field_mappings(session, integration_id, integration.integration_vendor, model)
 
 
+class EnumMappingCache:
+    """This process's copies of integrations' enum mappings, each with the integration's
+    version (`updated_at`) they were read at.
+
+    A custom mapping's every change moves its integration's `updated_at` in the same
+    transaction (`pmsq.models.normalization`), and a vendor's defaults never change, so a
+    caller that read the integration's version in its transaction gets from `get` exactly the
+    mappings it would have read there: from the copy while the version is the same, read again
+    (later than the version, so never older than it) when it moved. At most `MAX_ENTRIES`
+    integrations are kept, the oldest loaded dropped first.
+    """
+
+    #: Enough for every integration of a large deployment; a dropped one is read again.
+    MAX_ENTRIES = 20_000
+
+    def __init__(self) -> None:
+        self._by_id: dict[str, tuple[datetime, dict[str, dict[str, FieldMapping]]]] = {}
+
+    def get(
+        self, session: Session, integration_id: str, version: datetime | None, model: str
+    ) -> dict[str, FieldMapping]:
+        """`enum_mappings` of `model` as of `version` (none, and no query, for a model without
+        enum fields)."""
+        if model not in FIELDS_BY_MODEL:
+            return {}
+        cached = self._by_id.get(integration_id)
+        if cached is not None and version is not None and cached[0] == version:
+            by_model = cached[1]
+        else:
+            by_model = {}
+            if version is not None:
+                self._by_id.pop(integration_id, None)
+                if len(self._by_id) >= self.MAX_ENTRIES:
+                    del self._by_id[next(iter(self._by_id))]
+                self._by_id[integration_id] = (version, by_model)
+        mappings = by_model.get(model)
+        if mappings is None:
+            with session.no_autoflush:  # the caller's changes go out once, at its commit
+                mappings = by_model[model] = enum_mappings(session, integration_id, model)
+        return mappings
+
+
 def store_written(
-    session: Session, integration_id: str, model: str, data: Mapping[str, Any], now: datetime
+    session: Session,
+    integration_id: str,
+    model: str,
+    data: Mapping[str, Any],
+    now: datetime,
+    mappings: Mapping[str, FieldMapping] | None = None,
 ) -> None:
     """`store` for the write path, in one statement: an upsert that stamps the integration's
     newest sync generation (read in the same statement) and only ever moves a record's
     generation forward. It says nothing of what changed, which only a sync reports. Enum fields
-    are normalized as `store` does them (one more read, only for a model that has some)."""
+    are normalized as `store` does them, with `mappings` (`EnumMappingCache`) if given, else
+    with those read now (one more read, only for a model that has some)."""
     pms_id = record_key(data)
     if pms_id is None:
         raise ValueError("a PMS record without an id cannot be cached")
-    with session.no_autoflush:  # the job's outcome goes out once, at commit
-        data = normalized(data, enum_mappings(session, integration_id, model))
+    if mappings is None:
+        with session.no_autoflush:  # the job's outcome goes out once, at commit
+            mappings = enum_mappings(session, integration_id, model)
+    data = normalized(data, mappings)
     params = {
         "id": new_id(),
         "integration_id": integration_id,

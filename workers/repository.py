@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Select, Table, and_, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
+from pmsq.models.account import Account
 from pmsq.models.enums import JobStatus
 from pmsq.models.integration import Integration
 from pmsq.models.job import Job, JobLog
@@ -80,6 +81,17 @@ class QueuedJob:
     model: str
     action: str
     root_job_id: str
+
+
+@dataclass(frozen=True)
+class LockedJob:
+    """A job row-locked for its outcome, with the versions of what recording it reads."""
+
+    job: Job
+    #: The integration's `updated_at`: the version of its enum mappings.
+    integration_version: datetime | None
+    #: The account's `webhooks_version`: the version of its webhook endpoints.
+    webhooks_version: int | None
 
 
 class JobRepository:
@@ -258,3 +270,33 @@ class JobRepository:
     def logs(self, job_id: str) -> Sequence[JobLog]:
         stmt = select(JobLog).where(JobLog.job_id == job_id).order_by(JobLog.created_at)
         return self.session.scalars(stmt).all()
+
+    def lock_with_versions(self, job_id: str) -> LockedJob | None:
+        """`lock`, reading in the same statement the versions of the job's integration and of
+        its account's webhook endpoints, which caches of them are keyed by (no more queries
+        while neither moved)."""
+        row = self.session.execute(_LOCK_WITH_VERSIONS, {"job_id": job_id}).one_or_none()
+        if row is None:
+            return None
+        self._locked().add(job_id)
+        job, integration_version, webhooks_version = row
+        return LockedJob(job, integration_version, webhooks_version)
+
+
+def _lock_with_versions() -> Select[Job, datetime | None, int | None]:
+    """`lock_with_versions`'s statement, built once: its only value is a parameter."""
+    integration_version = (
+        select(Integration.updated_at).where(Integration.id == Job.integration_id).scalar_subquery()
+    )
+    webhooks_version = (
+        select(Account.webhooks_version).where(Account.id == Job.account_id).scalar_subquery()
+    )
+    return (
+        select(Job, integration_version, webhooks_version)
+        .where(Job.id == bindparam("job_id"))
+        .with_for_update(of=Job)
+        .execution_options(populate_existing=True)
+    )
+
+
+_LOCK_WITH_VERSIONS = _lock_with_versions()

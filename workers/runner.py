@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -38,10 +38,11 @@ from pmsq.workers.flow.backend import redis_time
 from pmsq.workers.healing import poison_message
 from pmsq.workers.heartbeat import LeaseHeartbeat
 from pmsq.workers.pacing import PaceLatency, RequestPacer
-from pmsq.workers.record_cache import record_key, store_written
+from pmsq.workers.record_cache import EnumMappingCache, record_key, store_written
 from pmsq.workers.repository import JobRepository, StartedRun
 from pmsq.workers.steps import Claim, Failed, GrantedSlot, Outcome, StepHandlers, Succeeded
 from pmsq.workers.transitions import requeue
+from pmsq.workers.webhooks.subscriptions import Subscription, SubscriptionCache
 
 logger = logging.getLogger(__name__)
 
@@ -123,6 +124,8 @@ class JobRunner:
         self._steps = StepHandlers(session_factory, settings, clock)
         self._pace_latency = PaceLatency()
         self._integrations = IntegrationSnapshots()
+        self._subscriptions = SubscriptionCache()
+        self._enum_mappings = EnumMappingCache()
 
     def run(self, job_id: str) -> JobStatus | None:
         """Run the job if it is QUEUED; returns its status afterwards, None if not run."""
@@ -331,21 +334,33 @@ class JobRunner:
             return Failed(PmsError(f"internal error: {type(exc).__name__}", retryable=False))
 
     def record(self, claim: Claim, exchanges: list[Exchange], outcome: Outcome) -> Recorded:
-        """Store the exchanges and apply the outcome, if this claim still holds the job."""
+        """Store the exchanges and apply the outcome, if this claim still holds the job.
+
+        The job's lock reads the versions of its account's webhook endpoints and of its
+        integration's enum mappings too: while neither moved, this process's copies of them
+        are what the transaction would read, and no query asks for them again. A root job with
+        no children is then recorded in four statements: its logs, its lock, the record
+        cache's upsert and the job's UPDATE (plus the outbox's rows, and what their payloads
+        read, when someone listens)."""
         now = self._clock()
         headers = exchanges[-1].response_headers if exchanges else {}
         with self._session_factory.begin() as session:
             repo = JobRepository(session)
             repo.add_logs(_log_rows(claim, exchanges, now))
-            job = repo.lock(claim.job_id)
-            if job is None or job.status != JobStatus.RUNNING.value:
+            locked = repo.lock_with_versions(claim.job_id)
+            if locked is None or locked.job.status != JobStatus.RUNNING.value:
                 return Recorded(None, applied=False, pms_headers=headers)
+            job = locked.job
             if job.deliveries != claim.delivery:
                 logger.warning("job %s: lease lost to a newer delivery, outcome dropped", job.id)
                 return Recorded(None, applied=False, pms_headers=headers)
+            # Read (when not kept) before the job changes: no flush of it ahead of the commit.
+            subscribed = self._subscriptions.get(session, job.account_id, locked.webhooks_version)
             job.unrecorded_claims = 0
             if isinstance(outcome, Succeeded):
-                self._cache_written_record(session, job, outcome.result, now)
+                self._cache_written_record(
+                    session, job, outcome.result, now, locked.integration_version
+                )
                 spawned = finish_job(
                     session,
                     job,
@@ -354,6 +369,7 @@ class JobRunner:
                     max_jobs_per_tree=self._settings.max_jobs_per_tree,
                     created_record_id=outcome.result.created_record_id,
                     children=outcome.children,
+                    subscribed=subscribed,
                 )
                 return Recorded(
                     JobStatus(job.status),
@@ -364,7 +380,7 @@ class JobRunner:
                     _write_latency_s(session, job, now),
                     outcome.sync_status,
                 )
-            delay_s = self._apply_failure(session, job, outcome.error, now)
+            delay_s = self._apply_failure(session, job, outcome.error, now, subscribed)
             return Recorded(
                 JobStatus(job.status),
                 True,
@@ -374,15 +390,30 @@ class JobRunner:
                 _write_latency_s(session, job, now),
             )
 
-    @staticmethod
     def _cache_written_record(
-        session: Session, job: Job, result: StepResult, now: datetime
+        self,
+        session: Session,
+        job: Job,
+        result: StepResult,
+        now: datetime,
+        integration_version: datetime | None,
     ) -> None:
-        """Read-back: the cache keeps the PMS's version of what was written."""
+        """Read-back: the cache keeps the PMS's version of what was written, normalized with
+        the integration's enum mappings as of `integration_version`."""
         if job.action in (CREATE, UPDATE) and result.record and record_key(result.record):
-            store_written(session, job.integration_id, job.model, result.record, now)
+            mappings = self._enum_mappings.get(
+                session, job.integration_id, integration_version, job.model
+            )
+            store_written(session, job.integration_id, job.model, result.record, now, mappings)
 
-    def _apply_failure(self, session: Session, job: Job, error: PmsError, now: datetime) -> float:
+    def _apply_failure(
+        self,
+        session: Session,
+        job: Job,
+        error: PmsError,
+        now: datetime,
+        subscribed: Sequence[Subscription],
+    ) -> float:
         """Defer or fail the job; returns the deferral in seconds (0 when it failed)."""
         # Kept on a failed job too: a retry-write copies it and must read back first.
         job.outcome_unknown = job.outcome_unknown or error.outcome_unknown
@@ -392,7 +423,7 @@ class JobRunner:
                 f"{error.message} (still throttled {throttled_s:.0f} s after the write was "
                 f"accepted; gave up after PMSQ_MAX_THROTTLED_S={self._settings.max_throttled_s:g})"
             )
-            self._finish(session, job, JobStatus.FAILURE, now, message)
+            self._finish(session, job, JobStatus.FAILURE, now, message, subscribed)
             return 0.0
         if isinstance(error, PmsThrottled):
             # The PMS's back-pressure is not the job's fault: no attempt is burned, and the
@@ -412,7 +443,7 @@ class JobRunner:
             message = error.message
             if error.retryable:
                 message = f"{message} (gave up after {job.attempts} attempts)"
-            self._finish(session, job, JobStatus.FAILURE, now, message)
+            self._finish(session, job, JobStatus.FAILURE, now, message, subscribed)
             return 0.0
         self._defer(job, now, delay, error.message)
         return delay
@@ -422,7 +453,13 @@ class JobRunner:
         job.error = last_error
 
     def _finish(
-        self, session: Session, job: Job, status: JobStatus, now: datetime, error: str
+        self,
+        session: Session,
+        job: Job,
+        status: JobStatus,
+        now: datetime,
+        error: str,
+        subscribed: Sequence[Subscription] | None = None,
     ) -> None:
         finish_job(
             session,
@@ -431,6 +468,7 @@ class JobRunner:
             now,
             max_jobs_per_tree=self._settings.max_jobs_per_tree,
             error=error,
+            subscribed=subscribed,
         )
 
 

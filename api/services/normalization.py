@@ -3,7 +3,7 @@ and set or drop an integration's own. The record cache applies them (`models.nor
 
 from __future__ import annotations
 
-from sqlalchemy import delete, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from pmsq.api.services.integrations import owned_integration
@@ -117,13 +117,11 @@ class NormalizationService:
         spec = enum_field(model, field)
         with self._session_factory.begin() as session:
             integration = owned_integration(session, account_id, integration_id)
-            session.execute(
-                delete(EnumMapping).where(
-                    EnumMapping.integration_id == integration_id,
-                    EnumMapping.model == spec.record_model,
-                    EnumMapping.field == spec.record_field,
-                )
-            )
+            row = self._custom(session, integration_id, spec)
+            if row is not None:
+                # Through the session, not a bulk DELETE: the mapping's flush moves the
+                # integration's version, so no worker keeps normalizing with the old one.
+                session.delete(row)
             return _out(default_mapping(integration.integration_vendor, spec))
 
     @staticmethod

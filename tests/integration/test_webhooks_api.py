@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 from support.api import ApiHarness, api_harness
 
 from pmsq.crypto import CredentialCipher
+from pmsq.models.account import Account
 from pmsq.models.base import utcnow
 from pmsq.models.webhook import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from pmsq.settings import Settings
@@ -153,3 +155,32 @@ def test_openapi_lists_the_webhook_endpoints(api: ApiHarness) -> None:
     assert {"post", "get"} <= set(paths["/v1/admin/webhooks/"])
     assert {"get", "delete"} <= set(paths["/v1/admin/webhooks/{webhook_id}/"])
     assert "get" in paths["/v1/admin/webhooks/{webhook_id}/deliveries/"]
+
+
+def test_every_change_of_an_accounts_webhooks_moves_its_version(api: ApiHarness) -> None:
+    # Workers keep an account's endpoints while its webhooks_version stays the one they read
+    # with them: a change the version did not follow would go unseen by them.
+    headers = api.token("acme-version")
+
+    def version() -> int:
+        with api.session_factory() as session:
+            stmt = select(Account.webhooks_version).where(Account.name == "acme-version")
+            return session.scalars(stmt).one()
+
+    seen = [version()]
+    webhook_id = create(api, headers)["id"]
+    seen.append(version())
+    propexo = {"url": URL, "triggers": ["JOB_SUCCESS"], "active": True}
+    created = api.client.post("/v1/webhooks/", json=propexo, headers=headers)
+    assert created.status_code == 200, created.text
+    seen.append(version())
+    updated = api.client.put(
+        f"/v1/webhooks/{created.json()['result']['id']}", json={"active": False}, headers=headers
+    )
+    assert updated.status_code == 200, updated.text
+    seen.append(version())
+    deleted = api.client.delete(f"/v1/admin/webhooks/{webhook_id}/", headers=headers)
+    assert deleted.status_code == 200, deleted.text
+    seen.append(version())
+
+    assert seen == sorted(set(seen)), seen

@@ -8,6 +8,7 @@ run on SQLite and on PostgreSQL; flow control is a real redis-server.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -143,6 +144,9 @@ def statements(session_factory: sessionmaker[Session]) -> Iterator[list[str]]:
     sent: list[str] = []
 
     def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        # The table a statement reads or writes, not one a subquery of it reads.
+        while re.search(r"\([^()]*\)", statement):
+            statement = re.sub(r"\([^()]*\)", "", statement)
         words = statement.split()
         marker = {"INSERT": "INTO", "UPDATE": "UPDATE", "SELECT": "FROM"}.get(words[0].upper())
         if marker is not None:
@@ -213,25 +217,27 @@ def test_a_duplicate_message_is_dropped_and_changes_nothing(world: World) -> Non
 
 
 def test_a_recorded_write_is_cached_in_one_statement(world: World, statements: list[str]) -> None:
-    job_id = world.submit()
-    claim = world.runner.claim(job_id)
-    assert claim is not None
+    first, second = world.submit(), world.submit()
     exchanges = [Exchange("POST", f"https://pms.example/residents?n={n}") for n in range(2)]
-    result = StepResult(created_record_id="res-1", record={"id": "res-1", "first_name": "Ada"})
-    statements.clear()
+    for job_id in (first, second):
+        claim = world.runner.claim(job_id)
+        assert claim is not None
+        result = StepResult(created_record_id=job_id, record={"id": job_id, "first_name": "Ada"})
+        statements.clear()
 
-    recorded = world.runner.record(claim, exchanges, Succeeded(result, []))
+        recorded = world.runner.record(claim, exchanges, Succeeded(result, []))
 
-    assert (recorded.status, recorded.applied) == (JobStatus.SUCCESS, True)
-    assert statements.count("INSERT job_logs") == 1
-    assert statements.count("SELECT jobs") == 1
-    assert statements.count("UPDATE jobs") == 1
-    assert [s for s in statements if s.endswith(" records")] == ["INSERT records"]
+        assert (recorded.status, recorded.applied) == (JobStatus.SUCCESS, True)
+    # The second: the account's webhook endpoints and the integration's enum mappings are the
+    # runner's copies, whose versions the job's lock read (no query of either).
+    assert statements == ["INSERT job_logs", "SELECT jobs", "INSERT records", "UPDATE jobs"]
     with world.session_factory() as session:
         cached = session.scalars(
             select(Record).where(Record.integration_id == world.integration_id)
-        ).one()
-    assert (cached.pms_id, cached.data) == ("res-1", {"id": "res-1", "first_name": "Ada"})
+        ).all()
+    assert sorted((c.pms_id, c.data["first_name"]) for c in cached) == sorted(
+        [(first, "Ada"), (second, "Ada")]
+    )
 
 
 def _add_sync(world: World, generation: int) -> None:

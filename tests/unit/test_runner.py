@@ -9,6 +9,7 @@ both, so a retry's delay or a 429's pause passes without sleeping.
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -24,6 +25,7 @@ from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
 from support.metrics import CountingMetrics
 
+from pmsq.api.services.normalization import NormalizationService
 from pmsq.errors import FencedOut, PmsError, PmsThrottled
 from pmsq.metrics import MetricsRecorder
 from pmsq.models.account import Account
@@ -31,7 +33,9 @@ from pmsq.models.base import new_id
 from pmsq.models.enums import Cadence, JobStatus, Vendor, WriteStatus
 from pmsq.models.integration import Integration
 from pmsq.models.job import Job, JobLog
+from pmsq.models.normalization import EnumMappingUpdate
 from pmsq.models.record import Record
+from pmsq.models.webhook import WebhookDelivery, WebhookEndpoint, WebhookEvent
 from pmsq.pms.connector import Exchange, Step, StepResult
 from pmsq.pms.profiles import VALIDATE_THEN_CREATE, VendorProfile
 from pmsq.pms.registry import profile_for
@@ -48,7 +52,7 @@ from pmsq.workers.pacing import PaceLatency, RequestPacer
 from pmsq.workers.publisher import AdmittedJob
 from pmsq.workers.repository import JobRepository
 from pmsq.workers.runner import JobRunner
-from pmsq.workers.steps import Claim, Succeeded
+from pmsq.workers.steps import Claim, Outcome, Succeeded
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 #: Long enough that no real time elapsed in a test reaches a retry's due time by itself.
@@ -1314,6 +1318,9 @@ def statements(harness: Harness) -> Iterator[list[str]]:
     sent: list[str] = []
 
     def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        # The table a statement reads or writes, not one a subquery of it reads.
+        while re.search(r"\([^()]*\)", statement):
+            statement = re.sub(r"\([^()]*\)", "", statement)
         words = statement.split()
         verb = words[0].upper()
         before_table = {"INSERT": "INTO", "UPDATE": "UPDATE", "SELECT": "FROM", "DELETE": "FROM"}
@@ -1375,32 +1382,111 @@ def test_a_claim_after_the_integration_changed_runs_with_the_change(harness: Har
     assert after.integration.credentials_encrypted == b"rotated"
 
 
-def test_a_record_is_one_insert_of_its_logs_one_read_and_one_write_of_the_job(
-    harness: Harness,
-) -> None:
-    job_id = harness.submit()
-    result = StepResult(created_record_id="res-1", record={"id": "res-1", "first_name": "Ada"})
-    runner = harness.runner(ScriptedConnector([result], exchanges_per_call=3))
+def _run(runner: JobRunner, job_id: str) -> tuple[Claim, list[Exchange], Outcome]:
     claim = runner.claim(job_id)
     assert claim is not None
     exchanges: list[Exchange] = []
-    outcome = runner.execute(claim, exchanges.append)
+    return claim, exchanges, runner.execute(claim, exchanges.append)
+
+
+def test_a_record_is_one_insert_of_its_logs_one_read_and_one_write_of_the_job(
+    harness: Harness,
+) -> None:
+    first, second = harness.submit(), harness.submit()
+    results = [
+        StepResult(created_record_id=f"res-{n}", record={"id": f"res-{n}", "first_name": "Ada"})
+        for n in (1, 2)
+    ]
+    runner = harness.runner(ScriptedConnector(results, exchanges_per_call=3))
+    runner.record(*_run(runner, first))
+    claim, exchanges, outcome = _run(runner, second)
 
     with statements(harness) as sent:
         recorded = runner.record(claim, exchanges, outcome)
 
     assert (recorded.status, recorded.applied) == (JobStatus.SUCCESS, True)
     # A root job is its own root: the aggregator's lock of the root reads nothing again, and
-    # the outcome, the claim's reset and the root's counters are one UPDATE.
-    assert sent.count("INSERT job_logs") == 1
-    assert sent.count("SELECT jobs") == 1
-    assert sent.count("UPDATE jobs") == 1
-    # The record cache: one upsert, whatever was cached before.
-    assert [s for s in sent if s.endswith(" records")] == ["INSERT records"]
-    assert len(harness.logs(job_id)) == 3
+    # the outcome, the claim's reset and the root's counters are one UPDATE. The account's
+    # webhook endpoints and the integration's enum mappings are this process's copies, read
+    # by the first record and still current (the job's lock read their versions).
+    assert sent == ["BEGIN", "INSERT job_logs", "SELECT jobs", "INSERT records", "UPDATE jobs"]
+    assert len(harness.logs(second)) == 3
     with harness.session_factory() as session:
-        cached = session.scalars(select(Record)).one()
-    assert (cached.pms_id, cached.data, cached.synced_at) == ("res-1", result.record, T0)
+        cached = session.scalars(select(Record).where(Record.pms_id == "res-2")).one()
+    assert (cached.pms_id, cached.data, cached.synced_at) == ("res-2", results[1].record, T0)
+
+
+def _endpoint(harness: Harness, events: Sequence[WebhookEvent]) -> str:
+    with harness.session_factory.begin() as session:
+        endpoint = WebhookEndpoint(
+            account_id=harness.account_id,
+            url="http://x/h",
+            events=[e.value for e in events],
+            secret_encrypted=b"unused",
+        )
+        session.add(endpoint)
+        session.flush()
+        return endpoint.id
+
+
+def _events_of(harness: Harness, endpoint_id: str) -> list[str]:
+    with harness.session_factory() as session:
+        stmt = select(WebhookDelivery.event).where(WebhookDelivery.endpoint_id == endpoint_id)
+        return sorted(session.scalars(stmt))
+
+
+def test_a_record_sends_to_the_webhook_endpoints_of_its_transaction_not_to_older_ones(
+    harness: Harness,
+) -> None:
+    # The runner keeps the account's endpoints; every change of them must reach its next
+    # record, or events would go to endpoints deleted or miss endpoints just added.
+    jobs = [harness.submit() for _ in range(4)]
+    runner = harness.runner(ScriptedConnector([StepResult() for _ in jobs]))
+    runner.record(*_run(runner, jobs[0]))  # the account has no endpoint yet: kept as such
+
+    endpoint_id = _endpoint(harness, [WebhookEvent.JOB_SUCCESS])
+    runner.record(*_run(runner, jobs[1]))
+    assert _events_of(harness, endpoint_id) == ["JOB_SUCCESS"]
+
+    with harness.session_factory.begin() as session:
+        endpoint = session.get(WebhookEndpoint, endpoint_id)
+        assert endpoint is not None
+        endpoint.events = [WebhookEvent.WRITE_OPERATION_SUCCESS.value]
+    runner.record(*_run(runner, jobs[2]))
+    assert _events_of(harness, endpoint_id) == ["JOB_SUCCESS", "WRITE_OPERATION_SUCCESS"]
+
+    with harness.session_factory.begin() as session:
+        endpoint = session.get(WebhookEndpoint, endpoint_id)
+        assert endpoint is not None
+        endpoint.active = False
+    runner.record(*_run(runner, jobs[3]))
+    assert _events_of(harness, endpoint_id) == ["JOB_SUCCESS", "WRITE_OPERATION_SUCCESS"]
+
+
+def test_a_record_normalizes_with_the_enum_mappings_of_its_transaction_not_older_ones(
+    harness: Harness,
+) -> None:
+    jobs = [harness.submit() for _ in range(3)]
+    results = [StepResult(record={"id": f"r{n}", "type": "Main"}) for n in range(3)]
+    runner = harness.runner(ScriptedConnector(results))
+    mappings = NormalizationService(harness.session_factory)
+
+    def normalized_type(pms_id: str) -> str:
+        with harness.session_factory() as session:
+            record = session.scalars(select(Record).where(Record.pms_id == pms_id)).one()
+            return str(record.data["type_normalized"])
+
+    runner.record(*_run(runner, jobs[0]))
+    assert normalized_type("r0") == "OTHER"  # the vendor's default, now kept by the runner
+
+    custom = EnumMappingUpdate(mappings={"Main": "PRIMARY"}, default_value="OTHER")
+    mappings.put(harness.account_id, "residents", "type", harness.integration_id, custom)
+    runner.record(*_run(runner, jobs[1]))
+    assert normalized_type("r1") == "PRIMARY"
+
+    mappings.delete(harness.account_id, "residents", "type", harness.integration_id)
+    runner.record(*_run(runner, jobs[2]))
+    assert normalized_type("r2") == "OTHER"
 
 
 def test_a_job_queued_again_between_the_claims_update_and_its_lock_is_claimed(

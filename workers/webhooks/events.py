@@ -28,9 +28,9 @@ from pmsq.models.enums import JobStatus, vendor_on_wire
 from pmsq.models.integration import Integration
 from pmsq.models.job import SYNC_ACTION, Job
 from pmsq.models.sync import SyncExecution, SyncStatus, SyncType
-from pmsq.models.webhook import DeliveryStatus, WebhookDelivery, WebhookEndpoint, WebhookEvent
+from pmsq.models.webhook import DeliveryStatus, WebhookDelivery, WebhookEvent
 from pmsq.workers.outcome import write_outcome
-from pmsq.workers.webhooks.repository import WebhookRepository
+from pmsq.workers.webhooks.subscriptions import Subscription, subscriptions
 
 
 def envelope(
@@ -53,38 +53,42 @@ def emit(
     build: Callable[[], dict[str, Any]],
     now: datetime,
     model: str | None = None,
+    subscribed: Sequence[Subscription] | None = None,
 ) -> list[WebhookDelivery]:
     """Add one PENDING delivery, due now, per subscribed endpoint (one that names a model only
     for events about that model, or about none); `build()` makes the payload only if some
-    endpoint listens, so events nobody subscribed to cost one indexed query."""
-    endpoints = _listening(session, account_id, event, model)
-    if not endpoints:
+    endpoint listens, so events nobody subscribed to cost one indexed query, or none when the
+    caller passes the account's `subscribed` endpoints, as read in its transaction."""
+    endpoint_ids = _listening(session, account_id, event, model, subscribed)
+    if not endpoint_ids:
         return []
-    return _deliveries(session, endpoints, event, build(), now)
+    return _deliveries(session, endpoint_ids, event, build(), now)
 
 
 def _listening(
-    session: Session, account_id: str, event: WebhookEvent, model: str | None
-) -> list[WebhookEndpoint]:
-    """Endpoints subscribed to `event`; an endpoint's model narrows only events about a model
-    (a sync's completion is about none, so every subscriber gets it)."""
-    return [
-        endpoint
-        for endpoint in WebhookRepository(session).subscribed(account_id, event.value)
-        if model is None or endpoint.model is None or endpoint.model == model
-    ]
+    session: Session,
+    account_id: str,
+    event: WebhookEvent,
+    model: str | None,
+    subscribed: Sequence[Subscription] | None = None,
+) -> list[str]:
+    """Ids of the endpoints subscribed to `event` about `model` (`subscribed`, or the account's
+    endpoints read now)."""
+    if subscribed is None:
+        subscribed = subscriptions(session, account_id)
+    return [s.endpoint_id for s in subscribed if s.wants(event.value, model)]
 
 
 def _deliveries(
     session: Session,
-    endpoints: Sequence[WebhookEndpoint],
+    endpoint_ids: Sequence[str],
     event: WebhookEvent,
     payload: dict[str, Any],
     now: datetime,
 ) -> list[WebhookDelivery]:
     rows = [
         WebhookDelivery(
-            endpoint_id=endpoint.id,
+            endpoint_id=endpoint_id,
             event=event.value,
             payload=payload,
             status=DeliveryStatus.PENDING.value,
@@ -92,7 +96,7 @@ def _deliveries(
             next_attempt_at=now,
             created_at=now,
         )
-        for endpoint in endpoints
+        for endpoint_id in endpoint_ids
     ]
     session.add_all(rows)
     return rows
@@ -114,12 +118,19 @@ def _job_data(session: Session, job: Job) -> dict[str, Any]:
     }
 
 
-def on_job_finished(session: Session, job: Job, root: Job, now: datetime) -> None:
+def on_job_finished(
+    session: Session,
+    job: Job,
+    root: Job,
+    now: datetime,
+    subscribed: Sequence[Subscription] | None = None,
+) -> None:
     """Called by the aggregator once `job`'s outcome and `root`'s counters are updated.
 
     JOB_FAILURE for any job that failed for good, JOB_SUCCESS for one that succeeded;
     WRITE_OPERATION_SUCCESS / _FAILURE when the write's tree just became complete (never for
-    sync jobs).
+    sync jobs). `subscribed`: the account's endpoints as of this transaction, if the caller
+    has them (else they are read, once per event).
     """
     if job.status == JobStatus.SUCCESS.value:
 
@@ -132,7 +143,15 @@ def on_job_finished(session: Session, job: Job, root: Job, now: datetime) -> Non
                 {"object": job.model, "integration_id": job.integration_id},
             )
 
-        emit(session, job.account_id, WebhookEvent.JOB_SUCCESS, job_success, now, job.model)
+        emit(
+            session,
+            job.account_id,
+            WebhookEvent.JOB_SUCCESS,
+            job_success,
+            now,
+            job.model,
+            subscribed,
+        )
     if job.status == JobStatus.FAILURE.value:
 
         def job_failure() -> dict[str, Any]:
@@ -144,7 +163,15 @@ def on_job_finished(session: Session, job: Job, root: Job, now: datetime) -> Non
                 {"object": job.model, "integration_id": job.integration_id},
             )
 
-        emit(session, job.account_id, WebhookEvent.JOB_FAILURE, job_failure, now, job.model)
+        emit(
+            session,
+            job.account_id,
+            WebhookEvent.JOB_FAILURE,
+            job_failure,
+            now,
+            job.model,
+            subscribed,
+        )
     if root.action == SYNC_ACTION or root.tree_finished != root.tree_total:
         return
     failed = root.tree_failed > 0
@@ -162,7 +189,7 @@ def on_job_finished(session: Session, job: Job, root: Job, now: datetime) -> Non
             event, data, now, {"object": root.model, "integration_id": root.integration_id}
         )
 
-    emit(session, root.account_id, event, write_event, now, root.model)
+    emit(session, root.account_id, event, write_event, now, root.model, subscribed)
 
 
 #: Statuses of a sync execution that ran to its end.

@@ -22,10 +22,10 @@ class WebhookRepository:
             WebhookEndpoint.account_id == account_id, WebhookEndpoint.deleted_at.is_(None)
         )
 
-    def subscribed(self, account_id: str, event: str) -> list[WebhookEndpoint]:
-        """The account's active endpoints subscribed to `event` (an account has a handful)."""
+    def active_endpoints(self, account_id: str) -> Sequence[WebhookEndpoint]:
+        """The account's active endpoints, whatever they listen to (an account has a handful)."""
         stmt = self.live_endpoints(account_id).where(WebhookEndpoint.active.is_(True))
-        return [e for e in self.session.scalars(stmt) if event in e.events]
+        return self.session.scalars(stmt).all()
 
     def endpoint_for_account(self, endpoint_id: str, account_id: str) -> WebhookEndpoint | None:
         endpoint = self.session.get(WebhookEndpoint, endpoint_id)
