@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, and_, insert, or_, select, update
+from sqlalchemy import Table, Update, and_, bindparam, insert, or_, select, update
 from sqlalchemy.orm import Session
 
 from pmsq.models.enums import JobStatus
@@ -23,6 +23,60 @@ _JOB_LOGS = cast(Table, JobLog.__table__)
 _CLAIMABLE = [status.value for status, moves in ALLOWED.items() if JobStatus.RUNNING in moves]
 #: `session.info` key: (the transaction, ids of the jobs it row-locked through `lock`).
 _LOCKED_KEY = "pmsq_locked_jobs"
+
+
+def _start_run() -> Update:
+    """The claim's UPDATE ... RETURNING, built once: a claim only binds its parameters
+    (`job_id`, `now`, `max_unrecorded_claims`), so no claim pays for building the statement
+    or its cache key again."""
+    c = _JOBS.c
+    version = (
+        select(Integration.updated_at).where(Integration.id == c.integration_id).scalar_subquery()
+    )
+    now = bindparam("now", type_=c.updated_at.type)
+    return (
+        update(_JOBS)
+        .where(
+            c.id == bindparam("job_id"),
+            c.status.in_(_CLAIMABLE),
+            c.unrecorded_claims < bindparam("max_unrecorded_claims"),
+        )
+        .values(
+            status=JobStatus.RUNNING.value,
+            deliveries=c.deliveries + 1,
+            attempts=c.attempts + 1,
+            unrecorded_claims=c.unrecorded_claims + 1,
+            started_at=now,
+            updated_at=now,
+        )
+        .returning(
+            c.id,
+            c.root_job_id,
+            c.integration_id,
+            c.deliveries,
+            c.attempts,
+            c.model,
+            c.action,
+            c.target_id,
+            c.payload,
+            c.idempotency_key,
+            c.outcome_unknown,
+            c.created_at,
+            version,
+        )
+    )
+
+
+_START_RUN = _start_run()
+#: A claim's lease expiry, stamped once Redis granted the lease (`job_id`, `expires_at`, `now`).
+_SET_LEASE = (
+    update(_JOBS)
+    .where(_JOBS.c.id == bindparam("job_id"))
+    .values(
+        lease_expires_at=bindparam("expires_at", type_=_JOBS.c.lease_expires_at.type),
+        updated_at=bindparam("now", type_=_JOBS.c.updated_at.type),
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -99,44 +153,10 @@ class JobRepository:
         claims already (a poison message): the caller tells which under `lock`. The lease
         expiry is left to `set_lease`, once Redis has granted the claim's lease. A copy of the
         job this session holds is expired, so it cannot be read stale."""
-        version = (
-            select(Integration.updated_at)
-            .where(Integration.id == _JOBS.c.integration_id)
-            .scalar_subquery()
-        )
-        c = _JOBS.c
-        stmt = (
-            update(_JOBS)
-            .where(
-                c.id == job_id,
-                c.status.in_(_CLAIMABLE),
-                c.unrecorded_claims < max_unrecorded_claims,
-            )
-            .values(
-                status=JobStatus.RUNNING.value,
-                deliveries=c.deliveries + 1,
-                attempts=c.attempts + 1,
-                unrecorded_claims=c.unrecorded_claims + 1,
-                started_at=now,
-                updated_at=now,
-            )
-            .returning(
-                c.id,
-                c.root_job_id,
-                c.integration_id,
-                c.deliveries,
-                c.attempts,
-                c.model,
-                c.action,
-                c.target_id,
-                c.payload,
-                c.idempotency_key,
-                c.outcome_unknown,
-                c.created_at,
-                version,
-            )
-        )
-        row = self.session.execute(stmt).one_or_none()
+        row = self.session.execute(
+            _START_RUN,
+            {"job_id": job_id, "now": now, "max_unrecorded_claims": max_unrecorded_claims},
+        ).one_or_none()
         stale = self.session.identity_map.get(self.session.identity_key(Job, job_id))
         if stale is not None:
             self.session.expire(stale)
@@ -144,11 +164,7 @@ class JobRepository:
 
     def set_lease(self, job_id: str, expires_at: datetime, now: datetime) -> None:
         """Stamp a RUNNING job's lease expiry (on Redis's clock) in the claim's transaction."""
-        self.session.execute(
-            update(_JOBS)
-            .where(_JOBS.c.id == job_id)
-            .values(lease_expires_at=expires_at, updated_at=now)
-        )
+        self.session.execute(_SET_LEASE, {"job_id": job_id, "expires_at": expires_at, "now": now})
 
     def add_logs(self, rows: Sequence[dict[str, Any]]) -> None:
         """Insert job-log rows (`JobLog` columns, `id` included) in one statement."""
