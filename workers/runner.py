@@ -36,7 +36,7 @@ from pmsq.workers.connectors import ConnectorFactory, IntegrationSnapshot
 from pmsq.workers.dispatch import Dispatcher
 from pmsq.workers.flow.backend import redis_time
 from pmsq.workers.healing import poison_message
-from pmsq.workers.heartbeat import LeaseHeartbeat
+from pmsq.workers.heartbeat import LeaseHeartbeat, LeaseRenewer
 from pmsq.workers.pacing import PaceLatency, RequestPacer
 from pmsq.workers.record_cache import record_key, store_written
 from pmsq.workers.repository import JobRepository, StartedRun
@@ -119,6 +119,7 @@ class JobRunner:
         self._steps = StepHandlers(session_factory, settings, clock)
         self._pace_latency = PaceLatency()
         self._integrations = IntegrationSnapshots()
+        self._renewer = LeaseRenewer()
 
     def run(self, job_id: str) -> JobStatus | None:
         """Run the job if it is QUEUED; returns its status afterwards, None if not run."""
@@ -141,6 +142,7 @@ class JobRunner:
             job_id=claim.job_id,
             delivery=claim.delivery,
             lease_s=self._settings.job_lease_s,
+            renewer=self._renewer,
         )
         try:
             with heartbeat:

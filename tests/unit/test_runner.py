@@ -9,6 +9,7 @@ both, so a retry's delay or a 429's pause passes without sleeping.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -901,6 +902,51 @@ def test_a_renewal_of_a_job_reclaimed_in_the_store_stops_it(harness: Harness) ->
     heartbeat.beat()
 
     assert heartbeat.lost.is_set()
+
+
+def test_a_process_renews_the_leases_of_all_its_jobs_from_one_thread(harness: Harness) -> None:
+    threads_before = set(threading.enumerate())
+    seen: set[threading.Thread] = set()
+
+    def note_threads() -> None:
+        seen.update(set(threading.enumerate()) - threads_before)
+
+    runner = harness.runner(ScriptedConnector([StepResult()], during=note_threads))
+    for _ in range(3):
+        assert runner.run(harness.submit()) == JobStatus.SUCCESS
+
+    # The process's renewal thread, started by the first job; no job starts one of its own.
+    assert [thread.name for thread in seen] == ["lease-renewer"]
+
+
+def test_a_job_that_outlives_a_third_of_its_lease_has_it_renewed(
+    make_harness: HarnessFactory,
+) -> None:
+    lease_s = 3.0
+    harness = make_harness(job_lease_s=lease_s)
+    job_id = harness.submit()
+    member = claim_member(job_id, 1)
+    renewed: list[int] = []
+
+    def wait_for_a_renewal() -> None:
+        claimed_us = harness.lease_us(member)
+        assert claimed_us is not None
+        deadline_s = time.monotonic() + 10 * lease_s
+        while time.monotonic() < deadline_s:
+            lease_us = harness.lease_us(member)
+            stored = harness.job(job_id).lease_expires_at
+            stored_us = None if stored is None else round(stored.timestamp() * 1_000_000)
+            if lease_us is not None and lease_us > claimed_us and stored_us == lease_us:
+                renewed.append(lease_us)
+                return
+            time.sleep(0.05)  # polling, with a deadline
+
+    connector = ScriptedConnector([StepResult()], during=wait_for_a_renewal)
+    assert harness.runner(connector).run(job_id) == JobStatus.SUCCESS
+
+    # Renewed in Redis and in the job store alike, and the job was not fenced out.
+    assert len(renewed) == 1
+    assert harness.job(job_id).status == JobStatus.SUCCESS.value
 
 
 class RoundTrips:
