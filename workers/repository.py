@@ -27,8 +27,8 @@ _LOCKED_KEY = "pmsq_locked_jobs"
 
 def _start_run() -> Update:
     """The claim's UPDATE ... RETURNING, built once: a claim only binds its parameters
-    (`job_id`, `now`, `max_unrecorded_claims`), so no claim pays for building the statement
-    or its cache key again."""
+    (`job_id`, `now`, `max_unrecorded_claims`, `lease_until`), so no claim pays for
+    building the statement or its cache key again."""
     c = _JOBS.c
     version = (
         select(Integration.updated_at).where(Integration.id == c.integration_id).scalar_subquery()
@@ -48,6 +48,7 @@ def _start_run() -> Update:
             unrecorded_claims=c.unrecorded_claims + 1,
             started_at=now,
             updated_at=now,
+            lease_expires_at=bindparam("lease_until", type_=c.lease_expires_at.type),
         )
         .returning(
             c.id,
@@ -143,19 +144,29 @@ class JobRepository:
         return held[1]
 
     def start_run(
-        self, job_id: str, now: datetime, max_unrecorded_claims: int
+        self,
+        job_id: str,
+        now: datetime,
+        max_unrecorded_claims: int,
+        lease_expires_at: datetime | None = None,
     ) -> StartedRun | None:
         """QUEUED -> RUNNING in one statement that also counts the claim (a new delivery
-        number, an attempt, an unrecorded claim) and reads back what the run needs; the row
-        stays locked until the transaction ends.
+        number, an attempt, an unrecorded claim), stamps `lease_expires_at` and reads back
+        what the run needs; the row stays locked until the transaction ends.
 
         None when the job is unknown, not QUEUED, or has `max_unrecorded_claims` unrecorded
         claims already (a poison message): the caller tells which under `lock`. The lease
-        expiry is left to `set_lease`, once Redis has granted the claim's lease. A copy of the
+        expiry is the claim's guess of what Redis will grant (None when it has none);
+        `set_lease` corrects it in the same transaction when the guess was off. A copy of the
         job this session holds is expired, so it cannot be read stale."""
         row = self.session.execute(
             _START_RUN,
-            {"job_id": job_id, "now": now, "max_unrecorded_claims": max_unrecorded_claims},
+            {
+                "job_id": job_id,
+                "now": now,
+                "max_unrecorded_claims": max_unrecorded_claims,
+                "lease_until": lease_expires_at,
+            },
         ).one_or_none()
         stale = self.session.identity_map.get(self.session.identity_key(Job, job_id))
         if stale is not None:

@@ -99,6 +99,42 @@ class IntegrationSnapshots:
         return snapshot
 
 
+class RedisClockEstimate:
+    """Redis's clock as this process last heard it (a lease grant), run on by the monotonic
+    clock since.
+
+    A claim stamps the lease it expects Redis to grant in its UPDATE, and needs a second
+    statement only when Redis's answer says the guess was off by more than
+    `LEASE_STAMP_SLACK` of the lease (a first claim, a Redis clock that jumped, a worker
+    paused mid-claim). The job store's lease only picks the healer's candidates; whether a
+    lease lapsed is always Redis's decision, so a guess a little off moves nothing but when
+    a dead worker's job is looked at."""
+
+    #: How far from Redis's lease (a fraction of the lease) the job store's may be left.
+    LEASE_STAMP_SLACK = 0.01
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._monotonic = monotonic
+        self._heard: tuple[int, float] | None = None
+
+    def heard(self, now_us: int) -> None:
+        """Redis said its time was `now_us` (microseconds), just now."""
+        self._heard = (now_us, self._monotonic())
+
+    def lease_expiry(self, lease_s: float) -> datetime | None:
+        """When a lease granted now would end on Redis's clock; None before Redis was heard."""
+        if self._heard is None:
+            return None
+        now_us, at_s = self._heard
+        return redis_time(now_us) + timedelta(seconds=self._monotonic() - at_s + lease_s)
+
+    def close_enough(self, guessed: datetime | None, granted: datetime, lease_s: float) -> bool:
+        """Whether a stamped guess may stand for the lease Redis granted."""
+        if guessed is None:
+            return False
+        return abs((granted - guessed).total_seconds()) <= lease_s * self.LEASE_STAMP_SLACK
+
+
 class JobRunner:
     def __init__(
         self,
@@ -120,6 +156,7 @@ class JobRunner:
         self._pace_latency = PaceLatency()
         self._integrations = IntegrationSnapshots()
         self._renewer = LeaseRenewer()
+        self._redis_clock = RedisClockEstimate()
 
     def run(self, job_id: str) -> JobStatus | None:
         """Run the job if it is QUEUED; returns its status afterwards, None if not run."""
@@ -214,22 +251,24 @@ class JobRunner:
     def claim(self, job_id: str) -> Claim | None:
         """Take the job if it is QUEUED: RUNNING, with a new delivery number and its lease.
 
-        One UPDATE moves the job to RUNNING and locks its row; under that lock the claim takes
-        its lease in Redis, so deliveries take leases in order, then stamps the lease's expiry
-        and commits. When the admission lease lapsed while the message waited in the broker
-        and no slot is free, the claim is rolled back and the job goes back to the head of its
-        backlog untouched (no attempt, no delivery)."""
+        One UPDATE moves the job to RUNNING, stamps the lease it expects Redis to grant
+        (`RedisClockEstimate`) and locks its row; under that lock the claim takes its lease in
+        Redis, so deliveries take leases in order, corrects the stamp if Redis's answer says it
+        was off, and commits. When the admission lease lapsed while the message waited in the
+        broker and no slot is free, the claim is rolled back and the job goes back to the head
+        of its backlog untouched (no attempt, no delivery)."""
         now = self._clock()
         lease_s = self._settings.job_lease_s
         poisoned: Job | None = None
         try:
             with self._session_factory.begin() as session:
                 repo = JobRepository(session)
+                guessed = self._redis_clock.lease_expiry(lease_s)
                 started: StartedRun | Job | None = repo.start_run(
-                    job_id, now, self._settings.max_deliveries
+                    job_id, now, self._settings.max_deliveries, guessed
                 )
                 if started is None:
-                    started = self._start_locked(session, job_id, now)
+                    started = self._start_locked(session, job_id, now, guessed)
                 if isinstance(started, Job):
                     poisoned = started
                 elif started is not None:
@@ -239,10 +278,12 @@ class JobRunner:
                     held = self._flow.hold(
                         started.integration_id, job_id, started.deliveries, lease_s
                     )
+                    self._redis_clock.heard(held.now_us)
                     if not held.held:
                         raise _NoSlot
                     expires_at = redis_time(held.now_us) + timedelta(seconds=lease_s)
-                    repo.set_lease(job_id, expires_at, now)
+                    if not self._redis_clock.close_enough(guessed, expires_at, lease_s):
+                        repo.set_lease(job_id, expires_at, now)
                     return Claim(
                         job_id=started.id,
                         root_job_id=started.root_job_id,
@@ -259,7 +300,7 @@ class JobRunner:
         return None
 
     def _start_locked(
-        self, session: Session, job_id: str, now: datetime
+        self, session: Session, job_id: str, now: datetime, lease_expires_at: datetime | None
     ) -> StartedRun | Job | None:
         """Why the claim's UPDATE matched nothing, asked under the row lock: an unknown job or
         a duplicate message (None; the message is dropped), or a poison message (the job,
@@ -278,7 +319,7 @@ class JobRunner:
                 session, job, JobStatus.FAILURE, now, poison_message(job.unrecorded_claims)
             )
             return job
-        return repo.start_run(job_id, now, self._settings.max_deliveries)
+        return repo.start_run(job_id, now, self._settings.max_deliveries, lease_expires_at)
 
     def _give_back(self, job_id: str, now: datetime) -> None:
         """A claim that found no free slot: the job goes back to PENDING, at the head of its

@@ -48,7 +48,7 @@ from pmsq.workers.outcome import write_outcome
 from pmsq.workers.pacing import PaceLatency, RequestPacer
 from pmsq.workers.publisher import AdmittedJob
 from pmsq.workers.repository import JobRepository
-from pmsq.workers.runner import JobRunner
+from pmsq.workers.runner import JobRunner, RedisClockEstimate
 from pmsq.workers.steps import Claim, Succeeded
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -1291,7 +1291,7 @@ def statements(harness: Harness) -> Iterator[list[str]]:
         event.remove(engine, "before_cursor_execute", note)
 
 
-def test_a_claim_is_one_update_and_its_lease_once_the_integration_is_known(
+def test_a_claim_is_one_update_once_the_integration_and_redis_clock_are_known(
     harness: Harness,
 ) -> None:
     first, second = harness.submit(), harness.submit()
@@ -1299,12 +1299,17 @@ def test_a_claim_is_one_update_and_its_lease_once_the_integration_is_known(
 
     with statements(harness) as sent:
         assert runner.claim(first) is not None
+    # The integration read, and the lease stamped from Redis's answer once it was granted.
     assert sent == ["BEGIN", "UPDATE jobs", "SELECT integrations", "UPDATE jobs"]
+    first_lease = harness.job(first).lease_expires_at
+    assert first_lease is not None
+    assert harness.lease_us(claim_member(first, 1)) == round(first_lease.timestamp() * 1_000_000)
 
     with statements(harness) as sent:
         claim = runner.claim(second)
-    # The integration is this process's copy, still current (same version): not read again.
-    assert sent == ["BEGIN", "UPDATE jobs", "UPDATE jobs"]
+    # The integration is this process's copy, still current (same version): not read again;
+    # the lease Redis was going to grant was stamped by the UPDATE itself.
+    assert sent == ["BEGIN", "UPDATE jobs"]
     assert claim is not None
     job = harness.job(second)
     assert (job.status, job.deliveries, job.attempts, job.unrecorded_claims) == (
@@ -1315,8 +1320,27 @@ def test_a_claim_is_one_update_and_its_lease_once_the_integration_is_known(
     )
     assert (job.started_at, job.updated_at) == (T0, T0)
     assert job.lease_expires_at is not None
-    lease_end_us = round(job.lease_expires_at.timestamp() * 1_000_000)
-    assert harness.lease_us(claim_member(second, 1)) == lease_end_us
+    stamped_us = round(job.lease_expires_at.timestamp() * 1_000_000)
+    granted_us = harness.lease_us(claim_member(second, 1))
+    assert granted_us is not None
+    assert (
+        abs(granted_us - stamped_us) <= LEASE_S * RedisClockEstimate.LEASE_STAMP_SLACK * 1_000_000
+    )
+
+
+def test_a_claim_stamps_redis_lease_again_when_redis_clock_jumped(harness: Harness) -> None:
+    first, second = harness.submit(), harness.submit()
+    runner = harness.runner(ScriptedConnector([StepResult()]))
+    assert runner.claim(first) is not None
+    harness.redis_clock.advance_us(60 * 1_000_000)  # Redis's clock was stepped a minute on
+
+    with statements(harness) as sent:
+        assert runner.claim(second) is not None
+
+    assert sent == ["BEGIN", "UPDATE jobs", "UPDATE jobs"]
+    lease = harness.job(second).lease_expires_at
+    assert lease is not None
+    assert harness.lease_us(claim_member(second, 1)) == round(lease.timestamp() * 1_000_000)
 
 
 def test_a_claim_after_the_integration_changed_runs_with_the_change(harness: Harness) -> None:
