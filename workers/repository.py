@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Table, Update, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Table, Update, and_, bindparam, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from pmsq.models.enums import JobStatus
@@ -38,7 +38,8 @@ def _start_run() -> Update:
         update(_JOBS)
         .where(
             c.id == bindparam("job_id"),
-            c.status.in_(_CLAIMABLE),
+            # One bound value per status, not an expanding IN rendered again per execution.
+            c.status.in_([literal(status, c.status.type) for status in _CLAIMABLE]),
             c.unrecorded_claims < bindparam("max_unrecorded_claims"),
         )
         .values(
