@@ -224,9 +224,7 @@ class JobRunner:
     def _after_record(self, claim: Claim, outcome: Outcome, recorded: Recorded) -> None:
         """Flow-control side of an outcome, once it is committed."""
         integration_id = claim.integration.id
-        # What the PMS said holds whoever heard it, even a worker fenced out of its job.
-        if isinstance(outcome, Failed) and isinstance(outcome.error, PmsThrottled):
-            self._flow.pause(integration_id, outcome.error.retry_after_s or 0.0)
+        # A 429 paused the integration when it was heard (`execute`).
         if not recorded.applied:
             # Fenced out: the slot belongs to the job's newer delivery.
             if recorded.pms_headers:
@@ -354,6 +352,9 @@ class JobRunner:
             )
             connector, profile = self._connectors.build(claim.integration, pacer.wait_for_slot)
             return self._steps.handler_for(claim.step).run(claim, connector, profile, log)
+        except PmsThrottled as throttled:
+            self._pause(claim.integration.id, throttled)
+            return Failed(throttled)
         except PmsError as error:
             return Failed(error)
         except FencedOut:
@@ -361,6 +362,16 @@ class JobRunner:
         except Exception as exc:  # a bug or an unexpected PMS answer: fail, don't loop
             logger.exception("job %s: unexpected error", claim.job_id)
             return Failed(PmsError(f"internal error: {type(exc).__name__}", retryable=False))
+
+    def _pause(self, integration_id: str, throttled: PmsThrottled) -> None:
+        """Pause the integration the moment the PMS said 429, before the outcome is recorded:
+        the other jobs of the integration are pacing meanwhile, and a request they send
+        before the pause lands inside the PMS's Retry-After. What the PMS said holds whoever
+        heard it. A pause that fails (Redis out) is logged; the outcome is recorded anyway."""
+        try:
+            self._flow.pause(integration_id, throttled.retry_after_s or 0.0)
+        except Exception as exc:
+            logger.warning("pausing after a 429 failed: %s", type(exc).__name__)
 
     def record(self, claim: Claim, exchanges: list[Exchange], outcome: Outcome) -> Recorded:
         """Store the exchanges and apply the outcome, if this claim still holds the job."""

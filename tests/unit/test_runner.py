@@ -582,6 +582,30 @@ def test_a_throttle_pauses_every_request_of_the_integration(harness: Harness) ->
     assert 59.0 < wait_s <= 60.0
 
 
+def test_a_throttle_pauses_the_integration_before_its_outcome_is_recorded(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The integration's other jobs pace meanwhile: a pause that waits for the record lets
+    # their requests reach the PMS inside its Retry-After.
+    job_id = harness.submit()
+    throttled = PmsThrottled("429", retryable=True, status_code=429, retry_after_s=60.0)
+    runner = harness.runner(ScriptedConnector([throttled]))
+    paused_when_recorded: list[int | None] = []
+    record = runner.record
+
+    def record_noting_the_pause(*args: Any) -> Any:
+        paused_when_recorded.append(harness.paused_until_us())
+        return record(*args)
+
+    monkeypatch.setattr(runner, "record", record_noting_the_pause)
+    redis_before = harness.redis_now_us()
+    assert runner.run(job_id) == JobStatus.PENDING
+
+    [paused_until] = paused_when_recorded
+    assert paused_until is not None and paused_until >= redis_before + 60_000_000
+    assert harness.paused_until_us() == paused_until  # paused once, not again after
+
+
 def test_throttles_do_not_count_towards_max_attempts(harness: Harness) -> None:
     job_id = harness.submit()
     throttled = PmsThrottled("429", retryable=True, status_code=429, retry_after_s=1.0)
