@@ -3,8 +3,10 @@ dialect and credentials model, the decrypted credentials, the outbound HTTP clie
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
 
 import httpx
 
@@ -37,6 +39,10 @@ class IntegrationSnapshot:
 
 
 class ConnectorFactory:
+    #: Decrypted credentials kept, by ciphertext; the oldest is dropped first, and decrypted
+    #: again when next needed.
+    MAX_CREDENTIALS = 20_000
+
     def __init__(
         self,
         cipher: CredentialCipher,
@@ -51,6 +57,7 @@ class ConnectorFactory:
         self._client = client
         self._allowed_pms_hosts = allowed_pms_hosts
         self._vendors = vendors
+        self._credentials: dict[bytes, Mapping[str, Any]] = {}
 
     def build(
         self, integration: IntegrationSnapshot, before_request: Callable[[], None]
@@ -70,11 +77,25 @@ class ConnectorFactory:
             raise DestinationRefused(f"destination refused: base_url {reason}")
         connector = vendor.connector(
             base_url=base_url,
-            credentials=self._cipher.decrypt(integration.credentials_encrypted),
+            credentials=self._decrypted(integration.credentials_encrypted),
             client=self._client,
             before_request=before_request,
         )
         return connector, profile
+
+    def _decrypted(self, token: bytes | None) -> Mapping[str, Any]:
+        """The credentials `token` holds, decrypted once per process: a ciphertext always
+        decrypts to the same credentials (changed credentials are a new ciphertext), and
+        Fernet's HMAC and AES on every job were a measurable share of its cost."""
+        if not token:
+            return self._cipher.decrypt(token)
+        credentials = self._credentials.get(token)
+        if credentials is None:
+            credentials = MappingProxyType(self._cipher.decrypt(token))
+            if len(self._credentials) >= self.MAX_CREDENTIALS:
+                del self._credentials[next(iter(self._credentials))]
+            self._credentials[token] = credentials
+        return credentials
 
 
 def default_base_url(profile: VendorProfile) -> str | None:

@@ -1,16 +1,21 @@
-"""Keeps a running job's leases alive while its worker lives, and says when they are lost.
+"""Keeps running jobs' leases alive while their worker lives, and says when they are lost.
 
-A thread renews the job's claim lease (Redis) and its RUNNING claim (database) every third of
-the lease. When the worker dies the renewals stop, so the slot and the job come back within one
+A job's lease is renewed (Redis) and its RUNNING claim (database) with it every third of the
+lease. When the worker dies the renewals stop, so the slot and the job come back within one
 lease, however long healthy jobs run. When a renewal fails (the lease lapsed while the worker
 was paused, the job was reclaimed for a newer delivery, or Redis was out for longer than the
-lease) the heartbeat sets `lost` and stops; the request pacer checks it before every request.
-Expiries are taken from Redis's clock, never this host's.
+lease) the job's heartbeat sets `lost` and stops; the request pacer checks it before every
+request. Expiries are taken from Redis's clock, never this host's.
+
+One `LeaseRenewer` thread per process renews every job the process runs. Most jobs finish
+long before their first renewal is due, so a job costs no thread of its own, and the thread
+sleeps while no job is old enough to need one.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from datetime import timedelta
@@ -27,7 +32,52 @@ from pmsq.workers.flow.backend import FlowControl, redis_time
 logger = logging.getLogger(__name__)
 
 
+class LeaseRenewer:
+    """The thread that renews the leases of every job of this process that outlives a third
+    of its lease; started on the first job (after the pool forked) and again if it is gone."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._wake = threading.Condition(self._lock)
+        self._heartbeats: set[LeaseHeartbeat] = set()
+        #: Monotonic time the thread sleeps until (inf: no job; -inf: renewing right now), so
+        #: a job only wakes it when its renewal is due before that.
+        self._wake_at_s = math.inf
+        self._thread: threading.Thread | None = None
+
+    def add(self, heartbeat: LeaseHeartbeat) -> None:
+        with self._lock:
+            self._heartbeats.add(heartbeat)
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._run, name="lease-renewer", daemon=True)
+                self._thread.start()
+            elif heartbeat.due_s < self._wake_at_s:
+                self._wake.notify()
+
+    def discard(self, heartbeat: LeaseHeartbeat) -> None:
+        with self._lock:
+            self._heartbeats.discard(heartbeat)
+
+    def _run(self) -> None:
+        while True:
+            with self._lock:
+                now_s = time.monotonic()
+                due = [hb for hb in self._heartbeats if hb.due_s <= now_s]
+                if not due:
+                    self._wake_at_s = min((hb.due_s for hb in self._heartbeats), default=math.inf)
+                    timeout_s = None if self._wake_at_s == math.inf else self._wake_at_s - now_s
+                    self._wake.wait(timeout_s)
+                    continue
+                self._wake_at_s = -math.inf
+            for heartbeat in due:  # outside the lock: jobs come and go meanwhile
+                if not heartbeat.renew_due():
+                    self.discard(heartbeat)
+
+
 class LeaseHeartbeat:
+    """One running job's lease renewals, made by its process's `LeaseRenewer` while the job
+    is inside `with heartbeat:`; none is in flight once the block is left."""
+
     def __init__(
         self,
         *,
@@ -37,22 +87,30 @@ class LeaseHeartbeat:
         job_id: str,
         delivery: int,
         lease_s: float,
+        renewer: LeaseRenewer | None = None,
     ) -> None:
+        """`renewer`: the process's renewal thread; without one, nothing renews the lease
+        but explicit calls of `beat`."""
         self._flow = flow
         self._session_factory = session_factory
         self._integration_id = integration_id
         self._job_id = job_id
         self._delivery = delivery
         self._lease_s = lease_s
+        self._renewer = renewer
         #: Set once the claim is known lost; the job must send nothing more.
         self.lost = threading.Event()
-        self._stop = threading.Event()
+        #: Held while a renewal is in flight; `stopped` is set under it when the job ends.
+        self._renewing = threading.Lock()
+        self._stopped = False
         #: Monotonic time by which the last renewal's lease runs out (the claim took one).
         self._held_until_s = time.monotonic() + lease_s
-        self._thread = threading.Thread(target=self._run, name=f"lease-{job_id}", daemon=True)
+        #: Monotonic time the next renewal is due.
+        self.due_s = time.monotonic() + lease_s / 3
 
     def __enter__(self) -> LeaseHeartbeat:
-        self._thread.start()
+        if self._renewer is not None:
+            self._renewer.add(self)
         return self
 
     def __exit__(
@@ -61,12 +119,19 @@ class LeaseHeartbeat:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        self._stop.set()
-        self._thread.join()
+        if self._renewer is not None:
+            self._renewer.discard(self)
+        with self._renewing:  # waits for a renewal in flight
+            self._stopped = True
 
-    def _run(self) -> None:
-        while not self._stop.wait(self._lease_s / 3) and not self.lost.is_set():
+    def renew_due(self) -> bool:
+        """The renewal that is due now; False once this heartbeat needs no more of them
+        (the job ended or the claim is lost)."""
+        with self._renewing:
+            if self._stopped or self.lost.is_set():
+                return False
             asked_at_s = time.monotonic()
+            self.due_s = asked_at_s + self._lease_s / 3
             try:
                 self.beat(asked_at_s)
             except Exception:
@@ -74,6 +139,7 @@ class LeaseHeartbeat:
                 if time.monotonic() >= self._held_until_s:
                     # No renewal got through for a whole lease: another worker may have it.
                     self._lose("no lease renewal succeeded for a whole lease")
+            return not self.lost.is_set()
 
     def beat(self, asked_at_s: float | None = None) -> None:
         """One renewal. `asked_at_s` (monotonic) is when it was asked, so the local bound on

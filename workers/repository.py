@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, and_, bindparam, insert, or_, select, update
+from sqlalchemy import Select, Table, Update, and_, bindparam, insert, literal, or_, select, update
 from sqlalchemy.orm import Session
 
 from pmsq.models.account import Account
@@ -46,6 +46,62 @@ _QUEUE_ADMITTED = (
         _JOBS.c.model,
         _JOBS.c.action,
         _JOBS.c.root_job_id,
+    )
+)
+
+
+def _start_run() -> Update:
+    """The claim's UPDATE ... RETURNING, built once: a claim only binds its parameters
+    (`job_id`, `now`, `max_unrecorded_claims`, `lease_until`), so no claim pays for
+    building the statement or its cache key again."""
+    c = _JOBS.c
+    version = (
+        select(Integration.updated_at).where(Integration.id == c.integration_id).scalar_subquery()
+    )
+    now = bindparam("now", type_=c.updated_at.type)
+    return (
+        update(_JOBS)
+        .where(
+            c.id == bindparam("job_id"),
+            # One bound value per status, not an expanding IN rendered again per execution.
+            c.status.in_([literal(status, c.status.type) for status in _CLAIMABLE]),
+            c.unrecorded_claims < bindparam("max_unrecorded_claims"),
+        )
+        .values(
+            status=JobStatus.RUNNING.value,
+            deliveries=c.deliveries + 1,
+            attempts=c.attempts + 1,
+            unrecorded_claims=c.unrecorded_claims + 1,
+            started_at=now,
+            updated_at=now,
+            lease_expires_at=bindparam("lease_until", type_=c.lease_expires_at.type),
+        )
+        .returning(
+            c.id,
+            c.root_job_id,
+            c.integration_id,
+            c.deliveries,
+            c.attempts,
+            c.model,
+            c.action,
+            c.target_id,
+            c.payload,
+            c.idempotency_key,
+            c.outcome_unknown,
+            c.created_at,
+            version,
+        )
+    )
+
+
+_START_RUN = _start_run()
+#: A claim's lease expiry, stamped once Redis granted the lease (`job_id`, `expires_at`, `now`).
+_SET_LEASE = (
+    update(_JOBS)
+    .where(_JOBS.c.id == bindparam("job_id"))
+    .values(
+        lease_expires_at=bindparam("expires_at", type_=_JOBS.c.lease_expires_at.type),
+        updated_at=bindparam("now", type_=_JOBS.c.updated_at.type),
     )
 )
 
@@ -136,54 +192,30 @@ class JobRepository:
         return held[1]
 
     def start_run(
-        self, job_id: str, now: datetime, max_unrecorded_claims: int
+        self,
+        job_id: str,
+        now: datetime,
+        max_unrecorded_claims: int,
+        lease_expires_at: datetime | None = None,
     ) -> StartedRun | None:
         """QUEUED -> RUNNING in one statement that also counts the claim (a new delivery
-        number, an attempt, an unrecorded claim) and reads back what the run needs; the row
-        stays locked until the transaction ends.
+        number, an attempt, an unrecorded claim), stamps `lease_expires_at` and reads back
+        what the run needs; the row stays locked until the transaction ends.
 
         None when the job is unknown, not QUEUED, or has `max_unrecorded_claims` unrecorded
         claims already (a poison message): the caller tells which under `lock`. The lease
-        expiry is left to `set_lease`, once Redis has granted the claim's lease. A copy of the
+        expiry is the claim's guess of what Redis will grant (None when it has none);
+        `set_lease` corrects it in the same transaction when the guess was off. A copy of the
         job this session holds is expired, so it cannot be read stale."""
-        version = (
-            select(Integration.updated_at)
-            .where(Integration.id == _JOBS.c.integration_id)
-            .scalar_subquery()
-        )
-        c = _JOBS.c
-        stmt = (
-            update(_JOBS)
-            .where(
-                c.id == job_id,
-                c.status.in_(_CLAIMABLE),
-                c.unrecorded_claims < max_unrecorded_claims,
-            )
-            .values(
-                status=JobStatus.RUNNING.value,
-                deliveries=c.deliveries + 1,
-                attempts=c.attempts + 1,
-                unrecorded_claims=c.unrecorded_claims + 1,
-                started_at=now,
-                updated_at=now,
-            )
-            .returning(
-                c.id,
-                c.root_job_id,
-                c.integration_id,
-                c.deliveries,
-                c.attempts,
-                c.model,
-                c.action,
-                c.target_id,
-                c.payload,
-                c.idempotency_key,
-                c.outcome_unknown,
-                c.created_at,
-                version,
-            )
-        )
-        row = self.session.execute(stmt).one_or_none()
+        row = self.session.execute(
+            _START_RUN,
+            {
+                "job_id": job_id,
+                "now": now,
+                "max_unrecorded_claims": max_unrecorded_claims,
+                "lease_until": lease_expires_at,
+            },
+        ).one_or_none()
         stale = self.session.identity_map.get(self.session.identity_key(Job, job_id))
         if stale is not None:
             self.session.expire(stale)
@@ -207,11 +239,7 @@ class JobRepository:
 
     def set_lease(self, job_id: str, expires_at: datetime, now: datetime) -> None:
         """Stamp a RUNNING job's lease expiry (on Redis's clock) in the claim's transaction."""
-        self.session.execute(
-            update(_JOBS)
-            .where(_JOBS.c.id == job_id)
-            .values(lease_expires_at=expires_at, updated_at=now)
-        )
+        self.session.execute(_SET_LEASE, {"job_id": job_id, "expires_at": expires_at, "now": now})
 
     def add_logs(self, rows: Sequence[dict[str, Any]]) -> None:
         """Insert job-log rows (`JobLog` columns, `id` included) in one statement."""

@@ -36,7 +36,7 @@ from pmsq.workers.connectors import ConnectorFactory, IntegrationSnapshot
 from pmsq.workers.dispatch import Dispatcher
 from pmsq.workers.flow.backend import redis_time
 from pmsq.workers.healing import poison_message
-from pmsq.workers.heartbeat import LeaseHeartbeat
+from pmsq.workers.heartbeat import LeaseHeartbeat, LeaseRenewer
 from pmsq.workers.pacing import PaceLatency, RequestPacer
 from pmsq.workers.record_cache import EnumMappingCache, record_key, store_written
 from pmsq.workers.repository import JobRepository, StartedRun
@@ -100,6 +100,42 @@ class IntegrationSnapshots:
         return snapshot
 
 
+class RedisClockEstimate:
+    """Redis's clock as this process last heard it (a lease grant), run on by the monotonic
+    clock since.
+
+    A claim stamps the lease it expects Redis to grant in its UPDATE, and needs a second
+    statement only when Redis's answer says the guess was off by more than
+    `LEASE_STAMP_SLACK` of the lease (a first claim, a Redis clock that jumped, a worker
+    paused mid-claim). The job store's lease only picks the healer's candidates; whether a
+    lease lapsed is always Redis's decision, so a guess a little off moves nothing but when
+    a dead worker's job is looked at."""
+
+    #: How far from Redis's lease (a fraction of the lease) the job store's may be left.
+    LEASE_STAMP_SLACK = 0.01
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._monotonic = monotonic
+        self._heard: tuple[int, float] | None = None
+
+    def heard(self, now_us: int) -> None:
+        """Redis said its time was `now_us` (microseconds), just now."""
+        self._heard = (now_us, self._monotonic())
+
+    def lease_expiry(self, lease_s: float) -> datetime | None:
+        """When a lease granted now would end on Redis's clock; None before Redis was heard."""
+        if self._heard is None:
+            return None
+        now_us, at_s = self._heard
+        return redis_time(now_us) + timedelta(seconds=self._monotonic() - at_s + lease_s)
+
+    def close_enough(self, guessed: datetime | None, granted: datetime, lease_s: float) -> bool:
+        """Whether a stamped guess may stand for the lease Redis granted."""
+        if guessed is None:
+            return False
+        return abs((granted - guessed).total_seconds()) <= lease_s * self.LEASE_STAMP_SLACK
+
+
 class JobRunner:
     def __init__(
         self,
@@ -126,6 +162,8 @@ class JobRunner:
         self._integrations = IntegrationSnapshots()
         self._subscriptions = SubscriptionCache()
         self._enum_mappings = EnumMappingCache()
+        self._renewer = LeaseRenewer()
+        self._redis_clock = RedisClockEstimate()
 
     def run(self, job_id: str) -> JobStatus | None:
         """Run the job if it is QUEUED; returns its status afterwards, None if not run."""
@@ -148,6 +186,7 @@ class JobRunner:
             job_id=claim.job_id,
             delivery=claim.delivery,
             lease_s=self._settings.job_lease_s,
+            renewer=self._renewer,
         )
         try:
             with heartbeat:
@@ -192,9 +231,7 @@ class JobRunner:
     def _after_record(self, claim: Claim, outcome: Outcome, recorded: Recorded) -> None:
         """Flow-control side of an outcome, once it is committed."""
         integration_id = claim.integration.id
-        # What the PMS said holds whoever heard it, even a worker fenced out of its job.
-        if isinstance(outcome, Failed) and isinstance(outcome.error, PmsThrottled):
-            self._flow.pause(integration_id, outcome.error.retry_after_s or 0.0)
+        # A 429 paused the integration when it was heard (`execute`).
         if not recorded.applied:
             # Fenced out: the slot belongs to the job's newer delivery.
             if recorded.pms_headers:
@@ -219,22 +256,24 @@ class JobRunner:
     def claim(self, job_id: str) -> Claim | None:
         """Take the job if it is QUEUED: RUNNING, with a new delivery number and its lease.
 
-        One UPDATE moves the job to RUNNING and locks its row; under that lock the claim takes
-        its lease in Redis, so deliveries take leases in order, then stamps the lease's expiry
-        and commits. When the admission lease lapsed while the message waited in the broker
-        and no slot is free, the claim is rolled back and the job goes back to the head of its
-        backlog untouched (no attempt, no delivery)."""
+        One UPDATE moves the job to RUNNING, stamps the lease it expects Redis to grant
+        (`RedisClockEstimate`) and locks its row; under that lock the claim takes its lease in
+        Redis, so deliveries take leases in order, corrects the stamp if Redis's answer says it
+        was off, and commits. When the admission lease lapsed while the message waited in the
+        broker and no slot is free, the claim is rolled back and the job goes back to the head
+        of its backlog untouched (no attempt, no delivery)."""
         now = self._clock()
         lease_s = self._settings.job_lease_s
         poisoned: Job | None = None
         try:
             with self._session_factory.begin() as session:
                 repo = JobRepository(session)
+                guessed = self._redis_clock.lease_expiry(lease_s)
                 started: StartedRun | Job | None = repo.start_run(
-                    job_id, now, self._settings.max_deliveries
+                    job_id, now, self._settings.max_deliveries, guessed
                 )
                 if started is None:
-                    started = self._start_locked(session, job_id, now)
+                    started = self._start_locked(session, job_id, now, guessed)
                 if isinstance(started, Job):
                     poisoned = started
                 elif started is not None:
@@ -246,10 +285,12 @@ class JobRunner:
                         started.integration_id, job_id, started.deliveries, lease_s, True
                     )
                     self._pace_latency.observe(self._monotonic() - asked_s)
+                    self._redis_clock.heard(held.now_us)
                     if not held.held:
                         raise _NoSlot
                     expires_at = redis_time(held.now_us) + timedelta(seconds=lease_s)
-                    repo.set_lease(job_id, expires_at, now)
+                    if not self._redis_clock.close_enough(guessed, expires_at, lease_s):
+                        repo.set_lease(job_id, expires_at, now)
                     return Claim(
                         job_id=started.id,
                         root_job_id=started.root_job_id,
@@ -267,7 +308,7 @@ class JobRunner:
         return None
 
     def _start_locked(
-        self, session: Session, job_id: str, now: datetime
+        self, session: Session, job_id: str, now: datetime, lease_expires_at: datetime | None
     ) -> StartedRun | Job | None:
         """Why the claim's UPDATE matched nothing, asked under the row lock: an unknown job or
         a duplicate message (None; the message is dropped), or a poison message (the job,
@@ -286,7 +327,7 @@ class JobRunner:
                 session, job, JobStatus.FAILURE, now, poison_message(job.unrecorded_claims)
             )
             return job
-        return repo.start_run(job_id, now, self._settings.max_deliveries)
+        return repo.start_run(job_id, now, self._settings.max_deliveries, lease_expires_at)
 
     def _give_back(self, job_id: str, now: datetime) -> None:
         """A claim that found no free slot: the job goes back to PENDING, at the head of its
@@ -325,6 +366,9 @@ class JobRunner:
                 return self._steps.handler_for(claim.step).run(claim, connector, profile, log)
             finally:
                 pacer.give_back_unused()
+        except PmsThrottled as throttled:
+            self._pause(claim.integration.id, throttled)
+            return Failed(throttled)
         except PmsError as error:
             return Failed(error)
         except FencedOut:
@@ -332,6 +376,16 @@ class JobRunner:
         except Exception as exc:  # a bug or an unexpected PMS answer: fail, don't loop
             logger.exception("job %s: unexpected error", claim.job_id)
             return Failed(PmsError(f"internal error: {type(exc).__name__}", retryable=False))
+
+    def _pause(self, integration_id: str, throttled: PmsThrottled) -> None:
+        """Pause the integration the moment the PMS said 429, before the outcome is recorded:
+        the other jobs of the integration are pacing meanwhile, and a request they send
+        before the pause lands inside the PMS's Retry-After. What the PMS said holds whoever
+        heard it. A pause that fails (Redis out) is logged; the outcome is recorded anyway."""
+        try:
+            self._flow.pause(integration_id, throttled.retry_after_s or 0.0)
+        except Exception as exc:
+            logger.warning("pausing after a 429 failed: %s", type(exc).__name__)
 
     def record(self, claim: Claim, exchanges: list[Exchange], outcome: Outcome) -> Recorded:
         """Store the exchanges and apply the outcome, if this claim still holds the job.

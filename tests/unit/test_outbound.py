@@ -348,3 +348,32 @@ def test_tls_is_verified_against_the_url_hostname_not_the_address_connected_to(
         with pytest.raises(httpx.ConnectError, match=r"(?i)hostname|certificate"):
             http.get(f"https://other.acme.test:{server.port}/x")
         assert server.requests == [("GET", "/x")]
+
+
+def test_credentials_are_decrypted_once_per_ciphertext() -> None:
+    decrypted: list[bytes | None] = []
+
+    class CountingCipher(CredentialCipher):
+        def decrypt(self, token: bytes | None) -> dict[str, Any]:
+            decrypted.append(token)
+            return super().decrypt(token)
+
+    sent: list[httpx.Headers] = []
+
+    def pms(request: httpx.Request) -> httpx.Response:
+        sent.append(request.headers)
+        return httpx.Response(201, json={"Id": 1})
+
+    http = httpx.Client(transport=httpx.MockTransport(pms))  # no network at all
+    factory = ConnectorFactory(CountingCipher([DEV_SECRET_KEY]), http)
+    stored = snapshot(Vendor.BUILDIUM, None)
+    for _ in range(3):
+        connector, _ = factory.build(stored, lambda: None)
+        connector.execute(STEP, lambda _: None)
+    changed = snapshot(Vendor.BUILDIUM, None)  # credentials stored again: a new ciphertext
+    factory.build(changed, lambda: None)
+
+    assert decrypted == [stored.credentials_encrypted, changed.credentials_encrypted]
+    # Every job authenticated alike, with the credentials decrypted by the first.
+    assert sent[0]["x-buildium-client-secret"] == "s"
+    assert all(headers == sent[0] for headers in sent)

@@ -10,6 +10,7 @@ both, so a retry's delay or a 429's pause passes without sleeping.
 from __future__ import annotations
 
 import re
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -51,7 +52,7 @@ from pmsq.workers.outcome import write_outcome
 from pmsq.workers.pacing import PaceLatency, RequestPacer
 from pmsq.workers.publisher import AdmittedJob
 from pmsq.workers.repository import JobRepository
-from pmsq.workers.runner import JobRunner
+from pmsq.workers.runner import JobRunner, RedisClockEstimate
 from pmsq.workers.steps import Claim, Outcome, Succeeded
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -593,6 +594,30 @@ def test_a_throttle_pauses_every_request_of_the_integration(harness: Harness) ->
     assert 59.0 < wait_s <= 60.0
 
 
+def test_a_throttle_pauses_the_integration_before_its_outcome_is_recorded(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The integration's other jobs pace meanwhile: a pause that waits for the record lets
+    # their requests reach the PMS inside its Retry-After.
+    job_id = harness.submit()
+    throttled = PmsThrottled("429", retryable=True, status_code=429, retry_after_s=60.0)
+    runner = harness.runner(ScriptedConnector([throttled]))
+    paused_when_recorded: list[int | None] = []
+    record = runner.record
+
+    def record_noting_the_pause(*args: Any) -> Any:
+        paused_when_recorded.append(harness.paused_until_us())
+        return record(*args)
+
+    monkeypatch.setattr(runner, "record", record_noting_the_pause)
+    redis_before = harness.redis_now_us()
+    assert runner.run(job_id) == JobStatus.PENDING
+
+    [paused_until] = paused_when_recorded
+    assert paused_until is not None and paused_until >= redis_before + 60_000_000
+    assert harness.paused_until_us() == paused_until  # paused once, not again after
+
+
 def test_throttles_do_not_count_towards_max_attempts(harness: Harness) -> None:
     job_id = harness.submit()
     throttled = PmsThrottled("429", retryable=True, status_code=429, retry_after_s=1.0)
@@ -920,6 +945,51 @@ def test_a_renewal_of_a_job_reclaimed_in_the_store_stops_it(harness: Harness) ->
     heartbeat.beat()
 
     assert heartbeat.lost.is_set()
+
+
+def test_a_process_renews_the_leases_of_all_its_jobs_from_one_thread(harness: Harness) -> None:
+    threads_before = set(threading.enumerate())
+    seen: set[threading.Thread] = set()
+
+    def note_threads() -> None:
+        seen.update(set(threading.enumerate()) - threads_before)
+
+    runner = harness.runner(ScriptedConnector([StepResult()], during=note_threads))
+    for _ in range(3):
+        assert runner.run(harness.submit()) == JobStatus.SUCCESS
+
+    # The process's renewal thread, started by the first job; no job starts one of its own.
+    assert [thread.name for thread in seen] == ["lease-renewer"]
+
+
+def test_a_job_that_outlives_a_third_of_its_lease_has_it_renewed(
+    make_harness: HarnessFactory,
+) -> None:
+    lease_s = 3.0
+    harness = make_harness(job_lease_s=lease_s)
+    job_id = harness.submit()
+    member = claim_member(job_id, 1)
+    renewed: list[int] = []
+
+    def wait_for_a_renewal() -> None:
+        claimed_us = harness.lease_us(member)
+        assert claimed_us is not None
+        deadline_s = time.monotonic() + 10 * lease_s
+        while time.monotonic() < deadline_s:
+            lease_us = harness.lease_us(member)
+            stored = harness.job(job_id).lease_expires_at
+            stored_us = None if stored is None else round(stored.timestamp() * 1_000_000)
+            if lease_us is not None and lease_us > claimed_us and stored_us == lease_us:
+                renewed.append(lease_us)
+                return
+            time.sleep(0.05)  # polling, with a deadline
+
+    connector = ScriptedConnector([StepResult()], during=wait_for_a_renewal)
+    assert harness.runner(connector).run(job_id) == JobStatus.SUCCESS
+
+    # Renewed in Redis and in the job store alike, and the job was not fenced out.
+    assert len(renewed) == 1
+    assert harness.job(job_id).status == JobStatus.SUCCESS.value
 
 
 class RoundTrips:
@@ -1336,7 +1406,7 @@ def statements(harness: Harness) -> Iterator[list[str]]:
         event.remove(engine, "before_cursor_execute", note)
 
 
-def test_a_claim_is_one_update_and_its_lease_once_the_integration_is_known(
+def test_a_claim_is_one_update_once_the_integration_and_redis_clock_are_known(
     harness: Harness,
 ) -> None:
     first, second = harness.submit(), harness.submit()
@@ -1344,12 +1414,17 @@ def test_a_claim_is_one_update_and_its_lease_once_the_integration_is_known(
 
     with statements(harness) as sent:
         assert runner.claim(first) is not None
+    # The integration read, and the lease stamped from Redis's answer once it was granted.
     assert sent == ["BEGIN", "UPDATE jobs", "SELECT integrations", "UPDATE jobs"]
+    first_lease = harness.job(first).lease_expires_at
+    assert first_lease is not None
+    assert harness.lease_us(claim_member(first, 1)) == round(first_lease.timestamp() * 1_000_000)
 
     with statements(harness) as sent:
         claim = runner.claim(second)
-    # The integration is this process's copy, still current (same version): not read again.
-    assert sent == ["BEGIN", "UPDATE jobs", "UPDATE jobs"]
+    # The integration is this process's copy, still current (same version): not read again;
+    # the lease Redis was going to grant was stamped by the UPDATE itself.
+    assert sent == ["BEGIN", "UPDATE jobs"]
     assert claim is not None
     job = harness.job(second)
     assert (job.status, job.deliveries, job.attempts, job.unrecorded_claims) == (
@@ -1360,8 +1435,27 @@ def test_a_claim_is_one_update_and_its_lease_once_the_integration_is_known(
     )
     assert (job.started_at, job.updated_at) == (T0, T0)
     assert job.lease_expires_at is not None
-    lease_end_us = round(job.lease_expires_at.timestamp() * 1_000_000)
-    assert harness.lease_us(claim_member(second, 1)) == lease_end_us
+    stamped_us = round(job.lease_expires_at.timestamp() * 1_000_000)
+    granted_us = harness.lease_us(claim_member(second, 1))
+    assert granted_us is not None
+    assert (
+        abs(granted_us - stamped_us) <= LEASE_S * RedisClockEstimate.LEASE_STAMP_SLACK * 1_000_000
+    )
+
+
+def test_a_claim_stamps_redis_lease_again_when_redis_clock_jumped(harness: Harness) -> None:
+    first, second = harness.submit(), harness.submit()
+    runner = harness.runner(ScriptedConnector([StepResult()]))
+    assert runner.claim(first) is not None
+    harness.redis_clock.advance_us(60 * 1_000_000)  # Redis's clock was stepped a minute on
+
+    with statements(harness) as sent:
+        assert runner.claim(second) is not None
+
+    assert sent == ["BEGIN", "UPDATE jobs", "UPDATE jobs"]
+    lease = harness.job(second).lease_expires_at
+    assert lease is not None
+    assert harness.lease_us(claim_member(second, 1)) == round(lease.timestamp() * 1_000_000)
 
 
 def test_a_claim_after_the_integration_changed_runs_with_the_change(harness: Harness) -> None:
