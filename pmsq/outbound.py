@@ -21,6 +21,7 @@ import socket
 import ssl
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpcore
 import httpx
@@ -260,6 +261,8 @@ def outbound_client(
 
     Redirects are not followed (a 3xx is the answer), and the environment is not trusted:
     a proxy would be the address connected to, and netrc would add credentials to requests.
+    No cookie is kept: the client is shared by every account's requests, so a session cookie
+    one integration's PMS set would go out with another's requests to the same host.
     With `trace_as` ("PMS"), each request made inside a trace gets a span of that name.
     """
     transport: httpx.BaseTransport = OutboundTransport(policy)
@@ -270,4 +273,5 @@ def outbound_client(
         timeout=timeout_s,
         follow_redirects=False,
         trust_env=False,
+        cookies=CookieJar(DefaultCookiePolicy(allowed_domains=[])),
     )

@@ -247,6 +247,19 @@ def test_redirects_are_not_followed_by_the_outbound_client() -> None:
         assert target.connections == []
 
 
+def test_the_outbound_client_keeps_no_cookie_from_one_request_to_the_next() -> None:
+    # One client serves every account: a PMS session cookie kept for one integration would
+    # go out with another integration's requests to the same host.
+    with (
+        counting_server(headers={"Set-Cookie": "session=tenant-a; Path=/"}) as pms,
+        client(DestinationPolicy(parse_networks("127.0.0.1/32"))) as http,
+    ):
+        http.get(pms.url("/a"))
+        second = http.get(pms.url("/b"))
+        assert len(http.cookies) == 0
+    assert "cookie" not in second.request.headers
+
+
 def test_a_followed_redirect_to_a_refused_address_is_refused_at_connect() -> None:
     """Even a client told to follow redirects connects through the policy at every hop."""
     with counting_server("127.0.0.2") as target:
