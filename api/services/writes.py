@@ -61,10 +61,11 @@ logger = logging.getLogger(__name__)
 
 #: HTTP status of an accepted write (stored with its Idempotency-Key, and replayed).
 ACCEPTED = 200
-#: Reads of the integration one write may take: after the first, its INSERT finds the
-#: integration changed only if it changed again between the read and the INSERT (on
-#: PostgreSQL each statement sees what was committed when it started).
-MAX_TARGET_READS = 3
+#: Times one write may be judged before it is refused (409): on the remembered integration,
+#: then on the integration as read just before, again each time its INSERT found the row
+#: changed since, which takes another request changing it between the read and the INSERT
+#: (on PostgreSQL each statement sees what was committed when it started).
+MAX_JUDGEMENTS = 4
 #: Columns of a root job that each write binds; the others are the model's constant defaults.
 _PER_WRITE = (
     "id",
@@ -237,8 +238,8 @@ class WriteService:
         A write refused on a remembered integration is judged again on the integration as it
         is now, so that what a client is told never depends on what this process remembers.
         """
-        for read in range(MAX_TARGET_READS + 1):
-            target, target_id, remembered = self._target(session, write, fresh=read > 0)
+        for judgement in range(MAX_JUDGEMENTS):
+            target, target_id, remembered = self._target(session, write, fresh=judgement > 0)
             try:
                 values = self._root_job(session, write, target, target_id)
             except PmsqError:
@@ -251,7 +252,7 @@ class WriteService:
                     return target, AcceptedWrite(values["id"], values["payload"])
             self._targets.forget(target.integration_id)
         raise Conflict(
-            f"integration '{write.integration_id}' kept changing while the write was accepted; "
+            f"integration '{target.integration_id}' kept changing while the write was accepted; "
             "send it again",
             [{"field": "integration_id", "reason": "changed while the write was accepted"}],
         )

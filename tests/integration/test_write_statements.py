@@ -20,6 +20,8 @@ from sqlalchemy import event, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 from support.api import ApiHarness, api_harness
 
+from pmsq.api.services.write_targets import WriteTarget
+from pmsq.api.services.writes import MAX_JUDGEMENTS
 from pmsq.models.base import utcnow
 from pmsq.models.integration import Integration
 from pmsq.models.job import Job
@@ -262,4 +264,28 @@ def test_new_properties_disabled_elsewhere_refuse_the_next_write_for_one(
     assert refused["error"]["details"]["fields"] == [
         {"field": "property_id", "reason": "property disabled for this integration"}
     ]
+    assert jobs_of(api, integration_id) == 1
+
+
+def test_a_write_whose_integration_changes_at_every_judgement_is_409_after_a_few(
+    api: ApiHarness, statements: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Stands in for another request changing the integration between each read and INSERT."""
+    headers = api.token("acme")
+    integration_id = make_integration(api, headers)
+    assert write(api, headers, integration_id)[0] == 200
+    unchanged_params = WriteTarget.unchanged_params
+
+    def changed_since(target: WriteTarget) -> dict[str, Any]:
+        return {**unchanged_params(target), "target_vendor": "changed since"}
+
+    monkeypatch.setattr(WriteTarget, "unchanged_params", changed_since)
+    statements.clear()
+    status, refused = write(api, headers, integration_id)
+    assert status == 409, refused
+    assert refused["error"]["details"]["fields"] == [
+        {"field": "integration_id", "reason": "changed while the write was accepted"}
+    ]
+    assert statements.count("INSERT jobs") == MAX_JUDGEMENTS
+    assert statements.count("SELECT integrations") == MAX_JUDGEMENTS - 1
     assert jobs_of(api, integration_id) == 1
