@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from datetime import datetime
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.responses import PlainTextResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from prometheus_client.registry import Collector
@@ -40,6 +40,24 @@ from pmsq.settings import Settings
 from pmsq.workers.dispatch import Dispatcher
 from pmsq.workers.flow.backend import FlowControl
 from pmsq.workers.publisher import Publisher
+
+
+def routers(ctx: ApiContext) -> list[APIRouter]:
+    """The API's routers in the order a request is matched against them: the first route
+    whose path and method match takes it. `/v1/webhooks/...` comes before the routes of
+    `/v1/{model}/...`, which would take it for a model; the write routes come next, since
+    every write is matched against the routes before them, and take no path of the routes
+    after them (tests/unit/test_api_routes.py holds this)."""
+    return [
+        propexo_webhooks.build_router(ctx),
+        writes.build_router(ctx),
+        admin.build_router(ctx),
+        properties.build_router(ctx),
+        properties.build_property_lists_router(ctx),
+        logs.build_router(ctx),
+        syncs.build_router(ctx),
+        webhooks.build_router(ctx),
+    ]
 
 
 def create_app(
@@ -104,15 +122,8 @@ def create_app(
     )
     install_error_handlers(app)
     document_errors_as_served(app)
-    # Before the routers of `/v1/{model}/`, which would take `/v1/webhooks/` for a model.
-    app.include_router(propexo_webhooks.build_router(ctx))
-    app.include_router(admin.build_router(ctx))
-    app.include_router(properties.build_router(ctx))
-    app.include_router(properties.build_property_lists_router(ctx))
-    app.include_router(logs.build_router(ctx))
-    app.include_router(syncs.build_router(ctx))
-    app.include_router(writes.build_router(ctx))
-    app.include_router(webhooks.build_router(ctx))
+    for router in routers(ctx):
+        app.include_router(router)
 
     @app.get("/healthz", tags=["ops"], response_model=HealthOut)
     def healthz() -> HealthOut:

@@ -1,4 +1,5 @@
-"""Dependencies shared by the routers: the caller's account, a size-capped JSON body."""
+"""What the routers share: the caller's account (a dependency), a size-capped JSON body, and
+the refusal of query parameters an endpoint does not take."""
 
 from __future__ import annotations
 
@@ -29,36 +30,32 @@ def account_dependency(ctx: ApiContext) -> Callable[..., Awaitable[str]]:
     return current_account
 
 
-def json_body_dependency(ctx: ApiContext) -> Callable[[Request], Awaitable[Any]]:
-    """Reads the body with a size cap, then parses it, naming the problem if it is not JSON."""
-    limit = ctx.settings.max_body_bytes
-
-    async def json_body(request: Request) -> Any:
-        declared = request.headers.get("content-length")
-        if declared is not None and declared.isdigit() and int(declared) > limit:
-            raise PayloadTooLarge(f"request body of {declared} bytes exceeds {limit} bytes")
-        chunks: list[bytes] = []
-        size = 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > limit:
-                raise PayloadTooLarge(f"request body exceeds {limit} bytes")
-            chunks.append(chunk)
-        raw = b"".join(chunks)
-        if not raw.strip():
-            raise ValidationFailed(
-                "the request body is empty; send a JSON object",
-                [{"field": "body", "reason": "empty"}],
-            )
-        try:
-            return json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValidationFailed(
-                f"the request body is not valid JSON: {exc}",
-                [{"field": "body", "reason": "malformed JSON"}],
-            ) from None
-
-    return json_body
+async def read_json_body(request: Request, limit_bytes: int) -> Any:
+    """The request's JSON body, read with a size cap (PayloadTooLarge past `limit_bytes`);
+    ValidationFailed naming `body` when it is empty or not JSON."""
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit_bytes:
+        raise PayloadTooLarge(f"request body of {declared} bytes exceeds {limit_bytes} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit_bytes:
+            raise PayloadTooLarge(f"request body exceeds {limit_bytes} bytes")
+        chunks.append(chunk)
+    raw = b"".join(chunks)
+    if not raw.strip():
+        raise ValidationFailed(
+            "the request body is empty; send a JSON object",
+            [{"field": "body", "reason": "empty"}],
+        )
+    try:
+        return json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValidationFailed(
+            f"the request body is not valid JSON: {exc}",
+            [{"field": "body", "reason": "malformed JSON"}],
+        ) from None
 
 
 def refuse_unknown_query(request: Request) -> None:

@@ -1,18 +1,25 @@
-"""Generic write endpoints: `POST /v1/{model}/`, `PUT /v1/{model}/{id}`."""
+"""Generic write endpoints: `POST /v1/{model}/`, `PUT /v1/{model}/{record_id}`.
+
+The API's busiest endpoints read their request themselves rather than have FastAPI solve
+parameters and dependencies for every write: the body (on the event loop), then in one worker
+thread the caller's token, `ignore_unknown_fields` and `Idempotency-Key`, in the order FastAPI
+took them and with the same answers when one is missing or invalid. `parameters` documents
+them in the OpenAPI document as FastAPI would document declared parameters.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
 from typing import Any
 
-from fastapi import APIRouter, Depends, Header, Query, Request
+from fastapi import APIRouter, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import TypeAdapter, ValidationError
+from starlette.concurrency import run_in_threadpool
 
 from pmsq.api.context import ApiContext
-from pmsq.api.routes.deps import account_dependency, json_body_dependency
+from pmsq.api.routes.deps import read_json_body
 from pmsq.api.services.idempotency import IdempotentRequest, Replay, fingerprint
-from pmsq.api.services.writes import AcceptedWrite
 from pmsq.models.schemas import ErrorResponse, WriteAccepted
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -34,38 +41,103 @@ BODY_DOC: dict[str, Any] = {
         },
     }
 }
-IGNORE_UNKNOWN = Query(
-    default=False, description="Strip fields this integration's PMS does not support"
-)
+IGNORE_UNKNOWN = "ignore_unknown_fields"
+IGNORE_UNKNOWN_DOC = "Strip fields this integration's PMS does not support"
+IDEMPOTENCY_KEY = "Idempotency-Key"
+IDEMPOTENCY_KEY_DOC = "Same key and body within 24 h replays the first answer; another body is 422"
+_FLAG = TypeAdapter(bool)
 
 
-IDEMPOTENCY_KEY = Header(
-    default=None,
-    alias="Idempotency-Key",
-    description="Same key and body within 24 h replays the first answer; another body is 422",
-)
+def parameters(*path_names: str) -> list[dict[str, Any]]:
+    """The OpenAPI parameters of a write endpoint whose path has `path_names`."""
+    optional_text = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+    return [
+        *(
+            {
+                "name": name,
+                "in": "path",
+                "required": True,
+                "schema": {"type": "string", "title": name.replace("_", " ").title()},
+            }
+            for name in path_names
+        ),
+        {
+            "name": IGNORE_UNKNOWN,
+            "in": "query",
+            "required": False,
+            "schema": {
+                "type": "boolean",
+                "description": IGNORE_UNKNOWN_DOC,
+                "default": False,
+                "title": "Ignore Unknown Fields",
+            },
+            "description": IGNORE_UNKNOWN_DOC,
+        },
+        {
+            "name": IDEMPOTENCY_KEY,
+            "in": "header",
+            "required": False,
+            "schema": {
+                **optional_text,
+                "description": IDEMPOTENCY_KEY_DOC,
+                "title": IDEMPOTENCY_KEY,
+            },
+            "description": IDEMPOTENCY_KEY_DOC,
+        },
+        {
+            "name": "authorization",
+            "in": "header",
+            "required": False,
+            "schema": {**optional_text, "title": "Authorization"},
+        },
+    ]
+
+
+def ignore_unknown_fields(request: Request) -> bool:
+    """The `ignore_unknown_fields` query flag (false when absent), read as FastAPI reads a
+    `bool` query parameter: an invalid value is a RequestValidationError naming it."""
+    value = request.query_params.get(IGNORE_UNKNOWN)
+    if value is None:
+        return False
+    try:
+        return _FLAG.validate_python(value)
+    except ValidationError as exc:
+        raise RequestValidationError(
+            [
+                {**error, "loc": ("query", IGNORE_UNKNOWN, *error["loc"])}
+                for error in exc.errors(include_url=False)
+            ]
+        ) from None
 
 
 def build_router(ctx: ApiContext) -> APIRouter:
     router = APIRouter(tags=["writes"])
-    current_account = account_dependency(ctx)
-    json_body = json_body_dependency(ctx)
+    accounts, writes = ctx.accounts, ctx.writes
+    limit = ctx.settings.max_body_bytes
 
-    def answer(
-        request: Request, key: str | None, body: Any, submit: Callable[..., AcceptedWrite | Replay]
-    ) -> JSONResponse:
-        """Submits the write (once per Idempotency-Key, when one is given) and answers it."""
+    def accept(request: Request, body: Any, record_id: str | None) -> JSONResponse:
+        """Submits the write (once per Idempotency-Key, when one is given) and answers it.
+        Runs in a worker thread: the token is read from the database unless seen lately."""
+        account_id = accounts.account_for(request.headers.get("authorization"))
+        ignore_unknown = ignore_unknown_fields(request)
+        key = request.headers.get(IDEMPOTENCY_KEY)
         idempotency = None
         if key is not None:
             sha = fingerprint(request.method, request.url.path, request.url.query, body)
             idempotency = IdempotentRequest(key, sha)
-        result = submit(idempotency=idempotency)
+        result = writes.submit(
+            account_id,
+            request.path_params["model"],
+            body,
+            record_id=record_id,
+            ignore_unknown_fields=ignore_unknown,
+            idempotency=idempotency,
+        )
         if isinstance(result, Replay):
             return JSONResponse(
                 result.body, status_code=result.status, headers={"Idempotent-Replayed": "true"}
             )
-        # The answer was built (as a WriteAccepted) when the write was accepted; sending it
-        # as it is spares FastAPI validating and serializing it again for the response model.
+        # Already a WriteAccepted's JSON: FastAPI neither validates nor serializes it again.
         answer = result.answer()
         return JSONResponse(answer.body, status_code=answer.status)
 
@@ -74,47 +146,23 @@ def build_router(ctx: ApiContext) -> APIRouter:
         status_code=200,
         response_model=WriteAccepted,
         responses=ERRORS,
-        openapi_extra=BODY_DOC,
+        openapi_extra={**BODY_DOC, "parameters": parameters("model")},
         summary="Create a record in the integration's PMS (asynchronous)",
     )
-    def create(
-        request: Request,
-        model: str,
-        ignore_unknown_fields: bool = IGNORE_UNKNOWN,
-        idempotency_key: str | None = IDEMPOTENCY_KEY,
-        body: Any = Depends(json_body),
-        account_id: str = Depends(current_account),
-    ) -> Any:
-        submit = partial(
-            ctx.writes.submit, account_id, model, body, ignore_unknown_fields=ignore_unknown_fields
-        )
-        return answer(request, idempotency_key, body, submit)
+    async def create(request: Request) -> JSONResponse:
+        body = await read_json_body(request, limit)
+        return await run_in_threadpool(accept, request, body, None)
 
     @router.put(
         "/v1/{model}/{record_id}",
         status_code=200,
         response_model=WriteAccepted,
         responses=ERRORS,
-        openapi_extra=BODY_DOC,
+        openapi_extra={**BODY_DOC, "parameters": parameters("model", "record_id")},
         summary="Update a record in the integration's PMS (asynchronous)",
     )
-    def update(
-        request: Request,
-        model: str,
-        record_id: str,
-        ignore_unknown_fields: bool = IGNORE_UNKNOWN,
-        idempotency_key: str | None = IDEMPOTENCY_KEY,
-        body: Any = Depends(json_body),
-        account_id: str = Depends(current_account),
-    ) -> Any:
-        submit = partial(
-            ctx.writes.submit,
-            account_id,
-            model,
-            body,
-            record_id=record_id,
-            ignore_unknown_fields=ignore_unknown_fields,
-        )
-        return answer(request, idempotency_key, body, submit)
+    async def update(request: Request) -> JSONResponse:
+        body = await read_json_body(request, limit)
+        return await run_in_threadpool(accept, request, body, request.path_params["record_id"])
 
     return router

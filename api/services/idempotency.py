@@ -20,9 +20,9 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import delete, select
+from sqlalchemy import Table, bindparam, delete, insert, select
 from sqlalchemy.orm import Session
 
 from pmsq.errors import Conflict, IdempotencyKeyReused, ValidationFailed
@@ -32,6 +32,18 @@ MAX_KEY_LENGTH = 255
 #: A record without an answer (left by an earlier version's reserve-then-answer protocol) is
 #: in flight this long, then taken over by the next request with its key.
 IN_FLIGHT_RELEASE_S = 60.0
+
+_records = cast(Table, IdempotencyRecord.__table__)
+# Built once: a write with a key runs them in its transaction.
+_LOOKUP = select(
+    _records.c.id,
+    _records.c.request_sha256,
+    _records.c.response_status,
+    _records.c.response_body,
+    _records.c.created_at,
+).where(_records.c.account_id == bindparam("account_id"), _records.c.key == bindparam("key"))
+_DELETE = delete(_records).where(_records.c.id == bindparam("record_id"))
+_STORE = insert(_records)
 
 
 @dataclass(frozen=True)
@@ -78,11 +90,8 @@ class IdempotencyKeys:
         here so that the caller's `store` can take the key. Raises IdempotencyKeyReused (the
         key came with another request) or Conflict (its first request is still in flight).
         """
-        record = session.scalars(
-            select(IdempotencyRecord).where(
-                IdempotencyRecord.account_id == account_id,
-                IdempotencyRecord.key == request.key,
-            )
+        record = session.execute(
+            _LOOKUP, {"account_id": account_id, "key": request.key}
         ).one_or_none()
         if record is None:
             return None
@@ -90,14 +99,9 @@ class IdempotencyKeys:
         if record.created_at <= now - self._ttl or (
             not answered and record.created_at <= now - self._in_flight
         ):
-            # By id and without the ORM's row-count check: a concurrent purge or repeat may
-            # have deleted it already, which is just as good.
-            session.execute(
-                delete(IdempotencyRecord)
-                .where(IdempotencyRecord.id == record.id)
-                .execution_options(synchronize_session=False)
-            )
-            session.expunge(record)
+            # By id and without a row-count check: a concurrent purge or repeat may have
+            # deleted it already, which is just as good.
+            session.execute(_DELETE, {"record_id": record.id})
             return None
         if record.request_sha256 != request.request_sha256:
             raise IdempotencyKeyReused(
@@ -119,18 +123,20 @@ class IdempotencyKeys:
         answer: Replay,
         now: datetime,
     ) -> None:
-        """Add the key with its answer to the caller's transaction.
+        """Insert the key with its answer in the caller's transaction.
 
-        The unique (account, key) constraint fails the commit if a concurrent request stored
-        the key first; the caller then looks it up again.
+        The unique (account, key) constraint fails the insert (IntegrityError) if a
+        concurrent request stored the key first (on PostgreSQL once that request commits);
+        the caller then looks it up again.
         """
-        session.add(
-            IdempotencyRecord(
-                account_id=account_id,
-                key=request.key,
-                request_sha256=request.request_sha256,
-                response_status=answer.status,
-                response_body=answer.body,
-                created_at=now,
-            )
+        session.execute(
+            _STORE,
+            {
+                "account_id": account_id,
+                "key": request.key,
+                "request_sha256": request.request_sha256,
+                "response_status": answer.status,
+                "response_body": answer.body,
+                "created_at": now,
+            },
         )

@@ -39,16 +39,17 @@ def to_out(config: PropertyConfiguration) -> PropertyConfigurationOut:
     )
 
 
-def check_property_enabled(session: Session, integration: Integration, property_id: Any) -> None:
+def check_property_enabled(
+    session: Session, integration_id: str, new_properties_are_enabled: bool, property_id: Any
+) -> None:
     """Refuses (400 naming `property_id`) a write for a property the integration does not
-    write for: disabled by its configuration or, with none, by `new_properties_are_enabled`."""
+    write for: disabled by its configuration or, with none, by `new_properties_are_enabled`
+    (the integration's)."""
     if not isinstance(property_id, str) or not property_id:
         return
-    if disabled_properties(
-        session, integration.id, integration.new_properties_are_enabled, [property_id]
-    ):
+    if disabled_properties(session, integration_id, new_properties_are_enabled, [property_id]):
         raise ValidationFailed(
-            f"property '{property_id}' is disabled for integration '{integration.id}'",
+            f"property '{property_id}' is disabled for integration '{integration_id}'",
             [{"field": "property_id", "reason": "property disabled for this integration"}],
         )
 

@@ -6,6 +6,11 @@ left to the submitter (in the API, `Admissions`: threads of its own). A failure 
 commit (Redis down while the job is put in its backlog) still answers the job id: the
 dispatcher's sweep enqueues PENDING jobs missing from Redis, so the write runs, and a client
 retry with the key replays the answer instead of writing twice.
+
+A write without a key is one statement: the root job's INSERT, which takes the integration
+from its row only while the row still has the facts the write was judged on
+(`write_targets`), so a process judges writes on the integration it remembers and reads it
+again only when it changed. Nothing else is read: no ORM object is built on the way.
 """
 
 from __future__ import annotations
@@ -14,25 +19,38 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cached_property
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import or_, select
+from sqlalchemy import (
+    ColumnElement,
+    CursorResult,
+    Insert,
+    Table,
+    bindparam,
+    insert,
+    literal,
+    select,
+)
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.sql.schema import ScalarElementColumnDefault
 
 from pmsq.api.services.admission import Submitter
 from pmsq.api.services.idempotency import IdempotencyKeys, IdempotentRequest, Replay
-from pmsq.api.services.integrations import owned_integration
 from pmsq.api.services.properties import check_property_enabled
-from pmsq.errors import NotFound, ValidationFailed
+from pmsq.api.services.write_targets import (
+    UNCHANGED,
+    WriteTarget,
+    WriteTargets,
+    read_cached_record,
+    read_owned,
+)
+from pmsq.errors import Conflict, NotFound, PmsqError, ValidationFailed
 from pmsq.logs import log_context
 from pmsq.models.base import new_id, utcnow
 from pmsq.models.enums import JobStatus
 from pmsq.models.integration import Integration
 from pmsq.models.job import Job
-from pmsq.models.record import Record
-from pmsq.models.schemas import WriteAccepted
 from pmsq.pms.profiles import CREATE, UPDATE
 from pmsq.pms.registry import KNOWN_MODELS, profile_for
 from pmsq.pms.workflow import first_step_action
@@ -43,6 +61,55 @@ logger = logging.getLogger(__name__)
 
 #: HTTP status of an accepted write (stored with its Idempotency-Key, and replayed).
 ACCEPTED = 200
+#: Times one write may be judged before it is refused (409): on the remembered integration,
+#: then on the integration as read just before, again each time its INSERT found the row
+#: changed since, which takes another request changing it between the read and the INSERT
+#: (on PostgreSQL each statement sees what was committed when it started).
+MAX_JUDGEMENTS = 4
+#: Columns of a root job that each write binds; the others are the model's constant defaults.
+_PER_WRITE = (
+    "id",
+    "root_job_id",
+    "model",
+    "action",
+    "target_id",
+    "payload",
+    "due_at",
+    "created_at",
+    "updated_at",
+    "idempotency_key",
+)
+
+
+def _insert_root_job() -> Insert:
+    """`INSERT INTO jobs ... SELECT ... FROM integrations WHERE <UNCHANGED>`: one root job when
+    the integration's row still has the facts bound by `WriteTarget.unchanged_params`, no row
+    otherwise. Those of `_PER_WRITE` are bound, the integration's and account's ids come from
+    its row, the other columns take the model's constant defaults (a PENDING job with zero
+    attempts, a tree of one; NULL where the default is None), as an ORM `Job` would."""
+    jobs, integrations = cast(Table, Job.__table__), cast(Table, Integration.__table__)
+    values: dict[str, ColumnElement[Any]] = {
+        name: bindparam(name, type_=jobs.c[name].type) for name in _PER_WRITE
+    }
+    values["integration_id"] = integrations.c.id
+    values["account_id"] = integrations.c.account_id
+    values["status"] = literal(JobStatus.PENDING.value, jobs.c.status.type)
+    for column in jobs.columns:
+        default = column.default
+        if column.key in values or default is None:
+            continue
+        if not isinstance(default, ScalarElementColumnDefault):
+            # Computed per row (like `idempotency_key`): it must be in `_PER_WRITE`.
+            raise TypeError(f"jobs.{column.key} has a per-row default: bind it per write")
+        if default.arg is not None:
+            values[column.key] = literal(default.arg, column.type)
+    selected = select(*values.values()).where(UNCHANGED)
+    return (
+        insert(jobs).from_select(list(values), selected).execution_options(preserve_rowcount=True)
+    )
+
+
+_INSERT_ROOT_JOB = _insert_root_job()
 
 
 @dataclass(frozen=True)
@@ -50,13 +117,9 @@ class AcceptedWrite:
     job_id: str
     data: dict[str, Any]
 
-    @cached_property
-    def _body(self) -> dict[str, Any]:
-        return WriteAccepted(job_id=self.job_id, data=self.data).model_dump(mode="json")
-
     def answer(self) -> Replay:
-        """The answer to send (and to store with an Idempotency-Key), built once."""
-        return Replay(ACCEPTED, self._body)
+        """The answer to send (and to store with an Idempotency-Key): a `WriteAccepted`."""
+        return Replay(ACCEPTED, {"job_id": self.job_id, "data": self.data})
 
 
 class WriteService:
@@ -66,11 +129,15 @@ class WriteService:
         submitter: Submitter,
         keys: IdempotencyKeys,
         clock: Callable[[], datetime] = utcnow,
+        targets: WriteTargets | None = None,
     ) -> None:
+        """`targets`: the integrations this process remembers for writes (its own unless
+        given)."""
         self._session_factory = session_factory
         self._submitter = submitter
         self._keys = keys
         self._clock = clock
+        self._targets = targets if targets is not None else WriteTargets()
 
     def submit(
         self,
@@ -142,79 +209,69 @@ class WriteService:
         """One transaction: the key's lookup, the root job, and the key with its answer."""
         fields = dict(body)
         integration_id = fields.pop("integration_id", None)
-        action = CREATE if record_id is None else UPDATE
+        write = _Write(
+            account_id,
+            model,
+            CREATE if record_id is None else UPDATE,
+            record_id,
+            integration_id,
+            fields,
+            ignore_unknown_fields,
+            now,
+        )
         with self._session_factory.begin() as session:
             if idempotency is not None:
                 replay = self._keys.lookup(session, account_id, idempotency, now)
                 if replay is not None:
                     return replay
-            integration, target_id = self._resolve_target(
-                session, account_id, model, integration_id, record_id
-            )
-            check_property_enabled(session, integration, fields.get("property_id"))
-            profile = profile_for(integration.integration_vendor)
-            payload = profile.clean_payload(
-                model, action, fields, ignore_unknown=ignore_unknown_fields
-            )
-            job_id = new_id()
-            job = Job(
-                id=job_id,
-                root_job_id=job_id,
-                account_id=account_id,
-                integration_id=integration.id,
-                model=model,
-                action=first_step_action(profile, model, action),
-                target_id=target_id,
-                payload=payload,
-                status=JobStatus.PENDING.value,
-                due_at=now,
-                created_at=now,
-                updated_at=now,
-            )
-            session.add(job)
-            accepted = AcceptedWrite(job_id, payload)
+            target, accepted = self._insert_root_job(session, write)
             if idempotency is not None:
                 self._keys.store(session, account_id, idempotency, accepted.answer(), now)
-            return integration.id, accepted
+            return target.integration_id, accepted
 
-    def status(self, account_id: str, root_job_id: str) -> WriteOutcome:
-        with self._session_factory() as session:
-            job = JobRepository(session).get_for_account(root_job_id, account_id)
-            if job is None or not job.is_root:
-                raise NotFound(f"no write with job id '{root_job_id}'")
-            return write_outcome(session, job)
+    def _insert_root_job(
+        self, session: Session, write: _Write
+    ) -> tuple[WriteTarget, AcceptedWrite]:
+        """Judge the write on its integration (the remembered one first) and insert its root
+        job while the integration still is as judged.
 
-    def _resolve_target(
-        self,
-        session: Session,
-        account_id: str,
-        model: str,
-        integration_id: Any,
-        record_id: str | None,
-    ) -> tuple[Integration, str | None]:
-        """The integration to write through, and the PMS id an UPDATE targets.
+        A write refused on a remembered integration is judged again on the integration as it
+        is now, so that what a client is told never depends on what this process remembers.
+        """
+        for judgement in range(MAX_JUDGEMENTS):
+            target, target_id, remembered = self._target(session, write, fresh=judgement > 0)
+            try:
+                values = self._root_job(session, write, target, target_id)
+            except PmsqError:
+                if not remembered:
+                    raise
+            else:
+                params = values | target.unchanged_params()
+                inserted = cast(CursorResult[Any], session.execute(_INSERT_ROOT_JOB, params))
+                if inserted.rowcount == 1:
+                    return target, AcceptedWrite(values["id"], values["payload"])
+            self._targets.forget(target.integration_id)
+        raise Conflict(
+            f"integration '{target.integration_id}' kept changing while the write was accepted; "
+            "send it again",
+            [{"field": "integration_id", "reason": "changed while the write was accepted"}],
+        )
+
+    def _target(
+        self, session: Session, write: _Write, *, fresh: bool
+    ) -> tuple[WriteTarget, str | None, bool]:
+        """The integration to write through, the PMS id an UPDATE targets, and whether the
+        integration is the remembered one (else it was read just now).
 
         An UPDATE's id is looked up in the record cache first (the integration is then
         implied, as in Propexo); an id not cached is taken as the PMS's own id, which needs
-        `integration_id` in the body.
+        `integration_id` in the body. Only an integration named in the body must be active.
         """
-        if record_id is not None:
-            cached = session.scalars(
-                select(Record)
-                .join(Integration, Integration.id == Record.integration_id)
-                .where(
-                    or_(Record.id == record_id, Record.pms_id == record_id),
-                    Record.model == model,
-                    Integration.account_id == account_id,
-                    Integration.deleted_at.is_(None),
-                )
-                .order_by(Record.synced_at.desc())
-                .limit(1)
-            ).first()
+        if write.record_id is not None:
+            cached = read_cached_record(session, write.account_id, write.model, write.record_id)
             if cached is not None:
-                integration = session.get(Integration, cached.integration_id)
-                assert integration is not None
-                return integration, cached.pms_id
+                return cached[0], cached[1], False
+        integration_id = write.integration_id
         if integration_id is None:
             raise ValidationFailed(
                 "integration_id is required",
@@ -225,10 +282,66 @@ class WriteService:
                 "integration_id must be a string",
                 [{"field": "integration_id", "reason": "must be a string"}],
             )
-        integration = owned_integration(session, account_id, integration_id)
-        if not integration.active or integration.is_archived:
-            raise ValidationFailed(
-                f"integration '{integration_id}' is not active",
-                [{"field": "integration_id", "reason": "integration is inactive or archived"}],
-            )
-        return integration, record_id
+        if not fresh:
+            # Only an active integration is remembered: the INSERT holds it still is.
+            remembered = self._targets.get(write.account_id, integration_id)
+            if remembered is not None:
+                return remembered, write.record_id, True
+        target = read_owned(session, write.account_id, integration_id)
+        target.check_writable()
+        self._targets.remember(target)
+        return target, write.record_id, False
+
+    @staticmethod
+    def _root_job(
+        session: Session, write: _Write, target: WriteTarget, target_id: str | None
+    ) -> dict[str, Any]:
+        """The root job's per-write values (`_PER_WRITE`), once the write is judged valid for
+        `target`: its property enabled, its fields those the vendor takes for the model."""
+        check_property_enabled(
+            session,
+            target.integration_id,
+            target.new_properties_are_enabled,
+            write.fields.get("property_id"),
+        )
+        profile = profile_for(target.vendor)
+        payload = profile.clean_payload(
+            write.model, write.action, write.fields, ignore_unknown=write.ignore_unknown_fields
+        )
+        job_id = new_id()
+        return {
+            "id": job_id,
+            "root_job_id": job_id,
+            "model": write.model,
+            "action": first_step_action(profile, write.model, write.action),
+            "target_id": target_id,
+            "payload": payload,
+            "due_at": write.now,
+            "created_at": write.now,
+            "updated_at": write.now,
+            "idempotency_key": new_id(),
+        }
+
+    def status(self, account_id: str, root_job_id: str) -> WriteOutcome:
+        with self._session_factory() as session:
+            job = JobRepository(session).get_for_account(root_job_id, account_id)
+            if job is None or not job.is_root:
+                raise NotFound(f"no write with job id '{root_job_id}'")
+            return write_outcome(session, job)
+
+
+@dataclass(frozen=True)
+class _Write:
+    """One write request, as `WriteService._store` judges it."""
+
+    account_id: str
+    model: str
+    #: The client's action: CREATE or UPDATE.
+    action: str
+    record_id: str | None
+    #: As the body gave it (checked to be a string when it is used).
+    integration_id: Any
+    #: The body without `integration_id`.
+    fields: dict[str, Any]
+    ignore_unknown_fields: bool
+    now: datetime

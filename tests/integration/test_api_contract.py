@@ -144,6 +144,56 @@ def test_bad_bodies_get_clear_4xx_and_store_nothing(
     assert count_jobs(api) == before
 
 
+@pytest.mark.parametrize("flag", ["maybe", ""])
+def test_an_invalid_ignore_unknown_fields_is_400_naming_it(api: ApiHarness, flag: str) -> None:
+    headers = api.token("acme")
+    integration_id = make_integration(api, headers, "SANDBOX")
+    body = {"integration_id": integration_id, "last_name": "Hopper"}
+    response = api.client.post(
+        "/v1/residents/", params={"ignore_unknown_fields": flag}, json=body, headers=headers
+    )
+    assert response.status_code == 400, response.text
+    reason = "Input should be a valid boolean, unable to interpret input"
+    assert response.json() == {
+        "error": {
+            "code": "validation_error",
+            "message": f"invalid request: ignore_unknown_fields: {reason}",
+            "details": {"fields": [{"field": "ignore_unknown_fields", "reason": reason}]},
+        }
+    }
+    for accepted in ("yes", "1", "TRUE", "off"):
+        answer = api.client.post(
+            "/v1/residents/", params={"ignore_unknown_fields": accepted}, json=body, headers=headers
+        )
+        assert answer.status_code == 200, (accepted, answer.text)
+
+
+def test_a_write_wrong_in_several_ways_is_told_the_first_in_a_fixed_order(
+    api: ApiHarness,
+) -> None:
+    """The body, then the token, then `ignore_unknown_fields`, then the Idempotency-Key."""
+    headers = api.token("acme")
+    integration_id = make_integration(api, headers, "SANDBOX")
+    body = {"integration_id": integration_id, "last_name": "Hopper"}
+    bad_flag = {"ignore_unknown_fields": "maybe"}
+    no_token = {"Idempotency-Key": ""}
+
+    def fields(response: Any) -> list[str]:
+        return [d["field"] for d in response.json()["error"]["details"]["fields"]]
+
+    empty_body = api.client.post("/v1/residents/", params=bad_flag, headers=no_token)
+    assert (empty_body.status_code, fields(empty_body)) == (400, ["body"])
+    for method, path in (("POST", "/v1/residents/"), ("PUT", "/v1/residents/r-1")):
+        anonymous = api.client.request(method, path, params=bad_flag, json=body, headers=no_token)
+        assert anonymous.status_code == 401, anonymous.text
+        flagged = api.client.request(
+            method, path, params=bad_flag, json=body, headers={**headers, **no_token}
+        )
+        assert (flagged.status_code, fields(flagged)) == (400, ["ignore_unknown_fields"])
+        keyed = api.client.request(method, path, json=body, headers={**headers, **no_token})
+        assert (keyed.status_code, fields(keyed)) == (400, ["Idempotency-Key"])
+
+
 def test_wrong_type_names_field(api: ApiHarness) -> None:
     headers = api.token("acme")
     integration_id = make_integration(api, headers, "SANDBOX")

@@ -13,9 +13,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pmsq.api.app import create_app
 from pmsq.api.auth import create_token
+from pmsq.api.services.admission import Submitter
 from pmsq.models.base import utcnow
 from pmsq.outbound import DestinationPolicy, Resolver
 from pmsq.settings import Settings
+from pmsq.workers.dispatch import Dispatcher
 from pmsq.workers.flow.redis_backend import RedisFlowControl
 from pmsq.workers.publisher import AdmittedJob
 from support.outbound import TEST_OUTBOUND_SETTINGS, StubDns
@@ -50,10 +52,13 @@ def api_harness(
     *,
     clock: Callable[[], datetime] = utcnow,
     resolver: Resolver | None = None,
+    submitter: Callable[[Dispatcher], Submitter] | None = None,
     **settings: object,
 ) -> Iterator[ApiHarness]:
     """The API with loopback allowed (tests' servers live there) unless `settings` say
-    otherwise; names resolve through `resolver`, by default none (no real DNS in tests)."""
+    otherwise; names resolve through `resolver`, by default none (no real DNS in tests).
+    Writes are admitted by `submitter` (made from the API's dispatcher), by default the
+    dispatcher itself, in the request."""
     publisher = RecordingPublisher()
     flow = RedisFlowControl(fakeredis.FakeRedis())
     config = Settings(database_url=database_url, **{**TEST_OUTBOUND_SETTINGS, **settings})  # type: ignore[arg-type]
@@ -67,7 +72,7 @@ def api_harness(
         flow,
         clock=clock,
         destinations=destinations,
-        submitter=lambda dispatcher: dispatcher,
+        submitter=submitter or (lambda dispatcher: dispatcher),
     )
     with TestClient(app) as client:
         yield ApiHarness(client, publisher, session_factory, flow)
