@@ -21,13 +21,14 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from pmsq.metrics import MetricsRecorder, NullMetrics
 from pmsq.models.base import utcnow
+from pmsq.models.db import write_engine
 from pmsq.settings import Settings
 from pmsq.tracing import traced
 from pmsq.workers.flow.backend import Admission, FlowControl
 from pmsq.workers.flow.keys import claim_member
 from pmsq.workers.flow.limits import Limits
 from pmsq.workers.publisher import AdmittedJob, Publisher
-from pmsq.workers.repository import JobRepository
+from pmsq.workers.repository import JobRepository, queue_admitted
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +53,7 @@ class Dispatcher:
         metrics: MetricsRecorder | None = None,
     ) -> None:
         self._session_factory = session_factory
+        self._engine = write_engine(session_factory)
         self._metrics = metrics or NullMetrics()
         self._publisher = publisher
         self._flow = flow
@@ -178,8 +180,8 @@ class Dispatcher:
         admission order; give back the admission lease of each that was not PENDING."""
         if not job_ids:
             return 0
-        with self._session_factory.begin() as session:
-            queued = JobRepository(session).queue_admitted(job_ids, self._clock())
+        with self._engine.begin() as connection:
+            queued = queue_admitted(connection, job_ids, self._clock())
         admitted: list[AdmittedJob] = []
         for job_id in job_ids:
             job = queued.pop(job_id, None)
