@@ -58,6 +58,10 @@ app.conf.update(
 app.steps["worker"].add(DispatcherLoop)
 app.steps["worker"].add(WebhookDeliveryLoop)
 
+# httpx logs every request it sends at INFO: a line per PMS call and webhook delivery, which
+# the job's own logs already hold in full. Its warnings and errors still show.
+logging.getLogger("httpx").setLevel(logging.WARNING)
+
 
 @after_setup_logger.connect
 @after_setup_task_logger.connect
