@@ -17,6 +17,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from pmsq.metrics import MetricsRecorder, NullMetrics
@@ -53,7 +54,8 @@ class Dispatcher:
         metrics: MetricsRecorder | None = None,
     ) -> None:
         self._session_factory = session_factory
-        self._engine = write_engine(session_factory)
+        #: What the admitted batch is queued through: `session_factory`'s, found on first use.
+        self._engine: Engine | None = None
         self._metrics = metrics or NullMetrics()
         self._publisher = publisher
         self._flow = flow
@@ -180,6 +182,8 @@ class Dispatcher:
         admission order; give back the admission lease of each that was not PENDING."""
         if not job_ids:
             return 0
+        if self._engine is None:
+            self._engine = write_engine(self._session_factory)
         with self._engine.begin() as connection:
             queued = queue_admitted(connection, job_ids, self._clock())
         admitted: list[AdmittedJob] = []
