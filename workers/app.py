@@ -30,6 +30,7 @@ from pmsq.redis_client import broker_transport_options
 from pmsq.settings import get_settings
 from pmsq.tracing import configure as configure_tracing
 from pmsq.workers.bootsteps import DispatcherLoop, WebhookDeliveryLoop
+from pmsq.workers.broker import broker_transport
 
 settings = get_settings()
 
@@ -51,6 +52,7 @@ app.conf.update(
     worker_send_task_events=settings.task_events,
     task_send_sent_event=settings.task_events,
     worker_hijack_root_logger=False,
+    broker_transport=broker_transport(settings.celery_broker_url),
     broker_transport_options=broker_transport_options(settings),
     beat_scheduler="pmsq.scheduler.beat:DatabaseScheduler",
     beat_max_loop_interval=1,
