@@ -100,6 +100,8 @@ class StoreSessions(sessionmaker[Session]):
         super().__init__(
             engine.execution_options(**{READ_ONLY_OPTION: True}), expire_on_commit=False
         )
+        #: What `begin()` writes through (`engine.begin()` is a write transaction too).
+        self.engine = engine
         self._writer = sessionmaker(engine, expire_on_commit=False)
 
     def begin(self) -> Any:
@@ -108,3 +110,14 @@ class StoreSessions(sessionmaker[Session]):
 
 def make_session_factory(engine: Engine) -> sessionmaker[Session]:
     return StoreSessions(engine)
+
+
+def write_engine(factory: sessionmaker[Session]) -> Engine:
+    """The engine `factory.begin()` writes through: a hot path's one-statement write runs on
+    its connection (`write_engine(factory).begin()`), without a Session's unit of work."""
+    if isinstance(factory, StoreSessions):
+        return factory.engine
+    bind = factory.kw.get("bind")
+    if not isinstance(bind, Engine):
+        raise TypeError("the session factory is bound to no engine")
+    return bind

@@ -30,6 +30,7 @@ from pmsq.redis_client import broker_transport_options
 from pmsq.settings import get_settings
 from pmsq.tracing import configure as configure_tracing
 from pmsq.workers.bootsteps import DispatcherLoop, WebhookDeliveryLoop
+from pmsq.workers.broker import broker_transport
 
 settings = get_settings()
 
@@ -51,12 +52,17 @@ app.conf.update(
     worker_send_task_events=settings.task_events,
     task_send_sent_event=settings.task_events,
     worker_hijack_root_logger=False,
+    broker_transport=broker_transport(settings.celery_broker_url),
     broker_transport_options=broker_transport_options(settings),
     beat_scheduler="pmsq.scheduler.beat:DatabaseScheduler",
     beat_max_loop_interval=1,
 )
 app.steps["worker"].add(DispatcherLoop)
 app.steps["worker"].add(WebhookDeliveryLoop)
+
+# httpx logs every request it sends at INFO: a line per PMS call and webhook delivery, which
+# the job's own logs already hold in full. Its warnings and errors still show.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @after_setup_logger.connect

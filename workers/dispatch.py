@@ -17,17 +17,19 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
+from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from pmsq.metrics import MetricsRecorder, NullMetrics
 from pmsq.models.base import utcnow
+from pmsq.models.db import write_engine
 from pmsq.settings import Settings
 from pmsq.tracing import traced
 from pmsq.workers.flow.backend import Admission, FlowControl
 from pmsq.workers.flow.keys import claim_member
 from pmsq.workers.flow.limits import Limits
 from pmsq.workers.publisher import AdmittedJob, Publisher
-from pmsq.workers.repository import JobRepository
+from pmsq.workers.repository import JobRepository, queue_admitted
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +54,8 @@ class Dispatcher:
         metrics: MetricsRecorder | None = None,
     ) -> None:
         self._session_factory = session_factory
+        #: What the admitted batch is queued through: `session_factory`'s, found on first use.
+        self._engine: Engine | None = None
         self._metrics = metrics or NullMetrics()
         self._publisher = publisher
         self._flow = flow
@@ -178,8 +182,10 @@ class Dispatcher:
         admission order; give back the admission lease of each that was not PENDING."""
         if not job_ids:
             return 0
-        with self._session_factory.begin() as session:
-            queued = JobRepository(session).queue_admitted(job_ids, self._clock())
+        if self._engine is None:
+            self._engine = write_engine(self._session_factory)
+        with self._engine.begin() as connection:
+            queued = queue_admitted(connection, job_ids, self._clock())
         admitted: list[AdmittedJob] = []
         for job_id in job_ids:
             job = queued.pop(job_id, None)

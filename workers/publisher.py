@@ -69,19 +69,35 @@ class CeleryPublisher:
     The integration, model and action travel as keyword arguments only so that Flower shows
     operators which integration each task belongs to; the worker trusts the job store. The
     message's headers carry a trace context (W3C), so the task continues its write's trace.
-    """
+
+    A publish runs for every admitted job, in every worker and in the API, so it skips what
+    Celery would redo per message for nothing: the arguments' display text (`argsrepr`,
+    `kwargsrepr`: what Flower and `celery inspect` show) is the plain `repr` of these short
+    strings, the text Celery's size-capped `saferepr` makes of them; and the queue is declared
+    by this publisher's first message only. The message goes to the queue's list by name
+    either way (the default exchange), so a declaration routes nothing: it registers the queue
+    for tools, and every worker consuming the queue declares it again when it connects.
+    Celery's publish retry policy applies to every message."""
 
     def __init__(self, app: Celery, queue: str, traces: WriteTraces | None = None) -> None:
         self._app = app
         self._queue = queue
         self._traces = traces
+        #: `declare` of the next message: Celery's default (the queue) until one was sent.
+        self._declare: list[object] | None = None
 
     def publish(self, job: AdmittedJob) -> None:
         headers = self._traces.headers(job) if self._traces is not None else headers_to_send()
+        args = [job.job_id]
+        kwargs = {"integration_id": job.integration_id, "step": f"{job.model}.{job.action}"}
         self._app.send_task(
             RUN_JOB_TASK,
-            args=[job.job_id],
-            kwargs={"integration_id": job.integration_id, "step": f"{job.model}.{job.action}"},
+            args=args,
+            kwargs=kwargs,
             queue=self._queue,
             headers=headers,
+            argsrepr=repr(args),
+            kwargsrepr=repr(kwargs),
+            declare=self._declare,
         )
+        self._declare = []

@@ -7,7 +7,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import Select, Table, Update, and_, bindparam, insert, literal, or_, select, update
+from sqlalchemy import (
+    Connection,
+    Select,
+    Table,
+    Update,
+    and_,
+    bindparam,
+    insert,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from pmsq.models.account import Account
@@ -139,6 +151,22 @@ class QueuedJob:
     root_job_id: str
 
 
+def queue_admitted(
+    connection: Connection, job_ids: Sequence[str], now: datetime
+) -> dict[str, QueuedJob]:
+    """Move those of `job_ids` that are PENDING to QUEUED (stamped `now`) in one statement,
+    keyed by id; a job missing from the result was unknown or no longer PENDING. The rows stay
+    locked until the transaction ends.
+
+    On a plain connection (`write_engine(factory).begin()`), not a Session: every admission
+    in every worker and API process runs it, and a Session's unit of work would cost more than
+    the statement. No Session takes part, so none holds a copy of a moved job to expire."""
+    if not job_ids:
+        return {}
+    rows = connection.execute(_QUEUE_ADMITTED, {"job_ids": list(job_ids), "now": now})
+    return {row.id: QueuedJob(*row) for row in rows}
+
+
 @dataclass(frozen=True)
 class LockedJob:
     """A job row-locked for its outcome, with the versions of what recording it reads."""
@@ -220,22 +248,6 @@ class JobRepository:
         if stale is not None:
             self.session.expire(stale)
         return None if row is None else StartedRun(*row)
-
-    def queue_admitted(self, job_ids: Sequence[str], now: datetime) -> dict[str, QueuedJob]:
-        """Move those of `job_ids` that are PENDING to QUEUED (stamped `now`) in one statement,
-        keyed by id; a job missing from the result was unknown or no longer PENDING. The rows
-        stay locked until the transaction ends. A copy of a moved job this session holds is
-        expired, so it cannot be read stale."""
-        if not job_ids:
-            return {}
-        rows = self.session.execute(_QUEUE_ADMITTED, {"job_ids": list(job_ids), "now": now})
-        queued = {row.id: QueuedJob(*row) for row in rows}
-        if self.session.identity_map:
-            for job_id in queued:
-                held = self.session.identity_map.get(self.session.identity_key(Job, job_id))
-                if held is not None:
-                    self.session.expire(held)
-        return queued
 
     def set_lease(self, job_id: str, expires_at: datetime, now: datetime) -> None:
         """Stamp a RUNNING job's lease expiry (on Redis's clock) in the claim's transaction."""

@@ -19,6 +19,7 @@ from support.services import RedisServer
 
 from pmsq.redis_client import broker_transport_options
 from pmsq.settings import Settings
+from pmsq.workers.broker import TRANSPORT, broker_transport
 
 
 def test_closing_a_detached_channel_with_an_unacked_message_does_not_raise(
@@ -53,3 +54,40 @@ def test_closing_a_detached_channel_with_an_unacked_message_does_not_raise(
             client.flushdb()
         finally:
             client.close()
+
+
+def test_a_broker_channel_sends_through_one_client_per_connection_pool(
+    redis_server: RedisServer,
+) -> None:
+    url = redis_server.url.rsplit("/", 1)[0] + "/8"
+    assert broker_transport(url) == TRANSPORT
+    connection = Connection(
+        url, transport=broker_transport(url), transport_options=broker_transport_options(Settings())
+    )
+    try:
+        channel = connection.default_channel
+        with connection.Producer() as producer:
+            for n in range(3):
+                producer.publish({"job": n}, routing_key="one-client-test")
+        with channel.conn_or_acquire() as first, channel.conn_or_acquire() as second:
+            assert second is first
+            assert first.llen("one-client-test") == 3
+        # What kombu does when the connection drops: the pool goes, and its client with it.
+        channel._disconnect_pools()
+        with channel.conn_or_acquire() as third:
+            assert third is not first
+            assert third.connection_pool is channel.pool
+            assert third.llen("one-client-test") == 3
+    finally:
+        connection.release()
+        client = redis.Redis.from_url(url)
+        try:
+            client.flushdb()
+        finally:
+            client.close()
+
+
+def test_only_a_plain_redis_broker_gets_pmsqs_transport() -> None:
+    assert broker_transport("redis://127.0.0.1:6379/0") == TRANSPORT
+    assert broker_transport("rediss://127.0.0.1:6380/0") is None
+    assert broker_transport("sentinel://127.0.0.1:26379;sentinel://127.0.0.1:26380") is None

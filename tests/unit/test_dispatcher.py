@@ -12,6 +12,7 @@ from typing import Any
 
 import fakeredis
 import pytest
+from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 from support.metrics import CountingMetrics
 
@@ -257,6 +258,29 @@ def test_a_backlog_entry_of_a_job_no_longer_pending_gives_its_slot_back(world: W
     assert world.flow.usage(iid).in_flight == 0  # and gave it straight back
     assert world.dispatcher.admit_integration(iid) == 1
     assert world.publisher.ids == [waiting]
+
+
+def test_an_admission_moves_its_jobs_in_a_write_transaction(world: World) -> None:
+    # On SQLite a write transaction takes the write lock up front (`BEGIN IMMEDIATE`): one
+    # begun as a read and upgraded by its UPDATE could fail at once on a busy store.
+    iid = world.add_integration(concurrency=1)
+    job_id = world.add_job(iid)
+    world.dispatcher.load_limits(iid)
+    with world.session_factory.begin() as session:
+        engine = session.get_bind()  # the store's engine: its events are every connection's
+    sent: list[str] = []
+
+    def note(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        sent.append(" ".join(statement.split()[:2]).upper())
+
+    event.listen(engine, "before_cursor_execute", note)
+    try:
+        assert world.dispatcher.submit(iid, [job_id]) == 1
+    finally:
+        event.remove(engine, "before_cursor_execute", note)
+
+    assert sent == ["BEGIN IMMEDIATE", "UPDATE JOBS"]
+    assert world.status(job_id) == JobStatus.QUEUED.value
 
 
 # --- the loop ------------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import json
 import logging
 
 import fakeredis
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from pmsq.logs import install, log_context
@@ -111,3 +112,14 @@ def test_json_logs_carry_the_job_context() -> None:
     fields = ("message", "job_id", "root_job_id", "integration_id")
     assert [inside[f] for f in fields] == ["inside job", "j1", "r1", "i1"]
     assert outside["job_id"] is None and outside["level"] == "INFO"
+
+
+def test_a_worker_logs_no_line_per_http_request(caplog: pytest.LogCaptureFixture) -> None:
+    from pmsq.workers.app import app  # configures the worker's logging
+
+    caplog.set_level(logging.INFO)  # a worker started with --loglevel info
+    httpx_logger = logging.getLogger("httpx")
+
+    assert app.main == "pmsq"
+    assert not httpx_logger.isEnabledFor(logging.INFO)
+    assert httpx_logger.isEnabledFor(logging.WARNING)
