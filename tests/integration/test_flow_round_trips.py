@@ -8,7 +8,6 @@ pipeline is one round trip), and attributed to the flow-control call that sent i
 
 from __future__ import annotations
 
-import uuid
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
@@ -18,14 +17,13 @@ import pytest
 import redis
 import redis.connection
 from sqlalchemy.orm import Session, sessionmaker
+from support.store import add_unthrottled_integration
 
 from bench.flow import CountingConnection, labelled
 from pmsq.api.services.idempotency import IdempotencyKeys
 from pmsq.api.services.writes import AcceptedWrite, WriteService
 from pmsq.crypto import CredentialCipher
-from pmsq.models.account import Account
 from pmsq.models.enums import JobStatus
-from pmsq.models.integration import Integration
 from pmsq.settings import Settings
 from pmsq.workers.connectors import ConnectorFactory
 from pmsq.workers.dispatch import Dispatcher
@@ -120,20 +118,13 @@ class WritePath:
             )
         )
         cipher = CredentialCipher(settings.fernet_keys)
-        with session_factory.begin() as session:
-            account = Account(name=f"round-trips-{uuid.uuid4()}")
-            session.add(account)
-            session.flush()
-            integration = Integration(
-                account_id=account.id, name="rt", integration_vendor="SANDBOX",
-                base_url="http://pms.invalid/t/rt",
-                credentials_encrypted=cipher.encrypt({"api_key": "round-trip-key-0123456789"}),
-                max_request_frequency=100_000, max_request_cadence="SECOND",
-                max_job_concurrency=concurrency,
-            )  # fmt: skip
-            session.add(integration)
-            session.flush()
-            self.account_id, self.integration_id = account.id, integration.id
+        self.account_id, self.integration_id = add_unthrottled_integration(
+            session_factory,
+            name="rt",
+            base_url="http://pms.invalid/t/rt",
+            credentials_encrypted=cipher.encrypt({"api_key": "round-trip-key-0123456789"}),
+            max_job_concurrency=concurrency,
+        )
 
         def pms(request: httpx.Request) -> httpx.Response:
             return httpx.Response(201, json={"id": "r1", "last_name": "Count"}, headers=pms_headers)

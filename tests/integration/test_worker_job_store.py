@@ -19,12 +19,11 @@ import pytest
 import redis
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
+from support.store import add_unthrottled_integration
 
 from pmsq.crypto import CredentialCipher
-from pmsq.models.account import Account
 from pmsq.models.base import new_id
-from pmsq.models.enums import Cadence, JobStatus, Vendor
-from pmsq.models.integration import Integration
+from pmsq.models.enums import JobStatus
 from pmsq.models.job import Job
 from pmsq.models.record import Record
 from pmsq.models.sync import SyncExecution, SyncType
@@ -66,21 +65,7 @@ class World:
     integration_id: str = ""
 
     def add_integration(self) -> str:
-        with self.session_factory.begin() as session:
-            account = Account(name=f"acme-{new_id()[:8]}")
-            session.add(account)
-            session.flush()
-            integration = Integration(
-                account_id=account.id,
-                name="acme pms",
-                integration_vendor=Vendor.SANDBOX.value,
-                max_request_frequency=100_000,
-                max_request_cadence=Cadence.SECOND.value,
-                max_job_concurrency=100,
-            )
-            session.add(integration)
-            session.flush()
-            self.account_id, self.integration_id = account.id, integration.id
+        self.account_id, self.integration_id = add_unthrottled_integration(self.session_factory)
         return self.integration_id
 
     def add_job(self, status: JobStatus = JobStatus.PENDING) -> str:

@@ -14,12 +14,11 @@ import fakeredis
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 from support.processes import wait_until
+from support.store import add_unthrottled_integration
 
 from pmsq.api.services.admission import Admissions
-from pmsq.models.account import Account
 from pmsq.models.base import new_id, utcnow
-from pmsq.models.enums import Cadence, JobStatus, Vendor
-from pmsq.models.integration import Integration
+from pmsq.models.enums import JobStatus
 from pmsq.models.job import Job
 from pmsq.settings import Settings
 from pmsq.tracing import tracing_on
@@ -54,21 +53,7 @@ class World:
         self.flow = RedisFlowControl(fakeredis.FakeRedis())
         self.dispatcher = Dispatcher(self.session_factory, self.broker, self.flow, Settings())
         self.admissions = Admissions(self.dispatcher)
-        with self.session_factory.begin() as session:
-            account = Account(name="acme")
-            session.add(account)
-            session.flush()
-            integration = Integration(
-                account_id=account.id,
-                name="acme pms",
-                integration_vendor=Vendor.SANDBOX.value,
-                max_request_frequency=100_000,
-                max_request_cadence=Cadence.SECOND.value,
-                max_job_concurrency=100,
-            )
-            session.add(integration)
-            session.flush()
-            self.account_id, self.integration_id = account.id, integration.id
+        self.account_id, self.integration_id = add_unthrottled_integration(self.session_factory)
 
     def stored_job(self) -> str:
         """A write's root job as `WriteService` commits it: PENDING, nothing in Redis."""
