@@ -79,16 +79,14 @@ class RequestPacer:
         if first is not None:
             # The claim's round trip already took this slot: good if the request leaves
             # about a round trip after it was asked, like any pass; else given back.
-            if self._lost.is_set():
-                raise FencedOut(f"job {self._claim.job_id}: the heartbeat lost the lease")
+            self._stop_if_lost()
             late_s = self._monotonic() - first.asked_s - self._latency.fastest_s
             if self._fresh(late_s, stale_passes):
                 return
             stale_passes += 1
             self._give_back(integration_id, first.slot)
         while True:
-            if self._lost.is_set():
-                raise FencedOut(f"job {self._claim.job_id}: the heartbeat lost the lease")
+            self._stop_if_lost()
             asked_s = self._monotonic()
             paced = self._ask(integration_id)
             if paced.decision is Pace.FENCED:
@@ -103,6 +101,10 @@ class RequestPacer:
                 self._give_back(integration_id, paced.slot)
             else:
                 time.sleep(min(paced.wait_s, self.MAX_WAIT_S))
+
+    def _stop_if_lost(self) -> None:
+        if self._lost.is_set():
+            raise FencedOut(f"job {self._claim.job_id}: the heartbeat lost the lease")
 
     def give_back_unused(self) -> None:
         """Give back the slot the claim took if no request used it (the step sent nothing),
