@@ -163,7 +163,7 @@ class JobRunner:
         self._subscriptions = SubscriptionCache()
         self._enum_mappings = EnumMappingCache()
         self._renewer = LeaseRenewer()
-        self._redis_clock = RedisClockEstimate()
+        self._redis_clock = RedisClockEstimate(monotonic)
 
     def run(self, job_id: str) -> JobStatus | None:
         """Run the job if it is QUEUED; returns its status afterwards, None if not run."""
