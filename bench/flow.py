@@ -611,6 +611,36 @@ def labelled(name: str) -> Iterator[None]:
 class LabelledFlow(RedisFlowControl):
     """`RedisFlowControl` naming each call on the write path for the round-trip count."""
 
+    def submit(
+        self,
+        integration_id: str,
+        job_ids: Sequence[str],
+        max_jobs: int,
+        lease_s: float,
+        *,
+        delay_s: float = 0.0,
+        ahead: bool = False,
+    ) -> Admission:
+        with labelled("submit"):
+            return super().submit(
+                integration_id, job_ids, max_jobs, lease_s, delay_s=delay_s, ahead=ahead
+            )
+
+    def finish(
+        self,
+        integration_id: str,
+        member: str,
+        max_jobs: int,
+        lease_s: float,
+        *,
+        requeue: Sequence[tuple[str, float]] = (),
+        pms_headers: Mapping[str, str] | None = None,
+    ) -> Admission:
+        with labelled("finish"):
+            return super().finish(
+                integration_id, member, max_jobs, lease_s, requeue=requeue, pms_headers=pms_headers
+            )
+
     def enqueue(self, integration_id: str, job_ids: Sequence[str], delay_s: float = 0.0) -> None:
         with labelled("enqueue"):
             super().enqueue(integration_id, job_ids, delay_s)

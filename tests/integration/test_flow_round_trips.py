@@ -9,7 +9,7 @@ pipeline is one round trip), and attributed to the flow-control call that sent i
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import httpx
@@ -19,7 +19,7 @@ import redis.connection
 from sqlalchemy.orm import Session, sessionmaker
 from support.store import add_unthrottled_integration
 
-from bench.flow import CountingConnection, labelled
+from bench.flow import CountingConnection, LabelledFlow, StubPublisher
 from pmsq.api.services.idempotency import IdempotencyKeys
 from pmsq.api.services.writes import AcceptedWrite, WriteService
 from pmsq.crypto import CredentialCipher
@@ -27,75 +27,11 @@ from pmsq.models.enums import JobStatus
 from pmsq.settings import Settings
 from pmsq.workers.connectors import ConnectorFactory
 from pmsq.workers.dispatch import Dispatcher
-from pmsq.workers.flow.backend import Admission, Held, Paced
 from pmsq.workers.flow.keys import READY
-from pmsq.workers.flow.redis_backend import RedisFlowControl
-from pmsq.workers.publisher import AdmittedJob
 from pmsq.workers.runner import JobRunner
 
 #: Writes counted, after one that warms up the connection, the script cache and the limits.
 JOBS = 20
-
-
-class LabelledFlow(RedisFlowControl):
-    """Names the flow-control calls of the write path; anything else counts as "other"."""
-
-    def submit(
-        self,
-        integration_id: str,
-        job_ids: Sequence[str],
-        max_jobs: int,
-        lease_s: float,
-        *,
-        delay_s: float = 0.0,
-        ahead: bool = False,
-    ) -> Admission:
-        with labelled("submit"):
-            return super().submit(
-                integration_id, job_ids, max_jobs, lease_s, delay_s=delay_s, ahead=ahead
-            )
-
-    def finish(
-        self,
-        integration_id: str,
-        member: str,
-        max_jobs: int,
-        lease_s: float,
-        *,
-        requeue: Sequence[tuple[str, float]] = (),
-        pms_headers: Mapping[str, str] | None = None,
-    ) -> Admission:
-        with labelled("finish"):
-            return super().finish(
-                integration_id, member, max_jobs, lease_s, requeue=requeue, pms_headers=pms_headers
-            )
-
-    def reschedule(self, integration_id: str, claim_us: int, next_us: int | None) -> None:
-        with labelled("reschedule"):
-            super().reschedule(integration_id, claim_us, next_us)
-
-    def hold(
-        self,
-        integration_id: str,
-        job_id: str,
-        delivery: int,
-        lease_s: float,
-        pace_first: bool = False,
-    ) -> Held:
-        with labelled("hold"):
-            return super().hold(integration_id, job_id, delivery, lease_s, pace_first)
-
-    def pace(self, integration_id: str, job_id: str, delivery: int) -> Paced:
-        with labelled("pace"):
-            return super().pace(integration_id, job_id, delivery)
-
-
-class Publisher:
-    def __init__(self) -> None:
-        self.published: list[AdmittedJob] = []
-
-    def publish(self, job: AdmittedJob) -> None:
-        self.published.append(job)
 
 
 class WritePath:
@@ -130,7 +66,7 @@ class WritePath:
             return httpx.Response(201, json={"id": "r1", "last_name": "Count"}, headers=pms_headers)
 
         self._http = httpx.Client(transport=httpx.MockTransport(pms))
-        self.publisher = Publisher()
+        self.publisher = StubPublisher()
         self.runner_flow = LabelledFlow(self._client)
         dispatcher = Dispatcher(session_factory, self.publisher, self.runner_flow, settings)
         self.runner = JobRunner(
