@@ -38,8 +38,11 @@ def span_attributes(ids: Mapping[str, str | None]) -> dict[str, str]:
 @contextmanager
 def log_context(**ids: str | None) -> Iterator[None]:
     merged = {**dict(_context.get()), **{k: v for k, v in ids.items() if v}}
-    # The span running now (a write's request, a job's task) is about the same job.
-    trace.get_current_span().set_attributes(span_attributes(ids))
+    # The span running now (a write's request, a job's task) is about the same job. A span
+    # that records nothing (tracing off) would drop them: not built for it.
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attributes(span_attributes(ids))
     token = _context.set(tuple(merged.items()))
     try:
         yield

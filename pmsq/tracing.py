@@ -178,13 +178,29 @@ class _RequestGetter(Getter[Any]):
         return list(getattr(carrier, "headers", None) or {})
 
 
+_REQUEST_GETTER = _RequestGetter()
+
+
+def _carries_context(request: Any) -> bool:
+    """Whether a task request holds any field the installed propagators read (W3C trace
+    context, baggage): then a worker with tracing off still passes the context on."""
+    return any(_REQUEST_GETTER.get(request, key) for key in propagate.get_global_textmap().fields)
+
+
 @contextmanager
 def task_span(request: Any, name: str, **ids: str | None) -> Iterator[None]:
     """The span of a task run, continuing the trace whose context its message carries.
 
     A `PmsqError` (a failed job's `JobFailed`) marks it failed with its message, the job's
-    recorded error; any other exception only with its type."""
-    parent = propagate.extract(request, getter=_RequestGetter())
+    recorded error; any other exception only with its type.
+
+    With tracing off and no trace context in the message there is no span to make and no
+    context to pass on, so nothing is done: every job's task runs this, and extracting an
+    empty context and starting a no-op span cost more than the rest of the task's wrapper."""
+    if not tracing_on() and not _carries_context(request):
+        yield
+        return
+    parent = propagate.extract(request, getter=_REQUEST_GETTER)
     token = otel_context.attach(parent)
     try:
         with _start(name, SpanKind.CONSUMER, span_attributes(ids)) as span:

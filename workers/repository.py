@@ -167,6 +167,43 @@ def queue_admitted(
     return {row.id: QueuedJob(*row) for row in rows}
 
 
+def start_run(
+    connection: Connection,
+    job_id: str,
+    now: datetime,
+    max_unrecorded_claims: int,
+    lease_expires_at: datetime | None = None,
+) -> StartedRun | None:
+    """QUEUED -> RUNNING in one statement that also counts the claim (a new delivery number,
+    an attempt, an unrecorded claim), stamps `lease_expires_at` and reads back what the run
+    needs; the row stays locked until the transaction ends.
+
+    None when the job is unknown, not QUEUED, or has `max_unrecorded_claims` unrecorded
+    claims already (a poison message): the caller tells which under `JobRepository.lock`.
+    The lease expiry is the claim's guess of what Redis will grant (None when it has none);
+    `set_lease` corrects it in the same transaction when the guess was off.
+
+    On a plain connection (`write_engine(factory).begin()`), like `queue_admitted`: every
+    delivery runs it, and a Session around one statement costs more than the statement. A
+    Session that joins the connection's transaction afterwards (the rare paths) loads the
+    row as this statement left it."""
+    row = connection.execute(
+        _START_RUN,
+        {
+            "job_id": job_id,
+            "now": now,
+            "max_unrecorded_claims": max_unrecorded_claims,
+            "lease_until": lease_expires_at,
+        },
+    ).one_or_none()
+    return None if row is None else StartedRun(*row)
+
+
+def set_lease(connection: Connection, job_id: str, expires_at: datetime, now: datetime) -> None:
+    """Stamp a RUNNING job's lease expiry (on Redis's clock) in the claim's transaction."""
+    connection.execute(_SET_LEASE, {"job_id": job_id, "expires_at": expires_at, "now": now})
+
+
 @dataclass(frozen=True)
 class LockedJob:
     """A job row-locked for its outcome, with the versions of what recording it reads."""
@@ -218,40 +255,6 @@ class JobRepository:
             held = (transaction, set())
             self.session.info[_LOCKED_KEY] = held
         return held[1]
-
-    def start_run(
-        self,
-        job_id: str,
-        now: datetime,
-        max_unrecorded_claims: int,
-        lease_expires_at: datetime | None = None,
-    ) -> StartedRun | None:
-        """QUEUED -> RUNNING in one statement that also counts the claim (a new delivery
-        number, an attempt, an unrecorded claim), stamps `lease_expires_at` and reads back
-        what the run needs; the row stays locked until the transaction ends.
-
-        None when the job is unknown, not QUEUED, or has `max_unrecorded_claims` unrecorded
-        claims already (a poison message): the caller tells which under `lock`. The lease
-        expiry is the claim's guess of what Redis will grant (None when it has none);
-        `set_lease` corrects it in the same transaction when the guess was off. A copy of the
-        job this session holds is expired, so it cannot be read stale."""
-        row = self.session.execute(
-            _START_RUN,
-            {
-                "job_id": job_id,
-                "now": now,
-                "max_unrecorded_claims": max_unrecorded_claims,
-                "lease_until": lease_expires_at,
-            },
-        ).one_or_none()
-        stale = self.session.identity_map.get(self.session.identity_key(Job, job_id))
-        if stale is not None:
-            self.session.expire(stale)
-        return None if row is None else StartedRun(*row)
-
-    def set_lease(self, job_id: str, expires_at: datetime, now: datetime) -> None:
-        """Stamp a RUNNING job's lease expiry (on Redis's clock) in the claim's transaction."""
-        self.session.execute(_SET_LEASE, {"job_id": job_id, "expires_at": expires_at, "now": now})
 
     def add_logs(self, rows: Sequence[dict[str, Any]]) -> None:
         """Insert job-log rows (`JobLog` columns, `id` included) in one statement."""

@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from pmsq.errors import FencedOut, PmsError, PmsThrottled
 from pmsq.logs import log_context
 from pmsq.metrics import MetricsRecorder, NullMetrics
 from pmsq.models.base import new_id, utcnow
+from pmsq.models.db import write_engine
 from pmsq.models.enums import JobStatus
 from pmsq.models.job import Job
 from pmsq.pms.connector import Exchange, Step, StepResult
@@ -39,7 +41,7 @@ from pmsq.workers.healing import poison_message
 from pmsq.workers.heartbeat import LeaseHeartbeat, LeaseRenewer
 from pmsq.workers.pacing import PaceLatency, RequestPacer
 from pmsq.workers.record_cache import EnumMappingCache, record_key, store_written
-from pmsq.workers.repository import JobRepository, StartedRun
+from pmsq.workers.repository import JobRepository, StartedRun, set_lease, start_run
 from pmsq.workers.steps import Claim, Failed, GrantedSlot, Outcome, StepHandlers, Succeeded
 from pmsq.workers.transitions import requeue
 from pmsq.workers.webhooks.subscriptions import Subscription, SubscriptionCache
@@ -85,19 +87,22 @@ class IntegrationSnapshots:
         self._by_id: dict[str, tuple[datetime, IntegrationSnapshot]] = {}
 
     def get(
-        self, repo: JobRepository, integration_id: str, version: datetime | None
+        self, connection: Connection, integration_id: str, version: datetime | None
     ) -> IntegrationSnapshot:
+        """The integration as the transaction of `connection` reads it, when it is at
+        `version` (read again, in that transaction, when it moved)."""
         cached = self._by_id.get(integration_id)
         if cached is not None and version is not None and cached[0] == version:
             return cached[1]
-        integration = repo.integration(integration_id)
-        assert integration is not None  # enforced by the foreign key
-        snapshot = IntegrationSnapshot.of(integration)
+        with Session(bind=connection) as session:
+            integration = JobRepository(session).integration(integration_id)
+            assert integration is not None  # enforced by the foreign key
+            entry = (integration.updated_at, IntegrationSnapshot.of(integration))
         self._by_id.pop(integration_id, None)
         if len(self._by_id) >= self.MAX_ENTRIES:
             del self._by_id[next(iter(self._by_id))]
-        self._by_id[integration_id] = (integration.updated_at, snapshot)
-        return snapshot
+        self._by_id[integration_id] = entry
+        return entry[1]
 
 
 class RedisClockEstimate:
@@ -150,6 +155,8 @@ class JobRunner:
         """`monotonic`: this host's elapsed-time clock, which judges whether a request slot
         granted on Redis's clock is still fresh when the request leaves."""
         self._session_factory = session_factory
+        #: What the claim's transaction runs on (a plain connection, no Session).
+        self._engine = write_engine(session_factory)
         self._metrics = metrics or NullMetrics()
         self._monotonic = monotonic
         self._connectors = connectors
@@ -261,24 +268,27 @@ class JobRunner:
         Redis, so deliveries take leases in order, corrects the stamp if Redis's answer says it
         was off, and commits. When the admission lease lapsed while the message waited in the
         broker and no slot is free, the claim is rolled back and the job goes back to the head
-        of its backlog untouched (no attempt, no delivery)."""
+        of its backlog untouched (no attempt, no delivery).
+
+        The transaction runs on a plain connection: a claim is one statement, and a Session
+        around it cost more than the statement. The rare paths (the UPDATE matched nothing,
+        the integration changed) join the same transaction with a Session of their own."""
         now = self._clock()
         lease_s = self._settings.job_lease_s
         poisoned: Job | None = None
+        guessed = self._redis_clock.lease_expiry(lease_s)
         try:
-            with self._session_factory.begin() as session:
-                repo = JobRepository(session)
-                guessed = self._redis_clock.lease_expiry(lease_s)
-                started: StartedRun | Job | None = repo.start_run(
-                    job_id, now, self._settings.max_deliveries, guessed
+            with self._engine.begin() as connection:
+                started: StartedRun | Job | None = start_run(
+                    connection, job_id, now, self._settings.max_deliveries, guessed
                 )
                 if started is None:
-                    started = self._start_locked(session, job_id, now, guessed)
+                    started = self._start_locked(connection, job_id, now, guessed)
                 if isinstance(started, Job):
                     poisoned = started
                 elif started is not None:
                     integration = self._integrations.get(
-                        repo, started.integration_id, started.integration_version
+                        connection, started.integration_id, started.integration_version
                     )
                     asked_s = self._monotonic()
                     held = self._flow.hold(
@@ -290,7 +300,7 @@ class JobRunner:
                         raise _NoSlot
                     expires_at = redis_time(held.now_us) + timedelta(seconds=lease_s)
                     if not self._redis_clock.close_enough(guessed, expires_at, lease_s):
-                        repo.set_lease(job_id, expires_at, now)
+                        set_lease(connection, job_id, expires_at, now)
                     return Claim(
                         job_id=started.id,
                         root_job_id=started.root_job_id,
@@ -308,26 +318,35 @@ class JobRunner:
         return None
 
     def _start_locked(
-        self, session: Session, job_id: str, now: datetime, lease_expires_at: datetime | None
+        self,
+        connection: Connection,
+        job_id: str,
+        now: datetime,
+        lease_expires_at: datetime | None,
     ) -> StartedRun | Job | None:
         """Why the claim's UPDATE matched nothing, asked under the row lock: an unknown job or
         a duplicate message (None; the message is dropped), or a poison message (the job,
         failed here). A job that became QUEUED since (PostgreSQL reads each statement's own
-        snapshot) is started after all."""
-        repo = JobRepository(session)
-        job = repo.lock(job_id)
-        if job is None:
-            logger.warning("job %s: not in the job store, message dropped", job_id)
-            return None
-        if job.status != JobStatus.QUEUED.value:
-            logger.info("job %s: is %s, duplicate message dropped", job_id, job.status)
-            return None
-        if job.unrecorded_claims >= self._settings.max_deliveries:
-            self._finish(
-                session, job, JobStatus.FAILURE, now, poison_message(job.unrecorded_claims)
-            )
-            return job
-        return repo.start_run(job_id, now, self._settings.max_deliveries, lease_expires_at)
+        snapshot) is started after all.
+
+        Runs in the claim's transaction, through a Session that joins it: what the Session
+        writes is flushed here and committed (or rolled back) with the claim."""
+        with Session(bind=connection, expire_on_commit=False) as session:
+            repo = JobRepository(session)
+            job = repo.lock(job_id)
+            if job is None:
+                logger.warning("job %s: not in the job store, message dropped", job_id)
+                return None
+            if job.status != JobStatus.QUEUED.value:
+                logger.info("job %s: is %s, duplicate message dropped", job_id, job.status)
+                return None
+            if job.unrecorded_claims >= self._settings.max_deliveries:
+                self._finish(
+                    session, job, JobStatus.FAILURE, now, poison_message(job.unrecorded_claims)
+                )
+                session.flush()
+                return job
+        return start_run(connection, job_id, now, self._settings.max_deliveries, lease_expires_at)
 
     def _give_back(self, job_id: str, now: datetime) -> None:
         """A claim that found no free slot: the job goes back to PENDING, at the head of its

@@ -24,6 +24,7 @@ from support.store import add_unthrottled_integration
 from pmsq.crypto import CredentialCipher
 from pmsq.models.base import new_id
 from pmsq.models.enums import JobStatus
+from pmsq.models.integration import Integration
 from pmsq.models.job import Job
 from pmsq.models.record import Record
 from pmsq.models.sync import SyncExecution, SyncType
@@ -205,6 +206,51 @@ def test_a_duplicate_message_is_dropped_and_changes_nothing(world: World) -> Non
 
     job = world.job(job_id)
     assert (job.status, job.deliveries, job.attempts) == (JobStatus.RUNNING.value, 1, 1)
+
+
+def test_a_poison_message_fails_its_job_in_the_claims_own_transaction(
+    world: World, statements: list[str]
+) -> None:
+    """The claim's UPDATE misses a job claimed too often without an outcome; the job is then
+    failed, under its row lock, in the same transaction, and stays failed once it ends."""
+    job_id = world.submit()
+    max_deliveries = world.runner._settings.max_deliveries
+    with world.session_factory.begin() as session:
+        job = session.get(Job, job_id)
+        assert job is not None
+        job.deliveries = job.unrecorded_claims = max_deliveries
+    statements.clear()
+
+    assert world.runner.claim(job_id) is None
+
+    assert statements[:2] == ["UPDATE jobs", "SELECT jobs"]
+    job = world.job(job_id)
+    assert (job.status, job.deliveries, job.tree_failed) == (
+        JobStatus.FAILURE.value,
+        max_deliveries,
+        1,
+    )
+    assert job.error is not None and "PMSQ_MAX_DELIVERIES" in job.error
+    assert world.flow.usage(world.integration_id).in_flight == 0  # its admission given back
+
+
+def test_a_claim_reads_a_changed_integration_in_its_own_transaction(
+    world: World, statements: list[str]
+) -> None:
+    first, second = world.submit(), world.submit()
+    assert world.runner.claim(first) is not None
+    with world.session_factory.begin() as session:
+        integration = session.get(Integration, world.integration_id)
+        assert integration is not None
+        integration.base_url = "https://pms.example/moved"
+        integration.updated_at = T1
+    statements.clear()
+
+    claim = world.runner.claim(second)
+
+    assert claim is not None and claim.integration.base_url == "https://pms.example/moved"
+    assert statements == ["UPDATE jobs", "SELECT integrations"]
+    assert world.job(second).status == JobStatus.RUNNING.value
 
 
 def test_a_recorded_write_is_cached_in_one_statement(world: World, statements: list[str]) -> None:

@@ -22,7 +22,7 @@ import fakeredis
 import pytest
 import redis
 from fakeredis.commands_mixins import server_mixin
-from sqlalchemy import event, select
+from sqlalchemy import Connection, event, select
 from sqlalchemy.orm import Session, sessionmaker
 from support.metrics import CountingMetrics
 
@@ -41,6 +41,7 @@ from pmsq.pms.connector import Exchange, Step, StepResult
 from pmsq.pms.profiles import VALIDATE_THEN_CREATE, VendorProfile
 from pmsq.pms.registry import profile_for
 from pmsq.settings import Settings
+from pmsq.workers import runner as runner_module
 from pmsq.workers.connectors import IntegrationSnapshot
 from pmsq.workers.dispatch import Dispatcher
 from pmsq.workers.flow.backend import Held, Pace, Paced
@@ -51,7 +52,6 @@ from pmsq.workers.heartbeat import LeaseHeartbeat
 from pmsq.workers.outcome import write_outcome
 from pmsq.workers.pacing import PaceLatency, RequestPacer
 from pmsq.workers.publisher import AdmittedJob
-from pmsq.workers.repository import JobRepository
 from pmsq.workers.runner import JobRunner, RedisClockEstimate
 from pmsq.workers.steps import Claim, Outcome, Succeeded
 
@@ -1589,14 +1589,14 @@ def test_a_job_queued_again_between_the_claims_update_and_its_lock_is_claimed(
     # On PostgreSQL each statement reads its own snapshot: the claim's UPDATE can miss a job
     # that an admission committed as QUEUED an instant later, before the claim locks it.
     job_id = harness.submit()
-    start_run = JobRepository.start_run
+    start_run = runner_module.start_run
     calls = []
 
-    def missed_once(repo: JobRepository, *args: Any) -> Any:
+    def missed_once(connection: Connection, *args: Any) -> Any:
         calls.append(args)
-        return None if len(calls) == 1 else start_run(repo, *args)
+        return None if len(calls) == 1 else start_run(connection, *args)
 
-    monkeypatch.setattr(JobRepository, "start_run", missed_once)
+    monkeypatch.setattr(runner_module, "start_run", missed_once)
     claim = harness.runner(ScriptedConnector([StepResult()])).claim(job_id)
 
     assert len(calls) == 2

@@ -341,6 +341,21 @@ def test_no_span_is_made_outside_a_trace(exporter: InMemorySpanExporter) -> None
     assert exporter.get_finished_spans() == ()
 
 
+def test_a_worker_with_tracing_off_passes_its_messages_trace_on(
+    exporter: InMemorySpanExporter, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A task skips its span when tracing is off, but not when its message carries a trace:
+    the trace context still reaches what the task publishes."""
+    monkeypatch.setattr(tracing, "tracing_on", lambda: False)
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    traced = SimpleNamespace(traceparent=f"00-{trace_id}-00f067aa0ba902b7-01", headers=None)
+    with tracing.task_span(traced, RUN_JOB_TASK, job_id="j1"):
+        passed_on = tracing.headers_to_send()
+    assert passed_on["traceparent"].split("-")[1] == trace_id
+    with tracing.task_span(SimpleNamespace(headers=None), RUN_JOB_TASK, job_id="j2"):
+        assert tracing.headers_to_send() == {}
+
+
 def test_tracing_is_off_unless_an_exporter_is_named() -> None:
     assert tracing.exporter_names({}) == []
     assert tracing.exporter_names({"OTEL_TRACES_EXPORTER": "none"}) == []
