@@ -85,6 +85,27 @@ class Dispatcher:
         return self._settle(integration_id, admission)
 
     @traced("pmsq.admit")
+    def submit_all(self, integration_id: str, job_ids: Sequence[str]) -> int:
+        """`submit`, then admit again at once while the last admission admitted some (it may
+        have stopped at its batch size, `ADMIT_BATCH`, or at a rate that frees the next
+        admission within microseconds), as a dispatcher tick would, until as many were
+        published as were submitted; returns how many were published.
+
+        An admission that admitted nothing ends it, the first too: what stopped it (no free
+        slot, the rate, a pause, jobs due later) stops the next one as well, and the ready set
+        already tells a dispatcher when to come back. A write that waits behind others for a
+        slot costs one round trip to flow control, not two."""
+        if not job_ids:
+            return 0
+        lease_s = self._settings.job_lease_s
+        admission = self._flow.submit(integration_id, job_ids, ADMIT_BATCH, lease_s)
+        published, admitted = self._settled(integration_id, admission)
+        while admitted and published < len(job_ids):
+            more, admitted = self._settled(integration_id, self._admit(integration_id, None))
+            published += more
+        return published
+
+    @traced("pmsq.admit")
     def resubmit_interrupted(self, integration_id: str, job_ids: Sequence[str]) -> int:
         """Put jobs that were admitted once but did not run to the end (a lost worker
         interrupted them, their message was lost, or it reached a worker only after its
@@ -139,7 +160,13 @@ class Dispatcher:
     def _settle(
         self, integration_id: str, admission: Admission, claim_us: int | None = None
     ) -> int:
-        """Publish what an admission admitted and tell the ready set when to come back.
+        return self._settled(integration_id, admission, claim_us)[0]
+
+    def _settled(
+        self, integration_id: str, admission: Admission, claim_us: int | None = None
+    ) -> tuple[int, int]:
+        """Publish what an admission admitted and tell the ready set when to come back;
+        returns how many jobs were published and how many the admission admitted.
 
         The ready set is written only when a dispatcher must come back and does not already
         know when (the integration still has a backlog, `next_us`, and no admission since the
@@ -164,7 +191,7 @@ class Dispatcher:
             self._flow.reschedule(
                 integration_id, -1 if claim_us is None else claim_us, admission.next_us
             )
-        return published
+        return published, len(admission.job_ids)
 
     def load_limits(self, integration_id: str) -> None:
         """Copy the integration's limits from the database to flow control."""

@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, cast
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Select,
     Table,
@@ -36,30 +37,38 @@ _JOB_LOGS = cast(Table, JobLog.__table__)
 _CLAIMABLE = [status.value for status, moves in ALLOWED.items() if JobStatus.RUNNING in moves]
 #: `session.info` key: (the transaction, ids of the jobs it row-locked through `lock`).
 _LOCKED_KEY = "pmsq_locked_jobs"
+
+
+def _queue_admitted(job_is: ColumnElement[bool]) -> Update:
+    """Admitted jobs (those `job_is` picks) PENDING -> QUEUED, returning what publishing
+    needs of each."""
+    return (
+        update(_JOBS)
+        .where(job_is, _JOBS.c.status == JobStatus.PENDING.value)
+        .values(
+            status=JobStatus.QUEUED.value,
+            due_at=None,
+            updated_at=bindparam("now", type_=_JOBS.c.updated_at.type),
+        )
+        .returning(
+            _JOBS.c.id,
+            _JOBS.c.integration_id,
+            _JOBS.c.model,
+            _JOBS.c.action,
+            _JOBS.c.root_job_id,
+        )
+    )
+
+
 #: Admitted jobs PENDING -> QUEUED, built once: it runs for every admission, in every worker
 #: and API process, and building a statement costs more than running it. The guard on
 #: PENDING is the state machine's (`transition` allows QUEUED from PENDING alone), in SQL, so
 #: the batch takes one round trip and needs no row lock of its own. `updated_at` is what the
 #: healer's stale-QUEUED sweep measures from; `due_at` is a PENDING job's only.
-_QUEUE_ADMITTED = (
-    update(_JOBS)
-    .where(
-        _JOBS.c.id.in_(bindparam("job_ids", expanding=True)),
-        _JOBS.c.status == JobStatus.PENDING.value,
-    )
-    .values(
-        status=JobStatus.QUEUED.value,
-        due_at=None,
-        updated_at=bindparam("now", type_=_JOBS.c.updated_at.type),
-    )
-    .returning(
-        _JOBS.c.id,
-        _JOBS.c.integration_id,
-        _JOBS.c.model,
-        _JOBS.c.action,
-        _JOBS.c.root_job_id,
-    )
-)
+_QUEUE_ADMITTED = _queue_admitted(_JOBS.c.id.in_(bindparam("job_ids", expanding=True)))
+#: The same for a batch of one, the usual admission (a finish hands its slot to the next job):
+#: an expanding IN is rendered again at every execution, a plain bound id is not.
+_QUEUE_ONE_ADMITTED = _queue_admitted(_JOBS.c.id == bindparam("job_id"))
 
 
 def _start_run() -> Update:
@@ -163,7 +172,10 @@ def queue_admitted(
     the statement. No Session takes part, so none holds a copy of a moved job to expire."""
     if not job_ids:
         return {}
-    rows = connection.execute(_QUEUE_ADMITTED, {"job_ids": list(job_ids), "now": now})
+    if len(job_ids) == 1:
+        rows = connection.execute(_QUEUE_ONE_ADMITTED, {"job_id": job_ids[0], "now": now})
+    else:
+        rows = connection.execute(_QUEUE_ADMITTED, {"job_ids": list(job_ids), "now": now})
     return {row.id: QueuedJob(*row) for row in rows}
 
 

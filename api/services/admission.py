@@ -112,15 +112,11 @@ class Admissions:
 
     def _admit(self, integration_id: str, job_ids: Sequence[str]) -> None:
         """Enqueue `job_ids` and admit what the limits allow (one round trip when they allow
-        all of them); admit again while that publishes some, as a dispatcher tick would."""
+        all of them, or none); admit again while that admits some, as a dispatcher tick would
+        (`Dispatcher.submit_all`)."""
         try:
             with log_context(integration_id=integration_id):
-                left = len(job_ids) - self._dispatcher.submit(integration_id, job_ids)
-                while left > 0:
-                    published = self._dispatcher.admit_integration(integration_id)
-                    if not published:
-                        return
-                    left -= published
+                self._dispatcher.submit_all(integration_id, job_ids)
         except Exception as exc:
             logger.warning(
                 "admission of integration %s failed (%s); the orphan sweep enqueues its jobs",

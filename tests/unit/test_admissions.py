@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import fakeredis
 import pytest
@@ -22,7 +23,7 @@ from pmsq.models.enums import JobStatus
 from pmsq.models.job import Job
 from pmsq.settings import Settings
 from pmsq.tracing import tracing_on
-from pmsq.workers.dispatch import Dispatcher
+from pmsq.workers.dispatch import ADMIT_BATCH, Dispatcher
 from pmsq.workers.flow.redis_backend import RedisFlowControl
 from pmsq.workers.publisher import AdmittedJob
 
@@ -151,3 +152,43 @@ def test_writes_still_waiting_at_close_are_admitted_by_close(world: World) -> No
     world.admissions._threads = []
     world.admissions.close()
     assert sorted(world.broker.published) == sorted(job_ids)
+
+
+def test_a_write_that_waits_for_a_slot_costs_one_admission(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The submit that puts a write in its backlog admits in the same round trip; when the
+    limits hold it back (here the one slot is taken), no second admission asks again: it
+    would find the same, and the ready set already tells a dispatcher when to come back."""
+    _, world.integration_id = add_unthrottled_integration(
+        world.session_factory, max_job_concurrency=1
+    )
+    first, waiting = world.stored_job(), world.stored_job()
+    world.admissions.submit(world.integration_id, [first])
+    wait_until(lambda: world.published(first), ADMIT_DEADLINE_S, message="first published")
+    admissions: list[str] = []
+    admit = world.flow.admit
+
+    def counted(integration_id: str, *args: Any, **kwargs: Any) -> Any:
+        admissions.append(integration_id)
+        return admit(integration_id, *args, **kwargs)
+
+    monkeypatch.setattr(world.flow, "admit", counted)
+    world.admissions.submit(world.integration_id, [waiting])
+    world.admissions.close()  # the threads are done with it
+
+    assert world.flow.in_backlog(world.integration_id, [waiting]) == [True]
+    assert admissions == []
+    assert world.broker.published == [first]
+    assert world.flow.usage(world.integration_id).next_admission_us is not None
+
+
+def test_more_writes_than_one_admission_takes_are_admitted_together(world: World) -> None:
+    """Writes handed over together go to Redis together; an admission takes `ADMIT_BATCH`
+    jobs at most (fewer when the rate spaces them), and the thread admits again while an
+    admission admits some."""
+    job_ids = [world.stored_job() for _ in range(ADMIT_BATCH + 5)]
+    world.admissions.submit(world.integration_id, job_ids)
+    wait_until(lambda: world.published(*job_ids), ADMIT_DEADLINE_S, message="all published")
+    assert world.broker.published == job_ids
+    assert world.flow.usage(world.integration_id).backlog == 0

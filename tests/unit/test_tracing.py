@@ -69,6 +69,13 @@ class CapturingCelery:
     """Stands in for the Celery app's broker side: keeps each message `send_task` sends."""
 
     sent: list[Message] = field(default_factory=list)
+    #: What the publisher makes its producers of: stand-ins, as `send_task` sends nothing.
+    amqp: Any = field(
+        default_factory=lambda: SimpleNamespace(Producer=lambda connection, auto_declare: None)
+    )
+
+    def connection_for_write(self) -> None:
+        return None
 
     def send_task(self, name: str, **options: Any) -> None:
         assert name == RUN_JOB_TASK

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from importlib import resources
 from typing import Any
@@ -16,6 +17,9 @@ from pmsq.workers.flow.limits import Limits
 #: Response headers a PMS uses to tell its own limits; kept for the rate-limits endpoint.
 PMS_LIMIT_HEADERS = ("x-ratelimit-limit", "x-ratelimit-remaining", "x-ratelimit-reset")
 
+
+#: Integrations whose admit.lua keys are kept made (a few hundred bytes each).
+ADMIT_KEYS_CACHED = 4096
 
 #: pace.lua's answers.
 _PACE_STATES = {1: Pace.GO, 0: Pace.WAIT, -1: Pace.NO_LIMITS, -2: Pace.FENCED}
@@ -52,9 +56,10 @@ class RedisFlowControl:
 
     def set_limits(self, integration_id: str, limits: Limits) -> None:
         """Write the limits unless Redis holds a newer version of them."""
-        self._set_limits(
-            keys=[IntegrationKeys(integration_id).limits],
-            args=[
+        self._call(
+            self._set_limits,
+            [IntegrationKeys(integration_id).limits],
+            [
                 limits.version_us,
                 limits.interval_us,
                 limits.tolerance_us,
@@ -129,6 +134,21 @@ class RedisFlowControl:
             self._redis.script_load(script.script)
             return list(build().execute())
 
+    def _call(self, script: Script, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """One EVALSHA of `script`, loading it first if Redis does not have it (a restarted or
+        failed-over Redis): what calling the `Script` does, without what that call redoes every
+        time (an import, a check whether the client is a pipeline, the arguments copied into a
+        tuple twice), on every flow-control call of every job."""
+        try:
+            return self._redis.execute_command(  # type: ignore[no-untyped-call]
+                "EVALSHA", script.sha, len(keys), *keys, *args
+            )
+        except redis.exceptions.NoScriptError:
+            self._redis.script_load(script.script)
+            return self._redis.execute_command(  # type: ignore[no-untyped-call]
+                "EVALSHA", script.sha, len(keys), *keys, *args
+            )
+
     def admit(
         self, integration_id: str, max_jobs: int, lease_s: float, *, claimed: bool = False
     ) -> Admission:
@@ -149,13 +169,12 @@ class RedisFlowControl:
         and the integration joins the known set in the same pipeline."""
         delay = "ahead" if ahead else _us(max(0.0, delay_s))
         prelude = ["wake", *_prelude("", [(job_id, delay) for job_id in job_ids], {})]
-        keys = IntegrationKeys(integration_id)
+        keys = _admit_keys(integration_id)
 
         def build() -> Any:
             pipe = self._redis.pipeline(transaction=False)
-            keys_ = _admit_keys(keys)
             pipe.execute_command(  # type: ignore[no-untyped-call]
-                "EVALSHA", self._admit.sha, len(keys_), *keys_, max_jobs, _us(lease_s), *prelude
+                "EVALSHA", self._admit.sha, len(keys), *keys, max_jobs, _us(lease_s), *prelude
             )
             pipe.sadd(KNOWN_INTEGRATIONS, integration_id)
             return pipe
@@ -182,13 +201,14 @@ class RedisFlowControl:
     def _admit_after(
         self, integration_id: str, max_jobs: int, lease_s: float, prelude: list[Any]
     ) -> Admission:
-        keys = IntegrationKeys(integration_id)
-        raw = self._admit(keys=_admit_keys(keys), args=[max_jobs, _us(lease_s), *prelude])
+        raw = self._call(
+            self._admit, _admit_keys(integration_id), [max_jobs, _us(lease_s), *prelude]
+        )
         return _admission(raw)
 
     def release(self, integration_id: str, member: str) -> int:
         keys = IntegrationKeys(integration_id)
-        return int(self._release(keys=[keys.leases, keys.backlog], args=[member]))
+        return int(self._call(self._release, [keys.leases, keys.backlog], [member]))
 
     def hold(
         self,
@@ -202,26 +222,27 @@ class RedisFlowControl:
         script_keys = [keys.leases, keys.limits]
         if pace_first:
             script_keys += [keys.request_tat, keys.paused_until]
-        raw = self._hold(keys=script_keys, args=[job_id, delivery, _us(lease_s)])
+        raw = self._call(self._hold, script_keys, [job_id, delivery, _us(lease_s)])
         slot = (int(_text(raw[2])), int(_text(raw[3]))) if len(raw) > 2 else None
         return Held(bool(int(raw[0])), int(_text(raw[1])), slot)
 
     def renew(self, integration_id: str, job_id: str, delivery: int, lease_s: float) -> Held:
         keys = IntegrationKeys(integration_id)
         member = claim_member(job_id, delivery)
-        held, now_us = self._renew(keys=[keys.leases], args=[member, _us(lease_s)])
+        held, now_us = self._call(self._renew, [keys.leases], [member, _us(lease_s)])
         return Held(bool(int(held)), int(_text(now_us)))
 
     def reclaim(self, integration_id: str, job_id: str, delivery: int) -> bool:
         keys = IntegrationKeys(integration_id)
-        reclaimed, _now = self._reclaim(keys=[keys.leases], args=[claim_member(job_id, delivery)])
+        reclaimed, _now = self._call(self._reclaim, [keys.leases], [claim_member(job_id, delivery)])
         return bool(int(reclaimed))
 
     def pace(self, integration_id: str, job_id: str, delivery: int) -> Paced:
         keys = IntegrationKeys(integration_id)
-        raw = self._pace(
-            keys=[keys.request_tat, keys.paused_until, keys.limits, keys.leases],
-            args=[claim_member(job_id, delivery)],
+        raw = self._call(
+            self._pace,
+            [keys.request_tat, keys.paused_until, keys.limits, keys.leases],
+            [claim_member(job_id, delivery)],
         )
         decision = _PACE_STATES[int(raw[0])]
         slot = (int(_text(raw[2])), int(_text(raw[3]))) if len(raw) > 2 else None
@@ -230,7 +251,7 @@ class RedisFlowControl:
     def give_back(self, integration_id: str, slot: tuple[int, int]) -> bool:
         granted_us, next_us = slot
         keys = IntegrationKeys(integration_id)
-        return bool(int(self._give_back(keys=[keys.request_tat], args=[next_us, granted_us])))
+        return bool(int(self._call(self._give_back, [keys.request_tat], [next_us, granted_us])))
 
     def admission_live(self, integration_id: str, job_id: str) -> bool:
         expiry = self._redis.zscore(IntegrationKeys(integration_id).leases, job_id)
@@ -238,7 +259,7 @@ class RedisFlowControl:
 
     def enqueue_orphan(self, integration_id: str, job_id: str) -> bool:
         keys = IntegrationKeys(integration_id)
-        added = bool(int(self._enqueue_orphan(keys=[keys.backlog, keys.leases], args=[job_id])))
+        added = bool(int(self._call(self._enqueue_orphan, [keys.backlog, keys.leases], [job_id])))
         if added:
             self._redis.sadd(KNOWN_INTEGRATIONS, integration_id)
         return added
@@ -273,12 +294,12 @@ class RedisFlowControl:
 
     def pause(self, integration_id: str, seconds: float) -> int:
         keys = IntegrationKeys(integration_id)
-        until_us = int(_text(self._pause(keys=[keys.paused_until], args=[_us(seconds)])))
+        until_us = int(_text(self._call(self._pause, [keys.paused_until], [_us(seconds)])))
         self._redis.zadd(READY, {integration_id: until_us}, gt=True, xx=True)
         return until_us
 
     def claim_due(self, max_integrations: int, claim_s: float) -> DueIntegrations:
-        raw = self._claim_due(keys=[READY], args=[max_integrations, _us(claim_s)])
+        raw = self._call(self._claim_due, [READY], [max_integrations, _us(claim_s)])
         next_us = int(_text(raw[2]))
         return DueIntegrations(
             now_us=int(_text(raw[0])),
@@ -288,8 +309,10 @@ class RedisFlowControl:
         )
 
     def reschedule(self, integration_id: str, claim_us: int, next_us: int | None) -> None:
-        self._reschedule(
-            keys=[READY], args=[integration_id, claim_us, -1 if next_us is None else next_us]
+        self._call(
+            self._reschedule,
+            [READY],
+            [integration_id, claim_us, -1 if next_us is None else next_us],
         )
 
     def record_pms_limits(self, integration_id: str, headers: dict[str, str]) -> None:
@@ -344,8 +367,12 @@ def _prelude(
     return args
 
 
-def _admit_keys(keys: IntegrationKeys) -> list[str]:
-    return [
+@functools.lru_cache(maxsize=ADMIT_KEYS_CACHED)
+def _admit_keys(integration_id: str) -> tuple[str, ...]:
+    """admit.lua's KEYS of an integration, made once per integration while it stays among
+    the most recently admitted: every submit and finish of a job passes them."""
+    keys = IntegrationKeys(integration_id)
+    return (
         keys.backlog,
         keys.leases,
         keys.admit_tat,
@@ -353,7 +380,7 @@ def _admit_keys(keys: IntegrationKeys) -> list[str]:
         keys.limits,
         keys.pms_limits,
         keys.wake_at,
-    ]
+    )
 
 
 def _admission(raw: Any) -> Admission:
