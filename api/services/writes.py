@@ -12,7 +12,12 @@ from its row only while the row still has the facts the write was judged on
 (`write_targets`), so a process judges writes on the integration it remembers and reads it
 again only when it changed. Nothing else is read, and no Session runs it: its statements
 run on a plain connection of the write engine (`write_engine`), which costs a fraction of a
-Session's transaction and unit of work on the API's busiest path.
+Session's transaction and unit of work on the API's busiest path. On PostgreSQL that one
+statement is sent on its own, in autocommit (one round trip instead of BEGIN, INSERT and
+COMMIT): it is atomic by itself, and what a keyless write reads before it (a forgotten
+integration, a cached record, a property's configuration) takes no lock and, read committed,
+would see no more in a transaction block than out of one. SQLite keeps its `BEGIN IMMEDIATE`,
+so a write is judged under the write lock there.
 """
 
 from __future__ import annotations
@@ -139,6 +144,12 @@ class WriteService:
         given)."""
         self._session_factory = session_factory
         self._engine = write_engine(session_factory)
+        #: What a write without a key runs on: autocommit on PostgreSQL (see above).
+        self._keyless = (
+            self._engine.execution_options(isolation_level="AUTOCOMMIT")
+            if self._engine.dialect.name == "postgresql"
+            else self._engine
+        )
         self._submitter = submitter
         self._keys = keys
         self._clock = clock
@@ -211,7 +222,9 @@ class WriteService:
         idempotency: IdempotentRequest | None,
         now: datetime,
     ) -> tuple[str, AcceptedWrite] | Replay:
-        """One transaction: the key's lookup, the root job, and the key with its answer."""
+        """One transaction: the key's lookup, the root job, and the key with its answer;
+        without a key, the root job's INSERT alone (on PostgreSQL, not in a transaction
+        block)."""
         fields = dict(body)
         integration_id = fields.pop("integration_id", None)
         write = _Write(
@@ -224,14 +237,16 @@ class WriteService:
             ignore_unknown_fields,
             now,
         )
+        if idempotency is None:
+            with self._keyless.begin() as connection:
+                target, accepted = self._insert_root_job(connection, write)
+            return target.integration_id, accepted
         with self._engine.begin() as connection:
-            if idempotency is not None:
-                replay = self._keys.lookup(connection, account_id, idempotency, now)
-                if replay is not None:
-                    return replay
+            replay = self._keys.lookup(connection, account_id, idempotency, now)
+            if replay is not None:
+                return replay
             target, accepted = self._insert_root_job(connection, write)
-            if idempotency is not None:
-                self._keys.store(connection, account_id, idempotency, accepted.answer(), now)
+            self._keys.store(connection, account_id, idempotency, accepted.answer(), now)
             return target.integration_id, accepted
 
     def _insert_root_job(
