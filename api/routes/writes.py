@@ -24,6 +24,7 @@ from pmsq.api.context import ApiContext
 from pmsq.api.routes.deps import read_json_body
 from pmsq.api.services.idempotency import IdempotentRequest, Replay, fingerprint
 from pmsq.models.schemas import ErrorResponse, WriteAccepted
+from pmsq.tracing import tracing_on
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 422)
@@ -117,9 +118,10 @@ class RequestRoute(APIRoute):
     """A route whose endpoint takes the `Request` alone and returns its `Response`: FastAPI
     has no parameter, body or dependency to solve for it, and nothing to serialize, so the
     endpoint is called as it is (FastAPI's handler would still solve the empty dependency
-    tree and parse the query and cookies on every request). The OpenAPI document is built
-    from the route's declaration as for any route. An endpoint declaring anything else is
-    refused when the route is made: it would not be given it."""
+    tree and parse the query and cookies on every request). With tracing on, FastAPI's own
+    handler runs it, for the `fastapi.endpoint` span that carries the write's ids. The
+    OpenAPI document is built from the route's declaration as for any route. An endpoint
+    declaring anything else is refused when the route is made: it would not be given it."""
 
     def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
         super().__init__(path, endpoint, **kwargs)
@@ -137,7 +139,12 @@ class RequestRoute(APIRoute):
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         endpoint: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint
-        return endpoint
+        traced = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            return await (traced(request) if tracing_on() else endpoint(request))
+
+        return handler
 
 
 def build_router(ctx: ApiContext) -> APIRouter:
