@@ -36,7 +36,9 @@ def serve(settings: Settings, host: str, port: int) -> None:
             metrics=[ClusterCollector(redis_client), FlowGauges(redis_client)],
             recorder=MetricsRecorder(redis_client, flush_interval_s=settings.metrics_flush_s),
         )
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+        # No access log: at "warning" its lines are dropped anyway, but uvicorn would still
+        # format each request's client address and path for it.
+        uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
     finally:
         redis_client.close()
         engine.dispose()

@@ -1,19 +1,22 @@
 """Generic write endpoints: `POST /v1/{model}/`, `PUT /v1/{model}/{record_id}`.
 
-The API's busiest endpoints read their request themselves rather than have FastAPI solve
-parameters and dependencies for every write: the body (on the event loop), then in one worker
-thread the caller's token, `ignore_unknown_fields` and `Idempotency-Key`, in the order FastAPI
-took them and with the same answers when one is missing or invalid. `parameters` documents
-them in the OpenAPI document as FastAPI would document declared parameters.
+The API's busiest endpoints read their request themselves (`RequestRoute`) rather than have
+FastAPI solve parameters and dependencies for every write: the body (on the event loop), then
+in one worker thread the caller's token, `ignore_unknown_fields` and `Idempotency-Key`, in
+the order FastAPI took them and with the same answers when one is missing or invalid.
+`parameters` documents them in the OpenAPI document as FastAPI would document declared
+parameters.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
@@ -21,6 +24,7 @@ from pmsq.api.context import ApiContext
 from pmsq.api.routes.deps import read_json_body
 from pmsq.api.services.idempotency import IdempotentRequest, Replay, fingerprint
 from pmsq.models.schemas import ErrorResponse, WriteAccepted
+from pmsq.tracing import tracing_on
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse} for code in (400, 401, 404, 409, 413, 422)
@@ -110,8 +114,41 @@ def ignore_unknown_fields(request: Request) -> bool:
         ) from None
 
 
+class RequestRoute(APIRoute):
+    """A route whose endpoint takes the `Request` alone and returns its `Response`: FastAPI
+    has no parameter, body or dependency to solve for it, and nothing to serialize, so the
+    endpoint is called as it is (FastAPI's handler would still solve the empty dependency
+    tree and parse the query and cookies on every request). With tracing on, FastAPI's own
+    handler runs it, for the `fastapi.endpoint` span that carries the write's ids. The
+    OpenAPI document is built from the route's declaration as for any route. An endpoint
+    declaring anything else is refused when the route is made: it would not be given it."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], **kwargs: Any) -> None:
+        super().__init__(path, endpoint, **kwargs)
+        dependant = self.dependant
+        declared = (
+            dependant.path_params,
+            dependant.query_params,
+            dependant.header_params,
+            dependant.cookie_params,
+            dependant.body_params,
+            dependant.dependencies,
+        )
+        if any(declared) or dependant.request_param_name is None:
+            raise TypeError(f"{path}: a RequestRoute's endpoint takes the Request alone")
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        endpoint: Callable[[Request], Coroutine[Any, Any, Response]] = self.endpoint
+        traced = super().get_route_handler()
+
+        async def handler(request: Request) -> Response:
+            return await (traced(request) if tracing_on() else endpoint(request))
+
+        return handler
+
+
 def build_router(ctx: ApiContext) -> APIRouter:
-    router = APIRouter(tags=["writes"])
+    router = APIRouter(tags=["writes"], route_class=RequestRoute)
     accounts, writes = ctx.accounts, ctx.writes
     limit = ctx.settings.max_body_bytes
 

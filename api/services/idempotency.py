@@ -22,8 +22,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, delete, insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Table, bindparam, delete, insert, select
 
 from pmsq.errors import Conflict, IdempotencyKeyReused, ValidationFailed
 from pmsq.models.idempotency import IdempotencyRecord
@@ -82,7 +81,7 @@ class IdempotencyKeys:
         self._in_flight = timedelta(seconds=IN_FLIGHT_RELEASE_S)
 
     def lookup(
-        self, session: Session, account_id: str, request: IdempotentRequest, now: datetime
+        self, connection: Connection, account_id: str, request: IdempotentRequest, now: datetime
     ) -> Replay | None:
         """The stored answer when `request` repeats a live key; None when the key is free.
 
@@ -90,7 +89,7 @@ class IdempotencyKeys:
         here so that the caller's `store` can take the key. Raises IdempotencyKeyReused (the
         key came with another request) or Conflict (its first request is still in flight).
         """
-        record = session.execute(
+        record = connection.execute(
             _LOOKUP, {"account_id": account_id, "key": request.key}
         ).one_or_none()
         if record is None:
@@ -101,7 +100,7 @@ class IdempotencyKeys:
         ):
             # By id and without a row-count check: a concurrent purge or repeat may have
             # deleted it already, which is just as good.
-            session.execute(_DELETE, {"record_id": record.id})
+            connection.execute(_DELETE, {"record_id": record.id})
             return None
         if record.request_sha256 != request.request_sha256:
             raise IdempotencyKeyReused(
@@ -117,7 +116,7 @@ class IdempotencyKeys:
 
     def store(
         self,
-        session: Session,
+        connection: Connection,
         account_id: str,
         request: IdempotentRequest,
         answer: Replay,
@@ -129,7 +128,7 @@ class IdempotencyKeys:
         concurrent request stored the key first (on PostgreSQL once that request commits);
         the caller then looks it up again.
         """
-        session.execute(
+        connection.execute(
             _STORE,
             {
                 "account_id": account_id,

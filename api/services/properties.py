@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
-from sqlalchemy import select
+from sqlalchemy import Connection, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from pmsq.api.pagination import PageRequest, paginate, single
@@ -40,14 +40,22 @@ def to_out(config: PropertyConfiguration) -> PropertyConfigurationOut:
 
 
 def check_property_enabled(
-    session: Session, integration_id: str, new_properties_are_enabled: bool, property_id: Any
+    connection: Connection,
+    integration_id: str,
+    new_properties_are_enabled: bool,
+    property_id: Any,
 ) -> None:
     """Refuses (400 naming `property_id`) a write for a property the integration does not
     write for: disabled by its configuration or, with none, by `new_properties_are_enabled`
-    (the integration's)."""
+    (the integration's). Runs on the write's connection (in its transaction, if any): a
+    Session is made for the query only when the write names a property."""
     if not isinstance(property_id, str) or not property_id:
         return
-    if disabled_properties(session, integration_id, new_properties_are_enabled, [property_id]):
+    with Session(connection) as session:
+        disabled = disabled_properties(
+            session, integration_id, new_properties_are_enabled, [property_id]
+        )
+    if disabled:
         raise ValidationFailed(
             f"property '{property_id}' is disabled for integration '{integration_id}'",
             [{"field": "property_id", "reason": "property disabled for this integration"}],

@@ -17,8 +17,7 @@ import threading
 from dataclasses import dataclass
 from typing import Any, cast
 
-from sqlalchemy import ColumnElement, Table, and_, bindparam, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, Connection, Table, and_, bindparam, or_, select
 
 from pmsq.errors import NotFound, ValidationFailed
 from pmsq.models.integration import Integration
@@ -103,10 +102,10 @@ _CACHED_RECORD = (
 )
 
 
-def read_owned(session: Session, account_id: str, integration_id: str) -> WriteTarget:
+def read_owned(connection: Connection, account_id: str, integration_id: str) -> WriteTarget:
     """The account's live integration as it is now, or NotFound (another account's looks
     just as absent), as `owned_integration` judges it."""
-    row = session.execute(_READ, {"integration_id": integration_id}).first()
+    row = connection.execute(_READ, {"integration_id": integration_id}).first()
     if row is None or row.account_id != account_id or row.deleted_at is not None:
         raise NotFound(
             f"no integration with id '{integration_id}'",
@@ -116,12 +115,12 @@ def read_owned(session: Session, account_id: str, integration_id: str) -> WriteT
 
 
 def read_cached_record(
-    session: Session, account_id: str, model: str, record_id: str
+    connection: Connection, account_id: str, model: str, record_id: str
 ) -> tuple[WriteTarget, str] | None:
     """The integration and PMS id of the record `record_id` (pmsq's id or the PMS's) of
     `model` in the record cache of the account's live integrations, newest first; None when
     no such record is cached."""
-    row = session.execute(
+    row = connection.execute(
         _CACHED_RECORD, {"record_id": record_id, "model": model, "account_id": account_id}
     ).first()
     if row is None:

@@ -185,6 +185,41 @@ def test_a_write_with_a_key_adds_the_keys_lookup_and_insert(
     assert statements == ["SELECT idempotency_records"]
 
 
+def test_on_postgresql_a_write_without_a_key_is_sent_outside_a_transaction_block(
+    api: ApiHarness, database_url: str, session_factory: sessionmaker[Session]
+) -> None:
+    """One round trip (no BEGIN before the INSERT, no COMMIT after it); a keyed write's three
+    statements still share one transaction."""
+    if not database_url.startswith("postgresql"):
+        pytest.skip("SQLite takes its write lock up front with BEGIN IMMEDIATE")
+    headers = api.token("acme")
+    integration_id = make_integration(api, headers)
+    assert write(api, headers, integration_id)[0] == 200  # the integration is now known
+    with session_factory.begin() as session:
+        engine = session.get_bind()
+    after: list[tuple[str, str]] = []
+
+    def note(_conn: Any, cursor: Any, statement: str, *_args: Any) -> None:
+        status = cursor.connection.info.transaction_status.name
+        after.append((statement.split()[0], status))
+
+    event.listen(engine, "after_cursor_execute", note)
+    try:
+        assert write(api, headers, integration_id)[0] == 200
+        keyed = {**headers, "Idempotency-Key": "one-round-trip"}
+        body = {"integration_id": integration_id, "last_name": "Hopper"}
+        assert api.client.post("/v1/residents/", json=body, headers=keyed).status_code == 200
+    finally:
+        event.remove(engine, "after_cursor_execute", note)
+    # The keyless write's INSERT jobs, then the keyed one's SELECT and two INSERTs.
+    assert after == [
+        ("INSERT", "IDLE"),
+        ("SELECT", "INTRANS"),
+        ("INSERT", "INTRANS"),
+        ("INSERT", "INTRANS"),
+    ]
+
+
 def test_an_update_of_a_cached_record_reads_the_record_with_its_integration(
     api: ApiHarness, statements: list[str]
 ) -> None:
