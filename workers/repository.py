@@ -32,6 +32,8 @@ from pmsq.workers.transitions import ALLOWED
 #: map: a claim is one UPDATE and its result row, a run's job logs one INSERT).
 _JOBS = cast(Table, Job.__table__)
 _JOB_LOGS = cast(Table, JobLog.__table__)
+#: A run's job-log rows, built once (`add_logs`).
+_ADD_LOGS = insert(_JOB_LOGS)
 #: Statuses the state machine lets a job move to RUNNING from (QUEUED).
 _CLAIMABLE = [status.value for status, moves in ALLOWED.items() if JobStatus.RUNNING in moves]
 #: `session.info` key: (the transaction, ids of the jobs it row-locked through `lock`).
@@ -254,9 +256,12 @@ class JobRepository:
         self.session.execute(_SET_LEASE, {"job_id": job_id, "expires_at": expires_at, "now": now})
 
     def add_logs(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert job-log rows (`JobLog` columns, `id` included) in one statement."""
+        """Insert job-log rows (`JobLog` columns, `id` included) in one statement.
+
+        On the session's connection (no ORM execution, no autoflush), and a single row, a
+        run's usual, as one execution rather than an `executemany` of one."""
         if rows:
-            self.session.execute(insert(_JOB_LOGS), list(rows))
+            self.session.connection().execute(_ADD_LOGS, rows[0] if len(rows) == 1 else rows)
 
     def integration(self, integration_id: str) -> Integration | None:
         return self.session.get(Integration, integration_id)
