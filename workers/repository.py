@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, cast
 
 from sqlalchemy import (
+    ColumnElement,
     Connection,
     Select,
     Table,
@@ -345,3 +347,60 @@ def _lock_with_versions() -> Select[Job, datetime | None, int | None]:
 
 
 _LOCK_WITH_VERSIONS = _lock_with_versions()
+
+
+@dataclass(frozen=True)
+class MovedJob:
+    """What a guarded move of a job (`move_job_if`) read back in its own UPDATE."""
+
+    account_id: str
+    action: str
+    created_at: datetime
+    #: As `LockedJob`'s: the versions of what recording an outcome reads.
+    integration_version: datetime | None
+    webhooks_version: int | None
+
+
+def move_job_if(
+    session: Session, job_id: str, expected: Mapping[str, Any], values: Mapping[str, Any]
+) -> MovedJob | None:
+    """Set `values` (column -> value) on the job if its columns still hold `expected` (column
+    -> value, NULL too), in one UPDATE on the session's connection that reads back what
+    recording an outcome needs; the row stays locked until the transaction ends. None, and
+    nothing changed, when the job is unknown or any column differs from `expected`.
+
+    A move checked and made by one statement: no lock-then-read, no loaded entity and no
+    flush. The statement is built once per shape (the columns named)."""
+    statement = _move_if(tuple(expected), tuple(values))
+    params: dict[str, Any] = {"job_id": job_id}
+    params.update((f"expected_{name}", value) for name, value in expected.items())
+    params.update((f"value_{name}", value) for name, value in values.items())
+    row = session.connection().execute(statement, params).one_or_none()
+    stale = session.identity_map.get(session.identity_key(Job, job_id))
+    if stale is not None:
+        session.expire(stale)
+    return None if row is None else MovedJob(*row)
+
+
+@lru_cache(maxsize=64)
+def _move_if(expected: tuple[str, ...], values: tuple[str, ...]) -> Update:
+    c = _JOBS.c
+
+    def holds(name: str) -> ColumnElement[bool]:
+        column, value = c[name], bindparam(f"expected_{name}", type_=c[name].type)
+        return column.is_not_distinct_from(value) if column.nullable else column == value
+
+    return (
+        update(_JOBS)
+        .where(c.id == bindparam("job_id"), *(holds(name) for name in expected))
+        .values({name: bindparam(f"value_{name}", type_=c[name].type) for name in values})
+        .returning(
+            c.account_id,
+            c.action,
+            c.created_at,
+            select(Integration.updated_at)
+            .where(Integration.id == c.integration_id)
+            .scalar_subquery(),
+            select(Account.webhooks_version).where(Account.id == c.account_id).scalar_subquery(),
+        )
+    )
