@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from pmsq.errors import IllegalTransition
@@ -199,6 +200,7 @@ class FinishedRoot:
 
 
 def finish_running_root(
+    connection: Connection,
     session: Session,
     job_id: str,
     status: JobStatus,
@@ -219,7 +221,8 @@ def finish_running_root(
 
     `listeners(account_id, webhooks_version)`: the account's webhook endpoints as of the
     version the UPDATE read; the outbox's rows (and a sync job's failed execution) are written
-    as `finish_job` writes them."""
+    as `finish_job` writes them, through `session`, a Session on `connection`'s transaction
+    that is used only then."""
     counts = TreeCounts()
     end = ending(
         job_id,
@@ -232,7 +235,7 @@ def finish_running_root(
         created_record_id=created_record_id,
     )
     guard = {**expected, "status": JobStatus.RUNNING.value, **counts.columns()}
-    done = move_job_if(session, job_id, guard, {**end.job, **end.root, **also})
+    done = move_job_if(connection, job_id, guard, {**end.job, **end.root, **also})
     if done is None:
         return None
     subscribed = listeners(done.account_id, done.webhooks_version)

@@ -262,8 +262,7 @@ class JobRepository:
 
         On the session's connection (no ORM execution, no autoflush), and a single row, a
         run's usual, as one execution rather than an `executemany` of one."""
-        if rows:
-            self.session.connection().execute(_ADD_LOGS, rows[0] if len(rows) == 1 else rows)
+        add_job_logs(self.session.connection(), rows)
 
     def integration(self, integration_id: str) -> Integration | None:
         return self.session.get(Integration, integration_id)
@@ -362,23 +361,22 @@ class MovedJob:
 
 
 def move_job_if(
-    session: Session, job_id: str, expected: Mapping[str, Any], values: Mapping[str, Any]
+    connection: Connection, job_id: str, expected: Mapping[str, Any], values: Mapping[str, Any]
 ) -> MovedJob | None:
     """Set `values` (column -> value) on the job if its columns still hold `expected` (column
-    -> value, NULL too), in one UPDATE on the session's connection that reads back what
-    recording an outcome needs; the row stays locked until the transaction ends. None, and
-    nothing changed, when the job is unknown or any column differs from `expected`.
+    -> value, NULL too), in one UPDATE that reads back what recording an outcome needs; the
+    row stays locked until the transaction ends. None, and nothing changed, when the job is
+    unknown or any column differs from `expected`.
 
     A move checked and made by one statement: no lock-then-read, no loaded entity and no
-    flush. The statement is built once per shape (the columns named)."""
+    flush. The statement is built once per shape (the columns named). On a plain connection:
+    a Session of the same transaction must not hold a copy of the job (it would not see the
+    move)."""
     statement = _move_if(tuple(expected), tuple(values))
     params: dict[str, Any] = {"job_id": job_id}
     params.update((f"expected_{name}", value) for name, value in expected.items())
     params.update((f"value_{name}", value) for name, value in values.items())
-    row = session.connection().execute(statement, params).one_or_none()
-    stale = session.identity_map.get(session.identity_key(Job, job_id))
-    if stale is not None:
-        session.expire(stale)
+    row = connection.execute(statement, params).one_or_none()
     return None if row is None else MovedJob(*row)
 
 
@@ -404,3 +402,10 @@ def _move_if(expected: tuple[str, ...], values: tuple[str, ...]) -> Update:
             select(Account.webhooks_version).where(Account.id == c.account_id).scalar_subquery(),
         )
     )
+
+
+def add_job_logs(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """`JobRepository.add_logs` on a plain connection: a single row, a run's usual, as one
+    execution rather than an `executemany` of one."""
+    if rows:
+        connection.execute(_ADD_LOGS, rows[0] if len(rows) == 1 else rows)

@@ -19,12 +19,14 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
+from sqlalchemy import Connection
 from sqlalchemy.orm import Session, sessionmaker
 
 from pmsq.errors import FencedOut, PmsError, PmsThrottled
 from pmsq.logs import log_context
 from pmsq.metrics import MetricsRecorder, NullMetrics
 from pmsq.models.base import new_id, utcnow
+from pmsq.models.db import write_engine
 from pmsq.models.enums import JobStatus
 from pmsq.models.job import Job
 from pmsq.pms.connector import Exchange, Step, StepResult
@@ -38,8 +40,8 @@ from pmsq.workers.flow.backend import redis_time
 from pmsq.workers.healing import poison_message
 from pmsq.workers.heartbeat import LeaseHeartbeat, LeaseRenewer
 from pmsq.workers.pacing import PaceLatency, RequestPacer
-from pmsq.workers.record_cache import EnumMappingCache, record_key, store_written
-from pmsq.workers.repository import JobRepository, StartedRun, move_job_if
+from pmsq.workers.record_cache import EnumMappingCache, record_key, write_record
+from pmsq.workers.repository import JobRepository, StartedRun, add_job_logs, move_job_if
 from pmsq.workers.steps import Claim, Failed, GrantedSlot, Outcome, StepHandlers, Succeeded
 from pmsq.workers.transitions import requeue, requeued
 from pmsq.workers.webhooks.subscriptions import Subscription, SubscriptionCache
@@ -401,15 +403,21 @@ class JobRunner:
         loaded rows (`_record_locked`), which also tells a claim that lost the job."""
         now = self._clock()
         headers = exchanges[-1].response_headers if exchanges else {}
-        with self._session_factory.begin() as session:
-            JobRepository(session).add_logs(_log_rows(claim, exchanges, now))
-            recorded = self._record_fast(session, claim, outcome, now, headers)
-            if recorded is None:
-                recorded = self._record_locked(session, claim, outcome, now, headers)
+        with write_engine(self._session_factory).begin() as connection:
+            # The ORM only where it is needed (a listener, a sync's execution, the locked
+            # path): a Session on the transaction's connection, which it joins when used.
+            with Session(bind=connection, expire_on_commit=False) as session:
+                add_job_logs(connection, _log_rows(claim, exchanges, now))
+                recorded = self._record_fast(connection, session, claim, outcome, now, headers)
+                if recorded is None:
+                    recorded = self._record_locked(session, claim, outcome, now, headers)
+                if session.in_transaction():  # used: its changes into the transaction
+                    session.commit()
             return recorded
 
     def _record_fast(
         self,
+        connection: Connection,
         session: Session,
         claim: Claim,
         outcome: Outcome,
@@ -444,13 +452,20 @@ class JobRunner:
                 values = requeued(claim.job_id, JobStatus.RUNNING, now, failure.due_at(now))
                 values.update(also, error=outcome.error.message)
                 guard = {**fence, "status": JobStatus.RUNNING.value}
-                if move_job_if(session, claim.job_id, guard, values) is None:
+                if move_job_if(connection, claim.job_id, guard, values) is None:
                     return None
                 return Recorded(JobStatus.PENDING, True, [], failure.delay_s, headers)
             if not is_root:
                 return None
             finished = self._finish_root(
-                session, claim, JobStatus.FAILURE, now, fence, also, error=failure.gave_up
+                connection,
+                session,
+                claim,
+                JobStatus.FAILURE,
+                now,
+                fence,
+                also,
+                error=failure.gave_up,
             )
             return None if finished is None else self._recorded(finished, now, headers)
         if not is_root or outcome.children:
@@ -458,11 +473,19 @@ class JobRunner:
         created = outcome.result.created_record_id
         also = {"unrecorded_claims": 0}
         finished = self._finish_root(
-            session, claim, JobStatus.SUCCESS, now, fence, also, created_record_id=created
+            connection,
+            session,
+            claim,
+            JobStatus.SUCCESS,
+            now,
+            fence,
+            also,
+            created_record_id=created,
         )
         if finished is None:
             return None
         self._cache_written_record(
+            connection,
             session,
             claim.integration.id,
             claim.step.model,
@@ -475,6 +498,7 @@ class JobRunner:
 
     def _finish_root(
         self,
+        connection: Connection,
         session: Session,
         claim: Claim,
         status: JobStatus,
@@ -488,6 +512,7 @@ class JobRunner:
             return self._subscriptions.get(session, account_id, version)
 
         return finish_running_root(
+            connection,
             session,
             claim.job_id,
             status,
@@ -531,6 +556,7 @@ class JobRunner:
         job.unrecorded_claims = 0
         if isinstance(outcome, Succeeded):
             self._cache_written_record(
+                session.connection(),
                 session,
                 job.integration_id,
                 job.model,
@@ -570,6 +596,7 @@ class JobRunner:
 
     def _cache_written_record(
         self,
+        connection: Connection,
         session: Session,
         integration_id: str,
         model: str,
@@ -582,7 +609,7 @@ class JobRunner:
         the integration's enum mappings as of `integration_version`."""
         if action in (CREATE, UPDATE) and result.record and record_key(result.record):
             mappings = self._enum_mappings.get(session, integration_id, integration_version, model)
-            store_written(session, integration_id, model, result.record, now, mappings)
+            write_record(connection, integration_id, model, result.record, now, mappings)
 
     def _judge(
         self,

@@ -68,6 +68,7 @@ def test_a_sync_job_failed_in_one_update_ends_its_execution(
     error = "PMS answered 400: bad page"
     with session_factory.begin() as session:
         finished = finish_running_root(
+            session.connection(),
             session,
             job_id,
             JobStatus.FAILURE,
