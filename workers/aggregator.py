@@ -234,7 +234,13 @@ def finish_running_root(
         error=error,
         created_record_id=created_record_id,
     )
-    guard = {**expected, "status": JobStatus.RUNNING.value, **counts.columns()}
+    # A root (its counters are on its own row), RUNNING, its tree fresh: what `ending` read.
+    guard = {
+        **expected,
+        "root_job_id": job_id,
+        "status": JobStatus.RUNNING.value,
+        **counts.columns(),
+    }
     done = move_job_if(connection, job_id, guard, {**end.job, **end.root, **also})
     if done is None:
         return None

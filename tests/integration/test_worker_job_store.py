@@ -31,6 +31,7 @@ from pmsq.models.record import Record
 from pmsq.models.sync import SyncExecution, SyncType
 from pmsq.pms.connector import Exchange, StepResult
 from pmsq.settings import Settings
+from pmsq.workers.aggregator import finish_running_root
 from pmsq.workers.connectors import ConnectorFactory
 from pmsq.workers.dispatch import Dispatcher
 from pmsq.workers.flow.keys import IntegrationKeys, claim_member
@@ -336,3 +337,41 @@ def _columns(job: Job) -> dict[str, Any]:
     """The job's columns but those that name it."""
     own = {"id", "root_job_id", "idempotency_key"}
     return {c.key: getattr(job, c.key) for c in Job.__table__.columns if c.key not in own}
+
+
+def test_a_child_job_is_never_finished_as_a_root(world: World) -> None:
+    """`finish_running_root` counts on the job's own row: a child's must be refused, whatever
+    its (unused) counters hold, or its root's counters would never move."""
+    root = world.add_job(JobStatus.SUCCESS)
+    child = new_id()
+    with world.session_factory.begin() as session:
+        session.add(
+            Job(
+                id=child,
+                root_job_id=root,
+                parent_job_id=root,
+                account_id=world.account_id,
+                integration_id=world.integration_id,
+                model="residents",
+                action="CREATE",
+                status=JobStatus.RUNNING.value,
+                created_at=T0,
+                updated_at=T0,
+                tree_total=1,
+            )
+        )
+    with world.session_factory.begin() as session:
+        finished = finish_running_root(
+            session.connection(),
+            session,
+            child,
+            JobStatus.SUCCESS,
+            T0,
+            expected={},
+            also={},
+            listeners=lambda _account_id, _version: (),
+        )
+
+    assert finished is None
+    job = world.job(child)
+    assert (job.status, job.tree_finished, job.finish_seq) == (JobStatus.RUNNING.value, 0, None)
