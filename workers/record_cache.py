@@ -8,7 +8,7 @@ from datetime import datetime
 from functools import cache
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, case, func, select
+from sqlalchemy import Connection, Table, bindparam, case, func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -158,24 +158,37 @@ def store_written(
     generation forward. It says nothing of what changed, which only a sync reports. Enum fields
     are normalized as `store` does them, with `mappings` (`EnumMappingCache`) if given, else
     with those read now (one more read, only for a model that has some)."""
-    pms_id = record_key(data)
-    if pms_id is None:
+    if record_key(data) is None:
         raise ValueError("a PMS record without an id cannot be cached")
     if mappings is None:
         with session.no_autoflush:  # the job's outcome goes out once, at commit
             mappings = enum_mappings(session, integration_id, model)
-    data = normalized(data, mappings)
+    # On the session's connection: a core statement through the session would first flush
+    # the caller's pending changes (the job's outcome) as a statement of their own.
+    write_record(session.connection(), integration_id, model, data, now, mappings)
+
+
+def write_record(
+    connection: Connection,
+    integration_id: str,
+    model: str,
+    data: Mapping[str, Any],
+    now: datetime,
+    mappings: Mapping[str, FieldMapping],
+) -> None:
+    """`store_written`'s upsert on a plain connection, normalized with `mappings`."""
+    pms_id = record_key(data)
+    if pms_id is None:
+        raise ValueError("a PMS record without an id cannot be cached")
     params = {
         "id": new_id(),
         "integration_id": integration_id,
         "model": model,
         "pms_id": pms_id,
-        "data": dict(data),
+        "data": dict(normalized(data, mappings)),
         "synced_at": now,
     }
-    # On the session's connection: a core statement through the session would first flush
-    # the caller's pending changes (the job's outcome) as a statement of their own.
-    session.connection().execute(_upsert(session.get_bind().dialect.name), params)
+    connection.execute(_upsert(connection.dialect.name), params)
 
 
 @cache

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -33,6 +34,8 @@ from pmsq.workers.transitions import ALLOWED
 #: map: a claim is one UPDATE and its result row, a run's job logs one INSERT).
 _JOBS = cast(Table, Job.__table__)
 _JOB_LOGS = cast(Table, JobLog.__table__)
+#: A run's job-log rows, built once (`add_logs`).
+_ADD_LOGS = insert(_JOB_LOGS)
 #: Statuses the state machine lets a job move to RUNNING from (QUEUED).
 _CLAIMABLE = [status.value for status, moves in ALLOWED.items() if JobStatus.RUNNING in moves]
 #: `session.info` key: (the transaction, ids of the jobs it row-locked through `lock`).
@@ -269,9 +272,11 @@ class JobRepository:
         return held[1]
 
     def add_logs(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert job-log rows (`JobLog` columns, `id` included) in one statement."""
-        if rows:
-            self.session.execute(insert(_JOB_LOGS), list(rows))
+        """Insert job-log rows (`JobLog` columns, `id` included) in one statement.
+
+        On the session's connection (no ORM execution, no autoflush), and a single row, a
+        run's usual, as one execution rather than an `executemany` of one."""
+        add_job_logs(self.session.connection(), rows)
 
     def integration(self, integration_id: str) -> Integration | None:
         return self.session.get(Integration, integration_id)
@@ -355,3 +360,66 @@ def _lock_with_versions() -> Select[Job, datetime | None, int | None]:
 
 
 _LOCK_WITH_VERSIONS = _lock_with_versions()
+
+
+@dataclass(frozen=True)
+class MovedJob:
+    """What a guarded move of a job (`move_job_if`) read back in its own UPDATE."""
+
+    account_id: str
+    action: str
+    created_at: datetime
+    #: As `LockedJob`'s: the versions of what recording an outcome reads.
+    integration_version: datetime | None
+    webhooks_version: int | None
+
+
+def move_job_if(
+    connection: Connection, job_id: str, expected: Mapping[str, Any], values: Mapping[str, Any]
+) -> MovedJob | None:
+    """Set `values` (column -> value) on the job if its columns still hold `expected` (column
+    -> value, NULL too), in one UPDATE that reads back what recording an outcome needs; the
+    row stays locked until the transaction ends. None, and nothing changed, when the job is
+    unknown or any column differs from `expected`.
+
+    A move checked and made by one statement: no lock-then-read, no loaded entity and no
+    flush. The statement is built once per shape (the columns named). On a plain connection:
+    a Session of the same transaction must not hold a copy of the job (it would not see the
+    move)."""
+    statement = _move_if(tuple(expected), tuple(values))
+    params: dict[str, Any] = {"job_id": job_id}
+    params.update((f"expected_{name}", value) for name, value in expected.items())
+    params.update((f"value_{name}", value) for name, value in values.items())
+    row = connection.execute(statement, params).one_or_none()
+    return None if row is None else MovedJob(*row)
+
+
+@lru_cache(maxsize=64)
+def _move_if(expected: tuple[str, ...], values: tuple[str, ...]) -> Update:
+    c = _JOBS.c
+
+    def holds(name: str) -> ColumnElement[bool]:
+        column, value = c[name], bindparam(f"expected_{name}", type_=c[name].type)
+        return column.is_not_distinct_from(value) if column.nullable else column == value
+
+    return (
+        update(_JOBS)
+        .where(c.id == bindparam("job_id"), *(holds(name) for name in expected))
+        .values({name: bindparam(f"value_{name}", type_=c[name].type) for name in values})
+        .returning(
+            c.account_id,
+            c.action,
+            c.created_at,
+            select(Integration.updated_at)
+            .where(Integration.id == c.integration_id)
+            .scalar_subquery(),
+            select(Account.webhooks_version).where(Account.id == c.account_id).scalar_subquery(),
+        )
+    )
+
+
+def add_job_logs(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
+    """`JobRepository.add_logs` on a plain connection: a single row, a run's usual, as one
+    execution rather than an `executemany` of one."""
+    if rows:
+        connection.execute(_ADD_LOGS, rows[0] if len(rows) == 1 else rows)

@@ -32,7 +32,7 @@ from pmsq.models.job import Job
 from pmsq.pms.connector import Exchange, Step, StepResult
 from pmsq.pms.profiles import CREATE, UPDATE
 from pmsq.settings import Settings
-from pmsq.workers.aggregator import finish_job
+from pmsq.workers.aggregator import FinishedRoot, finish_job, finish_running_root
 from pmsq.workers.backoff import retry_delay_s
 from pmsq.workers.connectors import ConnectorFactory, IntegrationSnapshot
 from pmsq.workers.dispatch import Dispatcher
@@ -40,10 +40,17 @@ from pmsq.workers.flow.backend import redis_time
 from pmsq.workers.healing import poison_message
 from pmsq.workers.heartbeat import LeaseHeartbeat, LeaseRenewer
 from pmsq.workers.pacing import PaceLatency, RequestPacer
-from pmsq.workers.record_cache import EnumMappingCache, record_key, store_written
-from pmsq.workers.repository import JobRepository, StartedRun, set_lease, start_run
+from pmsq.workers.record_cache import EnumMappingCache, record_key, write_record
+from pmsq.workers.repository import (
+    JobRepository,
+    StartedRun,
+    add_job_logs,
+    move_job_if,
+    set_lease,
+    start_run,
+)
 from pmsq.workers.steps import Claim, Failed, GrantedSlot, Outcome, StepHandlers, Succeeded
-from pmsq.workers.transitions import requeue
+from pmsq.workers.transitions import requeue, requeued
 from pmsq.workers.webhooks.subscriptions import Subscription, SubscriptionCache
 
 logger = logging.getLogger(__name__)
@@ -155,7 +162,7 @@ class JobRunner:
         """`monotonic`: this host's elapsed-time clock, which judges whether a request slot
         granted on Redis's clock is still fresh when the request leaves."""
         self._session_factory = session_factory
-        #: What the claim's transaction runs on (a plain connection, no Session).
+        #: What the claim's and the record's transactions run on (plain connections).
         self._engine = write_engine(session_factory)
         self._metrics = metrics or NullMetrics()
         self._monotonic = monotonic
@@ -409,75 +416,260 @@ class JobRunner:
     def record(self, claim: Claim, exchanges: list[Exchange], outcome: Outcome) -> Recorded:
         """Store the exchanges and apply the outcome, if this claim still holds the job.
 
-        The job's lock reads the versions of its account's webhook endpoints and of its
-        integration's enum mappings too: while neither moved, this process's copies of them
-        are what the transaction would read, and no query asks for them again. A root job with
-        no children is then recorded in four statements: its logs, its lock, the record
-        cache's upsert and the job's UPDATE (plus the outbox's rows, and what their payloads
-        read, when someone listens)."""
+        The commonest outcomes are applied by one UPDATE guarded on the claim (`_record_fast`):
+        a root job's success or failure that spawns nothing, any job's retry. The UPDATE reads
+        back the versions of the account's webhook endpoints and of the integration's enum
+        mappings: while neither moved, this process's copies of them are what the transaction
+        would read, and no query asks for them again. A root job with no children is then
+        recorded in three statements: its logs, its UPDATE and the record cache's upsert (plus
+        the outbox's rows, and what their payloads read, when someone listens). Any other
+        outcome, and one whose UPDATE matched nothing, locks the job and applies it to the
+        loaded rows (`_record_locked`), which also tells a claim that lost the job."""
         now = self._clock()
         headers = exchanges[-1].response_headers if exchanges else {}
-        with self._session_factory.begin() as session:
-            repo = JobRepository(session)
-            repo.add_logs(_log_rows(claim, exchanges, now))
-            locked = repo.lock_with_versions(claim.job_id)
-            if locked is None or locked.job.status != JobStatus.RUNNING.value:
-                return Recorded(None, applied=False, pms_headers=headers)
-            job = locked.job
-            if job.deliveries != claim.delivery:
-                logger.warning("job %s: lease lost to a newer delivery, outcome dropped", job.id)
-                return Recorded(None, applied=False, pms_headers=headers)
-            # Read (when not kept) before the job changes: no flush of it ahead of the commit.
-            subscribed = self._subscriptions.get(session, job.account_id, locked.webhooks_version)
-            job.unrecorded_claims = 0
-            if isinstance(outcome, Succeeded):
-                self._cache_written_record(
-                    session, job, outcome.result, now, locked.integration_version
-                )
-                spawned = finish_job(
-                    session,
-                    job,
-                    JobStatus.SUCCESS,
-                    now,
-                    max_jobs_per_tree=self._settings.max_jobs_per_tree,
-                    created_record_id=outcome.result.created_record_id,
-                    children=outcome.children,
-                    subscribed=subscribed,
-                )
-                return Recorded(
-                    JobStatus(job.status),
-                    True,
-                    [child.id for child in spawned],
-                    0.0,
-                    headers,
-                    _write_latency_s(session, job, now),
-                    outcome.sync_status,
-                )
-            delay_s = self._apply_failure(session, job, outcome.error, now, subscribed)
+        with self._engine.begin() as connection:
+            # The ORM only where it is needed (a listener, a sync's execution, the locked
+            # path): a Session on the transaction's connection, which it joins when used.
+            with Session(bind=connection, expire_on_commit=False) as session:
+                add_job_logs(connection, _log_rows(claim, exchanges, now))
+                recorded = self._record_fast(connection, session, claim, outcome, now, headers)
+                if recorded is None:
+                    recorded = self._record_locked(session, claim, outcome, now, headers)
+                if session.in_transaction():  # used: its changes into the transaction
+                    session.commit()
+            return recorded
+
+    def _record_fast(
+        self,
+        connection: Connection,
+        session: Session,
+        claim: Claim,
+        outcome: Outcome,
+        now: datetime,
+        headers: dict[str, str],
+    ) -> Recorded | None:
+        """The outcome in one UPDATE guarded on what deciding it read of the job: the claim's
+        copies (its attempts, its outcome_unknown), good only while the job is RUNNING under
+        the claim's delivery, which the same UPDATE checks. None, nothing changed, when it
+        matched nothing or the outcome needs more than one row (children, a child's root)."""
+        # Fencing, and what the decision below reads of the job (its created_at, the write's
+        # acceptance, never changes): the job is still as the claim left it.
+        fence = {
+            "deliveries": claim.delivery,
+            "attempts": claim.attempt,
+            "outcome_unknown": claim.step.outcome_unknown,
+        }
+        is_root = claim.job_id == claim.root_job_id
+        if isinstance(outcome, Failed):
+            accepted_at = claim.step.accepted_at
+            if accepted_at is None:
+                return None
+            failure = self._judge(
+                outcome.error, claim.attempt, accepted_at, claim.step.outcome_unknown, now
+            )
+            also = {
+                "unrecorded_claims": 0,
+                "attempts": failure.attempts,
+                "outcome_unknown": failure.outcome_unknown,
+            }
+            if failure.gave_up is None:
+                values = requeued(claim.job_id, JobStatus.RUNNING, now, failure.due_at(now))
+                values.update(also, error=outcome.error.message)
+                guard = {**fence, "status": JobStatus.RUNNING.value}
+                if move_job_if(connection, claim.job_id, guard, values) is None:
+                    return None
+                return Recorded(JobStatus.PENDING, True, [], failure.delay_s, headers)
+            if not is_root:
+                return None
+            finished = self._finish_root(
+                connection,
+                session,
+                claim,
+                JobStatus.FAILURE,
+                now,
+                fence,
+                also,
+                error=failure.gave_up,
+            )
+            return None if finished is None else self._recorded(finished, now, headers)
+        if not is_root or outcome.children:
+            return None
+        created = outcome.result.created_record_id
+        also = {"unrecorded_claims": 0}
+        finished = self._finish_root(
+            connection,
+            session,
+            claim,
+            JobStatus.SUCCESS,
+            now,
+            fence,
+            also,
+            created_record_id=created,
+        )
+        if finished is None:
+            return None
+        self._cache_written_record(
+            connection,
+            session,
+            claim.integration.id,
+            claim.step.model,
+            claim.step.action,
+            outcome.result,
+            now,
+            finished.integration_version,
+        )
+        return self._recorded(finished, now, headers, outcome.sync_status)
+
+    def _finish_root(
+        self,
+        connection: Connection,
+        session: Session,
+        claim: Claim,
+        status: JobStatus,
+        now: datetime,
+        fence: dict[str, Any],
+        also: dict[str, Any],
+        error: str | None = None,
+        created_record_id: str | None = None,
+    ) -> FinishedRoot | None:
+        def listeners(account_id: str, version: int | None) -> Sequence[Subscription]:
+            return self._subscriptions.get(session, account_id, version)
+
+        return finish_running_root(
+            connection,
+            session,
+            claim.job_id,
+            status,
+            now,
+            expected=fence,
+            also=also,
+            listeners=listeners,
+            error=error,
+            created_record_id=created_record_id,
+        )
+
+    @staticmethod
+    def _recorded(
+        finished: FinishedRoot,
+        now: datetime,
+        headers: dict[str, str],
+        sync_status: str | None = None,
+    ) -> Recorded:
+        latency_s = (now - finished.accepted_at).total_seconds() if finished.complete else None
+        return Recorded(finished.status, True, [], 0.0, headers, latency_s, sync_status)
+
+    def _record_locked(
+        self,
+        session: Session,
+        claim: Claim,
+        outcome: Outcome,
+        now: datetime,
+        headers: dict[str, str],
+    ) -> Recorded:
+        """The outcome applied to the job locked and loaded, and its root's (`finish_job`)."""
+        repo = JobRepository(session)
+        locked = repo.lock_with_versions(claim.job_id)
+        if locked is None or locked.job.status != JobStatus.RUNNING.value:
+            return Recorded(None, applied=False, pms_headers=headers)
+        job = locked.job
+        if job.deliveries != claim.delivery:
+            logger.warning("job %s: lease lost to a newer delivery, outcome dropped", job.id)
+            return Recorded(None, applied=False, pms_headers=headers)
+        # Read (when not kept) before the job changes: no flush of it ahead of the commit.
+        subscribed = self._subscriptions.get(session, job.account_id, locked.webhooks_version)
+        job.unrecorded_claims = 0
+        if isinstance(outcome, Succeeded):
+            self._cache_written_record(
+                session.connection(),
+                session,
+                job.integration_id,
+                job.model,
+                job.action,
+                outcome.result,
+                now,
+                locked.integration_version,
+            )
+            spawned = finish_job(
+                session,
+                job,
+                JobStatus.SUCCESS,
+                now,
+                max_jobs_per_tree=self._settings.max_jobs_per_tree,
+                created_record_id=outcome.result.created_record_id,
+                children=outcome.children,
+                subscribed=subscribed,
+            )
             return Recorded(
                 JobStatus(job.status),
                 True,
-                [],
-                delay_s,
+                [child.id for child in spawned],
+                0.0,
                 headers,
                 _write_latency_s(session, job, now),
+                outcome.sync_status,
             )
+        delay_s = self._apply_failure(session, job, outcome.error, now, subscribed)
+        return Recorded(
+            JobStatus(job.status),
+            True,
+            [],
+            delay_s,
+            headers,
+            _write_latency_s(session, job, now),
+        )
 
     def _cache_written_record(
         self,
+        connection: Connection,
         session: Session,
-        job: Job,
+        integration_id: str,
+        model: str,
+        action: str,
         result: StepResult,
         now: datetime,
         integration_version: datetime | None,
     ) -> None:
         """Read-back: the cache keeps the PMS's version of what was written, normalized with
         the integration's enum mappings as of `integration_version`."""
-        if job.action in (CREATE, UPDATE) and result.record and record_key(result.record):
-            mappings = self._enum_mappings.get(
-                session, job.integration_id, integration_version, job.model
+        if action in (CREATE, UPDATE) and result.record and record_key(result.record):
+            mappings = self._enum_mappings.get(session, integration_id, integration_version, model)
+            write_record(connection, integration_id, model, result.record, now, mappings)
+
+    def _judge(
+        self,
+        error: PmsError,
+        attempts: int,
+        accepted_at: datetime,
+        outcome_unknown: bool,
+        now: datetime,
+    ) -> _Failure:
+        """What a failed attempt does to a job that has made `attempts` attempts of a write
+        accepted at `accepted_at`: give up, or wait and try again."""
+        # Kept on a failed job too: a retry-write copies it and must read back first.
+        unknown = outcome_unknown or error.outcome_unknown
+        throttled_s = (now - accepted_at).total_seconds()
+        if isinstance(error, PmsThrottled) and throttled_s > self._settings.max_throttled_s:
+            message = (
+                f"{error.message} (still throttled {throttled_s:.0f} s after the write was "
+                f"accepted; gave up after PMSQ_MAX_THROTTLED_S={self._settings.max_throttled_s:g})"
             )
-            store_written(session, job.integration_id, job.model, result.record, now, mappings)
+            return _Failure(attempts, unknown, message)
+        if isinstance(error, PmsThrottled):
+            # The PMS's back-pressure is not the job's fault: no attempt is burned, and the
+            # integration's pause (not a job delay) holds it back until Retry-After; but only
+            # for PMSQ_MAX_THROTTLED_S, so a PMS that answers 429 forever ends the write.
+            return _Failure(attempts - 1, unknown, None, 0.0)
+        if error.retryable and attempts < self._settings.max_attempts:
+            delay = retry_delay_s(attempts, self._settings.retry_base_s, self._settings.retry_max_s)
+            if error.outcome_unknown:
+                # A PMS still working on the lost attempt gets as long again as we waited for
+                # it, before the next attempt looks for what that attempt did.
+                delay = max(delay, self._settings.pms_timeout_s)
+            return _Failure(attempts, unknown, None, delay)
+        message = error.message
+        if error.retryable:
+            message = f"{message} (gave up after {attempts} attempts)"
+        return _Failure(attempts, unknown, message)
 
     def _apply_failure(
         self,
@@ -487,39 +679,16 @@ class JobRunner:
         now: datetime,
         subscribed: Sequence[Subscription],
     ) -> float:
-        """Defer or fail the job; returns the deferral in seconds (0 when it failed)."""
-        # Kept on a failed job too: a retry-write copies it and must read back first.
-        job.outcome_unknown = job.outcome_unknown or error.outcome_unknown
-        throttled_s = (now - job.created_at).total_seconds()
-        if isinstance(error, PmsThrottled) and throttled_s > self._settings.max_throttled_s:
-            message = (
-                f"{error.message} (still throttled {throttled_s:.0f} s after the write was "
-                f"accepted; gave up after PMSQ_MAX_THROTTLED_S={self._settings.max_throttled_s:g})"
-            )
-            self._finish(session, job, JobStatus.FAILURE, now, message, subscribed)
+        """Defer or fail the loaded job (`_judge`); returns the deferral in seconds (0 when it
+        failed)."""
+        failure = self._judge(error, job.attempts, job.created_at, job.outcome_unknown, now)
+        job.attempts = failure.attempts
+        job.outcome_unknown = failure.outcome_unknown
+        if failure.gave_up is not None:
+            self._finish(session, job, JobStatus.FAILURE, now, failure.gave_up, subscribed)
             return 0.0
-        if isinstance(error, PmsThrottled):
-            # The PMS's back-pressure is not the job's fault: no attempt is burned, and the
-            # integration's pause (not a job delay) holds it back until Retry-After; but only
-            # for PMSQ_MAX_THROTTLED_S, so a PMS that answers 429 forever ends the write.
-            job.attempts -= 1
-            delay = 0.0
-        elif error.retryable and job.attempts < self._settings.max_attempts:
-            delay = retry_delay_s(
-                job.attempts, self._settings.retry_base_s, self._settings.retry_max_s
-            )
-            if error.outcome_unknown:
-                # A PMS still working on the lost attempt gets as long again as we waited for
-                # it, before the next attempt looks for what that attempt did.
-                delay = max(delay, self._settings.pms_timeout_s)
-        else:
-            message = error.message
-            if error.retryable:
-                message = f"{message} (gave up after {job.attempts} attempts)"
-            self._finish(session, job, JobStatus.FAILURE, now, message, subscribed)
-            return 0.0
-        self._defer(job, now, delay, error.message)
-        return delay
+        self._defer(job, now, failure.delay_s, error.message)
+        return failure.delay_s
 
     def _defer(self, job: Job, now: datetime, delay_s: float, last_error: str) -> None:
         requeue(job, now, now + timedelta(seconds=delay_s))
@@ -543,6 +712,22 @@ class JobRunner:
             error=error,
             subscribed=subscribed,
         )
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """What a failed attempt does to its job (`JobRunner._judge`)."""
+
+    #: The job's attempts from now on (a 429 gives its attempt back).
+    attempts: int
+    outcome_unknown: bool
+    #: The job's final error when it gives up; None when it is tried again.
+    gave_up: str | None
+    #: Seconds until it is tried again.
+    delay_s: float = 0.0
+
+    def due_at(self, now: datetime) -> datetime:
+        return now + timedelta(seconds=self.delay_s)
 
 
 def _write_latency_s(session: Session, job: Job, now: datetime) -> float | None:

@@ -8,10 +8,11 @@ run on SQLite and on PostgreSQL; flow control is a real redis-server.
 
 from __future__ import annotations
 
+import random
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -22,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from support.store import add_unthrottled_integration
 
 from pmsq.crypto import CredentialCipher
+from pmsq.errors import PmsError, PmsThrottled
 from pmsq.models.base import new_id
 from pmsq.models.enums import JobStatus
 from pmsq.models.integration import Integration
@@ -30,6 +32,7 @@ from pmsq.models.record import Record
 from pmsq.models.sync import SyncExecution, SyncType
 from pmsq.pms.connector import Exchange, StepResult
 from pmsq.settings import Settings
+from pmsq.workers.aggregator import finish_running_root
 from pmsq.workers.connectors import ConnectorFactory
 from pmsq.workers.dispatch import Dispatcher
 from pmsq.workers.flow.keys import IntegrationKeys, claim_member
@@ -38,7 +41,7 @@ from pmsq.workers.flow.redis_backend import RedisFlowControl
 from pmsq.workers.publisher import AdmittedJob
 from pmsq.workers.record_cache import store_written
 from pmsq.workers.runner import JobRunner, RedisClockEstimate
-from pmsq.workers.steps import Succeeded
+from pmsq.workers.steps import Failed, Outcome, Succeeded
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
 #: The dispatcher's clock: when it moves admitted jobs to QUEUED.
@@ -62,6 +65,8 @@ class World:
     dispatcher: Dispatcher
     runner: JobRunner
     publisher: RecordingPublisher
+    settings: Settings
+    connectors: ConnectorFactory
     account_id: str = ""
     integration_id: str = ""
 
@@ -113,7 +118,9 @@ def world(session_factory: sessionmaker[Session], redis_url: str) -> Iterator[Wo
     http = httpx.Client()
     connectors = ConnectorFactory(CredentialCipher(settings.fernet_keys), http)
     runner = JobRunner(session_factory, connectors, dispatcher, settings, clock=lambda: T0)
-    world = World(session_factory, client, flow, dispatcher, runner, publisher)
+    world = World(
+        session_factory, client, flow, dispatcher, runner, publisher, settings, connectors
+    )
     world.add_integration()
     try:
         yield world
@@ -265,9 +272,10 @@ def test_a_recorded_write_is_cached_in_one_statement(world: World, statements: l
         recorded = world.runner.record(claim, exchanges, Succeeded(result, []))
 
         assert (recorded.status, recorded.applied) == (JobStatus.SUCCESS, True)
-    # The second: the account's webhook endpoints and the integration's enum mappings are the
-    # runner's copies, whose versions the job's lock read (no query of either).
-    assert statements == ["INSERT job_logs", "SELECT jobs", "INSERT records", "UPDATE jobs"]
+    # The second: one UPDATE fences and finishes the job; the account's webhook endpoints and
+    # the integration's enum mappings are the runner's copies, whose versions that UPDATE read
+    # back (no query of either).
+    assert statements == ["INSERT job_logs", "UPDATE jobs", "INSERT records"]
     with world.session_factory() as session:
         cached = session.scalars(
             select(Record).where(Record.integration_id == world.integration_id)
@@ -325,3 +333,91 @@ def test_a_written_record_takes_the_newest_generation_and_never_an_older_one(
         5,
         later,
     )
+
+
+def _unknown_outcome() -> PmsError:
+    error = PmsError("timed out", retryable=True)
+    error.outcome_unknown = True
+    return error
+
+
+@pytest.mark.parametrize(
+    "outcome",
+    [
+        Succeeded(StepResult(created_record_id="r-1", record={"id": "r-1", "v": 1}), []),
+        Failed(PmsError("last_name is required", retryable=False)),
+        Failed(PmsError("down", retryable=True)),
+        Failed(_unknown_outcome()),
+        Failed(PmsThrottled("slow down", retryable=True)),
+    ],
+    ids=["success", "failure", "retry", "unknown-outcome", "throttled"],
+)
+def test_an_outcome_in_one_update_leaves_the_rows_the_locked_path_leaves(
+    world: World, monkeypatch: pytest.MonkeyPatch, outcome: Outcome
+) -> None:
+    """The guarded UPDATE and the lock-and-apply path (what any other outcome takes) derive
+    from the same rules; this holds them to the same rows and the same answer."""
+    one_update, locked = world.submit(), world.submit()
+    claims = [world.runner.claim(job_id) for job_id in (one_update, locked)]
+    assert claims[0] is not None and claims[1] is not None
+    exchanges = [Exchange("POST", "https://pms.example/residents")]
+    # Recorded a second after the claims (as a run is), with the same jitter for a retry.
+    later = T0 + timedelta(seconds=1)
+    runner = JobRunner(
+        world.session_factory, world.connectors, world.dispatcher, world.settings, lambda: later
+    )
+    random.seed(13)
+    recorded = [runner.record(claims[0], exchanges, outcome)]
+    monkeypatch.setattr(JobRunner, "_record_fast", lambda *_args: None)
+    random.seed(13)
+    recorded.append(runner.record(claims[1], exchanges, outcome))
+
+    assert recorded[0] == recorded[1]
+    assert recorded[0].applied
+    rows = [_columns(world.job(job_id)) for job_id in (one_update, locked)]
+    assert rows[0] == rows[1]
+    assert rows[0]["unrecorded_claims"] == 0
+
+
+def _columns(job: Job) -> dict[str, Any]:
+    """The job's columns but those that name it."""
+    own = {"id", "root_job_id", "idempotency_key"}
+    return {c.key: getattr(job, c.key) for c in Job.__table__.columns if c.key not in own}
+
+
+def test_a_child_job_is_never_finished_as_a_root(world: World) -> None:
+    """`finish_running_root` counts on the job's own row: a child's must be refused, whatever
+    its (unused) counters hold, or its root's counters would never move."""
+    root = world.add_job(JobStatus.SUCCESS)
+    child = new_id()
+    with world.session_factory.begin() as session:
+        session.add(
+            Job(
+                id=child,
+                root_job_id=root,
+                parent_job_id=root,
+                account_id=world.account_id,
+                integration_id=world.integration_id,
+                model="residents",
+                action="CREATE",
+                status=JobStatus.RUNNING.value,
+                created_at=T0,
+                updated_at=T0,
+                tree_total=1,
+            )
+        )
+    with world.session_factory.begin() as session:
+        finished = finish_running_root(
+            session.connection(),
+            session,
+            child,
+            JobStatus.SUCCESS,
+            T0,
+            expected={},
+            also={},
+            listeners=lambda _account_id, _version: (),
+        )
+
+    assert finished is None
+    job = world.job(child)
+    assert (job.status, job.tree_finished, job.finish_seq) == (JobStatus.RUNNING.value, 0, None)

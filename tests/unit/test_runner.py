@@ -1483,7 +1483,7 @@ def _run(runner: JobRunner, job_id: str) -> tuple[Claim, list[Exchange], Outcome
     return claim, exchanges, runner.execute(claim, exchanges.append)
 
 
-def test_a_record_is_one_insert_of_its_logs_one_read_and_one_write_of_the_job(
+def test_a_record_is_one_insert_of_its_logs_one_guarded_update_and_the_cache_upsert(
     harness: Harness,
 ) -> None:
     first, second = harness.submit(), harness.submit()
@@ -1499,11 +1499,11 @@ def test_a_record_is_one_insert_of_its_logs_one_read_and_one_write_of_the_job(
         recorded = runner.record(claim, exchanges, outcome)
 
     assert (recorded.status, recorded.applied) == (JobStatus.SUCCESS, True)
-    # A root job is its own root: the aggregator's lock of the root reads nothing again, and
-    # the outcome, the claim's reset and the root's counters are one UPDATE. The account's
-    # webhook endpoints and the integration's enum mappings are this process's copies, read
-    # by the first record and still current (the job's lock read their versions).
-    assert sent == ["BEGIN", "INSERT job_logs", "SELECT jobs", "INSERT records", "UPDATE jobs"]
+    # A root job is its own root: the fencing, the outcome, the claim's reset and the root's
+    # counters are one UPDATE, with no read before it. The account's webhook endpoints and the
+    # integration's enum mappings are this process's copies, read by the first record and
+    # still current (the UPDATE read their versions back).
+    assert sent == ["BEGIN", "INSERT job_logs", "UPDATE jobs", "INSERT records"]
     assert len(harness.logs(second)) == 3
     with harness.session_factory() as session:
         cached = session.scalars(select(Record).where(Record.pms_id == "res-2")).one()
