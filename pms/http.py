@@ -87,7 +87,7 @@ class PmsHttp:
         exchange = Exchange(
             method=method,
             url=self.redactor.text(str(request.url)) or "",
-            request_headers=self.redactor.headers(dict(request.headers)),
+            request_headers=self.redactor.headers(request.headers),
             request_body=self.redactor.text(content),
         )
         if self._before_request is not None:
@@ -109,7 +109,7 @@ class PmsHttp:
             if exchange.error is not None:
                 log(exchange)
         exchange.response_status = response.status_code
-        exchange.response_headers = self.redactor.headers(dict(response.headers))
+        exchange.response_headers = self.redactor.headers(response.headers)
         exchange.response_body = self.redactor.text(response.text)
         log(exchange)
         return response
