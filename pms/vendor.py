@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from pmsq.errors import PmsError, ValidationFailed
 from pmsq.pms.dialect import C, Dialect
-from pmsq.pms.http import PmsHttp
+from pmsq.pms.http import PathUrls, PmsHttp
 from pmsq.pms.http_connector import HttpConnector
 from pmsq.pms.profiles import VendorProfile
 from pmsq.pms.redact import Redactor
@@ -80,7 +80,10 @@ class VendorSpec(Generic[C]):
         except ValidationFailed as exc:
             raise PmsError(exc.message, retryable=False) from None
         return Endpoint(
-            base_url, self.profile, self.dialect(model), Redactor.for_credentials(credentials)
+            PathUrls(base_url),
+            self.profile,
+            self.dialect(model),
+            Redactor.for_credentials(credentials),
         )
 
     def connector(
@@ -101,10 +104,11 @@ class VendorSpec(Generic[C]):
 class Endpoint:
     """One integration version's way to its PMS, the same for each of its jobs: built once
     (`VendorSpec.endpoint`), it spares every job the credentials' validation and the
-    redactor's setup. Its dialect only reads the credentials it holds, so jobs may share it.
+    redactor's setup, and its URLs are parsed once for all of them. Its dialect only reads
+    the credentials it holds, so jobs may share it.
     """
 
-    base_url: str
+    urls: PathUrls
     profile: VendorProfile
     dialect: Dialect[Any]
     redactor: Redactor
@@ -116,5 +120,5 @@ class Endpoint:
         request it sends."""
         http = PmsHttp(client, self.redactor, before_request)
         return HttpConnector(
-            base_url=self.base_url, profile=self.profile, dialect=self.dialect, http=http
+            base_url=self.urls, profile=self.profile, dialect=self.dialect, http=http
         )

@@ -260,3 +260,26 @@ def test_without_acceptance_time_nothing_is_claimed() -> None:
 
     assert result.created_record_id == "residents-2"
     assert [r.method for r in pms.requests] == ["POST"]
+
+
+def test_a_path_parsed_once_still_carries_each_request_s_own_query_and_body() -> None:
+    """Jobs of one integration share the parsed URL of each path (`PathUrls`): what differs
+    between their requests (a page's query, a create's body) is never shared with it."""
+    pms = FakePms([])
+    endpoint = VENDORS.get(profile_for("SANDBOX").vendor).endpoint(
+        base_url=BASE_URL, credentials={"api_key": "secret-key-0123456789"}
+    )
+    client = httpx.Client(transport=httpx.MockTransport(pms))
+    for page in (1, 2):
+        endpoint.connector(client).list_page("residents", page, 10, lambda _: None)
+    for name in ("Curie", "Meitner"):
+        step = Step("residents", CREATE, None, {"last_name": name}, idempotency_key=name)
+        endpoint.connector(client).execute(step, lambda _: None)
+
+    assert [str(r.url) for r in pms.requests] == [
+        f"{BASE_URL}/residents?page=1&page_size=10",
+        f"{BASE_URL}/residents?page=2&page_size=10",
+        f"{BASE_URL}/residents",
+        f"{BASE_URL}/residents",
+    ]
+    assert [json.loads(r.content)["last_name"] for r in pms.requests[2:]] == ["Curie", "Meitner"]
