@@ -53,6 +53,7 @@ class PathUrls:
     (paths with a record id in them mostly do not repeat). A URL httpx cannot parse raises
     `httpx.InvalidURL` here, as it would when sent, and is not kept."""
 
+    #: Parsed URLs kept per integration version; the least recently used is dropped first.
     MAX_PATHS = 64
 
     def __init__(self, base_url: str) -> None:
