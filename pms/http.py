@@ -132,9 +132,23 @@ class PmsHttp:
                 log(exchange)
         exchange.response_status = response.status_code
         exchange.response_headers = self.redactor.headers(response.headers)
-        exchange.response_body = self.redactor.text(response.text)
+        exchange.response_body = self.redactor.text(body_text(response))
         log(exchange)
         return response
+
+
+def body_text(response: httpx.Response) -> str:
+    """The answer's body as `response.text` decodes it, for the job log.
+
+    httpx looks for a charset by parsing Content-Type into an email message on every answer
+    (a tenth of a millisecond here and there); a Content-Type with no parameter at all, as
+    a JSON answer's usually is, names none, and the body decodes with the client's default
+    encoding: that is done here without the parse. Anything else is left to httpx."""
+    content_type = response.headers.get("content-type")
+    default = response.default_encoding
+    if isinstance(default, str) and (content_type is None or ";" not in content_type):
+        return response.content.decode(default or "utf-8", errors="replace")
+    return response.text
 
 
 def transport_error(method: str, exc: httpx.TransportError) -> PmsError:

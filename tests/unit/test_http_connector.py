@@ -16,6 +16,7 @@ import pytest
 
 from pmsq.errors import PmsError, PmsThrottled
 from pmsq.pms.connector import Exchange, Step
+from pmsq.pms.http import body_text
 from pmsq.pms.http_connector import HttpConnector
 from pmsq.pms.profiles import CREATE, UPDATE, VendorProfile
 from pmsq.pms.registry import VENDORS, profile_for
@@ -283,3 +284,24 @@ def test_a_path_parsed_once_still_carries_each_request_s_own_query_and_body() ->
         f"{BASE_URL}/residents",
     ]
     assert [json.loads(r.content)["last_name"] for r in pms.requests[2:]] == ["Curie", "Meitner"]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "content"),
+    [
+        ("application/json", b'{"name": "Curie"}'),
+        ("application/json", '{"name": "Skłodowska"}'.encode()),
+        ("application/json", b'{"name": "\xff broken"}'),
+        (None, b"plain"),
+        ("text/plain; charset=latin-1", "Gödel".encode("latin-1")),
+        ("application/json;charset=utf-16", '{"a": 1}'.encode("utf-16")),
+        ("application/json", b""),
+    ],
+)
+def test_the_logged_body_is_the_text_httpx_decodes(
+    content_type: str | None, content: bytes
+) -> None:
+    headers = {"Content-Type": content_type} if content_type is not None else {}
+    fresh = httpx.Response(200, headers=headers, content=content, default_encoding="utf-8")
+    expected = httpx.Response(200, headers=headers, content=content).text
+    assert body_text(fresh) == expected
