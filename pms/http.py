@@ -16,6 +16,7 @@ a vendor without one, reads back before it writes (docs/exactly-once.md).
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Mapping
@@ -43,6 +44,27 @@ NOT_SENT_ERRORS: tuple[type[httpx.TransportError], ...] = (
 )
 
 
+class PathUrls:
+    """The URLs of paths under one integration's base URL, each parsed once.
+
+    httpx parses a URL given as text on every request (about a third of building one); the
+    paths a connector sends to repeat (a model's collection on every create), so an
+    integration's jobs share what was parsed, keeping the `MAX_PATHS` most recently used
+    (paths with a record id in them mostly do not repeat). A URL httpx cannot parse raises
+    `httpx.InvalidURL` here, as it would when sent, and is not kept."""
+
+    #: Parsed URLs kept per integration version; the least recently used is dropped first.
+    MAX_PATHS = 64
+
+    def __init__(self, base_url: str) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.of = functools.lru_cache(maxsize=self.MAX_PATHS)(self._parse)
+
+    def _parse(self, path: str) -> httpx.URL:
+        """The URL of `path` (starting with "/") under the base URL."""
+        return httpx.URL(f"{self.base_url}{path}")
+
+
 class PmsHttp:
     """Sends a connector's requests: paced, captured, redacted, errors mapped."""
 
@@ -63,7 +85,7 @@ class PmsHttp:
     def send(
         self,
         method: str,
-        url: str,
+        url: str | httpx.URL,
         log: ExchangeLog,
         *,
         headers: Mapping[str, str] | None = None,
@@ -87,7 +109,7 @@ class PmsHttp:
         exchange = Exchange(
             method=method,
             url=self.redactor.text(str(request.url)) or "",
-            request_headers=self.redactor.headers(dict(request.headers)),
+            request_headers=self.redactor.headers(request.headers),
             request_body=self.redactor.text(content),
         )
         if self._before_request is not None:
@@ -109,10 +131,24 @@ class PmsHttp:
             if exchange.error is not None:
                 log(exchange)
         exchange.response_status = response.status_code
-        exchange.response_headers = self.redactor.headers(dict(response.headers))
-        exchange.response_body = self.redactor.text(response.text)
+        exchange.response_headers = self.redactor.headers(response.headers)
+        exchange.response_body = self.redactor.text(body_text(response))
         log(exchange)
         return response
+
+
+def body_text(response: httpx.Response) -> str:
+    """The answer's body as `response.text` decodes it, for the job log.
+
+    httpx looks for a charset by parsing Content-Type into an email message on every answer
+    (a tenth of a millisecond here and there); a Content-Type with no parameter at all, as
+    a JSON answer's usually is, names none, and the body decodes with the client's default
+    encoding: that is done here without the parse. Anything else is left to httpx."""
+    content_type = response.headers.get("content-type")
+    default = response.default_encoding
+    if isinstance(default, str) and (content_type is None or ";" not in content_type):
+        return response.content.decode(default or "utf-8", errors="replace")
+    return response.text
 
 
 def transport_error(method: str, exc: httpx.TransportError) -> PmsError:

@@ -20,7 +20,7 @@ import httpx
 from pmsq.errors import PmsError
 from pmsq.pms.connector import ExchangeLog, Step, StepResult
 from pmsq.pms.dialect import Call, Dialect
-from pmsq.pms.http import PmsHttp, truncated
+from pmsq.pms.http import PathUrls, PmsHttp, truncated
 from pmsq.pms.profiles import CREATE, UPDATE, VALIDATE_THEN_CREATE, VendorProfile
 from pmsq.pms.workflow import request_body
 
@@ -30,9 +30,16 @@ READ_BACK_PAGE_SIZE = 100
 
 class HttpConnector:
     def __init__(
-        self, *, base_url: str, profile: VendorProfile, dialect: Dialect[Any], http: PmsHttp
+        self,
+        *,
+        base_url: str | PathUrls,
+        profile: VendorProfile,
+        dialect: Dialect[Any],
+        http: PmsHttp,
     ) -> None:
-        self._base_url = base_url.rstrip("/")
+        """`base_url` is the integration's API root, or the `PathUrls` under it that its
+        jobs share."""
+        self._urls = base_url if isinstance(base_url, PathUrls) else PathUrls(base_url)
         self._profile = profile
         self._dialect = dialect
         self._http = http
@@ -111,7 +118,7 @@ class HttpConnector:
         """The 2xx answer to `call`; any other raises the dialect's (shared) error."""
         response = self._http.send(
             call.method,
-            f"{self._base_url}{call.path}",
+            self._urls.of(call.path),
             log,
             headers={**self._dialect.auth_headers(), **call.headers},
             params=call.params,

@@ -32,6 +32,9 @@ class Redactor:
         return value
 
     def headers(self, headers: Mapping[str, str]) -> dict[str, str]:
+        """A redacted copy, read through `items()` alone: pass an `httpx.Headers` as it is
+        (one pass over its list; `dict(headers)` would look each name up again, a scan of the
+        whole list per name). Repeated names come out joined by ", ", as httpx joins them."""
         return {
             name: REDACTED if name.lower() in SECRET_HEADERS else (self.text(value) or "")
             for name, value in headers.items()

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from pmsq.errors import PmsError, ValidationFailed
 from pmsq.pms.dialect import C, Dialect
-from pmsq.pms.http import PmsHttp
+from pmsq.pms.http import PathUrls, PmsHttp
 from pmsq.pms.http_connector import HttpConnector
 from pmsq.pms.profiles import VendorProfile
 from pmsq.pms.redact import Redactor
@@ -67,15 +67,9 @@ class VendorSpec(Generic[C]):
                 f"credentials do not fit {self.name}: {reasons}", details
             ) from None
 
-    def connector(
-        self,
-        *,
-        base_url: str,
-        credentials: Mapping[str, Any],
-        client: httpx.Client,
-        before_request: Callable[[], None] | None = None,
-    ) -> HttpConnector:
-        """A connector for one integration; `before_request` runs before every request.
+    def endpoint(self, *, base_url: str, credentials: Mapping[str, Any]) -> Endpoint:
+        """What every job of one integration version shares: its credentials validated once,
+        its dialect and its redactor.
 
         Empty `credentials` (an integration stored without any) send no auth. Credentials
         that no longer fit the model (stored before it, or by an older version) raise a final
@@ -85,7 +79,46 @@ class VendorSpec(Generic[C]):
             model = self.check_credentials(credentials) if credentials else None
         except ValidationFailed as exc:
             raise PmsError(exc.message, retryable=False) from None
-        http = PmsHttp(client, Redactor.for_credentials(credentials), before_request)
+        return Endpoint(
+            PathUrls(base_url),
+            self.profile,
+            self.dialect(model),
+            Redactor.for_credentials(credentials),
+        )
+
+    def connector(
+        self,
+        *,
+        base_url: str,
+        credentials: Mapping[str, Any],
+        client: httpx.Client,
+        before_request: Callable[[], None] | None = None,
+    ) -> HttpConnector:
+        """A connector for one integration; `before_request` runs before every request.
+        Raises as `endpoint` does."""
+        endpoint = self.endpoint(base_url=base_url, credentials=credentials)
+        return endpoint.connector(client, before_request)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """One integration version's way to its PMS, the same for each of its jobs: built once
+    (`VendorSpec.endpoint`), it spares every job the credentials' validation and the
+    redactor's setup, and its URLs are parsed once for all of them. Its dialect only reads
+    the credentials it holds, so jobs may share it.
+    """
+
+    urls: PathUrls
+    profile: VendorProfile
+    dialect: Dialect[Any]
+    redactor: Redactor
+
+    def connector(
+        self, client: httpx.Client, before_request: Callable[[], None] | None = None
+    ) -> HttpConnector:
+        """A job's connector: `before_request` (the job's pacing hook) runs before every
+        request it sends."""
+        http = PmsHttp(client, self.redactor, before_request)
         return HttpConnector(
-            base_url=base_url, profile=self.profile, dialect=self.dialect(model), http=http
+            base_url=self.urls, profile=self.profile, dialect=self.dialect, http=http
         )

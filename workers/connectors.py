@@ -3,10 +3,8 @@ dialect and credentials model, the decrypted credentials, the outbound HTTP clie
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from types import MappingProxyType
-from typing import Any
 
 import httpx
 
@@ -17,6 +15,7 @@ from pmsq.outbound import host_refusal
 from pmsq.pms.connector import Connector
 from pmsq.pms.profiles import VendorProfile
 from pmsq.pms.registry import VENDORS, Registry
+from pmsq.pms.vendor import Endpoint
 
 
 @dataclass(frozen=True)
@@ -39,9 +38,9 @@ class IntegrationSnapshot:
 
 
 class ConnectorFactory:
-    #: Decrypted credentials kept, by ciphertext; the oldest is dropped first, and decrypted
-    #: again when next needed.
-    MAX_CREDENTIALS = 20_000
+    #: Endpoints kept, by integration version (vendor, base_url, credentials' ciphertext); the
+    #: oldest is dropped first, and built again when next needed.
+    MAX_ENDPOINTS = 20_000
 
     def __init__(
         self,
@@ -57,7 +56,7 @@ class ConnectorFactory:
         self._client = client
         self._allowed_pms_hosts = allowed_pms_hosts
         self._vendors = vendors
-        self._credentials: dict[bytes, Mapping[str, Any]] = {}
+        self._endpoints: dict[tuple[str, str | None, bytes | None], Endpoint] = {}
 
     def build(
         self, integration: IntegrationSnapshot, before_request: Callable[[], None]
@@ -66,6 +65,28 @@ class ConnectorFactory:
 
         Raises a final PmsError when the integration cannot be reached as stored (no
         base_url, a refused host, credentials that do not fit its vendor's model)."""
+        endpoint = self._endpoint(integration)
+        return endpoint.connector(self._client, before_request), endpoint.profile
+
+    def _endpoint(self, integration: IntegrationSnapshot) -> Endpoint:
+        """The integration's endpoint, made once per process for each version of it: what
+        it is made of (vendor, base_url, credentials' ciphertext: changed credentials are a
+        new ciphertext) is its key, and the rest (the vendor's hosts, PMSQ_ALLOWED_PMS_HOSTS)
+        is fixed in a process, so a kept one is what checking again would make. Fernet's
+        HMAC and AES, the credentials' validation and the host check on every job were a
+        measurable share of its cost. One that cannot be made is not kept: each job checks
+        again, and fails. The destination's address is still checked at every connection
+        (`pmsq.outbound.OutboundBackend`)."""
+        key = (integration.vendor, integration.base_url, integration.credentials_encrypted)
+        endpoint = self._endpoints.get(key)
+        if endpoint is None:
+            endpoint = self._new_endpoint(integration)
+            if len(self._endpoints) >= self.MAX_ENDPOINTS:
+                del self._endpoints[next(iter(self._endpoints))]
+            self._endpoints[key] = endpoint
+        return endpoint
+
+    def _new_endpoint(self, integration: IntegrationSnapshot) -> Endpoint:
         vendor = self._vendors.get(integration.vendor)
         profile = vendor.profile
         base_url = integration.base_url or default_base_url(profile)
@@ -75,27 +96,8 @@ class ConnectorFactory:
         reason = host_refusal(base_url, profile.api_hosts, self._allowed_pms_hosts)
         if reason is not None:
             raise DestinationRefused(f"destination refused: base_url {reason}")
-        connector = vendor.connector(
-            base_url=base_url,
-            credentials=self._decrypted(integration.credentials_encrypted),
-            client=self._client,
-            before_request=before_request,
-        )
-        return connector, profile
-
-    def _decrypted(self, token: bytes | None) -> Mapping[str, Any]:
-        """The credentials `token` holds, decrypted once per process: a ciphertext always
-        decrypts to the same credentials (changed credentials are a new ciphertext), and
-        Fernet's HMAC and AES on every job were a measurable share of its cost."""
-        if not token:
-            return self._cipher.decrypt(token)
-        credentials = self._credentials.get(token)
-        if credentials is None:
-            credentials = MappingProxyType(self._cipher.decrypt(token))
-            if len(self._credentials) >= self.MAX_CREDENTIALS:
-                del self._credentials[next(iter(self._credentials))]
-            self._credentials[token] = credentials
-        return credentials
+        credentials = self._cipher.decrypt(integration.credentials_encrypted)
+        return vendor.endpoint(base_url=base_url, credentials=credentials)
 
 
 def default_base_url(profile: VendorProfile) -> str | None:

@@ -16,6 +16,7 @@ import pytest
 
 from pmsq.errors import PmsError, PmsThrottled
 from pmsq.pms.connector import Exchange, Step
+from pmsq.pms.http import body_text
 from pmsq.pms.http_connector import HttpConnector
 from pmsq.pms.profiles import CREATE, UPDATE, VendorProfile
 from pmsq.pms.registry import VENDORS, profile_for
@@ -260,3 +261,47 @@ def test_without_acceptance_time_nothing_is_claimed() -> None:
 
     assert result.created_record_id == "residents-2"
     assert [r.method for r in pms.requests] == ["POST"]
+
+
+def test_a_path_parsed_once_still_carries_each_request_s_own_query_and_body() -> None:
+    """Jobs of one integration share the parsed URL of each path (`PathUrls`): what differs
+    between their requests (a page's query, a create's body) is never shared with it."""
+    pms = FakePms([])
+    endpoint = VENDORS.get(profile_for("SANDBOX").vendor).endpoint(
+        base_url=BASE_URL, credentials={"api_key": "secret-key-0123456789"}
+    )
+    client = httpx.Client(transport=httpx.MockTransport(pms))
+    for page in (1, 2):
+        endpoint.connector(client).list_page("residents", page, 10, lambda _: None)
+    for name in ("Curie", "Meitner"):
+        step = Step("residents", CREATE, None, {"last_name": name}, idempotency_key=name)
+        endpoint.connector(client).execute(step, lambda _: None)
+
+    assert [str(r.url) for r in pms.requests] == [
+        f"{BASE_URL}/residents?page=1&page_size=10",
+        f"{BASE_URL}/residents?page=2&page_size=10",
+        f"{BASE_URL}/residents",
+        f"{BASE_URL}/residents",
+    ]
+    assert [json.loads(r.content)["last_name"] for r in pms.requests[2:]] == ["Curie", "Meitner"]
+
+
+@pytest.mark.parametrize(
+    ("content_type", "content"),
+    [
+        ("application/json", b'{"name": "Curie"}'),
+        ("application/json", '{"name": "Skłodowska"}'.encode()),
+        ("application/json", b'{"name": "\xff broken"}'),
+        (None, b"plain"),
+        ("text/plain; charset=latin-1", "Gödel".encode("latin-1")),
+        ("application/json;charset=utf-16", '{"a": 1}'.encode("utf-16")),
+        ("application/json", b""),
+    ],
+)
+def test_the_logged_body_is_the_text_httpx_decodes(
+    content_type: str | None, content: bytes
+) -> None:
+    headers = {"Content-Type": content_type} if content_type is not None else {}
+    fresh = httpx.Response(200, headers=headers, content=content, default_encoding="utf-8")
+    expected = httpx.Response(200, headers=headers, content=content).text
+    assert body_text(fresh) == expected

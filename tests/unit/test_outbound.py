@@ -13,6 +13,7 @@ import re
 import socket
 import ssl
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -342,6 +343,39 @@ def test_fixed_host_vendors_use_their_host_and_refuse_others() -> None:
     allowed.build(snapshot(Vendor.BUILDIUM, "http://127.0.0.1:9/t/x"), lambda: None)
     with pytest.raises(PmsError, match="no base_url"):  # a vendor without fixed hosts needs one
         factory.build(snapshot(Vendor.APPFOLIO, None), lambda: None)
+
+
+def test_jobs_of_one_integration_share_its_endpoint_and_each_paces_on_its_own_hook() -> None:
+    """The factory keeps what an integration version's jobs share; each job's requests still
+    run that job's pacing hook, a moved base_url is followed, and a refused one is refused on
+    every job (a refusal is never kept as if it were an endpoint)."""
+    seen: list[str] = []
+
+    def pms(request: httpx.Request) -> httpx.Response:
+        seen.append(str(request.url))
+        return httpx.Response(201, json={"Id": 1})
+
+    http = httpx.Client(transport=httpx.MockTransport(pms))  # no network at all
+    factory = ConnectorFactory(CredentialCipher([DEV_SECRET_KEY]), http)
+    stored = snapshot(Vendor.BUILDIUM, None)
+    paced: list[str] = []
+    for job in ("job-a", "job-b"):
+        connector, _ = factory.build(stored, lambda job=job: paced.append(job))  # type: ignore[misc]
+        connector.execute(STEP, lambda _: None)
+    moved = replace(stored, base_url="https://apisandbox.buildium.com")
+    connector, _ = factory.build(moved, lambda: paced.append("job-c"))
+    connector.execute(STEP, lambda _: None)
+
+    assert paced == ["job-a", "job-b", "job-c"]
+    assert seen == [
+        "https://api.buildium.com/v1/leases/tenants",
+        "https://api.buildium.com/v1/leases/tenants",
+        "https://apisandbox.buildium.com/v1/leases/tenants",
+    ]
+    refused = replace(stored, base_url="http://127.0.0.1:9/t/x")
+    for _ in range(2):
+        with pytest.raises(DestinationRefused, match="not one of this vendor's API hosts"):
+            factory.build(refused, lambda: None)
 
 
 def test_tls_is_verified_against_the_url_hostname_not_the_address_connected_to(
