@@ -26,12 +26,14 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 from typing import Any, cast
 
 from sqlalchemy import (
     ColumnElement,
     Connection,
     CursorResult,
+    Engine,
     Insert,
     Table,
     bindparam,
@@ -143,17 +145,23 @@ class WriteService:
         """`targets`: the integrations this process remembers for writes (its own unless
         given)."""
         self._session_factory = session_factory
-        self._engine = write_engine(session_factory)
-        #: What a write without a key runs on: autocommit on PostgreSQL (see above).
-        self._keyless = (
-            self._engine.execution_options(isolation_level="AUTOCOMMIT")
-            if self._engine.dialect.name == "postgresql"
-            else self._engine
-        )
         self._submitter = submitter
         self._keys = keys
         self._clock = clock
         self._targets = targets if targets is not None else WriteTargets()
+
+    @cached_property
+    def _engine(self) -> Engine:
+        """What the write's statements run on, found on first use: an app is built (to list
+        its routes, say) before any job store exists."""
+        return write_engine(self._session_factory)
+
+    @cached_property
+    def _keyless(self) -> Engine:
+        """What a write without a key runs on: autocommit on PostgreSQL (see above)."""
+        if self._engine.dialect.name == "postgresql":
+            return self._engine.execution_options(isolation_level="AUTOCOMMIT")
+        return self._engine
 
     def submit(
         self,
