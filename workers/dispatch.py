@@ -3,21 +3,23 @@
 A job waits PENDING in the job store and, by id, in its integration's backlog in Redis. The
 dispatcher asks flow control which jobs may start now (the atomic `admit.lua`), moves those to
 QUEUED and publishes them; when a run ends it gives the slot back and submits what comes next
-(a retry, spawned children, the next waiting job). Every job move is guarded in the job store
-(an admitted batch goes PENDING -> QUEUED in one UPDATE that skips what is no longer PENDING) and
-every lease decision an atomic Lua script on Redis's clock (never this host's), so a dispatcher
-may run in every worker and in the API at once, and an extra broker message is harmless: it is
-dropped at claim. Repairing what a lost worker, message or Redis left behind is
-`pmsq.workers.healing`'s.
+(a retry, spawned children, the next waiting job), moving those to QUEUED in the transaction
+that records the run's outcome and publishing them once it committed. Every job move is
+guarded in the job store (an admitted batch goes PENDING -> QUEUED in one UPDATE that skips
+what is no longer PENDING) and every lease decision an atomic Lua script on Redis's clock
+(never this host's), so a dispatcher may run in every worker and in the API at once, and an
+extra broker message is harmless: it is dropped at claim. Repairing what a lost worker,
+message or Redis left behind is `pmsq.workers.healing`'s.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from pmsq.metrics import MetricsRecorder, NullMetrics
@@ -29,7 +31,7 @@ from pmsq.workers.flow.backend import Admission, FlowControl
 from pmsq.workers.flow.keys import claim_member
 from pmsq.workers.flow.limits import Limits
 from pmsq.workers.publisher import AdmittedJob, Publisher
-from pmsq.workers.repository import JobRepository, queue_admitted
+from pmsq.workers.repository import JobRepository, QueuedJob, queue_admitted
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +43,17 @@ CLAIM_BATCH = 64
 CLAIM_S = 5.0
 #: Shortest sleep of the loop, so a busy ready set does not spin.
 MIN_SLEEP_S = 0.0005
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    """What a run's `finish_run` admitted, and what of it the recording transaction moved to
+    QUEUED (`queue_finished`): for `publish_finished` once that transaction committed."""
+
+    integration_id: str
+    admission: Admission
+    #: The admitted jobs queued, by id; None when there is yet to admit (no limits).
+    queued: Mapping[str, QueuedJob] | None
 
 
 class Dispatcher:
@@ -125,8 +138,7 @@ class Dispatcher:
         `claim_us`: the ready-set claim this dispatcher holds on the integration (`tick`)."""
         return self._settle(integration_id, self._admit(integration_id, claim_us), claim_us)
 
-    @traced("pmsq.admit")
-    def after_run(
+    def finish_run(
         self,
         integration_id: str,
         job_id: str,
@@ -134,14 +146,26 @@ class Dispatcher:
         retry_delay_s: float | None,
         spawned: Sequence[str],
         pms_headers: Mapping[str, str] | None = None,
-    ) -> None:
-        """What runs after a job's run is recorded, in one round trip to flow control: the
-        slot its delivery held goes back, its retry (when `retry_delay_s` is not None) and its
-        spawned children go in the backlog, the PMS's limit headers are kept, and the freed
-        slot goes to the next waiting job at once, not at the next tick."""
+    ) -> Admission:
+        """What a run whose outcome is being recorded tells flow control, in one round trip:
+        the slot its delivery held goes back, its retry (when `retry_delay_s` is not None) and
+        its spawned children go in the backlog, the PMS's limit headers are kept, and the freed
+        slot goes to the next waiting job at once, not at the next tick.
+
+        Called inside the transaction that records the outcome, before it commits; then
+        `queue_finished` on that transaction and, once it committed, `publish_finished`. That
+        order is safe should the transaction roll back after this call: a job is only ever
+        claimed from QUEUED, and what this admission admitted turns QUEUED only in that
+        transaction. The run's job stays RUNNING with its job-store lease, so the healer
+        reclaims it (under its row lock, finding the claim's lease gone) as after a worker lost
+        before its record; an admitted job stays PENDING with an admission lease that lapses,
+        and is put back by the orphan sweep; a retry or children put in the backlog but absent
+        or no longer PENDING in the job store have their admission given back by
+        `_publish`. Writes nothing to the job store: a failure here (Redis down) leaves the
+        caller's transaction whole, free to commit the outcome anyway."""
         requeue = [(job_id, retry_delay_s)] if retry_delay_s is not None else []
         requeue += [(child, 0.0) for child in spawned]
-        admission = self._flow.finish(
+        return self._flow.finish(
             integration_id,
             claim_member(job_id, delivery),
             ADMIT_BATCH,
@@ -149,7 +173,27 @@ class Dispatcher:
             requeue=requeue,
             pms_headers=pms_headers,
         )
-        self._settle(integration_id, admission)
+
+    def queue_finished(
+        self, connection: Connection, integration_id: str, admission: Admission
+    ) -> FinishedRun:
+        """Move what `finish_run` admitted to QUEUED on `connection`, in the caller's
+        transaction (one statement, none when it admitted nothing). The rows are locked last in
+        that transaction, after the outcome's: no transaction that locks a PENDING job waits
+        for another lock while holding it, so this adds no lock cycle. Nothing when flow
+        control had no limits: `publish_finished` loads them and admits after the commit (that
+        reads the job store on a connection of its own, which must not wait for this one)."""
+        if admission.status == "nolimits":
+            return FinishedRun(integration_id, admission, None)
+        queued = queue_admitted(connection, admission.job_ids, self._clock())
+        return FinishedRun(integration_id, admission, queued)
+
+    @traced("pmsq.admit")
+    def publish_finished(self, finished: FinishedRun) -> int:
+        """Once the transaction of `queue_finished` committed: publish what it queued in
+        admission order, give back the admission of each admitted job it did not queue, and
+        tell the ready set when to come back (`_settled`); returns how many were published."""
+        return self._settled(finished.integration_id, finished.admission, queued=finished.queued)[0]
 
     def _admit(self, integration_id: str, claim_us: int | None) -> Admission:
         lease_s = self._settings.job_lease_s
@@ -163,10 +207,16 @@ class Dispatcher:
         return self._settled(integration_id, admission, claim_us)[0]
 
     def _settled(
-        self, integration_id: str, admission: Admission, claim_us: int | None = None
+        self,
+        integration_id: str,
+        admission: Admission,
+        claim_us: int | None = None,
+        queued: Mapping[str, QueuedJob] | None = None,
     ) -> tuple[int, int]:
         """Publish what an admission admitted and tell the ready set when to come back;
-        returns how many jobs were published and how many the admission admitted.
+        returns how many jobs were published and how many the admission admitted. `queued`:
+        what of the admission a committed transaction moved to QUEUED already
+        (`queue_finished`); None to move it here.
 
         The ready set is written only when a dispatcher must come back and does not already
         know when (the integration still has a backlog, `next_us`, and no admission since the
@@ -177,7 +227,8 @@ class Dispatcher:
         if admission.status == "nolimits":
             self.load_limits(integration_id)
             admission = self._admit(integration_id, claim_us)
-        published = self._publish(integration_id, admission.job_ids)
+            queued = None
+        published = self._publish(integration_id, admission.job_ids, queued)
         self._metrics.count(
             "pmsq_admissions", len(admission.job_ids), integration_id=integration_id
         )
@@ -204,18 +255,27 @@ class Dispatcher:
                 limits = Limits.of(integration, self._settings.rate_margin_ms)
         self._flow.set_limits(integration_id, limits)
 
-    def _publish(self, integration_id: str, job_ids: Sequence[str]) -> int:
-        """Move the admitted jobs to QUEUED (one statement for the batch) and publish them in
-        admission order; give back the admission lease of each that was not PENDING."""
+    def _publish(
+        self,
+        integration_id: str,
+        job_ids: Sequence[str],
+        queued: Mapping[str, QueuedJob] | None = None,
+    ) -> int:
+        """Move the admitted jobs to QUEUED (one statement for the batch; `queued`: already
+        moved, by a committed transaction) and publish them in admission order; give back the
+        admission lease of each that was not PENDING."""
         if not job_ids:
             return 0
-        if self._engine is None:
-            self._engine = write_engine(self._session_factory)
-        with self._engine.begin() as connection:
-            queued = queue_admitted(connection, job_ids, self._clock())
+        if queued is None:
+            if self._engine is None:
+                self._engine = write_engine(self._session_factory)
+            with self._engine.begin() as connection:
+                unpublished = queue_admitted(connection, job_ids, self._clock())
+        else:
+            unpublished = dict(queued)
         admitted: list[AdmittedJob] = []
         for job_id in job_ids:
-            job = queued.pop(job_id, None)
+            job = unpublished.pop(job_id, None)
             if job is None:
                 # Unknown, no longer PENDING, or a duplicate backlog entry: give back the
                 # admission lease this admission just took (the job's own claim, if it runs,

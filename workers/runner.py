@@ -1,12 +1,14 @@
 """Runs one job: claim -> execute at the PMS -> record the outcome (and spawn children).
 
 Claim and record are short transactions; the PMS call happens between them with no
-transaction open. The claim takes a delivery number (the fencing token) and, under the job's
-row lock, the claim lease `job_id:delivery` in Redis. Before every PMS request the pacer proves
-on Redis's clock that this claim still holds that lease; a worker that lost it (paused past its
-lease, or the job handed to a newer delivery) stops without sending (`FencedOut`). The record
-step only applies an outcome if the job is still RUNNING under the same delivery, so a worker
-that outlived its lease cannot overwrite the outcome of the job's next run either.
+transaction open. The record's transaction also takes what comes next (the claim's slot given
+back, the next waiting jobs admitted and moved to QUEUED), published once it committed. The
+claim takes a delivery number (the fencing token) and, under the job's row lock, the claim
+lease `job_id:delivery` in Redis. Before every PMS request the pacer proves on Redis's clock
+that this claim still holds that lease; a worker that lost it (paused past its lease, or the
+job handed to a newer delivery) stops without sending (`FencedOut`). The record step only
+applies an outcome if the job is still RUNNING under the same delivery, so a worker that
+outlived its lease cannot overwrite the outcome of the job's next run either.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -35,8 +37,8 @@ from pmsq.settings import Settings
 from pmsq.workers.aggregator import FinishedRoot, finish_job, finish_running_root
 from pmsq.workers.backoff import retry_delay_s
 from pmsq.workers.connectors import ConnectorFactory, IntegrationSnapshot
-from pmsq.workers.dispatch import Dispatcher
-from pmsq.workers.flow.backend import redis_time
+from pmsq.workers.dispatch import Dispatcher, FinishedRun
+from pmsq.workers.flow.backend import Admission, redis_time
 from pmsq.workers.healing import poison_message
 from pmsq.workers.heartbeat import LeaseHeartbeat, LeaseRenewer
 from pmsq.workers.pacing import PaceLatency, RequestPacer
@@ -70,6 +72,8 @@ class Recorded:
     write_latency_s: float | None = None
     #: A sync job's own verdict (its execution's status).
     sync_status: str | None = None
+    #: What flow control admitted in the record's transaction, to publish after its commit.
+    finished: FinishedRun | None = None
 
 
 class _NoSlot(Exception):
@@ -243,23 +247,16 @@ class JobRunner:
         )
 
     def _after_record(self, claim: Claim, outcome: Outcome, recorded: Recorded) -> None:
-        """Flow-control side of an outcome, once it is committed."""
-        integration_id = claim.integration.id
+        """Flow-control side of an outcome, once it is committed: the jobs its transaction
+        admitted and queued are published (`record`)."""
         # A 429 paused the integration when it was heard (`execute`).
         if not recorded.applied:
             # Fenced out: the slot belongs to the job's newer delivery.
             if recorded.pms_headers:
-                self._flow.record_pms_limits(integration_id, recorded.pms_headers)
+                self._flow.record_pms_limits(claim.integration.id, recorded.pms_headers)
             return
-        retry_delay_s = recorded.retry_delay_s if recorded.status == JobStatus.PENDING else None
-        self._dispatcher.after_run(
-            integration_id,
-            claim.job_id,
-            claim.delivery,
-            retry_delay_s,
-            recorded.spawned,
-            recorded.pms_headers,
-        )
+        if recorded.finished is not None:
+            self._dispatcher.publish_finished(recorded.finished)
 
     def _after_final(self, integration_id: str, job_id: str) -> None:
         """A job that ended at claim (poison) gives back its admission lease."""
@@ -424,9 +421,27 @@ class JobRunner:
         recorded in three statements: its logs, its UPDATE and the record cache's upsert (plus
         the outbox's rows, and what their payloads read, when someone listens). Any other
         outcome, and one whose UPDATE matched nothing, locks the job and applies it to the
-        loaded rows (`_record_locked`), which also tells a claim that lost the job."""
+        loaded rows (`_record_locked`), which also tells a claim that lost the job.
+
+        An applied outcome is followed, in the same transaction, by what flow control makes of
+        it (`Dispatcher.finish_run`: the claim's slot back, a retry or the children into the
+        backlog, the next waiting jobs admitted) and by the UPDATE moving those admitted to
+        QUEUED (`Dispatcher.queue_finished`): the run costs one transaction, not two. They are
+        published once it committed (`Recorded.finished`, `_after_record`). Should the
+        transaction roll back after flow control heard of it, nothing can run that should not
+        (`Dispatcher.finish_run` says why): the job stays RUNNING under this claim and comes
+        back through the healer, as after a worker lost before its record. On SQLite the
+        transaction holds the write lock during that round trip, as the claim does during
+        its own.
+
+        A failure of flow control (Redis down or restarting) never rolls back the outcome: it
+        commits without the admission, then the failure is raised, as it was when flow control
+        was told after the commit. The claim's lease then lapses by itself, and the orphan
+        sweep puts a retry or children missing from their backlog back in it. A claim that no
+        longer held the job tells flow control nothing: its slot is the newer delivery's."""
         now = self._clock()
         headers = exchanges[-1].response_headers if exchanges else {}
+        unfinished: Exception | None = None
         with self._engine.begin() as connection:
             # The ORM only where it is needed (a listener, a sync's execution, the locked
             # path): a Session on the transaction's connection, which it joins when used.
@@ -437,7 +452,31 @@ class JobRunner:
                     recorded = self._record_locked(session, claim, outcome, now, headers)
                 if session.in_transaction():  # used: its changes into the transaction
                     session.commit()
-            return recorded
+            if recorded.applied:
+                try:
+                    admission = self._finish_run(claim, recorded)
+                except Exception as exc:  # flow control's: the outcome commits regardless
+                    unfinished = exc
+                else:
+                    finished = self._dispatcher.queue_finished(
+                        connection, claim.integration.id, admission
+                    )
+                    recorded = replace(recorded, finished=finished)
+        if unfinished is not None:
+            raise unfinished
+        return recorded
+
+    def _finish_run(self, claim: Claim, recorded: Recorded) -> Admission:
+        """Tell flow control the applied outcome (`Dispatcher.finish_run`)."""
+        retry_delay_s = recorded.retry_delay_s if recorded.status == JobStatus.PENDING else None
+        return self._dispatcher.finish_run(
+            claim.integration.id,
+            claim.job_id,
+            claim.delivery,
+            retry_delay_s,
+            recorded.spawned,
+            recorded.pms_headers,
+        )
 
     def _record_fast(
         self,

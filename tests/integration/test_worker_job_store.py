@@ -11,7 +11,7 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,13 +34,13 @@ from pmsq.pms.connector import Exchange, StepResult
 from pmsq.settings import Settings
 from pmsq.workers.aggregator import finish_running_root
 from pmsq.workers.connectors import ConnectorFactory
-from pmsq.workers.dispatch import Dispatcher
+from pmsq.workers.dispatch import Dispatcher, FinishedRun
 from pmsq.workers.flow.keys import IntegrationKeys, claim_member
 from pmsq.workers.flow.limits import MAX_TOLERANCE_US, Limits
 from pmsq.workers.flow.redis_backend import RedisFlowControl
 from pmsq.workers.publisher import AdmittedJob
 from pmsq.workers.record_cache import store_written
-from pmsq.workers.runner import JobRunner, RedisClockEstimate
+from pmsq.workers.runner import JobRunner, Recorded, RedisClockEstimate
 from pmsq.workers.steps import Failed, Outcome, Succeeded
 
 T0 = datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
@@ -285,6 +285,67 @@ def test_a_recorded_write_is_cached_in_one_statement(world: World, statements: l
     )
 
 
+@pytest.fixture
+def transactions(session_factory: sessionmaker[Session]) -> Iterator[list[str]]:
+    """One entry per transaction begun on the job store from now on, on either backend."""
+    with session_factory.begin() as session:
+        engine = session.get_bind()
+    begun: list[str] = []
+
+    def note(_conn: Any) -> None:
+        begun.append("BEGIN")
+
+    event.listen(engine, "begin", note)
+    try:
+        yield begun
+    finally:
+        event.remove(engine, "begin", note)
+
+
+def test_a_record_queues_the_job_its_finish_admits_in_its_own_transaction(
+    world: World, statements: list[str], transactions: list[str]
+) -> None:
+    world.flow.set_limits(world.integration_id, Limits(1, MAX_TOLERANCE_US, 1))  # one at once
+    exchanges = [Exchange("POST", "https://pms.example/residents")]
+    warm_up = world.runner.claim(world.submit())  # its record reads what a runner keeps
+    assert warm_up is not None
+    world.dispatcher.publish_finished(_finished(world.runner.record(warm_up, exchanges, _ok())))
+    first, waiting = world.submit(), world.add_job()
+    assert world.dispatcher.submit(world.integration_id, [waiting]) == 0  # no free slot
+    claim = world.runner.claim(first)
+    assert claim is not None
+    statements.clear()
+    transactions.clear()
+
+    recorded = world.runner.record(claim, exchanges, _ok())
+
+    # The outcome, then the job admitted into the freed slot moved to QUEUED, in one
+    # transaction: published only once it committed.
+    assert statements == ["INSERT job_logs", "UPDATE jobs", "UPDATE jobs"]
+    assert transactions == ["BEGIN"]
+    assert (world.job(first).status, world.job(waiting).status) == (
+        JobStatus.SUCCESS.value,
+        JobStatus.QUEUED.value,
+    )
+    assert waiting not in [message.job_id for message in world.publisher.published]
+    statements.clear()
+    transactions.clear()
+
+    assert world.dispatcher.publish_finished(_finished(recorded)) == 1
+
+    assert world.publisher.published[-1].job_id == waiting
+    assert (statements, transactions) == ([], [])
+
+
+def _ok() -> Outcome:
+    return Succeeded(StepResult(), [])
+
+
+def _finished(recorded: Recorded) -> FinishedRun:
+    assert recorded.finished is not None
+    return recorded.finished
+
+
 def _add_sync(world: World, generation: int) -> None:
     with world.session_factory.begin() as session:
         session.add(
@@ -372,7 +433,8 @@ def test_an_outcome_in_one_update_leaves_the_rows_the_locked_path_leaves(
     random.seed(13)
     recorded.append(runner.record(claims[1], exchanges, outcome))
 
-    assert recorded[0] == recorded[1]
+    # What flow control answered each (the second finds the first's retry in the backlog) aside.
+    assert replace(recorded[0], finished=None) == replace(recorded[1], finished=None)
     assert recorded[0].applied
     rows = [_columns(world.job(job_id)) for job_id in (one_update, locked)]
     assert rows[0] == rows[1]

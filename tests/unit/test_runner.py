@@ -23,6 +23,7 @@ import pytest
 import redis
 from fakeredis.commands_mixins import server_mixin
 from sqlalchemy import Connection, event, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from support.metrics import CountingMetrics
 
@@ -41,13 +42,14 @@ from pmsq.pms.connector import Exchange, Step, StepResult
 from pmsq.pms.profiles import VALIDATE_THEN_CREATE, VendorProfile
 from pmsq.pms.registry import profile_for
 from pmsq.settings import Settings
+from pmsq.workers import dispatch as dispatch_module
 from pmsq.workers import runner as runner_module
 from pmsq.workers.connectors import IntegrationSnapshot
 from pmsq.workers.dispatch import Dispatcher
 from pmsq.workers.flow.backend import Held, Pace, Paced
 from pmsq.workers.flow.keys import IntegrationKeys, claim_member
 from pmsq.workers.flow.redis_backend import RedisFlowControl
-from pmsq.workers.healing import Healer
+from pmsq.workers.healing import ORPHAN_AGE_S, Healer
 from pmsq.workers.heartbeat import LeaseHeartbeat
 from pmsq.workers.outcome import write_outcome
 from pmsq.workers.pacing import PaceLatency, RequestPacer
@@ -237,6 +239,12 @@ class Harness:
 
     def submit(self, model: str = "residents", action: str = "CREATE", **payload: Any) -> str:
         """Store a root job and submit it, as the API does; returns its id."""
+        job_id = self.store(model, action, **payload)
+        assert self.dispatcher.submit(self.integration_id, [job_id]) == 1
+        return job_id
+
+    def store(self, model: str = "residents", action: str = "CREATE", **payload: Any) -> str:
+        """Store a PENDING root job, nothing in Redis yet; returns its id."""
         job_id = new_id()
         with self.session_factory.begin() as session:
             job = Job(
@@ -252,8 +260,14 @@ class Harness:
                 updated_at=self.clock.now,
             )
             session.add(job)
-        assert self.dispatcher.submit(self.integration_id, [job_id]) == 1
         return job_id
+
+    def one_at_a_time(self) -> None:
+        """The integration runs one job at a time (before its limits reach Redis)."""
+        with self.session_factory.begin() as session:
+            integration = session.get(Integration, self.integration_id)
+            assert integration is not None
+            integration.max_job_concurrency = 1
 
     def admit(self) -> int:
         """One admission of the integration, as a dispatcher tick or a finishing job does."""
@@ -1157,8 +1171,10 @@ def test_spawned_children_are_admitted_and_published_at_once(
 
     recorded = runner.record(claim, exchanges, runner.execute(claim, exchanges.append))
 
-    assert len(recorded.spawned) == 1 and recorded.spawned[0] is not None
-    assert harness.dispatcher.submit(harness.integration_id, recorded.spawned) == 1
+    # Admitted, and QUEUED by the record's own transaction; published only once it committed.
+    [child_id] = recorded.spawned
+    assert harness.job(child_id).status == JobStatus.QUEUED.value
+    assert child_id not in [message.job_id for message in harness.publisher.published]
 
     # The whole run does the same by itself: the child is published before any dispatcher tick.
     second_root = harness.submit(
@@ -1508,6 +1524,126 @@ def test_a_record_is_one_insert_of_its_logs_one_guarded_update_and_the_cache_ups
     with harness.session_factory() as session:
         cached = session.scalars(select(Record).where(Record.pms_id == "res-2")).one()
     assert (cached.pms_id, cached.data, cached.synced_at) == ("res-2", results[1].record, T0)
+
+
+def test_a_run_is_two_transactions_its_records_queueing_the_job_it_admits(
+    harness: Harness,
+) -> None:
+    harness.one_at_a_time()
+    runner = harness.runner(ScriptedConnector([StepResult()]))
+    assert runner.run(harness.submit()) == JobStatus.SUCCESS  # reads what a runner keeps
+    first, waiting = harness.submit(), harness.store()
+    assert harness.dispatcher.submit(harness.integration_id, [waiting]) == 0  # no free slot
+
+    with statements(harness) as sent:
+        assert runner.run(first) == JobStatus.SUCCESS
+
+    # The claim's transaction, then the record's: the outcome, then the job its finish
+    # admitted into the freed slot moved to QUEUED, committed together; no third transaction.
+    assert sent == [
+        "BEGIN",
+        "UPDATE jobs",
+        "BEGIN",
+        "INSERT job_logs",
+        "UPDATE jobs",
+        "UPDATE jobs",
+    ]
+    assert harness.job(waiting).status == JobStatus.QUEUED.value
+    assert harness.publisher.published[-1].job_id == waiting
+
+
+def _flow_down(*_args: Any, **_kwargs: Any) -> Any:
+    raise redis.ConnectionError("Redis is restarting")
+
+
+def test_a_redis_failure_after_the_outcome_never_rolls_it_back(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    job_id = harness.submit()
+    written = {"id": "res-1", "first_name": "Ada"}
+    runner = harness.runner(ScriptedConnector([StepResult("res-1", record=written)]))
+    monkeypatch.setattr(harness.flow, "finish", _flow_down)
+
+    # Raised as when flow control was told after the commit: the task fails, the write not.
+    with pytest.raises(redis.ConnectionError):
+        runner.run(job_id)
+
+    job = harness.job(job_id)
+    assert (job.status, job.created_record_id, job.unrecorded_claims) == (
+        JobStatus.SUCCESS.value,
+        "res-1",
+        0,
+    )
+    assert harness.outcome(job_id).write_status == WriteStatus.SUCCESS
+    assert len(harness.logs(job_id)) == 1
+    with harness.session_factory() as session:
+        cached = session.scalars(select(Record).where(Record.pms_id == "res-1")).one()
+    assert cached.data == written
+    # Flow control heard nothing: the claim's lease stays until it lapses by itself.
+    assert harness.lease_us(claim_member(job_id, 1)) is not None
+
+
+def test_children_recorded_while_redis_fails_come_back_through_the_orphan_sweep(
+    make_harness: HarnessFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    harness = make_harness(vendor=Vendor.RENT_MANAGER)
+    root_id = harness.submit(
+        "applicants", VALIDATE_THEN_CREATE, first_name="Ada", contacts=CONTACTS
+    )
+    runner = harness.runner(ScriptedConnector([StepResult()]))
+    with monkeypatch.context() as patched, pytest.raises(redis.ConnectionError):
+        patched.setattr(harness.flow, "finish", _flow_down)
+        runner.run(root_id)
+
+    with harness.session_factory() as session:
+        [child] = session.scalars(select(Job).where(Job.parent_job_id == root_id)).all()
+    assert (harness.job(root_id).status, child.status) == (
+        JobStatus.SUCCESS.value,
+        JobStatus.PENDING.value,
+    )
+    assert harness.flow.in_backlog(harness.integration_id, [child.id]) == [False]
+
+    harness.advance(ORPHAN_AGE_S + 1)
+    assert harness.healer.enqueue_orphans() == 1
+    assert harness.publisher.published[-1].job_id == child.id
+    assert harness.job(child.id).status == JobStatus.QUEUED.value
+
+
+def test_a_record_rolled_back_after_flow_control_heard_leaves_nothing_runnable(
+    harness: Harness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The record's transaction fails after its finish released the claim and admitted the
+    next job: the job is not recorded and the admitted one never QUEUED, so nothing runs
+    twice or out of turn; the healer brings both back as after a lost worker."""
+    harness.one_at_a_time()
+    first, waiting = harness.submit(), harness.store()
+    assert harness.dispatcher.submit(harness.integration_id, [waiting]) == 0
+    runner = harness.runner(ScriptedConnector([StepResult()]))
+
+    def store_down(*_args: Any) -> Any:
+        raise OperationalError("UPDATE jobs", {}, Exception("the job store went away"))
+
+    with monkeypatch.context() as patched, pytest.raises(OperationalError):
+        patched.setattr(dispatch_module, "queue_admitted", store_down)
+        runner.run(first)
+
+    assert harness.job(first).status == JobStatus.RUNNING.value
+    assert harness.job(waiting).status == JobStatus.PENDING.value
+    assert [message.job_id for message in harness.publisher.published] == [first]
+    assert harness.lease_us(claim_member(first, 1)) is None  # released by the finish
+    assert harness.lease_us(waiting) is not None  # admitted by it: lapses unused
+
+    harness.advance(LEASE_S + 1)
+    harness.healer.heal()
+    # The job's claim lapsed in the job store: it runs again, its outcome unknown; the one
+    # admitted in the rolled-back transaction is back in its backlog, behind it.
+    job = harness.job(first)
+    assert (job.status, job.outcome_unknown) == (JobStatus.QUEUED.value, True)
+    assert harness.publisher.published[-1].job_id == first
+    assert harness.flow.in_backlog(harness.integration_id, [waiting]) == [True]
+    assert runner.run(first) == JobStatus.SUCCESS
+    assert harness.publisher.published[-1].job_id == waiting
+    assert runner.run(waiting) == JobStatus.SUCCESS
 
 
 def _endpoint(harness: Harness, events: Sequence[WebhookEvent]) -> str:
