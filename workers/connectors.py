@@ -16,6 +16,7 @@ from pmsq.pms.connector import Connector
 from pmsq.pms.profiles import VendorProfile
 from pmsq.pms.registry import VENDORS, Registry
 from pmsq.pms.vendor import Endpoint
+from pmsq.workers.copies import VersionedCopies
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,6 @@ class IntegrationSnapshot:
 
 
 class ConnectorFactory:
-    #: Endpoints kept, by integration version (vendor, base_url, credentials' ciphertext); the
-    #: oldest is dropped first, and built again when next needed.
-    MAX_ENDPOINTS = 20_000
-
     def __init__(
         self,
         cipher: CredentialCipher,
@@ -56,7 +53,8 @@ class ConnectorFactory:
         self._client = client
         self._allowed_pms_hosts = allowed_pms_hosts
         self._vendors = vendors
-        self._endpoints: dict[tuple[str, str | None, bytes | None], Endpoint] = {}
+        #: Each integration's endpoint, under what it is made of (`_endpoint`).
+        self._endpoints: VersionedCopies[str, Endpoint] = VersionedCopies()
 
     def build(
         self, integration: IntegrationSnapshot, before_request: Callable[[], None]
@@ -71,19 +69,17 @@ class ConnectorFactory:
     def _endpoint(self, integration: IntegrationSnapshot) -> Endpoint:
         """The integration's endpoint, made once per process for each version of it: what
         it is made of (vendor, base_url, credentials' ciphertext: changed credentials are a
-        new ciphertext) is its key, and the rest (the vendor's hosts, PMSQ_ALLOWED_PMS_HOSTS)
+        new ciphertext) is its version, and the rest (the vendor's hosts, PMSQ_ALLOWED_PMS_HOSTS)
         is fixed in a process, so a kept one is what checking again would make. Fernet's
         HMAC and AES, the credentials' validation and the host check on every job were a
         measurable share of its cost. One that cannot be made is not kept: each job checks
         again, and fails. The destination's address is still checked at every connection
         (`pmsq.outbound.OutboundBackend`)."""
-        key = (integration.vendor, integration.base_url, integration.credentials_encrypted)
-        endpoint = self._endpoints.get(key)
+        version = (integration.vendor, integration.base_url, integration.credentials_encrypted)
+        endpoint = self._endpoints.get(integration.id, version)
         if endpoint is None:
             endpoint = self._new_endpoint(integration)
-            if len(self._endpoints) >= self.MAX_ENDPOINTS:
-                del self._endpoints[next(iter(self._endpoints))]
-            self._endpoints[key] = endpoint
+            self._endpoints.keep(integration.id, version, endpoint)
         return endpoint
 
     def _new_endpoint(self, integration: IntegrationSnapshot) -> Endpoint:

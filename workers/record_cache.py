@@ -22,6 +22,7 @@ from pmsq.models.normalization import (
 )
 from pmsq.models.record import Record
 from pmsq.models.sync import SyncExecution
+from pmsq.workers.copies import VersionedCopies
 
 _RECORDS = cast(Table, Record.__table__)
 _EXECUTIONS = cast(Table, SyncExecution.__table__)
@@ -111,15 +112,12 @@ class EnumMappingCache:
     transaction (`pmsq.models.normalization`), and a vendor's defaults never change, so a
     caller that read the integration's version in its transaction gets from `get` exactly the
     mappings it would have read there: from the copy while the version is the same, read again
-    (later than the version, so never older than it) when it moved. At most `MAX_ENTRIES`
+    (later than the version, so never older than it) when it moved. At most `MAX_COPIES`
     integrations are kept, the oldest loaded dropped first.
     """
 
-    #: Enough for every integration of a large deployment; a dropped one is read again.
-    MAX_ENTRIES = 20_000
-
     def __init__(self) -> None:
-        self._by_id: dict[str, tuple[datetime, dict[str, dict[str, FieldMapping]]]] = {}
+        self._copies: VersionedCopies[str, dict[str, dict[str, FieldMapping]]] = VersionedCopies()
 
     def get(
         self, session: Session, integration_id: str, version: datetime | None, model: str
@@ -128,16 +126,11 @@ class EnumMappingCache:
         enum fields)."""
         if model not in FIELDS_BY_MODEL:
             return {}
-        cached = self._by_id.get(integration_id)
-        if cached is not None and version is not None and cached[0] == version:
-            by_model = cached[1]
-        else:
+        by_model = self._copies.get(integration_id, version)
+        if by_model is None:
             by_model = {}
             if version is not None:
-                self._by_id.pop(integration_id, None)
-                if len(self._by_id) >= self.MAX_ENTRIES:
-                    del self._by_id[next(iter(self._by_id))]
-                self._by_id[integration_id] = (version, by_model)
+                self._copies.keep(integration_id, version, by_model)
         mappings = by_model.get(model)
         if mappings is None:
             with session.no_autoflush:  # the caller's changes go out once, at its commit

@@ -37,6 +37,7 @@ from pmsq.settings import Settings
 from pmsq.workers.aggregator import FinishedRoot, finish_job, finish_running_root
 from pmsq.workers.backoff import retry_delay_s
 from pmsq.workers.connectors import ConnectorFactory, IntegrationSnapshot
+from pmsq.workers.copies import VersionedCopies
 from pmsq.workers.dispatch import Dispatcher, FinishedRun
 from pmsq.workers.flow.backend import Admission, redis_time
 from pmsq.workers.healing import poison_message
@@ -87,33 +88,27 @@ class IntegrationSnapshots:
     only when that changed, so no job runs with credentials, a base_url or a vendor older than
     those committed before its claim (the same staleness as reading the row in the claim:
     none), at no extra statement. Every change of an integration moves its `updated_at`: the
-    API sets it, and the limits in Redis are versioned by it too. At most `MAX_ENTRIES` are
+    API sets it, and the limits in Redis are versioned by it too. At most `MAX_COPIES` are
     kept, the oldest loaded dropped first.
     """
 
-    #: Enough for every integration of a large deployment; a dropped one is read again.
-    MAX_ENTRIES = 20_000
-
     def __init__(self) -> None:
-        self._by_id: dict[str, tuple[datetime, IntegrationSnapshot]] = {}
+        self._copies: VersionedCopies[str, IntegrationSnapshot] = VersionedCopies()
 
     def get(
         self, connection: Connection, integration_id: str, version: datetime | None
     ) -> IntegrationSnapshot:
         """The integration as the transaction of `connection` reads it, when it is at
         `version` (read again, in that transaction, when it moved)."""
-        cached = self._by_id.get(integration_id)
-        if cached is not None and version is not None and cached[0] == version:
-            return cached[1]
+        snapshot = self._copies.get(integration_id, version)
+        if snapshot is not None:
+            return snapshot
         with Session(bind=connection) as session:
             integration = JobRepository(session).integration(integration_id)
             assert integration is not None  # enforced by the foreign key
-            entry = (integration.updated_at, IntegrationSnapshot.of(integration))
-        self._by_id.pop(integration_id, None)
-        if len(self._by_id) >= self.MAX_ENTRIES:
-            del self._by_id[next(iter(self._by_id))]
-        self._by_id[integration_id] = entry
-        return entry[1]
+            snapshot = IntegrationSnapshot.of(integration)
+            self._copies.keep(integration_id, integration.updated_at, snapshot)
+        return snapshot
 
 
 class RedisClockEstimate:

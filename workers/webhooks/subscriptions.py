@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session
 
 from pmsq.models.webhook import WebhookEndpoint
+from pmsq.workers.copies import VersionedCopies
 from pmsq.workers.webhooks.repository import WebhookRepository
 
 
@@ -48,25 +49,18 @@ class SubscriptionCache:
     `get` answers from the copy only when the caller read the same `webhooks_version` in its
     transaction; otherwise it reads the endpoints (later than the version, so never older than
     it: a change and its version move commit together) and keeps them under that version. At
-    most `MAX_ENTRIES` accounts are kept, the oldest loaded dropped first.
+    most `MAX_COPIES` accounts are kept, the oldest loaded dropped first.
     """
 
-    #: Enough for every account of a large deployment; a dropped one is read again.
-    MAX_ENTRIES = 20_000
-
     def __init__(self) -> None:
-        self._by_account: dict[str, tuple[int, tuple[Subscription, ...]]] = {}
+        self._copies: VersionedCopies[str, tuple[Subscription, ...]] = VersionedCopies()
 
     def get(
         self, session: Session, account_id: str, version: int | None
     ) -> tuple[Subscription, ...]:
-        cached = self._by_account.get(account_id)
-        if cached is not None and version is not None and cached[0] == version:
-            return cached[1]
-        found = subscriptions(session, account_id)
-        if version is not None:
-            self._by_account.pop(account_id, None)
-            if len(self._by_account) >= self.MAX_ENTRIES:
-                del self._by_account[next(iter(self._by_account))]
-            self._by_account[account_id] = (version, found)
+        found = self._copies.get(account_id, version)
+        if found is None:
+            found = subscriptions(session, account_id)
+            if version is not None:
+                self._copies.keep(account_id, version, found)
         return found
