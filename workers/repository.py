@@ -11,6 +11,7 @@ from typing import Any, cast
 from sqlalchemy import (
     ColumnElement,
     Connection,
+    ScalarSelect,
     Select,
     Table,
     Update,
@@ -40,6 +41,24 @@ _ADD_LOGS = insert(_JOB_LOGS)
 _CLAIMABLE = [status.value for status, moves in ALLOWED.items() if JobStatus.RUNNING in moves]
 #: `session.info` key: (the transaction, ids of the jobs it row-locked through `lock`).
 _LOCKED_KEY = "pmsq_locked_jobs"
+
+
+def _integration_version() -> ScalarSelect[datetime]:
+    """The job's integration's `updated_at`, read in a statement on the job: the version of
+    what a worker keeps of the integration (its snapshot, its enum mappings)."""
+    return (
+        select(Integration.updated_at)
+        .where(Integration.id == _JOBS.c.integration_id)
+        .scalar_subquery()
+    )
+
+
+def _webhooks_version() -> ScalarSelect[int]:
+    """The job's account's `webhooks_version`, read in a statement on the job: the version
+    of the account's webhook endpoints a worker keeps."""
+    return (
+        select(Account.webhooks_version).where(Account.id == _JOBS.c.account_id).scalar_subquery()
+    )
 
 
 def _queue_admitted(job_is: ColumnElement[bool]) -> Update:
@@ -79,9 +98,6 @@ def _start_run() -> Update:
     (`job_id`, `now`, `max_unrecorded_claims`, `lease_until`), so no claim pays for
     building the statement or its cache key again."""
     c = _JOBS.c
-    version = (
-        select(Integration.updated_at).where(Integration.id == c.integration_id).scalar_subquery()
-    )
     now = bindparam("now", type_=c.updated_at.type)
     return (
         update(_JOBS)
@@ -113,7 +129,7 @@ def _start_run() -> Update:
             c.idempotency_key,
             c.outcome_unknown,
             c.created_at,
-            version,
+            _integration_version(),
         )
     )
 
@@ -345,14 +361,8 @@ class JobRepository:
 
 def _lock_with_versions() -> Select[Job, datetime | None, int | None]:
     """`lock_with_versions`'s statement, built once: its only value is a parameter."""
-    integration_version = (
-        select(Integration.updated_at).where(Integration.id == Job.integration_id).scalar_subquery()
-    )
-    webhooks_version = (
-        select(Account.webhooks_version).where(Account.id == Job.account_id).scalar_subquery()
-    )
     return (
-        select(Job, integration_version, webhooks_version)
+        select(Job, _integration_version(), _webhooks_version())
         .where(Job.id == bindparam("job_id"))
         .with_for_update(of=Job)
         .execution_options(populate_existing=True)
@@ -410,10 +420,8 @@ def _move_if(expected: tuple[str, ...], values: tuple[str, ...]) -> Update:
             c.account_id,
             c.action,
             c.created_at,
-            select(Integration.updated_at)
-            .where(Integration.id == c.integration_id)
-            .scalar_subquery(),
-            select(Account.webhooks_version).where(Account.id == c.account_id).scalar_subquery(),
+            _integration_version(),
+            _webhooks_version(),
         )
     )
 
