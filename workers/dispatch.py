@@ -18,6 +18,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cached_property
 
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -67,13 +68,17 @@ class Dispatcher:
         metrics: MetricsRecorder | None = None,
     ) -> None:
         self._session_factory = session_factory
-        #: What the admitted batch is queued through: `session_factory`'s, found on first use.
-        self._engine: Engine | None = None
         self._metrics = metrics or NullMetrics()
         self._publisher = publisher
         self._flow = flow
         self._settings = settings
         self._clock = clock
+
+    @cached_property
+    def _engine(self) -> Engine:
+        """What an admitted batch is queued through: `session_factory`'s, found on first use
+        (a dispatcher is built before any job store is needed)."""
+        return write_engine(self._session_factory)
 
     @property
     def flow(self) -> FlowControl:
@@ -267,8 +272,6 @@ class Dispatcher:
         if not job_ids:
             return 0
         if queued is None:
-            if self._engine is None:
-                self._engine = write_engine(self._session_factory)
             with self._engine.begin() as connection:
                 unpublished = queue_admitted(connection, job_ids, self._clock())
         else:
