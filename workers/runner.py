@@ -721,12 +721,9 @@ class JobRunner:
         if failure.gave_up is not None:
             self._finish(session, job, JobStatus.FAILURE, now, failure.gave_up, subscribed)
             return 0.0
-        self._defer(job, now, failure.delay_s, error.message)
+        requeue(job, now, failure.due_at(now))
+        job.error = error.message
         return failure.delay_s
-
-    def _defer(self, job: Job, now: datetime, delay_s: float, last_error: str) -> None:
-        requeue(job, now, now + timedelta(seconds=delay_s))
-        job.error = last_error
 
     def _finish(
         self,
