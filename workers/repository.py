@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from pmsq.models.account import Account
+from pmsq.models.direct import DirectStatement
 from pmsq.models.enums import JobStatus
 from pmsq.models.integration import Integration
 from pmsq.models.job import Job, JobLog
@@ -134,7 +135,8 @@ def _start_run() -> Update:
     )
 
 
-_START_RUN = _start_run()
+#: Run on the claim's connection directly (`DirectStatement`): every delivery runs it.
+_START_RUN = DirectStatement(_start_run())
 #: A claim's lease expiry, stamped once Redis granted the lease (`job_id`, `expires_at`, `now`).
 _SET_LEASE = (
     update(_JOBS)
@@ -218,8 +220,8 @@ def start_run(
     delivery runs it, and a Session around one statement costs more than the statement. A
     Session that joins the connection's transaction afterwards (the rare paths) loads the
     row as this statement left it."""
-    row = connection.execute(
-        _START_RUN,
+    row = _START_RUN.execute(
+        connection,
         {
             "job_id": job_id,
             "now": now,

@@ -1,0 +1,151 @@
+"""The worker's hot statements, run directly on the connection's cursor (`DirectStatement`),
+leave the rows and return the values (types included) that SQLAlchemy's `Connection.execute`
+leaves and returns, on every backend.
+
+Each test runs one statement both ways on two rows alike but for their ids: once with every
+`DirectStatement` sent through SQLAlchemy, once with SQLAlchemy's path forbidden (so the
+direct path did run), then compares what each returned and the rows as the driver reads them
+back (SQLite's datetimes as stored text, PostgreSQL's as timestamps).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+import pytest
+from sqlalchemy import Connection, Engine
+from sqlalchemy.orm import Session, sessionmaker
+from support.store import add_unthrottled_integration
+
+from pmsq.models.base import new_id
+from pmsq.models.db import write_engine
+from pmsq.models.direct import DirectStatement
+from pmsq.models.enums import JobStatus
+from pmsq.models.job import Job
+from pmsq.workers import repository
+
+T0 = datetime(2026, 3, 1, 9, 0, 0, 250000, tzinfo=UTC)
+T1 = datetime(2026, 3, 1, 9, 0, 5, 500001, tzinfo=UTC)
+#: Columns that name a row (differ between the two rows compared) rather than describe it.
+NAMING = {"id", "root_job_id", "idempotency_key", "job_id"}
+
+R = TypeVar("R")
+Path = Callable[[], AbstractContextManager[None]]
+
+
+class Store:
+    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+        self.session_factory = session_factory
+        self.engine: Engine = write_engine(session_factory)
+        self.account_id, self.integration_id = add_unthrottled_integration(session_factory)
+
+    def add_job(self, status: JobStatus, **columns: Any) -> str:
+        job_id = new_id()
+        with self.session_factory.begin() as session:
+            session.add(
+                Job(
+                    id=job_id,
+                    root_job_id=job_id,
+                    account_id=self.account_id,
+                    integration_id=self.integration_id,
+                    model="residents",
+                    action="CREATE",
+                    payload={"first_name": "Ada", "tags": ["a", 1, None], "n": 2.5},
+                    status=status.value,
+                    due_at=T0,
+                    created_at=T0,
+                    updated_at=T0,
+                    **columns,
+                )
+            )
+        return job_id
+
+    def stored(self, table: str, key: str, value: str) -> dict[str, Any]:
+        """The row as the driver reads it (SQLAlchemy's type processing aside), with each
+        value's type, but the columns that name it."""
+        with self.engine.connect() as connection:
+            sqlite = connection.dialect.name == "sqlite"
+            where = f"{key} = ?" if sqlite else f"{key} = %(value)s"
+            params: Any = (value,) if sqlite else {"value": value}
+            result = connection.exec_driver_sql(f"SELECT * FROM {table} WHERE {where}", params)
+            rows = [row._asdict() for row in result]
+        assert len(rows) == 1
+        return {name: _typed(v) for name, v in rows[0].items() if name not in NAMING}
+
+
+def _typed(value: Any) -> tuple[str, Any, Any]:
+    return (type(value).__name__, value, getattr(value, "tzinfo", None))
+
+
+def _typed_fields(found: Any) -> dict[str, tuple[str, Any, Any]]:
+    return {name: _typed(v) for name, v in asdict(found).items() if name not in NAMING}
+
+
+@pytest.fixture
+def store(session_factory: sessionmaker[Session]) -> Store:
+    return Store(session_factory)
+
+
+@pytest.fixture
+def paths(monkeypatch: pytest.MonkeyPatch) -> tuple[Path, Path]:
+    """(through SQLAlchemy, direct): context managers to run statements in."""
+
+    @contextmanager
+    def through_sqlalchemy() -> Iterator[None]:
+        with monkeypatch.context() as patch:
+            patch.setattr(DirectStatement, "execute", DirectStatement._through_sqlalchemy)
+            yield
+
+    @contextmanager
+    def direct() -> Iterator[None]:
+        executed: list[DirectStatement] = []
+        execute = DirectStatement.execute
+
+        def noted(self: DirectStatement, *args: Any) -> Any:
+            executed.append(self)
+            return execute(self, *args)
+
+        def refused(*_args: Any) -> Any:
+            raise AssertionError("a hot statement went through SQLAlchemy's path")
+
+        with monkeypatch.context() as patch:
+            patch.setattr(DirectStatement, "execute", noted)
+            patch.setattr(DirectStatement, "_through_sqlalchemy", refused)
+            yield
+        assert executed, "no statement ran directly"
+
+    return through_sqlalchemy, direct
+
+
+def both_ways(
+    store: Store, paths: tuple[Path, Path], run: Callable[[Connection, str], R], ids: list[str]
+) -> list[R]:
+    """`run(connection, id)` in a write transaction, through SQLAlchemy for the first id and
+    directly for the second."""
+    found: list[R] = []
+    for path, row_id in zip(paths, ids, strict=True):
+        with path(), store.engine.begin() as connection:
+            found.append(run(connection, row_id))
+    return found
+
+
+def test_a_claims_update_is_sqlalchemys(store: Store, paths: tuple[Path, Path]) -> None:
+    ids = [store.add_job(JobStatus.QUEUED, outcome_unknown=True) for _ in range(2)]
+
+    def claim(connection: Connection, job_id: str) -> repository.StartedRun | None:
+        return repository.start_run(connection, job_id, T1, 5, T1 + timedelta(seconds=30))
+
+    started = both_ways(store, paths, claim, ids)
+
+    assert started[0] is not None and started[1] is not None
+    assert _typed_fields(started[0]) == _typed_fields(started[1])
+    assert started[1].created_at == T0 and started[1].created_at.tzinfo is UTC
+    assert started[1].payload == {"first_name": "Ada", "tags": ["a", 1, None], "n": 2.5}
+    assert started[1].integration_version is not None
+    assert store.stored("jobs", "id", ids[0]) == store.stored("jobs", "id", ids[1])
+    # Not QUEUED any more: neither path matches a row.
+    assert both_ways(store, paths, claim, ids) == [None, None]
