@@ -402,19 +402,21 @@ def move_job_if(
     params: dict[str, Any] = {"job_id": job_id}
     params.update((f"expected_{name}", value) for name, value in expected.items())
     params.update((f"value_{name}", value) for name, value in values.items())
-    row = connection.execute(statement, params).one_or_none()
+    row = statement.execute(connection, params).one_or_none()
     return None if row is None else MovedJob(*row)
 
 
 @lru_cache(maxsize=64)
-def _move_if(expected: tuple[str, ...], values: tuple[str, ...]) -> Update:
+def _move_if(expected: tuple[str, ...], values: tuple[str, ...]) -> DirectStatement:
+    """The move's statement for one shape, run directly on the caller's connection
+    (`DirectStatement`): every recorded outcome runs one."""
     c = _JOBS.c
 
     def holds(name: str) -> ColumnElement[bool]:
         column, value = c[name], bindparam(f"expected_{name}", type_=c[name].type)
         return column.is_not_distinct_from(value) if column.nullable else column == value
 
-    return (
+    return DirectStatement(
         update(_JOBS)
         .where(c.id == bindparam("job_id"), *(holds(name) for name in expected))
         .values({name: bindparam(f"value_{name}", type_=c[name].type) for name in values})

@@ -27,6 +27,8 @@ from pmsq.models.direct import DirectStatement
 from pmsq.models.enums import JobStatus
 from pmsq.models.job import Job
 from pmsq.workers import repository
+from pmsq.workers.aggregator import FinishedRoot, finish_running_root
+from pmsq.workers.transitions import requeued
 
 T0 = datetime(2026, 3, 1, 9, 0, 0, 250000, tzinfo=UTC)
 T1 = datetime(2026, 3, 1, 9, 0, 5, 500001, tzinfo=UTC)
@@ -149,3 +151,56 @@ def test_a_claims_update_is_sqlalchemys(store: Store, paths: tuple[Path, Path]) 
     assert store.stored("jobs", "id", ids[0]) == store.stored("jobs", "id", ids[1])
     # Not QUEUED any more: neither path matches a row.
     assert both_ways(store, paths, claim, ids) == [None, None]
+
+
+def _running(store: Store) -> str:
+    return store.add_job(
+        JobStatus.RUNNING, deliveries=1, attempts=1, unrecorded_claims=1, lease_expires_at=T0
+    )
+
+
+def test_a_guarded_retry_is_sqlalchemys(store: Store, paths: tuple[Path, Path]) -> None:
+    ids = [_running(store) for _ in range(2)]
+    fence = {"deliveries": 1, "attempts": 1, "outcome_unknown": False, "error": None}
+
+    def retry(connection: Connection, job_id: str) -> repository.MovedJob | None:
+        values = requeued(job_id, JobStatus.RUNNING, T1, T1 + timedelta(seconds=7))
+        values.update(unrecorded_claims=0, attempts=1, outcome_unknown=True, error="timeout")
+        guard = {**fence, "status": JobStatus.RUNNING.value}
+        return repository.move_job_if(connection, job_id, guard, values)
+
+    moved = both_ways(store, paths, retry, ids)
+
+    assert moved[0] is not None and moved[1] is not None
+    assert _typed_fields(moved[0]) == _typed_fields(moved[1])
+    assert moved[1].created_at == T0 and moved[1].created_at.tzinfo is UTC
+    assert store.stored("jobs", "id", ids[0]) == store.stored("jobs", "id", ids[1])
+    # The fence no longer holds (the job is PENDING): neither path moves it.
+    assert both_ways(store, paths, retry, ids) == [None, None]
+
+
+def test_a_roots_one_update_outcome_is_sqlalchemys(store: Store, paths: tuple[Path, Path]) -> None:
+    ids = [_running(store) for _ in range(2)]
+
+    def finish(connection: Connection, job_id: str) -> FinishedRoot | None:
+        with Session(bind=connection) as session:
+            return finish_running_root(
+                connection,
+                session,
+                job_id,
+                JobStatus.SUCCESS,
+                T1,
+                expected={"deliveries": 1, "attempts": 1, "outcome_unknown": False},
+                also={"unrecorded_claims": 0},
+                listeners=lambda _account_id, _version: [],
+                created_record_id="rec-1",
+            )
+
+    finished = both_ways(store, paths, finish, ids)
+
+    assert finished[0] is not None and finished[1] is not None
+    assert _typed_fields(finished[0]) == _typed_fields(finished[1])
+    assert finished[1].complete and finished[1].accepted_at == T0
+    rows = [store.stored("jobs", "id", job_id) for job_id in ids]
+    assert rows[0] == rows[1]
+    assert rows[1]["tree_created_record_id"][1] == "rec-1"
