@@ -38,6 +38,13 @@ _JOBS = cast(Table, Job.__table__)
 _JOB_LOGS = cast(Table, JobLog.__table__)
 #: A run's job-log rows, built once (`add_logs`).
 _ADD_LOGS = insert(_JOB_LOGS)
+#: A run's one job-log row (its usual), every column a parameter, run directly on the
+#: record's connection (`DirectStatement`).
+_ADD_LOG = DirectStatement(
+    insert(_JOB_LOGS).values(
+        {column.key: bindparam(column.key, type_=column.type) for column in _JOB_LOGS.columns}
+    )
+)
 #: Statuses the state machine lets a job move to RUNNING from (QUEUED).
 _CLAIMABLE = [status.value for status, moves in ALLOWED.items() if JobStatus.RUNNING in moves]
 #: `session.info` key: (the transaction, ids of the jobs it row-locked through `lock`).
@@ -290,7 +297,7 @@ class JobRepository:
         return held[1]
 
     def add_logs(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert job-log rows (`JobLog` columns, `id` included) in one statement.
+        """Insert job-log rows (every `JobLog` column, `id` included) in one statement.
 
         On the session's connection (no ORM execution, no autoflush), and a single row, a
         run's usual, as one execution rather than an `executemany` of one."""
@@ -432,6 +439,8 @@ def _move_if(expected: tuple[str, ...], values: tuple[str, ...]) -> DirectStatem
 
 def add_job_logs(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """`JobRepository.add_logs` on a plain connection: a single row, a run's usual, as one
-    execution rather than an `executemany` of one."""
-    if rows:
-        connection.execute(_ADD_LOGS, rows[0] if len(rows) == 1 else rows)
+    direct execution (every `JobLog` column named) rather than an `executemany` of one."""
+    if len(rows) == 1:
+        _ADD_LOG.execute(connection, rows[0])
+    elif rows:
+        connection.execute(_ADD_LOGS, rows)

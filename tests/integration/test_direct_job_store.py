@@ -204,3 +204,32 @@ def test_a_roots_one_update_outcome_is_sqlalchemys(store: Store, paths: tuple[Pa
     rows = [store.stored("jobs", "id", job_id) for job_id in ids]
     assert rows[0] == rows[1]
     assert rows[1]["tree_created_record_id"][1] == "rec-1"
+
+
+def test_a_runs_job_log_row_is_sqlalchemys(store: Store, paths: tuple[Path, Path]) -> None:
+    job_id = _running(store)
+    ids = [new_id(), new_id()]
+
+    def log(connection: Connection, log_id: str) -> None:
+        row = {
+            "id": log_id,
+            "job_id": job_id,
+            "attempt": 1,
+            "method": "POST",
+            "url": "https://pms.example/residents",
+            "request_headers": {"Authorization": "[redacted]", "X-N": ["1", "2"]},
+            "request_body": '{"first_name": "Ada"}',
+            "response_status": 201,
+            "response_headers": {},
+            "response_body": None,
+            "duration_ms": 12.375,
+            "error": None,
+            "created_at": T1,
+        }
+        repository.add_job_logs(connection, [row])
+
+    both_ways(store, paths, log, ids)
+
+    rows = [store.stored("job_logs", "id", log_id) for log_id in ids]
+    assert rows[0] == rows[1]
+    assert rows[1]["duration_ms"][1] == 12.375
