@@ -98,7 +98,7 @@ def _queue_admitted(job_is: ColumnElement[bool]) -> Update:
 _QUEUE_ADMITTED = _queue_admitted(_JOBS.c.id.in_(bindparam("job_ids", expanding=True)))
 #: The same for a batch of one, the usual admission (a finish hands its slot to the next job):
 #: an expanding IN is rendered again at every execution, a plain bound id is not.
-_QUEUE_ONE_ADMITTED = _queue_admitted(_JOBS.c.id == bindparam("job_id"))
+_QUEUE_ONE_ADMITTED = DirectStatement(_queue_admitted(_JOBS.c.id == bindparam("job_id")))
 
 
 def _start_run() -> Update:
@@ -200,11 +200,12 @@ def queue_admitted(
     the statement. No Session takes part, so none holds a copy of a moved job to expire."""
     if not job_ids:
         return {}
-    if len(job_ids) == 1:
-        rows = connection.execute(_QUEUE_ONE_ADMITTED, {"job_id": job_ids[0], "now": now})
+    rows: Sequence[Sequence[Any]]
+    if len(job_ids) == 1:  # directly on the connection (`DirectStatement`)
+        rows = _QUEUE_ONE_ADMITTED.execute(connection, {"job_id": job_ids[0], "now": now}).rows
     else:
-        rows = connection.execute(_QUEUE_ADMITTED, {"job_ids": list(job_ids), "now": now})
-    return {row.id: QueuedJob(*row) for row in rows}
+        rows = connection.execute(_QUEUE_ADMITTED, {"job_ids": list(job_ids), "now": now}).all()
+    return {row[0]: QueuedJob(*row) for row in rows}
 
 
 def start_run(

@@ -233,3 +233,18 @@ def test_a_runs_job_log_row_is_sqlalchemys(store: Store, paths: tuple[Path, Path
     rows = [store.stored("job_logs", "id", log_id) for log_id in ids]
     assert rows[0] == rows[1]
     assert rows[1]["duration_ms"][1] == 12.375
+
+
+def test_an_admitted_jobs_queueing_is_sqlalchemys(store: Store, paths: tuple[Path, Path]) -> None:
+    ids = [store.add_job(JobStatus.PENDING) for _ in range(2)]
+
+    def queue(connection: Connection, job_id: str) -> dict[str, repository.QueuedJob]:
+        return repository.queue_admitted(connection, [job_id], T1)
+
+    queued = both_ways(store, paths, queue, ids)
+
+    assert [list(found) for found in queued] == [[ids[0]], [ids[1]]]
+    assert _typed_fields(queued[0][ids[0]]) == _typed_fields(queued[1][ids[1]])
+    assert store.stored("jobs", "id", ids[0]) == store.stored("jobs", "id", ids[1])
+    # No longer PENDING: neither path queues it again.
+    assert both_ways(store, paths, queue, ids) == [{}, {}]
