@@ -26,8 +26,10 @@ from pmsq.models.db import write_engine
 from pmsq.models.direct import DirectStatement
 from pmsq.models.enums import JobStatus
 from pmsq.models.job import Job
+from pmsq.models.sync import SyncExecution, SyncType
 from pmsq.workers import repository
 from pmsq.workers.aggregator import FinishedRoot, finish_running_root
+from pmsq.workers.record_cache import write_record
 from pmsq.workers.transitions import requeued
 
 T0 = datetime(2026, 3, 1, 9, 0, 0, 250000, tzinfo=UTC)
@@ -248,3 +250,24 @@ def test_an_admitted_jobs_queueing_is_sqlalchemys(store: Store, paths: tuple[Pat
     assert store.stored("jobs", "id", ids[0]) == store.stored("jobs", "id", ids[1])
     # No longer PENDING: neither path queues it again.
     assert both_ways(store, paths, queue, ids) == [{}, {}]
+
+
+def test_a_written_records_upsert_is_sqlalchemys(store: Store, paths: tuple[Path, Path]) -> None:
+    with store.session_factory.begin() as session:
+        session.add(
+            SyncExecution(
+                integration_id=store.integration_id, type=SyncType.SCHEDULED.value, generation=4
+            )
+        )
+    ids = ["pms-1", "pms-2"]
+
+    def cache(connection: Connection, pms_id: str) -> None:
+        data = {"id": pms_id, "first_name": "Ada", "tags": ["a", None], "n": 1.5}
+        write_record(connection, store.integration_id, "residents", data, T1, {})
+
+    for _ in range(2):  # an insert, then an update of the same records
+        both_ways(store, paths, cache, ids)
+        rows = [store.stored("records", "pms_id", pms_id) for pms_id in ids]
+        # Alike but for the PMS id, in its column and in the data (as stored: SQLite's text).
+        assert repr(rows[1]).replace("pms-2", "pms-1") == repr(rows[0])
+        assert rows[1]["seen_generation"][1] == 4
