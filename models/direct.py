@@ -51,7 +51,8 @@ from sqlalchemy.engine.interfaces import BindTyping
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.dml import UpdateBase
 
-#: Connection execution options under which the statement would not be the compiled one.
+#: Execution options (of a Connection or of the statement) under which the statement sent
+#: would not be the compiled one.
 _SQL_CHANGING_OPTIONS = frozenset({"schema_translate_map", "stream_results", "yield_per"})
 #: Dialects a statement keeps a plan for: an engine has one; tests make many, and a plan
 #: holds its dialect, so the oldest is dropped past this.
@@ -189,6 +190,8 @@ def _plan_for(statement: UpdateBase, dialect: Dialect) -> _Plan | None:
         or getattr(context, "pre_exec", None) is not DefaultExecutionContext.pre_exec
         or getattr(context, "post_exec", None) is not DefaultExecutionContext.post_exec
     ):
+        return None
+    if not _SQL_CHANGING_OPTIONS.isdisjoint(statement.get_execution_options()):
         return None
     compiled = statement.compile(dialect=dialect)
     if not isinstance(compiled, SQLCompiler) or (

@@ -272,6 +272,11 @@ def test_what_the_direct_path_cannot_reproduce_goes_through_sqlalchemy(engine: E
     defaulted_flag = DirectStatement(
         insert(probe).values(id=bindparam("id"), n=0, kind=Kind.ONE, flag=False)
     )
+    translated = DirectStatement(INSERT.execution_options(schema_translate_map={None: None}))
+    assert not translated.is_direct(engine.dialect)
+    assert DirectStatement(INSERT.execution_options(preserve_rowcount=True)).is_direct(
+        engine.dialect
+    )
     assert not expanding.is_direct(engine.dialect)
     assert not defaulted_flag.is_direct(engine.dialect)  # `note` has a Python-side default
     with engine.begin() as connection:
