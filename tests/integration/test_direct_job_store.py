@@ -21,6 +21,8 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 from support.store import add_unthrottled_integration
 
+from pmsq.api.services import writes
+from pmsq.api.services.write_targets import read_owned
 from pmsq.models.base import new_id
 from pmsq.models.db import write_engine
 from pmsq.models.direct import DirectStatement
@@ -271,3 +273,39 @@ def test_a_written_records_upsert_is_sqlalchemys(store: Store, paths: tuple[Path
         # Alike but for the PMS id, in its column and in the data (as stored: SQLite's text).
         assert repr(rows[1]).replace("pms-2", "pms-1") == repr(rows[0])
         assert rows[1]["seen_generation"][1] == 4
+
+
+def test_a_writes_root_job_insert_is_sqlalchemys(store: Store, paths: tuple[Path, Path]) -> None:
+    """The API's INSERT ... SELECT, on the connection a write without a key takes (in
+    autocommit on PostgreSQL), inserts alike both ways, and neither inserts once the
+    integration changed from what the write was judged on."""
+    engine = store.engine
+    if engine.dialect.name == "postgresql":
+        engine = engine.execution_options(isolation_level="AUTOCOMMIT")
+    with store.engine.connect() as connection:
+        target = read_owned(connection, store.account_id, store.integration_id)
+    ids = [new_id(), new_id()]
+
+    def insert(job_ids: list[str], **changed: Any) -> list[int]:
+        counts = []
+        for path, job_id in zip(paths, job_ids, strict=True):
+            values = {
+                "id": job_id,
+                "root_job_id": job_id,
+                "model": "residents",
+                "action": "CREATE",
+                "target_id": None,
+                "payload": {"first_name": "Ada", "n": [1.5, None]},
+                "due_at": T0,
+                "created_at": T0,
+                "updated_at": T0,
+                "idempotency_key": new_id(),
+            }
+            with path(), engine.begin() as connection:
+                params = values | target.unchanged_params() | changed
+                counts.append(writes._INSERT_ROOT_JOB.execute(connection, params).rowcount)
+        return counts
+
+    assert insert(ids) == [1, 1]
+    assert store.stored("jobs", "id", ids[0]) == store.stored("jobs", "id", ids[1])
+    assert insert([new_id(), new_id()], target_vendor="OTHER") == [0, 0]
