@@ -226,11 +226,14 @@ class DirectStatement:
         plan = self._plan(connection.dialect)
         if plan is None or not _plain(connection):
             return self._through_sqlalchemy(connection, params)
+        # Raises as `execute` does (PendingRollbackError, ResourceClosedError, a failed
+        # reconnection wrapped) when the connection was invalidated or closed.
+        dbapi_connection = connection.connection
         try:
             values = plan.parameters(params)
-        except Exception as error:  # SQLAlchemy's own wrapping (a StatementError)
+            cursor = dbapi_connection.cursor()
+        except BaseException as error:  # wrapped as `execute` wraps it (a StatementError)
             connection._handle_dbapi_exception(error, plan.sql, params, None, None)
-        cursor = connection.connection.cursor()
         try:
             cursor.execute(plan.sql, values)
             if plan.result_types is None:

@@ -311,3 +311,24 @@ def test_the_sqlalchemy_internals_it_reads_are_still_there(engine: Engine) -> No
         assert isinstance(connection._echo, bool)
         assert isinstance(connection._has_events, bool)
         assert isinstance(engine._has_events, bool)
+
+
+def test_a_closed_driver_connection_is_invalidated_as_through_sqlalchemy(engine: Engine) -> None:
+    """The driver refuses a cursor on a connection it closed (a server that went away, a
+    file closed under it): raised and invalidated as SQLAlchemy's path does."""
+    raised = []
+    for run in (
+        lambda connection, params: _through_sqlalchemy(DIRECT_INSERT, connection, params),
+        DIRECT_INSERT.execute,
+    ):
+        with engine.connect() as connection:
+            connection.begin()
+            connection.connection.dbapi_connection.close()  # type: ignore[union-attr]
+            with pytest.raises(exc.DBAPIError) as error:
+                run(connection, _row("closed"))
+            raised.append((type(error.value), error.value.connection_invalidated))
+            assert connection.invalidated
+    assert raised[0] == raised[1]
+    assert raised[0][1]
+    with engine.begin() as connection:  # the pool connects again
+        assert DIRECT_INSERT.execute(connection, _row("after")).rowcount == 1
