@@ -148,14 +148,17 @@ class _Plan:
             return self.sequence(values)
         return {slot.sent_as: value for slot, value in zip(self.slots, values, strict=True)}
 
-    def processed(self, rows: Sequence[Any], cursor: Any) -> list[tuple[Any, ...]]:
-        """`rows` through the RETURNING columns' result processors, found from `cursor`'s
-        description at the first execution that returned rows."""
+    def processed(
+        self, rows: Sequence[Any], description: Sequence[Any] | None
+    ) -> list[tuple[Any, ...]]:
+        """`rows` through the RETURNING columns' result processors, found from the cursor's
+        `description` at the first execution that returned rows."""
         if not rows:
             return []
         processors = self.result_processors
         if processors is None:
-            processors = self.result_processors = self._result_processors(cursor.description)
+            assert description is not None
+            processors = self.result_processors = self._result_processors(description)
         if not processors:
             return [tuple(row) for row in rows]
         processed = []
@@ -234,17 +237,18 @@ class DirectStatement:
             cursor = dbapi_connection.cursor()
         except BaseException as error:  # wrapped as `execute` wraps it (a StatementError)
             connection._handle_dbapi_exception(error, plan.sql, params, None, None)
+        description = None
         try:
             cursor.execute(plan.sql, values)
-            if plan.result_types is None:
-                rows: list[tuple[Any, ...]] = []
-            else:
-                rows = plan.processed(cursor.fetchall(), cursor)
+            fetched = [] if plan.result_types is None else cursor.fetchall()
+            if fetched and plan.result_processors is None:
+                description = cursor.description
             rowcount = cursor.rowcount
         except BaseException as error:
             connection._handle_dbapi_exception(error, plan.sql, values, cursor, None)
         cursor.close()
-        return DirectResult(rows, rowcount)
+        # Processed once fetched, as a SQLAlchemy result's rows are: outside the handler.
+        return DirectResult(plan.processed(fetched, description), rowcount)
 
     def _through_sqlalchemy(
         self, connection: Connection, params: Mapping[str, Any]

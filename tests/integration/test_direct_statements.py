@@ -332,3 +332,27 @@ def test_a_closed_driver_connection_is_invalidated_as_through_sqlalchemy(engine:
     assert raised[0][1]
     with engine.begin() as connection:  # the pool connects again
         assert DIRECT_INSERT.execute(connection, _row("after")).rowcount == 1
+
+
+def test_a_value_its_type_cannot_read_back_raises_as_through_sqlalchemy(engine: Engine) -> None:
+    """A value that a result processor refuses (SQLite keeps any text in a DateTime column)
+    raises the processor's own error, unwrapped, on both paths."""
+    if engine.dialect.name != "sqlite":
+        pytest.skip("PostgreSQL's timestamp columns hold timestamps only")
+    params = {"at": T1, "at_naive": datetime(2026, 3, 1), "doc": None, "below": 5}
+    with engine.begin() as connection:
+        for row_id in ("sa", "direct", "zz"):
+            connection.execute(INSERT, _row(row_id))
+        # The row UPDATE's scalar subquery reads `at` of.
+        connection.exec_driver_sql("UPDATE direct_probe SET at = 'not a time' WHERE id = 'zz'")
+    raised = []
+    for row_id, run in (
+        ("sa", lambda connection, p: _through_sqlalchemy(DIRECT_UPDATE, connection, p)),
+        ("direct", DIRECT_UPDATE.execute),
+    ):
+        with engine.connect() as connection, connection.begin():
+            with pytest.raises(ValueError) as error:
+                run(connection, {**params, "row": row_id})
+            raised.append((type(error.value), str(error.value)))
+            assert not connection.invalidated
+    assert raised[0] == raised[1]
