@@ -13,6 +13,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
 from pmsq.models.base import new_id
+from pmsq.models.direct import DirectStatement
 from pmsq.models.integration import Integration
 from pmsq.models.normalization import (
     FIELDS_BY_MODEL,
@@ -181,12 +182,18 @@ def write_record(
         "data": dict(normalized(data, mappings)),
         "synced_at": now,
     }
-    connection.execute(_upsert(connection.dialect.name), params)
+    _upsert(connection.dialect.name).execute(connection, params)
 
 
 @cache
-def _upsert(dialect_name: str) -> postgresql.Insert | sqlite.Insert:
-    """The upsert of `store_written` for a backend, built once (its values are parameters)."""
+def _upsert(dialect_name: str) -> DirectStatement:
+    """The upsert of `store_written` for a backend, built once (its values are parameters)
+    and run directly on the caller's connection (`DirectStatement`): every recorded write
+    runs it."""
+    return DirectStatement(_upsert_statement(dialect_name))
+
+
+def _upsert_statement(dialect_name: str) -> postgresql.Insert | sqlite.Insert:
     row: dict[str, Any] = {name: bindparam(name) for name in _STORED_COLUMNS}
     row["seen_generation"] = (
         select(func.max(_EXECUTIONS.c.generation))

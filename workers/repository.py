@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session
 
 from pmsq.models.account import Account
+from pmsq.models.direct import DirectStatement
 from pmsq.models.enums import JobStatus
 from pmsq.models.integration import Integration
 from pmsq.models.job import Job, JobLog
@@ -37,6 +38,13 @@ _JOBS = cast(Table, Job.__table__)
 _JOB_LOGS = cast(Table, JobLog.__table__)
 #: A run's job-log rows, built once (`add_logs`).
 _ADD_LOGS = insert(_JOB_LOGS)
+#: A run's one job-log row (its usual), every column a parameter, run directly on the
+#: record's connection (`DirectStatement`).
+_ADD_LOG = DirectStatement(
+    insert(_JOB_LOGS).values(
+        {column.key: bindparam(column.key, type_=column.type) for column in _JOB_LOGS.columns}
+    )
+)
 #: Statuses the state machine lets a job move to RUNNING from (QUEUED).
 _CLAIMABLE = [status.value for status, moves in ALLOWED.items() if JobStatus.RUNNING in moves]
 #: `session.info` key: (the transaction, ids of the jobs it row-locked through `lock`).
@@ -90,7 +98,7 @@ def _queue_admitted(job_is: ColumnElement[bool]) -> Update:
 _QUEUE_ADMITTED = _queue_admitted(_JOBS.c.id.in_(bindparam("job_ids", expanding=True)))
 #: The same for a batch of one, the usual admission (a finish hands its slot to the next job):
 #: an expanding IN is rendered again at every execution, a plain bound id is not.
-_QUEUE_ONE_ADMITTED = _queue_admitted(_JOBS.c.id == bindparam("job_id"))
+_QUEUE_ONE_ADMITTED = DirectStatement(_queue_admitted(_JOBS.c.id == bindparam("job_id")))
 
 
 def _start_run() -> Update:
@@ -134,7 +142,8 @@ def _start_run() -> Update:
     )
 
 
-_START_RUN = _start_run()
+#: Run on the claim's connection directly (`DirectStatement`): every delivery runs it.
+_START_RUN = DirectStatement(_start_run())
 #: A claim's lease expiry, stamped once Redis granted the lease (`job_id`, `expires_at`, `now`).
 _SET_LEASE = (
     update(_JOBS)
@@ -191,11 +200,12 @@ def queue_admitted(
     the statement. No Session takes part, so none holds a copy of a moved job to expire."""
     if not job_ids:
         return {}
-    if len(job_ids) == 1:
-        rows = connection.execute(_QUEUE_ONE_ADMITTED, {"job_id": job_ids[0], "now": now})
+    rows: Sequence[Sequence[Any]]
+    if len(job_ids) == 1:  # directly on the connection (`DirectStatement`)
+        rows = _QUEUE_ONE_ADMITTED.execute(connection, {"job_id": job_ids[0], "now": now}).rows
     else:
-        rows = connection.execute(_QUEUE_ADMITTED, {"job_ids": list(job_ids), "now": now})
-    return {row.id: QueuedJob(*row) for row in rows}
+        rows = connection.execute(_QUEUE_ADMITTED, {"job_ids": list(job_ids), "now": now}).all()
+    return {row[0]: QueuedJob(*row) for row in rows}
 
 
 def start_run(
@@ -218,8 +228,8 @@ def start_run(
     delivery runs it, and a Session around one statement costs more than the statement. A
     Session that joins the connection's transaction afterwards (the rare paths) loads the
     row as this statement left it."""
-    row = connection.execute(
-        _START_RUN,
+    row = _START_RUN.execute(
+        connection,
         {
             "job_id": job_id,
             "now": now,
@@ -288,7 +298,7 @@ class JobRepository:
         return held[1]
 
     def add_logs(self, rows: Sequence[dict[str, Any]]) -> None:
-        """Insert job-log rows (`JobLog` columns, `id` included) in one statement.
+        """Insert job-log rows (every `JobLog` column, `id` included) in one statement.
 
         On the session's connection (no ORM execution, no autoflush), and a single row, a
         run's usual, as one execution rather than an `executemany` of one."""
@@ -400,19 +410,21 @@ def move_job_if(
     params: dict[str, Any] = {"job_id": job_id}
     params.update((f"expected_{name}", value) for name, value in expected.items())
     params.update((f"value_{name}", value) for name, value in values.items())
-    row = connection.execute(statement, params).one_or_none()
+    row = statement.execute(connection, params).one_or_none()
     return None if row is None else MovedJob(*row)
 
 
 @lru_cache(maxsize=64)
-def _move_if(expected: tuple[str, ...], values: tuple[str, ...]) -> Update:
+def _move_if(expected: tuple[str, ...], values: tuple[str, ...]) -> DirectStatement:
+    """The move's statement for one shape, run directly on the caller's connection
+    (`DirectStatement`): every recorded outcome runs one."""
     c = _JOBS.c
 
     def holds(name: str) -> ColumnElement[bool]:
         column, value = c[name], bindparam(f"expected_{name}", type_=c[name].type)
         return column.is_not_distinct_from(value) if column.nullable else column == value
 
-    return (
+    return DirectStatement(
         update(_JOBS)
         .where(c.id == bindparam("job_id"), *(holds(name) for name in expected))
         .values({name: bindparam(f"value_{name}", type_=c[name].type) for name in values})
@@ -428,6 +440,8 @@ def _move_if(expected: tuple[str, ...], values: tuple[str, ...]) -> Update:
 
 def add_job_logs(connection: Connection, rows: Sequence[dict[str, Any]]) -> None:
     """`JobRepository.add_logs` on a plain connection: a single row, a run's usual, as one
-    execution rather than an `executemany` of one."""
-    if rows:
-        connection.execute(_ADD_LOGS, rows[0] if len(rows) == 1 else rows)
+    direct execution (every `JobLog` column named) rather than an `executemany` of one."""
+    if len(rows) == 1:
+        _ADD_LOG.execute(connection, rows[0])
+    elif rows:
+        connection.execute(_ADD_LOGS, rows)

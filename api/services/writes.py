@@ -32,7 +32,6 @@ from typing import Any, cast
 from sqlalchemy import (
     ColumnElement,
     Connection,
-    CursorResult,
     Engine,
     Insert,
     Table,
@@ -59,6 +58,7 @@ from pmsq.errors import Conflict, NotFound, PmsqError, ValidationFailed
 from pmsq.logs import log_context
 from pmsq.models.base import new_id, utcnow
 from pmsq.models.db import write_engine
+from pmsq.models.direct import DirectStatement
 from pmsq.models.enums import JobStatus
 from pmsq.models.integration import Integration
 from pmsq.models.job import Job
@@ -120,7 +120,8 @@ def _insert_root_job() -> Insert:
     )
 
 
-_INSERT_ROOT_JOB = _insert_root_job()
+#: Run directly on the write's connection (`DirectStatement`): every accepted write runs it.
+_INSERT_ROOT_JOB = DirectStatement(_insert_root_job())
 
 
 @dataclass(frozen=True)
@@ -275,8 +276,7 @@ class WriteService:
                     raise
             else:
                 params = values | target.unchanged_params()
-                inserted = cast(CursorResult[Any], connection.execute(_INSERT_ROOT_JOB, params))
-                if inserted.rowcount == 1:
+                if _INSERT_ROOT_JOB.execute(connection, params).rowcount == 1:
                     return target, AcceptedWrite(values["id"], values["payload"])
             self._targets.forget(target.integration_id)
         raise Conflict(
