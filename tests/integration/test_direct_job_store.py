@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import pytest
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
-from support.store import add_unthrottled_integration
+from support.store import add_root_job, add_unthrottled_integration
 
 from pmsq.api.services import writes
 from pmsq.api.services.write_targets import read_owned
@@ -27,7 +27,6 @@ from pmsq.models.base import new_id
 from pmsq.models.db import write_engine
 from pmsq.models.direct import DirectStatement
 from pmsq.models.enums import JobStatus
-from pmsq.models.job import Job
 from pmsq.models.sync import SyncExecution, SyncType
 from pmsq.workers import repository
 from pmsq.workers.aggregator import FinishedRoot, finish_running_root
@@ -50,25 +49,15 @@ class Store:
         self.account_id, self.integration_id = add_unthrottled_integration(session_factory)
 
     def add_job(self, status: JobStatus, **columns: Any) -> str:
-        job_id = new_id()
-        with self.session_factory.begin() as session:
-            session.add(
-                Job(
-                    id=job_id,
-                    root_job_id=job_id,
-                    account_id=self.account_id,
-                    integration_id=self.integration_id,
-                    model="residents",
-                    action="CREATE",
-                    payload={"first_name": "Ada", "tags": ["a", 1, None], "n": 2.5},
-                    status=status.value,
-                    due_at=T0,
-                    created_at=T0,
-                    updated_at=T0,
-                    **columns,
-                )
-            )
-        return job_id
+        return add_root_job(
+            self.session_factory,
+            self.account_id,
+            self.integration_id,
+            T0,
+            status=status,
+            payload={"first_name": "Ada", "tags": ["a", 1, None], "n": 2.5},
+            **columns,
+        )
 
     def stored(self, table: str, key: str, value: str) -> dict[str, Any]:
         """The row as the driver reads it (SQLAlchemy's type processing aside), with each

@@ -20,7 +20,7 @@ import pytest
 import redis
 from sqlalchemy import event, select
 from sqlalchemy.orm import Session, sessionmaker
-from support.store import add_unthrottled_integration
+from support.store import add_root_job, add_unthrottled_integration
 
 from pmsq.crypto import CredentialCipher
 from pmsq.errors import PmsError, PmsThrottled
@@ -77,24 +77,9 @@ class World:
 
     def add_job(self, status: JobStatus = JobStatus.PENDING) -> str:
         """A job row as it stands in the store, nothing in Redis."""
-        job_id = new_id()
-        with self.session_factory.begin() as session:
-            session.add(
-                Job(
-                    id=job_id,
-                    root_job_id=job_id,
-                    account_id=self.account_id,
-                    integration_id=self.integration_id,
-                    model="residents",
-                    action="CREATE",
-                    payload={"first_name": "Ada"},
-                    status=status.value,
-                    due_at=T0,
-                    created_at=T0,
-                    updated_at=T0,
-                )
-            )
-        return job_id
+        return add_root_job(
+            self.session_factory, self.account_id, self.integration_id, T0, status=status
+        )
 
     def submit(self) -> str:
         job_id = self.add_job()

@@ -15,10 +15,10 @@ import fakeredis
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
 from support.processes import wait_until
-from support.store import add_unthrottled_integration
+from support.store import add_root_job, add_unthrottled_integration
 
 from pmsq.api.services.admission import Admissions
-from pmsq.models.base import new_id, utcnow
+from pmsq.models.base import utcnow
 from pmsq.models.enums import JobStatus
 from pmsq.models.job import Job
 from pmsq.settings import Settings
@@ -57,24 +57,13 @@ class World:
 
     def stored_job(self) -> str:
         """A write's root job as `WriteService` commits it: PENDING, nothing in Redis."""
-        job_id, now = new_id(), utcnow()
-        with self.session_factory.begin() as session:
-            session.add(
-                Job(
-                    id=job_id,
-                    root_job_id=job_id,
-                    account_id=self.account_id,
-                    integration_id=self.integration_id,
-                    model="residents",
-                    action="CREATE",
-                    payload={"last_name": "Lovelace"},
-                    status=JobStatus.PENDING.value,
-                    due_at=now,
-                    created_at=now,
-                    updated_at=now,
-                )
-            )
-        return job_id
+        return add_root_job(
+            self.session_factory,
+            self.account_id,
+            self.integration_id,
+            utcnow(),
+            payload={"last_name": "Lovelace"},
+        )
 
     def status(self, job_id: str) -> str:
         with self.session_factory() as session:

@@ -15,9 +15,9 @@ import pytest
 from sqlalchemy import event
 from sqlalchemy.orm import Session, sessionmaker
 from support.metrics import CountingMetrics
+from support.store import add_root_job
 
 from pmsq.models.account import Account
-from pmsq.models.base import new_id
 from pmsq.models.enums import Cadence, JobStatus, Vendor
 from pmsq.models.integration import Integration
 from pmsq.models.job import Job
@@ -108,25 +108,14 @@ class World:
         self, integration_id: str, status: JobStatus = JobStatus.PENDING, **values: Any
     ) -> str:
         """A job row as it stands in the store, nothing in Redis."""
-        job_id = new_id()
-        with self.session_factory.begin() as session:
-            session.add(
-                Job(
-                    id=job_id,
-                    root_job_id=job_id,
-                    account_id=self.account_id,
-                    integration_id=integration_id,
-                    model="residents",
-                    action="CREATE",
-                    payload={"first_name": "Ada"},
-                    status=status.value,
-                    created_at=values.pop("created_at", self.clock.now),
-                    updated_at=values.pop("updated_at", self.clock.now),
-                    due_at=values.pop("due_at", self.clock.now),
-                    **values,
-                )
-            )
-        return job_id
+        return add_root_job(
+            self.session_factory,
+            self.account_id,
+            integration_id,
+            self.clock.now,
+            status=status,
+            **values,
+        )
 
     def submit_new(self, integration_id: str, count: int) -> list[str]:
         job_ids = [self.add_job(integration_id) for _ in range(count)]

@@ -10,12 +10,11 @@ from datetime import UTC, datetime, timedelta
 import fakeredis
 import pytest
 from sqlalchemy.orm import Session, sessionmaker
+from support.store import add_root_job
 
 from pmsq.models.account import Account
-from pmsq.models.base import new_id
-from pmsq.models.enums import JobStatus, Vendor
+from pmsq.models.enums import Vendor
 from pmsq.models.integration import Integration
-from pmsq.models.job import Job
 from pmsq.settings import Settings
 from pmsq.workers import healing
 from pmsq.workers.dispatch import Dispatcher
@@ -71,24 +70,9 @@ class World:
         return sum(v is not None for v in versions)
 
     def add_job(self, integration_id: str, due_at: datetime) -> str:
-        job_id = new_id()
-        with self.session_factory.begin() as session:
-            session.add(
-                Job(
-                    id=job_id,
-                    root_job_id=job_id,
-                    account_id=self.account_id,
-                    integration_id=integration_id,
-                    model="residents",
-                    action="CREATE",
-                    payload={},
-                    status=JobStatus.PENDING.value,
-                    created_at=due_at,
-                    updated_at=due_at,
-                    due_at=due_at,
-                )
-            )
-        return job_id
+        return add_root_job(
+            self.session_factory, self.account_id, integration_id, due_at, payload={}
+        )
 
 
 @pytest.fixture

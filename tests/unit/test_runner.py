@@ -26,6 +26,7 @@ from sqlalchemy import Connection, event, select
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 from support.metrics import CountingMetrics
+from support.store import add_root_job
 
 from pmsq.api.services.normalization import NormalizationService
 from pmsq.errors import FencedOut, PmsError, PmsThrottled
@@ -245,22 +246,15 @@ class Harness:
 
     def store(self, model: str = "residents", action: str = "CREATE", **payload: Any) -> str:
         """Store a PENDING root job, nothing in Redis yet; returns its id."""
-        job_id = new_id()
-        with self.session_factory.begin() as session:
-            job = Job(
-                id=job_id,
-                root_job_id=job_id,
-                account_id=self.account_id,
-                integration_id=self.integration_id,
-                model=model,
-                action=action,
-                payload=payload or {"first_name": "Ada"},
-                due_at=self.clock.now,
-                created_at=self.clock.now,
-                updated_at=self.clock.now,
-            )
-            session.add(job)
-        return job_id
+        return add_root_job(
+            self.session_factory,
+            self.account_id,
+            self.integration_id,
+            self.clock.now,
+            payload=payload or None,
+            model=model,
+            action=action,
+        )
 
     def one_at_a_time(self) -> None:
         """The integration runs one job at a time (before its limits reach Redis)."""
