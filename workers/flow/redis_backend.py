@@ -139,15 +139,12 @@ class RedisFlowControl:
         failed-over Redis): what calling the `Script` does, without what that call redoes every
         time (an import, a check whether the client is a pipeline, the arguments copied into a
         tuple twice), on every flow-control call of every job."""
+        command = ("EVALSHA", script.sha, len(keys), *keys, *args)
         try:
-            return self._redis.execute_command(  # type: ignore[no-untyped-call]
-                "EVALSHA", script.sha, len(keys), *keys, *args
-            )
+            return self._redis.execute_command(*command)  # type: ignore[no-untyped-call]
         except redis.exceptions.NoScriptError:
             self._redis.script_load(script.script)
-            return self._redis.execute_command(  # type: ignore[no-untyped-call]
-                "EVALSHA", script.sha, len(keys), *keys, *args
-            )
+            return self._redis.execute_command(*command)  # type: ignore[no-untyped-call]
 
     def admit(
         self, integration_id: str, max_jobs: int, lease_s: float, *, claimed: bool = False
