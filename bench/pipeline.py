@@ -1,8 +1,9 @@
 """Cost of the whole write path against bare Celery, and linearity of the aggregator.
 
-`python -m bench.pipeline [--jobs N] [--workers K] [--database sqlite|postgresql] [--json FILE]
-[--profile DIR] [--verbose]` prints small tables; nothing is asserted, since speed depends on
-the machine. Each figure is compared with a peer measured in the same run:
+`python -m bench.pipeline [--jobs N] [--workers K] [--database sqlite|postgresql] [--repeat R]
+[--json FILE] [--profile DIR] [--verbose]` prints small tables; nothing is asserted, since speed
+depends on the machine. Each figure is compared with a peer measured in the same run; with
+`--repeat R`, R rounds of both, alternating which goes first, and their medians:
 
 1. The write path: throwaway redis-servers (pmsq's flow control and its broker on one each, so
    their round trips are told apart), the sandbox PMS, the API and K Celery workers
@@ -311,6 +312,72 @@ class SystemResult:
 
     def phase(self, name: str) -> PhaseCost | None:
         return next((p for p in self.phases if p.phase == name), None)
+
+
+@dataclass(frozen=True)
+class Round:
+    """One pmsq run and its peer's, measured back to back (`--repeat`)."""
+
+    pmsq: SystemResult
+    noop: SystemResult
+
+    def cpu_per_job_s(self, run: SystemResult) -> float | None:
+        """`run`'s CPU per job end to end, its own processes only."""
+        phase = run.phase(END_TO_END)
+        return None if phase is None or not phase.jobs else phase.cpu_total_s / phase.jobs
+
+    @property
+    def cpu_ratio(self) -> float | None:
+        ours, theirs = self.cpu_per_job_s(self.pmsq), self.cpu_per_job_s(self.noop)
+        return None if ours is None or not theirs else ours / theirs
+
+    @property
+    def throughput_ratio(self) -> float:
+        return self.pmsq.end_to_end.rate / self.noop.end_to_end.rate
+
+    @property
+    def flow_round_trips(self) -> float | None:
+        """pmsq's flow-control round trips per job, end to end."""
+        phase = self.pmsq.phase(END_TO_END)
+        if phase is None or FLOW not in phase.redis:
+            return None
+        return phase.per_unit(phase.redis[FLOW].round_trips)
+
+
+@dataclass(frozen=True)
+class RoundsSummary:
+    """What `--repeat` rounds say together. The machine's speed moves between runs (the
+    peer's CPU per task by half or more), which moves each round's ratios with it: the
+    median is the figure, the pooled CPU ratio (all of pmsq's CPU over all of the peer's)
+    a second reading of it, and the spread says how far one round is to be trusted."""
+
+    rounds: int
+    throughput_ratio_median: float
+    throughput_ratio_range: tuple[float, float]
+    cpu_ratio_median: float | None
+    cpu_ratio_range: tuple[float, float] | None
+    cpu_ratio_pooled: float | None
+    rounds_within_cpu_goal: int
+    flow_round_trips_median: float | None
+
+
+def summarise_rounds(rounds: Sequence[Round], cpu_goal: float = CPU_RATIO_GOAL) -> RoundsSummary:
+    throughput = [r.throughput_ratio for r in rounds]
+    cpu = [c for r in rounds if (c := r.cpu_ratio) is not None]
+    ours = [c for r in rounds if (c := r.cpu_per_job_s(r.pmsq)) is not None]
+    theirs = [c for r in rounds if (c := r.cpu_per_job_s(r.noop)) is not None]
+    flow = [f for r in rounds if (f := r.flow_round_trips) is not None]
+    pooled = sum(ours) / sum(theirs) if cpu and len(ours) == len(theirs) == len(cpu) else None
+    return RoundsSummary(
+        rounds=len(rounds),
+        throughput_ratio_median=statistics.median(throughput),
+        throughput_ratio_range=(min(throughput), max(throughput)),
+        cpu_ratio_median=statistics.median(cpu) if cpu else None,
+        cpu_ratio_range=(min(cpu), max(cpu)) if cpu else None,
+        cpu_ratio_pooled=pooled,
+        rounds_within_cpu_goal=sum(1 for c in cpu if c <= cpu_goal),
+        flow_round_trips_median=statistics.median(flow) if flow else None,
+    )
 
 
 class Meters:
@@ -1094,6 +1161,59 @@ def system_json(run: SystemResult) -> dict[str, Any]:
     return data
 
 
+def report_round(pmsq: SystemResult, noop: SystemResult, args: argparse.Namespace) -> None:
+    """Every table of one round: throughput, drain, CPU, Redis, profiles."""
+    report_throughput(pmsq.end_to_end, noop.end_to_end, args.workers)
+    report_drain(pmsq, noop)
+    report_cpu(pmsq, noop)
+    report_redis(pmsq, noop, args.verbose)
+    report_profiles(pmsq.profiles)
+    if args.profile is not None and pmsq.profiles:
+        print(
+            "\n(profiled run: py-spy took CPU of its own, so this run's rates are "
+            "lower than an unprofiled run's)"
+        )
+
+
+def report_rounds(rounds: Sequence[Round], summary: RoundsSummary) -> None:
+    """One line per round, then what they say together (`RoundsSummary`)."""
+    print(
+        f"\n{len(rounds)} rounds (odd rounds ran pmsq first, even ones the peer first), "
+        "end to end, pmsq / bare Celery"
+    )
+    rows = []
+    for number, r in enumerate(rounds, start=1):
+        ours, theirs = r.cpu_per_job_s(r.pmsq), r.cpu_per_job_s(r.noop)
+        rows.append(
+            [
+                str(number),
+                f"{r.pmsq.end_to_end.rate:.1f} / {r.noop.end_to_end.rate:.1f}",
+                f"{r.throughput_ratio:.3f}",
+                "-" if ours is None else f"{ours * 1000:.2f}",
+                "-" if theirs is None else f"{theirs * 1000:.2f}",
+                "-" if r.cpu_ratio is None else f"{r.cpu_ratio:.2f}",
+                "-" if r.flow_round_trips is None else f"{r.flow_round_trips:.2f}",
+            ]
+        )
+    header = ["round", "jobs/s", "ratio", "cpu ms/job", "peer ms", "cpu ratio", "flow rt"]
+    print(table(header, rows))
+    low, high = summary.throughput_ratio_range
+    print(f"jobs/s ratio: median {summary.throughput_ratio_median:.3f} ({low:.3f}-{high:.3f})")
+    if summary.cpu_ratio_median is not None and summary.cpu_ratio_range is not None:
+        low, high = summary.cpu_ratio_range
+        pooled = "-" if summary.cpu_ratio_pooled is None else f"{summary.cpu_ratio_pooled:.2f}"
+        print(
+            f"CPU per job ratio: median {summary.cpu_ratio_median:.2f} ({low:.2f}-{high:.2f}), "
+            f"pooled {pooled}, {summary.rounds_within_cpu_goal} of {summary.rounds} rounds at "
+            f"or under {CPU_RATIO_GOAL:g} (goal: <= {CPU_RATIO_GOAL:g})"
+        )
+    if summary.flow_round_trips_median is not None:
+        print(
+            f"flow-control round trips per job: median {summary.flow_round_trips_median:.2f} "
+            f"(goal <= {ROUND_TRIPS_GOAL:g})"
+        )
+
+
 def ratios_json(pmsq: SystemResult, noop: SystemResult) -> dict[str, float]:
     figures = {"end_to_end_jobs_per_s": pmsq.end_to_end.rate / noop.end_to_end.rate}
     if pmsq.drain is not None and noop.drain is not None:
@@ -1134,6 +1254,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="the pmsq integration's cap on jobs admitted at once (default 100: no throttling; "
         "admitted jobs that wait in the broker past PMSQ_JOB_LEASE_S are admitted again)",
     )
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="measure pmsq and the peer this many times, alternating which goes first, and "
+        "report the medians (the machine's speed moves from one run to the next)",
+    )
     parser.add_argument("--skip-drain", action="store_true", help="no accept-then-drain phase")
     parser.add_argument(
         "--beat", action="store_true", help="run pmsq's beat too, its CPU counted as pmsq's"
@@ -1172,8 +1299,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--skip-e2e", action="store_true", help="only the aggregation part")
     parser.add_argument("--skip-aggregation", action="store_true", help="only the e2e part")
     args = parser.parse_args(argv)
-    if args.jobs < 1 or args.workers < 1 or args.threads < 1:
-        parser.error("--jobs, --workers and --threads must be at least 1")
+    if args.jobs < 1 or args.workers < 1 or args.threads < 1 or args.repeat < 1:
+        parser.error("--jobs, --workers, --threads and --repeat must be at least 1")
+    if args.repeat > 1 and args.profile is not None:
+        parser.error("--profile profiles one round: leave out --repeat")
     return args
 
 
@@ -1218,23 +1347,40 @@ def main(argv: Sequence[str] | None = None) -> int:
                 max_job_concurrency=args.max_job_concurrency,
                 monitor=args.monitor,
             )
-            database_url = databases.new("e2e")
-            pmsq = PmsqRun(database_url, databases.server_pid, log_dir).measure(options)
-            output["load_average_between"] = os.getloadavg()
-            noop = NoopRun(log_dir).measure(options)
-            report_throughput(pmsq.end_to_end, noop.end_to_end, args.workers)
-            report_drain(pmsq, noop)
-            report_cpu(pmsq, noop)
-            report_redis(pmsq, noop, args.verbose)
-            report_profiles(pmsq.profiles)
-            if args.profile is not None and pmsq.profiles:
-                print(
-                    "\n(profiled run: py-spy took CPU of its own, so this run's rates are "
-                    "lower than an unprofiled run's)"
-                )
-            output["pmsq"] = system_json(pmsq)
-            output["bare_celery"] = system_json(noop)
-            output["ratios_pmsq_over_bare_celery"] = ratios_json(pmsq, noop)
+            rounds: list[Round] = []
+            for index in range(args.repeat):
+                if args.repeat > 1:
+                    print(f"\n== round {index + 1} of {args.repeat}")
+                database_url = databases.new(f"e2e{index}" if index else "e2e")
+                # Logs of a round of their own: a process is ready when its log says so.
+                round_logs = log_dir if args.repeat == 1 else log_dir / f"round-{index + 1}"
+                pmsq_run = PmsqRun(database_url, databases.server_pid, round_logs)
+                peer_run = NoopRun(round_logs)
+                if index % 2 == 0:  # pmsq first, then the peer; the other way in odd rounds
+                    pmsq = pmsq_run.measure(options)
+                    output["load_average_between"] = os.getloadavg()
+                    noop = peer_run.measure(options)
+                else:
+                    noop = peer_run.measure(options)
+                    pmsq = pmsq_run.measure(options)
+                report_round(pmsq, noop, args)
+                rounds.append(Round(pmsq, noop))
+            if args.repeat == 1:
+                output["pmsq"] = system_json(pmsq)
+                output["bare_celery"] = system_json(noop)
+                output["ratios_pmsq_over_bare_celery"] = ratios_json(pmsq, noop)
+            else:
+                summary = summarise_rounds(rounds)
+                report_rounds(rounds, summary)
+                output["rounds"] = [
+                    {
+                        "pmsq": system_json(r.pmsq),
+                        "bare_celery": system_json(r.noop),
+                        "ratios_pmsq_over_bare_celery": ratios_json(r.pmsq, r.noop),
+                    }
+                    for r in rounds
+                ]
+                output["summary"] = asdict(summary)
         if not args.skip_aggregation:
             backends = ["sqlite"] if args.database == "sqlite" else ["sqlite", "postgresql"]
             runs = []
