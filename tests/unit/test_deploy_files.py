@@ -523,6 +523,13 @@ def test_dockerfile_builds_one_slim_non_root_image_without_dev_extras() -> None:
     assert installs and all("[dev]" not in a and " -e " not in a for a in installs)
 
 
+def test_dockerfile_installs_the_otel_extra_so_traces_need_no_rebuild() -> None:
+    """The README switches traces on with `OTEL_TRACES_EXPORTER=otlp_proto_http`, whose
+    exporter comes with the otel extra: the image must have it for the variable to work."""
+    installs = [a for k, a in _dockerfile_instructions() if k == "RUN" and "pip install" in a]
+    assert any(".[otel]" in a for a in installs), installs
+
+
 def test_dockerfile_copies_every_package_the_project_ships() -> None:
     copied = set()
     for keyword, arguments in _dockerfile_instructions():
