@@ -293,12 +293,15 @@ class WriteService:
 
         An UPDATE's id is looked up in the record cache first (the integration is then
         implied, as in Propexo); an id not cached is taken as the PMS's own id, which needs
-        `integration_id` in the body. Only an integration named in the body must be active.
+        `integration_id` in the body. Either way the integration must be active and not
+        archived: one switched off takes no write, however the write names it.
         """
         if write.record_id is not None:
             cached = read_cached_record(connection, write.account_id, write.model, write.record_id)
             if cached is not None:
-                return cached[0], cached[1], False
+                target, pms_id = cached
+                target.check_writable()
+                return target, pms_id, False
         integration_id = write.integration_id
         if integration_id is None:
             raise ValidationFailed(

@@ -246,6 +246,31 @@ def test_an_update_of_a_cached_record_reads_the_record_with_its_integration(
         )
 
 
+@pytest.mark.parametrize("change", [{"active": False}, {"is_archived": True}])
+def test_an_update_of_a_cached_record_of_an_inactive_integration_is_refused(
+    api: ApiHarness, change: dict[str, Any]
+) -> None:
+    """As a write naming the integration is: an inactive or archived integration takes no
+    write, whichever way the write found it."""
+    headers = api.token("acme")
+    integration_id = make_integration(api, headers)
+    with api.session_factory.begin() as session:
+        record = Record(integration_id=integration_id, model="residents", pms_id="pms-7", data={})
+        session.add(record)
+        session.flush()
+        record_id = record.id
+    change_elsewhere(api, integration_id, **change)
+    for target in (record_id, "pms-7"):  # pmsq's id of the record, and the PMS's
+        response = api.client.put(
+            f"/v1/residents/{target}", json={"last_name": "Byron"}, headers=headers
+        )
+        assert response.status_code == 400, response.text
+        assert response.json()["error"]["details"]["fields"] == [
+            {"field": "integration_id", "reason": "integration is inactive or archived"}
+        ]
+    assert jobs_of(api, integration_id) == 0
+
+
 @pytest.mark.parametrize(
     ("change", "status", "reason"),
     [
