@@ -54,6 +54,7 @@ from pydantic import BaseModel, ConfigDict
 from sqlalchemy import JSON, DateTime, String, func, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
+from bench.costs import CpuMeter
 from bench.pipeline import (
     REPO_ROOT,
     START_DEADLINE_S,
@@ -183,10 +184,10 @@ class Server:
         self.settle: Callable[[int], None] = lambda _writes: None
 
     def cpu_s(self) -> float:
-        """User + system CPU seconds of the server process so far."""
-        fields = Path(f"/proc/{self.process.popen.pid}/stat").read_text().rsplit(")", 1)[1]
-        utime, stime = (int(v) for v in fields.split()[11:13])
-        return (utime + stime) / os.sysconf("SC_CLK_TCK")
+        """User + system CPU seconds of the server process (and any it started) so far."""
+        meter = CpuMeter()
+        meter.watch(self.name, self.process.popen.pid)
+        return meter.sample()[self.name]
 
     def body(self, i: int) -> dict[str, Any]:
         integration_id = self.integration_ids[i % len(self.integration_ids)]

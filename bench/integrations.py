@@ -43,6 +43,7 @@ from typing import Any
 import redis
 from sqlalchemy import Engine, insert, select
 
+from bench.costs import CpuMeter, difference
 from bench.schedule import Databases, db_url, load_average
 from pmsq.models.account import Account
 from pmsq.models.base import new_id, utcnow
@@ -59,7 +60,7 @@ from pmsq.workers.publisher import AdmittedJob
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT / "tests"))
-from support.processes import ManagedProcess, pool_children  # noqa: E402
+from support.processes import ManagedProcess  # noqa: E402
 from support.services import RedisServer  # noqa: E402
 
 DEFAULT_SIZES = (10, 1_000, 10_000)
@@ -79,7 +80,8 @@ REPEATS = 5
 INSERT_CHUNK = 5_000
 #: Rate limit margin, as the settings' default.
 RATE_MARGIN_MS = 20.0
-CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+#: CPU groups of the idle phase: the worker with its pool processes, and redis-server.
+WORKER, REDIS = "worker", "redis-server"
 
 
 # -- data -------------------------------------------------------------------------------------
@@ -152,18 +154,6 @@ def job_row(job_id: str, integration: dict[str, Any], due_at: Any) -> dict[str, 
 # -- (a) idle worker --------------------------------------------------------------------------
 
 
-def cpu_ticks(pids: Sequence[int]) -> int:
-    """utime + stime of these processes, in clock ticks."""
-    total = 0
-    for pid in pids:
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except FileNotFoundError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total
-
-
 def idle_worker_cpu(
     env: dict[str, str],
     log_dir: Path,
@@ -184,16 +174,16 @@ def idle_worker_cpu(
     with worker:
         worker.wait_until(lambda: " ready." in worker.log_text(), 120, message="worker ready")
         time.sleep(warmup_s)
-        pids = [worker.pid, *pool_children(worker.pid)]
-        began = time.monotonic()
-        worker_before, redis_before = cpu_ticks(pids), cpu_ticks([redis_pid])
+        meter = CpuMeter()
+        meter.watch(WORKER, worker.pid)  # with its pool processes
+        meter.watch(REDIS, redis_pid)
+        began, before = time.monotonic(), meter.sample()
         time.sleep(window_s)
-        worker_after, redis_after = cpu_ticks(pids), cpu_ticks([redis_pid])
+        used_s = difference(meter.sample(), before)
         elapsed_s = time.monotonic() - began
         if "Traceback" in worker.log_text():
             report("  WARNING: the worker logged a traceback:\n" + worker.log_tail())
-    per_s = 1000 / CLOCK_TICKS / elapsed_s
-    return (worker_after - worker_before) * per_s, (redis_after - redis_before) * per_s
+    return used_s[WORKER] * 1000 / elapsed_s, used_s[REDIS] * 1000 / elapsed_s
 
 
 # -- (b) admission ----------------------------------------------------------------------------
