@@ -109,6 +109,15 @@ def change_elsewhere(api: ApiHarness, integration_id: str, **values: Any) -> Non
         )
 
 
+def cache_resident(api: ApiHarness, integration_id: str, pms_id: str) -> str:
+    """A resident in the integration's record cache, as a sync leaves it; its pmsq id."""
+    with api.session_factory.begin() as session:
+        record = Record(integration_id=integration_id, model="residents", pms_id=pms_id, data={})
+        session.add(record)
+        session.flush()
+        return record.id
+
+
 def test_a_write_is_one_insert_once_its_token_and_integration_are_known(
     api: ApiHarness, statements: list[str], submitter: RecordingSubmitter
 ) -> None:
@@ -225,11 +234,7 @@ def test_an_update_of_a_cached_record_reads_the_record_with_its_integration(
 ) -> None:
     headers = api.token("acme")
     integration_id = make_integration(api, headers)
-    with api.session_factory.begin() as session:
-        record = Record(integration_id=integration_id, model="residents", pms_id="pms-7", data={})
-        session.add(record)
-        session.flush()
-        record_id = record.id
+    record_id = cache_resident(api, integration_id, "pms-7")
     statements.clear()
     response = api.client.put(
         f"/v1/residents/{record_id}", json={"last_name": "Byron"}, headers=headers
@@ -254,11 +259,7 @@ def test_an_update_of_a_cached_record_of_an_inactive_integration_is_refused(
     write, whichever way the write found it."""
     headers = api.token("acme")
     integration_id = make_integration(api, headers)
-    with api.session_factory.begin() as session:
-        record = Record(integration_id=integration_id, model="residents", pms_id="pms-7", data={})
-        session.add(record)
-        session.flush()
-        record_id = record.id
+    record_id = cache_resident(api, integration_id, "pms-7")
     change_elsewhere(api, integration_id, **change)
     for target in (record_id, "pms-7"):  # pmsq's id of the record, and the PMS's
         response = api.client.put(
