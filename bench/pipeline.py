@@ -363,11 +363,14 @@ class RoundsSummary:
 
 def summarise_rounds(rounds: Sequence[Round], cpu_goal: float = CPU_RATIO_GOAL) -> RoundsSummary:
     throughput = [r.throughput_ratio for r in rounds]
-    cpu = [c for r in rounds if (c := r.cpu_ratio) is not None]
-    ours = [c for r in rounds if (c := r.cpu_per_job_s(r.pmsq)) is not None]
-    theirs = [c for r in rounds if (c := r.cpu_per_job_s(r.noop)) is not None]
+    measured: list[tuple[float, float]] = []  # pmsq's and the peer's CPU per job, each round
+    for r in rounds:
+        ours, theirs = r.cpu_per_job_s(r.pmsq), r.cpu_per_job_s(r.noop)
+        if ours is not None and theirs:
+            measured.append((ours, theirs))
+    cpu = [ours / theirs for ours, theirs in measured]
+    pooled = sum(o for o, _ in measured) / sum(t for _, t in measured) if measured else None
     flow = [f for r in rounds if (f := r.flow_round_trips) is not None]
-    pooled = sum(ours) / sum(theirs) if cpu and len(ours) == len(theirs) == len(cpu) else None
     return RoundsSummary(
         rounds=len(rounds),
         throughput_ratio_median=statistics.median(throughput),
